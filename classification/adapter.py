@@ -1,0 +1,108 @@
+"""The classification task adapter: model builders, preprocessing, prediction and evaluation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.registry import ModelCard
+
+from .data import load_dataset
+from .evaluate import evaluate
+from .models import build_model
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+
+
+class ClassificationPreprocessor:
+    """Turn image paths, PIL images, arrays or uint8 tensors into the normalised batch a model expects."""
+
+    def __init__(self, input_size: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.channels, self.height, self.width = input_size
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
+
+    def __repr__(self) -> str:
+        return (f"ClassificationPreprocessor(input_size={(self.channels, self.height, self.width)}, "
+                f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})")
+
+    def _to_uint8(self, item: Any) -> torch.Tensor:
+        from PIL import Image
+
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if not path.is_file():
+                raise FileNotFoundError(f"no image file at {path}")
+            try:
+                item = Image.open(path)
+                item.load()
+            except OSError as e:
+                raise ValueError(f"{path} is not a readable image ({e})") from None
+        if isinstance(item, torch.Tensor):
+            if item.dtype != torch.uint8:
+                raise ValueError("tensor inputs must be uint8 images (C, H, W); pass float batches to the model directly")
+            item = item.permute(1, 2, 0).numpy() if item.dim() == 3 else item.numpy()
+        if isinstance(item, np.ndarray):
+            if item.dtype != np.uint8 or item.ndim not in (2, 3):
+                raise ValueError(f"array inputs must be uint8 (H, W) or (H, W, C), got {item.dtype} {item.shape}")
+            item = Image.fromarray(item.squeeze(-1) if item.ndim == 3 and item.shape[-1] == 1 else item)
+        if not isinstance(item, Image.Image):
+            raise TypeError(f"cannot read an image from {type(item).__name__}; pass a path, PIL image, array or uint8 tensor")
+        item = item.convert("L" if self.channels == 1 else "RGB")
+        if item.size != (self.width, self.height):
+            item = item.resize((self.width, self.height), Image.BILINEAR)
+        arr = np.asarray(item, dtype=np.uint8)
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+    def __call__(self, inputs: Any) -> torch.Tensor:
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if not items:
+            raise ValueError("no inputs given")
+        batch = torch.stack([self._to_uint8(x) for x in items])
+        return (batch.float() / 255.0 - self.mean) / self.std
+
+
+class ClassificationAdapter:
+    task = "classification"
+
+    def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
+        return build_model(architecture, **config)
+
+    def preprocessor(self, card: ModelCard) -> Callable[[Any], torch.Tensor]:
+        p = card.preprocessing
+        return ClassificationPreprocessor(tuple(p["input_size"]), tuple(p["mean"]), tuple(p["std"]))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
+        """One dict per input: ``label``, ``index``, ``score`` (softmax probability) and the ``top_k`` list."""
+        batch = model.preprocess(inputs)
+        probs = torch.softmax(model(batch).float(), dim=1)
+        k = max(1, min(top_k, probs.shape[1]))
+        scores, indices = probs.topk(k, dim=1)
+        labels = model.card.labels or [str(i) for i in range(probs.shape[1])]
+        results = []
+        for s_row, i_row in zip(scores.tolist(), indices.tolist()):
+            top = [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(s_row, i_row)]
+            results.append({**top[0], "top_k": top} if k > 1 else top[0])
+        return results
+
+    def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+        data = load_dataset(card.dataset, card.split, data_root)
+        return evaluate(model.to(device), data, device=device)
+
+    def sample_inputs(self, card: ModelCard) -> list[Any]:
+        """The bundled example images of the card's dataset (the default input of `zoo predict`)."""
+        folder = SAMPLES_DIR / card.dataset
+        files = sorted(folder.glob("*.png")) if folder.is_dir() else []
+        if not files:
+            raise FileNotFoundError(f"no bundled sample images for dataset {card.dataset!r}; pass input files")
+        return files
+
+
+ADAPTER = ClassificationAdapter()

@@ -1,0 +1,136 @@
+"""CIFAR-style ResNets of He et al. (2016), "Deep Residual Learning for Image Recognition", sec. 4.2.
+
+The network is a 3x3 stem followed by three stages of ``n`` basic blocks each (16, 32 and 64
+channels, feature maps of 32, 16 and 8 pixels on CIFAR), global average pooling and a linear
+classifier: ``6n + 2`` weighted layers in all, so resnet20 has n = 3 and resnet56 has n = 9.
+Downsampling shortcuts follow the paper's option A (identity with stride-2 subsampling and zero
+padding of the new channels, no extra parameters) by default; option B (1x1 conv + BN
+projection), as used by several KD code bases, is available with ``shortcut="B"``.
+
+Module names follow torchvision (``conv1``, ``bn1``, ``layer1``..``layer3``, ``avgpool``, ``fc``)
+so that taps can address them by path.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEPTHS = (8, 14, 20, 32, 44, 56, 110)
+STAGE_WIDTHS = (16, 32, 64)
+
+
+class _ZeroPadShortcut(nn.Module):
+    """Option A shortcut: subsample by ``stride`` and zero-pad the extra output channels."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra = planes - in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        half = self.extra // 2
+        return F.pad(x, (0, 0, 0, 0, half, self.extra - half))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with a residual shortcut (He et al. 2016, fig. 2)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "A") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            if shortcut == "A":
+                self.shortcut = _ZeroPadShortcut(in_planes, planes, stride)
+            else:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for small images (He et al. 2016, sec. 4.2)."""
+
+    def __init__(
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        shortcut: str = "A",
+    ) -> None:
+        super().__init__()
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (e.g. {DEPTHS}), got {depth}")
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        if in_channels < 1 or num_classes < 1:
+            raise ValueError("in_channels and num_classes must be positive")
+        n = (depth - 2) // 6
+        self.config = {
+            "depth": depth,
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "shortcut": shortcut,
+        }
+        self.conv1 = nn.Conv2d(in_channels, STAGE_WIDTHS[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0])
+        in_planes = STAGE_WIDTHS[0]
+        stages = []
+        for i, planes in enumerate(STAGE_WIDTHS):
+            blocks = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(BasicBlock(in_planes, planes, stride, shortcut))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _builder(depth: int) -> Callable[..., CifarResNet]:
+    def build(**config) -> CifarResNet:
+        return CifarResNet(depth=depth, **config)
+
+    build.__name__ = f"resnet{depth}"
+    build.__doc__ = f"ResNet-{depth} for small images (He et al. 2016), n = {(depth - 2) // 6}."
+    return build
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {f"resnet{d}": _builder(d) for d in DEPTHS}
+
+
+def build_model(arch: str, **config) -> nn.Module:
+    """Build a classification architecture by name, e.g. ``build_model("resnet20", in_channels=1)``."""
+    try:
+        builder = ARCHITECTURES[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}") from None
+    config.pop("depth", None)
+    return builder(**config)

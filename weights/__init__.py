@@ -1,0 +1,1 @@
+"""The zoo's bundled checkpoints: one folder per entry (model.safetensors + config.json + README.md card)."""

@@ -1,0 +1,14 @@
+"""kdzoo: a task-specific knowledge-distillation model zoo for PyTorch.
+
+>>> import zoo
+>>> model = zoo.load("resnet20.fmnist")           # eval-mode model; model.card holds its measured metrics
+>>> zoo.predict("resnet20.fmnist")                # predictions on the entry's bundled sample images
+"""
+__version__ = "0.1.0"
+
+from .api import card, evaluate, list_models, load, predict, register, save  # noqa: E402
+from .hub import ChecksumError, StateDictMismatchError  # noqa: E402
+from .registry import ModelCard, UnknownModelError  # noqa: E402
+
+__all__ = ["ChecksumError", "ModelCard", "StateDictMismatchError", "UnknownModelError", "card", "evaluate",
+           "list_models", "load", "predict", "register", "save", "__version__"]

@@ -1,0 +1,90 @@
+"""The public API: load, save, list_models, card, predict, evaluate."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import hub
+from .registry import ModelCard, Registry
+from .tasks import get_adapter
+
+REGISTRY = Registry(discover=hub.discover_bundled)
+
+
+def register(card: ModelCard, replace: bool = False) -> ModelCard:
+    """Add an entry (e.g. a published checkpoint on a hub) to the zoo for this process."""
+    return REGISTRY.register(card, replace=replace)
+
+
+def list_models(task: str | None = None, method: str | None = None, dataset: str | None = None) -> list[ModelCard]:
+    """The cards of all zoo entries, optionally filtered by task, method and dataset."""
+    return REGISTRY.filter(task=task, method=method, dataset=dataset)
+
+
+def card(name: str) -> ModelCard:
+    """The model card of zoo entry ``name`` (or alias), or of a checkpoint directory."""
+    if os.path.isdir(name):
+        return hub.read_card(name)
+    return REGISTRY.get(name)
+
+
+def load(name_or_dir: str | os.PathLike, *, progress: bool = True) -> nn.Module:
+    """A ready model in eval mode, with ``.card`` (its ModelCard) and ``.preprocess`` (raw inputs -> batch).
+
+    ``name_or_dir`` is a zoo name or alias, a local checkpoint directory, an ``https://`` folder URL or
+    ``hf://org/repo[@revision]``. The weights' sha256 is verified against the card on every load.
+    """
+    source = str(name_or_dir)
+    if os.path.isdir(source):
+        return hub.load_dir(source)
+    if source.startswith(("https://", "http://", "hf://")):
+        return hub.load_dir(hub.fetch_url(source, progress=progress))
+    entry = REGISTRY.get(source)
+    directory = hub.fetch(entry, progress=progress)
+    return hub.load_dir(directory, entry if entry.source != "bundled" else None)
+
+
+def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard | None = None, *,
+         dtype: torch.dtype | None = None) -> ModelCard:
+    """Save ``model`` as a kdzoo checkpoint directory; ``card`` defaults to the model's own ``.card``."""
+    card = card or getattr(model, "card", None)
+    if card is None:
+        raise ValueError("zoo.save needs a ModelCard: pass card=... (models from zoo.load carry one as .card)")
+    return hub.save(model, directory, card, dtype=dtype)
+
+
+_LOADED: dict[str, nn.Module] = {}
+
+
+def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 1) -> list[dict[str, Any]]:
+    """Predictions for ``inputs`` (default: the entry's bundled sample inputs), one dict per input."""
+    if isinstance(name_or_model, nn.Module):
+        model = name_or_model
+    else:
+        key = str(name_or_model)
+        if key not in _LOADED:
+            _LOADED[key] = load(key)
+        model = _LOADED[key]
+    adapter = get_adapter(model.card.task)
+    if inputs is None:
+        inputs = adapter.sample_inputs(model.card)
+    return adapter.predict(model, inputs, top_k=top_k)
+
+
+def evaluate(name_or_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Re-measure a checkpoint's metrics with kdzoo's eval on its card's dataset split."""
+    model = load(name_or_dir)
+    measured = get_adapter(model.card.task).evaluate(model, model.card, data_root=data_root, device=device)
+    return {
+        "name": model.card.name,
+        "task": model.card.task,
+        "dataset": model.card.dataset,
+        "split": model.card.split,
+        "card": dict(model.card.metrics),
+        "measured": {k: measured[k] for k in model.card.metrics if k in measured},
+        "details": {k: v for k, v in measured.items() if k not in model.card.metrics},
+    }
+

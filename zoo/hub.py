@@ -1,0 +1,269 @@
+"""Checkpoint directories: ``model.safetensors`` + ``config.json`` + ``README.md`` (the model card).
+
+The README carries Hugging Face ``model-index`` front matter (so hubs and tools read the metrics)
+and the full kdzoo card under the key ``kdzoo``. Every load verifies the safetensors file's sha256
+against the card before reading a single tensor; every write is atomic.
+
+Sources: the bundled ``weights/`` folder, a local directory, ``https://`` URLs and ``hf://`` repos
+(fetched into the cache directory, ``$KDZOO_HOME`` or ``~/.cache/kdzoo``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import nn
+
+from . import __version__
+from .download import OfflineError, download, hf_download
+from .io import atomic_write_bytes, atomic_write_text, sha256_file
+from .registry import FileRef, ModelCard
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+HF_TASKS = {"classification": "image-classification", "detection": "object-detection",
+            "segmentation": "image-segmentation", "face": "image-feature-extraction", "gan": "image-to-image",
+            "nlp": "text-classification"}
+
+
+class ChecksumError(ValueError):
+    """A checkpoint file's sha256 differs from its card: the file is truncated, corrupt or tampered with."""
+
+
+class StateDictMismatchError(ValueError):
+    """The weights do not fit the architecture; the message names the missing and unexpected keys."""
+
+
+def cache_dir() -> Path:
+    """Where remote checkpoints are cached: ``$KDZOO_HOME`` or ``~/.cache/kdzoo``."""
+    return Path(os.environ.get("KDZOO_HOME") or Path.home() / ".cache" / "kdzoo")
+
+
+def bundled_dir() -> Path:
+    """The folder of checkpoints shipped with kdzoo (the repo's ``weights/``)."""
+    return Path(str(resources.files("zoo.weights")))
+
+
+# ---------------------------------------------------------------- card <-> README
+def render_card(card: ModelCard) -> str:
+    """The README.md of a checkpoint: HF model-index front matter + a human-readable card."""
+    metrics = [{"type": "accuracy" if k == "top1" else k, "value": v, "name": k} for k, v in card.metrics.items()]
+    front = {
+        "license": card.license.lower(),
+        "library_name": "kdzoo",
+        "pipeline_tag": HF_TASKS.get(card.task, card.task),
+        "tags": ["kdzoo", "knowledge-distillation", card.task, card.method],
+        "datasets": [card.dataset],
+        "model-index": [{
+            "name": card.name,
+            "results": [{
+                "task": {"type": HF_TASKS.get(card.task, card.task)},
+                "dataset": {"name": card.dataset, "type": card.dataset, "split": card.split},
+                "metrics": metrics,
+            }],
+        }],
+        "kdzoo": card.to_dict(),
+    }
+    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+             f"# {card.name}", ""]
+    if card.description:
+        lines += [card.description, ""]
+    lines += [f"- **Task:** {card.task}, **dataset:** {card.dataset} ({card.split} split)",
+              f"- **Architecture:** `{card.architecture}` {json.dumps(card.config)}",
+              f"- **Method:** {card.method}" + (f" ({card.paper})" if card.paper else "")]
+    if card.teacher:
+        tm = ", ".join(f"{k} {v:.4f}" for k, v in card.teacher.metrics.items())
+        lines.append(f"- **Teacher:** `{card.teacher.name}`" + (f" ({tm})" if tm else ""))
+    lines.append(f"- **Params:** {card.params:,}" + (f", **FLOPs:** {card.flops:,}" if card.flops else ""))
+    if card.latency_ms:
+        lat = ", ".join(f"{k} {v:.2f} ms" for k, v in card.latency_ms.items())
+        lines.append(f"- **Latency:** {lat}" + (f" ({card.latency_env})" if card.latency_env else ""))
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in card.metrics.items()]
+    lines.append(f"\nMetrics {card.metrics_source} on the {card.split} split"
+                 + (" by kdzoo's own evaluation (`zoo eval " + card.name + "`)." if card.metrics_source == "measured" else "."))
+    if card.training:
+        t = card.training
+        lines += ["", "## Training", "", f"- hardware: {t.hardware}", f"- epochs: {t.epochs}, seeds: {t.seeds}",
+                  f"- wall time: {t.wall_time_s:.0f} s, date: {t.date}"]
+        if t.notes:
+            lines.append(f"- notes: {t.notes}")
+        lines += ["", "Reproduce with:", "", "```bash", t.command, "```"]
+    if card.files:
+        lines += ["", "## Files", ""] + [f"- `{f.name}`: {f.size:,} bytes, sha256 `{f.sha256}`" for f in card.files]
+    return "\n".join(lines) + "\n"
+
+
+def parse_card(text: str, origin: str = "README.md") -> ModelCard:
+    """Read the kdzoo card back from a README's front matter."""
+    if not text.startswith("---"):
+        raise ValueError(f"{origin}: no YAML front matter, so no kdzoo model card")
+    try:
+        _, front, _ = text.split("---", 2)
+        data = yaml.safe_load(front)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"{origin}: unreadable front matter ({e})") from None
+    if not isinstance(data, dict) or "kdzoo" not in data:
+        raise ValueError(f"{origin}: the front matter has no 'kdzoo' card")
+    return ModelCard.from_dict(data["kdzoo"])
+
+
+def read_card(directory: str | os.PathLike) -> ModelCard:
+    path = Path(directory) / CARD_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} is not a kdzoo checkpoint: it has no {CARD_FILE}")
+    return parse_card(path.read_text(encoding="utf-8"), str(path))
+
+
+# ---------------------------------------------------------------- save
+def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard, *,
+         dtype: torch.dtype | None = None) -> ModelCard:
+    """Write ``model`` to ``directory`` as safetensors + config.json + card README; returns the final card.
+
+    Floating-point tensors are cast to ``dtype`` when given (the zoo ships float16). Each file is
+    written atomically, and the card records the weights' sha256 and size.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    blob = save_safetensors_bytes(state, metadata={"format": "pt", "kdzoo": __version__, "name": card.name})
+    atomic_write_bytes(directory / WEIGHTS_FILE, blob)
+    ref = FileRef(WEIGHTS_FILE, hashlib.sha256(blob).hexdigest(), len(blob))
+    card = replace(card, files=[ref] + [f for f in card.files if f.name != WEIGHTS_FILE])
+    config = {"task": card.task, "architecture": card.architecture, "config": card.config,
+              "preprocessing": card.preprocessing, "labels": card.labels, "kdzoo_version": __version__}
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    atomic_write_text(directory / CARD_FILE, render_card(card))
+    return card
+
+
+# ---------------------------------------------------------------- load
+def read_verified_weights(directory: str | os.PathLike, card: ModelCard) -> dict[str, torch.Tensor]:
+    """The state dict of ``directory``, after checking its sha256 against ``card``."""
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    ref = card.file(WEIGHTS_FILE)
+    if ref is None:
+        raise ChecksumError(f"the card of {card.name!r} lists no sha256 for {WEIGHTS_FILE}; refusing to load unverified weights")
+    blob = path.read_bytes()
+    actual = hashlib.sha256(blob).hexdigest()
+    if actual != ref.sha256:
+        raise ChecksumError(
+            f"sha256 mismatch for {path}: the card expects {ref.sha256} ({ref.size:,} bytes), the file has "
+            f"{actual} ({len(blob):,} bytes). The file is truncated, corrupt or altered; nothing was loaded. "
+            "Delete it and fetch or save it again."
+        )
+    return load_safetensors_bytes(blob)
+
+
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
+    """``load_state_dict(strict=True)`` with an error that names missing, unexpected and mis-shaped keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "none"
+
+        detail = [f"missing keys: {show(missing)}", f"unexpected keys: {show(unexpected)}"]
+        if shapes:
+            detail.append("shape mismatches: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in shapes[:8]))
+        raise StateDictMismatchError(f"the {what} does not fit {type(model).__name__}: " + "; ".join(detail))
+    model.load_state_dict(state, strict=True)
+
+
+def load_dir(directory: str | os.PathLike, card: ModelCard | None = None) -> nn.Module:
+    """Build the model a checkpoint directory describes and load its verified weights (eval mode, fp32)."""
+    from .tasks import get_adapter
+
+    directory = Path(directory)
+    card = card or read_card(directory)
+    state = read_verified_weights(directory, card)
+    adapter = get_adapter(card.task)
+    model = adapter.build_model(card.architecture, card.config)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    load_state_checked(model, state, f"checkpoint {directory}")
+    model.eval()
+    model.card = card
+    model.preprocess = adapter.preprocessor(card)
+    return model
+
+
+# ---------------------------------------------------------------- remote sources
+def _remote_file_url(source: str, name: str) -> str:
+    return source.rstrip("/") + "/" + name
+
+
+def fetch(card: ModelCard, *, progress: bool = True) -> Path:
+    """Local directory holding ``card``'s files, downloading what the cache lacks (sha256-verified)."""
+    if card.source == "bundled":
+        path = bundled_dir() / card.name
+        if not (path / WEIGHTS_FILE).exists():
+            raise FileNotFoundError(f"bundled checkpoint {card.name!r} is missing from {path}; reinstall kdzoo")
+        return path
+    return _fetch_files(card, cache_dir() / "hub" / card.name, progress)
+
+
+def _fetch_files(card: ModelCard, target: Path, progress: bool) -> Path:
+    if not card.files:
+        raise ChecksumError(f"the card of {card.name!r} lists no files with sha256; refusing to fetch unverified weights")
+    for f in card.files:
+        dest = target / f.name
+        if dest.exists() and sha256_file(dest) == f.sha256:
+            continue
+        try:
+            if card.source.startswith("hf://"):
+                repo, _, rev = card.source[len("hf://"):].partition("@")
+                hf_download(repo, f.name, target, revision=rev or None)
+                if sha256_file(dest) != f.sha256:
+                    dest.unlink()
+                    raise ChecksumError(f"sha256 mismatch for {f.name} from {card.source}; expected {f.sha256}")
+            else:
+                download(_remote_file_url(card.source, f.name), dest, sha256=f.sha256, progress=progress)
+        except OfflineError as e:
+            names = ", ".join(x.name for x in card.files)
+            raise OfflineError(
+                f"zoo entry {card.name!r} is not bundled; it lives at {card.source} and could not be fetched ({e}). "
+                f"To use it offline, download {names} from {card.source} into {target} "
+                f"(or into any folder, and pass that folder to zoo.load)."
+            ) from None
+    return target
+
+
+def fetch_url(source: str, *, progress: bool = True) -> Path:
+    """Fetch a checkpoint folder given by URL (``https://…/folder`` or ``hf://org/repo[@rev]``) into the cache.
+
+    Its README card comes first; the card's sha256 then verifies the weights.
+    """
+    slug = source.split("://", 1)[1].strip("/").replace("/", "--").replace("@", "--")
+    target = cache_dir() / "urls" / slug
+    try:
+        if source.startswith("hf://"):
+            repo, _, rev = source[len("hf://"):].partition("@")
+            hf_download(repo, CARD_FILE, target, revision=rev or None)
+        else:
+            download(_remote_file_url(source, CARD_FILE), target / CARD_FILE, progress=False)
+    except OfflineError as e:
+        raise OfflineError(f"{e}. Offline, download the checkpoint folder ({WEIGHTS_FILE}, {CONFIG_FILE}, "
+                           f"{CARD_FILE}) and pass its local path to zoo.load.") from None
+    card = replace(read_card(target), source=source)
+    return _fetch_files(card, target, progress)
+
+
+def discover_bundled() -> list[ModelCard]:
+    """Cards of every checkpoint folder in ``weights/``."""
+    root = bundled_dir()
+    return [read_card(d) for d in sorted(root.iterdir()) if (d / CARD_FILE).exists()]

@@ -1,0 +1,55 @@
+"""Model cost measurements for cards: parameters, FLOPs and CPU latency."""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers such as BatchNorm statistics not included)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """Forward FLOPs for ``example`` as counted by torch's FlopCounterMode (one multiply-add = 2 FLOPs)."""
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(example)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, example: torch.Tensor, *, warmup: int = 5, repeats: int = 30,
+                    min_seconds: float = 0.5) -> float:
+    """Median wall time in milliseconds of one forward pass on ``example`` (eval mode, current threads)."""
+    model.eval()
+    for _ in range(warmup):
+        model(example)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        model(example)
+        times.append(time.perf_counter() - t)
+        if len(times) >= 10 * repeats:
+            break
+    return statistics.median(times) * 1000.0
+
+
+def cpu_description() -> str:
+    """The CPU and torch build latency was measured on, for cards."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {torch.get_num_threads()} threads, torch {torch.__version__.split('+')[0]}"

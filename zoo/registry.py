@@ -1,0 +1,203 @@
+"""Model cards and the registry of zoo entries.
+
+A `ModelCard` is everything a user needs to choose and trust a checkpoint: what it is, what it was
+distilled from and how, and the metrics *our own* evaluation measured on a named split. Cards of
+bundled checkpoints live in each checkpoint's README.md (YAML front matter, key ``kdzoo``, next to
+the Hugging Face ``model-index``); `register()` adds entries from code (e.g. published checkpoints
+of other projects that live on a hub).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Iterable
+
+CARD_SCHEMA_VERSION = 1
+TASKS = ("classification", "detection", "segmentation", "face", "gan", "nlp")
+# Standard metric names per task; every value is a fraction (or a plain number where noted).
+TASK_METRICS = {
+    "classification": ("top1", "top5"),
+    "detection": ("bbox_mAP", "bbox_mAP_50"),
+    "segmentation": ("mIoU", "pixel_accuracy"),
+    "face": ("verification_accuracy", "tar_at_far_1e-3"),
+    "gan": ("fid", "psnr", "ssim", "lpips"),
+    "nlp": ("accuracy", "f1"),
+}
+
+
+class UnknownModelError(KeyError):
+    """No zoo entry has this name; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+@dataclass
+class TeacherRef:
+    """The teacher a student was distilled from, with the teacher's own measured metrics."""
+
+    name: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: int | None = None
+
+
+@dataclass
+class FileRef:
+    """A file of the checkpoint, with the sha256 that every load verifies."""
+
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass
+class TrainingRecord:
+    """How the checkpoint was trained, enough to reproduce it."""
+
+    command: str
+    hardware: str
+    epochs: float
+    seeds: list[int]
+    wall_time_s: float
+    date: str
+    config: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+
+@dataclass
+class ModelCard:
+    """One zoo entry. ``metrics`` are measured by kdzoo's own eval on ``dataset``/``split``."""
+
+    name: str
+    task: str
+    architecture: str
+    dataset: str
+    split: str
+    metrics: dict[str, float]
+    params: int
+    method: str = "plain"
+    config: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the architecture's builder
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # what inputs the model expects
+    labels: list[str] = field(default_factory=list)  # output index -> label name
+    aliases: list[str] = field(default_factory=list)
+    paper: str = ""
+    teacher: TeacherRef | None = None
+    flops: int | None = None  # forward FLOPs for one input (2 x multiply-accumulates)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # e.g. {"cpu_bs1": 1.2, "cpu_bs32": 9.8}
+    latency_env: str = ""  # where latency was measured (CPU model, threads, torch version)
+    files: list[FileRef] = field(default_factory=list)
+    license: str = "Apache-2.0"
+    training: TrainingRecord | None = None
+    source: str = "bundled"  # bundled | https://... | hf://org/repo[@rev]
+    metrics_source: str = "measured"  # measured (by our eval) | reported (by the publisher)
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # task-specific details (per-class accuracy, ...)
+    schema_version: int = CARD_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.teacher, dict):
+            self.teacher = TeacherRef(**self.teacher)
+        if isinstance(self.training, dict):
+            self.training = TrainingRecord(**self.training)
+        self.files = [FileRef(**f) if isinstance(f, dict) else f for f in self.files]
+        problems = validate_card_fields(self)
+        if problems:
+            raise ValueError(f"invalid model card {self.name!r}: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"model card has unknown field(s) {unknown}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def file(self, name: str) -> FileRef | None:
+        return next((f for f in self.files if f.name == name), None)
+
+    @property
+    def all_names(self) -> list[str]:
+        return [self.name, *self.aliases]
+
+
+def validate_card_fields(card: ModelCard) -> list[str]:
+    """Schema problems of a card (empty when it is valid)."""
+    problems = []
+    if not card.name or any(c.isspace() for c in card.name):
+        problems.append("name must be non-empty without spaces")
+    if card.task not in TASKS:
+        problems.append(f"task must be one of {TASKS}, got {card.task!r}")
+    if not card.metrics:
+        problems.append("metrics must not be empty")
+    for key, value in card.metrics.items():
+        if not isinstance(value, (int, float)):
+            problems.append(f"metric {key} must be a number")
+        elif card.task in TASK_METRICS and key in TASK_METRICS[card.task] and key not in ("fid",) and not 0 <= value <= 1:
+            problems.append(f"metric {key}={value} must be a fraction in [0, 1]")
+    if card.task in TASK_METRICS and not set(card.metrics) & set(TASK_METRICS[card.task]):
+        problems.append(f"metrics must include one of the standard {card.task} names {TASK_METRICS[card.task]}")
+    if card.params is None or card.params <= 0:
+        problems.append("params must be positive")
+    if card.metrics_source not in ("measured", "reported"):
+        problems.append("metrics_source must be 'measured' or 'reported'")
+    if not (card.source == "bundled" or card.source.startswith(("https://", "hf://", "file://"))):
+        problems.append(f"source must be 'bundled', https://, hf:// or file://, got {card.source!r}")
+    for f in card.files:
+        if len(f.sha256) != 64 or any(c not in "0123456789abcdef" for c in f.sha256):
+            problems.append(f"file {f.name}: sha256 must be 64 lowercase hex digits")
+    return problems
+
+
+class Registry:
+    """Cards by name and alias. Bundled checkpoints are discovered lazily on first use."""
+
+    def __init__(self, discover: Callable[[], Iterable[ModelCard]] | None = None) -> None:
+        self._cards: dict[str, ModelCard] = {}
+        self._discover = discover
+        self._discovered = False
+
+    def _ensure(self) -> None:
+        if not self._discovered and self._discover is not None:
+            self._discovered = True
+            for card in self._discover():
+                self.register(card, replace=True)
+
+    def register(self, card: ModelCard, replace: bool = False) -> ModelCard:
+        """Add ``card``; a name or alias already taken is an error unless ``replace``."""
+        if not replace:
+            for n in card.all_names:
+                if n in self._cards:
+                    raise ValueError(f"zoo entry name {n!r} is already registered")
+        for n in card.all_names:
+            self._cards[n] = card
+        return card
+
+    def get(self, name: str) -> ModelCard:
+        self._ensure()
+        try:
+            return self._cards[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self._cards), n=5, cutoff=0.4)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise UnknownModelError(
+                f"no zoo entry named {name!r}.{hint} `zoo list` shows all {len(self.cards())} entries."
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        self._ensure()
+        return name in self._cards
+
+    def cards(self) -> list[ModelCard]:
+        self._ensure()
+        unique = {id(c): c for c in self._cards.values()}
+        return sorted(unique.values(), key=lambda c: (c.task, c.dataset, c.name))
+
+    def filter(self, task: str | None = None, method: str | None = None, dataset: str | None = None) -> list[ModelCard]:
+        def keep(c: ModelCard) -> bool:
+            return ((task is None or c.task == task) and (method is None or c.method == method)
+                    and (dataset is None or c.dataset == dataset))
+
+        return [c for c in self.cards() if keep(c)]

@@ -1,0 +1,37 @@
+"""Task adapters: what the core needs from each task (build a model, preprocess, predict, evaluate)."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from .registry import TASKS, ModelCard
+
+ADAPTER_MODULES = {"classification": "zoo.classification.adapter"}
+
+
+class TaskAdapter(Protocol):
+    task: str
+
+    def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module: ...
+
+    def preprocessor(self, card: ModelCard) -> Callable[[Any], torch.Tensor]: ...
+
+    def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]: ...
+
+    def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
+                 device: str = "cpu") -> dict[str, Any]: ...
+
+    def sample_inputs(self, card: ModelCard) -> list[Any]: ...
+
+
+def get_adapter(task: str) -> TaskAdapter:
+    """The adapter of ``task``; a clear error for tasks kdzoo does not (yet) support."""
+    if task not in ADAPTER_MODULES:
+        known = ", ".join(ADAPTER_MODULES)
+        if task in TASKS:
+            raise ValueError(f"task {task!r} has no adapter in this version of kdzoo yet (available: {known})")
+        raise ValueError(f"unknown task {task!r}; available: {known}")
+    return importlib.import_module(ADAPTER_MODULES[task]).ADAPTER

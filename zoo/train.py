@@ -1,0 +1,327 @@
+"""The one training loop: every recipe (plain supervised, KD, online cohorts) trains through `fit`.
+
+What it trains is a `torch.nn.Module` whose ``forward(batch)`` returns a dict with a scalar
+``"loss"`` and any number of named loss parts; its parameters that require grad are optimised. The
+data is any object with ``__len__`` and ``batch(indices, generator, augment=True, device=...)``.
+
+Determinism and exact resume: the sample order of epoch ``e`` is a permutation drawn from a
+generator seeded by ``(seed, e)``, and the augmentation of step ``s`` from one seeded by
+``(seed, s)``; so the data stream is a pure function of the step and needs no saved state. The
+checkpoint (``train_state.pt``) holds the module, optimizer, grad scaler, step and the global RNG
+states; it is written atomically and read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .io import atomic_write
+
+STATE_FILE = "train_state.pt"
+
+
+class BatchSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None, augment: bool = False,
+              device: torch.device | str | None = None) -> Any: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. ``batch_size`` is the global batch per optimizer step."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    optimizer: str = "sgd"  # sgd | adamw
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_epochs: float = 0.0
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of training, for the step schedule
+    gamma: float = 0.1
+    grad_accum: int = 1
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    channels_last: bool = True
+    seed: int = 0
+    max_steps: int | None = None  # stop (resumably) after this many optimizer steps; schedule unchanged
+    checkpoint_every: int = 200  # optimizer steps; also at every epoch end and on stop
+    log_every: int = 20
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
+            problems.append(f"batch_size ({self.batch_size}) must be a positive multiple of grad_accum ({self.grad_accum})")
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0 (got {self.lr})")
+        if self.schedule not in ("cosine", "step", "constant"):
+            problems.append(f"schedule must be cosine, step or constant (got {self.schedule!r})")
+        if self.optimizer not in ("sgd", "adamw"):
+            problems.append(f"optimizer must be sgd or adamw (got {self.optimizer!r})")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            problems.append(f"amp must be auto, bf16, fp16 or off (got {self.amp!r})")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1 (got {self.max_steps})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.milestones = tuple(self.milestones)
+
+
+def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate at optimizer step ``step`` (0-based): linear warmup, then cosine/step/constant."""
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.gamma ** sum(progress >= m for m in cfg.milestones)
+    return cfg.lr
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``; ``auto`` picks bf16 where the hardware has it."""
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if amx else None  # bf16 without AMX is slower than fp32 on a CPU
+    return None
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _generator(*seeds: int) -> torch.Generator:
+    """A CPU generator seeded by a fixed mix of ``seeds`` (stable across processes and Python versions)."""
+    mixed = 0
+    for s in seeds:
+        mixed = (mixed * 6364136223846793005 + int(s) + 1442695040888963407) % (1 << 63)
+    g = torch.Generator()
+    g.manual_seed(mixed)
+    return g
+
+
+@dataclass
+class TrainResult:
+    step: int
+    total_steps: int
+    finished: bool
+    history: list[dict] = field(default_factory=list)  # one row per evaluated epoch
+
+
+def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+def fit(
+    module: nn.Module,
+    data: BatchSource,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    resume: bool = False,
+    device: torch.device | str | None = None,
+) -> TrainResult:
+    """Train ``module`` on ``data`` with ``cfg``; checkpoints and logs go to ``out_dir``.
+
+    ``evaluate`` is called after each epoch (on rank 0) and its metrics are logged. With
+    ``resume=True`` training continues exactly from ``out_dir/train_state.pt``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = _rank_world()
+    device = torch.device(device) if device is not None else torch.device(
+        f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    micro = cfg.batch_size // cfg.grad_accum
+    if micro % world:
+        raise ValueError(f"the micro-batch ({micro}) must divide evenly over {world} processes")
+    steps_per_epoch = len(data) // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"the data has {len(data)} examples, fewer than one batch of {cfg.batch_size}")
+    total_steps = cfg.epochs * steps_per_epoch
+
+    module.to(device)
+    if cfg.channels_last and device.type in ("cpu", "cuda"):
+        module.to(memory_format=torch.channels_last)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the module has no trainable parameters")
+    optimizer = _make_optimizer(cfg, params)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    train_module: nn.Module = module
+    if world > 1:
+        train_module = nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    step, history = 0, []
+    state_path = out / STATE_FILE
+    if resume:
+        if not state_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {state_path}")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved_cfg = state["config"]
+        for key in ("epochs", "batch_size", "seed", "lr", "schedule"):
+            if saved_cfg.get(key) != getattr(cfg, key):
+                raise ValueError(f"--resume: {key} was {saved_cfg.get(key)!r} in the checkpoint, now {getattr(cfg, key)!r}")
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if torch.cuda.is_available() and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        step, history = int(state["step"]), json.loads(state["history"])
+    else:
+        torch.manual_seed(cfg.seed)
+
+    def save_state() -> None:
+        if rank != 0:
+            return
+        state = {
+            "module": module.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "step": step, "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            "config": asdict(cfg), "history": json.dumps(history),
+        }
+        atomic_write(state_path, lambda f: torch.save(state, f))
+
+    log_path = out / "log.csv"
+    log_file = open(log_path, "a", newline="") if rank == 0 else None
+    log_writer: csv.DictWriter | None = None
+    bar = None
+    if rank == 0 and cfg.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, desc="train")
+    stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    t0 = time.perf_counter()
+    try:
+        while step < stop_at:
+            epoch, pos = divmod(step, steps_per_epoch)
+            order = torch.randperm(len(data), generator=_generator(cfg.seed, epoch))
+            train_module.train()
+            while pos < steps_per_epoch and step < stop_at:
+                lr = lr_at(cfg, step, total_steps, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                gen = _generator(cfg.seed, 1_000_003, step)
+                global_idx = order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+                parts: dict[str, float] = {}
+                for k in range(cfg.grad_accum):
+                    idx = global_idx[k * micro:(k + 1) * micro]
+                    # Every rank draws the augmentation of the whole micro-batch, then keeps its share,
+                    # so the global batch is the same for any number of processes.
+                    batch = data.batch(idx, gen, augment=True, device=device)
+                    batch = _shard(batch, rank, world)
+                    if cfg.channels_last:
+                        batch = _channels_last(batch)
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        outputs = train_module(batch)
+                    loss = outputs["loss"]
+                    if not torch.isfinite(loss.detach()).all():
+                        raise NonFiniteLossError(
+                            f"loss is {loss.item()} at step {step} (epoch {epoch}); parts: "
+                            + ", ".join(f"{k}={float(v):.4g}" for k, v in outputs.items())
+                            + f". The last good checkpoint is kept in {state_path}; lower the lr or check the data."
+                        )
+                    scaler.scale(loss / cfg.grad_accum).backward()
+                    for name, value in outputs.items():
+                        parts[name] = parts.get(name, 0.0) + float(value.detach()) / cfg.grad_accum
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                pos += 1
+                if rank == 0 and (step % cfg.log_every == 0 or step == stop_at):
+                    row = {"step": step, "epoch": epoch, "lr": lr, **parts}
+                    if log_writer is None:
+                        log_writer = csv.DictWriter(log_file, fieldnames=list(row), extrasaction="ignore")
+                        if log_file.tell() == 0:
+                            log_writer.writeheader()
+                    log_writer.writerow(row)
+                    log_file.flush()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
+                if pos == steps_per_epoch:
+                    if evaluate is not None and rank == 0:
+                        metrics = evaluate()
+                        history.append({"epoch": epoch + 1, "step": step,
+                                         "seconds": round(time.perf_counter() - t0, 1), **metrics})
+                        if bar is not None:
+                            bar.write(f"epoch {epoch + 1}/{cfg.epochs}: "
+                                      + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                        train_module.train()
+                    save_state()
+                elif step % cfg.checkpoint_every == 0 or step == stop_at:
+                    save_state()
+    finally:
+        if bar is not None:
+            bar.close()
+        if log_file is not None:
+            log_file.close()
+    return TrainResult(step=step, total_steps=total_steps, finished=step >= total_steps, history=history)
+
+
+def _shard(batch: Any, rank: int, world: int) -> Any:
+    if world == 1:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.chunk(world)[rank]
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_shard(b, rank, world) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _shard(v, rank, world) for k, v in batch.items()}
+    return batch
+
+
+def _channels_last(batch: Any) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_channels_last(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _channels_last(v) for k, v in batch.items()}
+    return batch
+
+
+def config_from_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with fields replaced; unknown keys give an error listing the valid ones."""
+    valid = {f.name for f in fields(TrainConfig)}
+    bad = sorted(set(overrides) - valid)
+    if bad:
+        raise ValueError(f"unknown training setting(s) {bad}; valid: {', '.join(sorted(valid))}")
+    return TrainConfig(**{**asdict(cfg), **overrides})
