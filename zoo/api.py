@@ -41,7 +41,7 @@ def load(name_or_dir: str | os.PathLike, *, progress: bool = True) -> nn.Module:
     if os.path.isdir(source):
         return hub.load_dir(source)
     if source.startswith(("https://", "http://", "hf://")):
-        return hub.load_dir(hub.fetch_url(source, progress=progress))
+        return hub.load_dir(*hub.fetch_url(source, progress=progress))
     entry = REGISTRY.get(source)
     directory = hub.fetch(entry, progress=progress)
     return hub.load_dir(directory, entry if entry.source != "bundled" else None)

@@ -144,7 +144,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     from .classification.publish import export_run
 
-    path = export_run(model, info, args.out, command="zoo " + shlex.join(sys.argv[1:]))
+    path = export_run(model, info, args.out, command="zoo " + shlex.join(args.argv))
     print(f"saved {path}")
     return 0
 
@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded on cards as the command that reproduces a run
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, KeyError, ConnectionError, TypeError) as e:

@@ -243,7 +243,7 @@ def _fetch_files(card: ModelCard, target: Path, progress: bool) -> Path:
     return target
 
 
-def fetch_url(source: str, *, progress: bool = True) -> Path:
+def fetch_url(source: str, *, progress: bool = True) -> tuple[Path, ModelCard]:
     """Fetch a checkpoint folder given by URL (``https://…/folder`` or ``hf://org/repo[@rev]``) into the cache.
 
     Its README card comes first; the card's sha256 then verifies the weights.
@@ -260,7 +260,7 @@ def fetch_url(source: str, *, progress: bool = True) -> Path:
         raise OfflineError(f"{e}. Offline, download the checkpoint folder ({WEIGHTS_FILE}, {CONFIG_FILE}, "
                            f"{CARD_FILE}) and pass its local path to zoo.load.") from None
     card = replace(read_card(target), source=source)
-    return _fetch_files(card, target, progress)
+    return _fetch_files(card, target, progress), card
 
 
 def discover_bundled() -> list[ModelCard]:

@@ -254,7 +254,7 @@ def fit(
                     if not torch.isfinite(loss.detach()).all():
                         raise NonFiniteLossError(
                             f"loss is {loss.item()} at step {step} (epoch {epoch}); parts: "
-                            + ", ".join(f"{k}={float(v):.4g}" for k, v in outputs.items())
+                            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in outputs.items())
                             + f". The last good checkpoint is kept in {state_path}; lower the lr or check the data."
                         )
                     scaler.scale(loss / cfg.grad_accum).backward()

@@ -1,0 +1,78 @@
+"""The `zoo` CLI and its stable --json schema, on the bundled Fashion-MNIST entries."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from zoo import cli
+from zoo.cli import LIST_FIELDS
+
+STUDENT = "resnet20.fmnist"
+
+
+def run_json(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def test_list_json_schema(capsys):
+    code, data = run_json(capsys, "list", "--json")
+    assert code == 0 and data["schema_version"] == 1
+    by_name = {m["name"]: m for m in data["models"]}
+    assert {"resnet20.fmnist", "resnet32.fmnist", "resnet56.fmnist"} <= set(by_name)
+    for m in data["models"]:
+        assert tuple(m) == LIST_FIELDS
+    m = by_name[STUDENT]
+    assert m["task"] == "classification" and m["dataset"] == "fashion-mnist" and m["split"] == "test"
+    assert 0.5 < m["metrics"]["top1"] <= 1 and m["params"] == 269434
+
+
+def test_list_filters(capsys):
+    code, data = run_json(capsys, "list", "--task", "detection", "--json")
+    assert code == 0 and data["models"] == []
+    cli.main(["list", "--task", "classification"])
+    assert STUDENT in capsys.readouterr().out
+
+
+def test_card_json_and_text(capsys):
+    code, data = run_json(capsys, "card", STUDENT, "--json")
+    assert code == 0 and data["card"]["name"] == STUDENT
+    assert data["card"]["training"]["command"].startswith("zoo train classification --arch resnet20")
+    cli.main(["card", STUDENT])
+    assert "Reproduce with" in capsys.readouterr().out
+
+
+def test_unknown_name_exits_2_with_suggestions(capsys):
+    assert cli.main(["card", "resnet20.fmnst"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean: resnet20.fmnist" in err
+
+
+def test_predict_default_samples_json(capsys):
+    code, data = run_json(capsys, "predict", STUDENT, "--json", "--top-k", "2")
+    assert code == 0
+    preds = data["predictions"]
+    assert len(preds) == 10
+    # the bundled samples are named after their true class; a trained student gets most of them right
+    correct = sum(p["input"].split("/")[-1].split("-")[0] == str(p["index"]) for p in preds)
+    assert correct >= 8
+
+
+def test_predict_bad_input_is_a_clear_error(capsys, tmp_path):
+    assert cli.main(["predict", STUDENT, str(tmp_path / "nope.png")]) == 2
+    assert "no image file" in capsys.readouterr().err
+
+
+def test_eval_reproduces_the_card(capsys):
+    code, data = run_json(capsys, "eval", STUDENT, "--json")
+    assert code == 0 and data["within_tolerance"] is True
+    assert abs(data["measured"]["top1"] - data["card"]["top1"]) <= 0.003
+    assert set(data) == {"schema_version", "name", "task", "dataset", "split", "card", "measured", "delta",
+                         "tolerance", "within_tolerance"}
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "zoo.cli", "list"], capture_output=True, text=True, check=True).stdout
+    assert STUDENT in out

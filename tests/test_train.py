@@ -1,0 +1,130 @@
+import json
+
+import pytest
+import torch
+
+from zoo import cli
+from zoo.train import NonFiniteLossError, TrainConfig, config_from_overrides, fit, lr_at
+
+TINY = ["train", "classification", "--arch", "resnet8", "--train-subset", "256", "--batch-size", "32",
+        "--epochs", "2", "--set", "progress=false"]
+
+
+def _weights(path):
+    return torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)["module"]
+
+
+def test_killed_and_resumed_run_is_bit_identical(tmp_path):
+    assert cli.main(TINY + ["--out", str(tmp_path / "a"), "--max-steps", "12"]) == 0
+    assert cli.main(TINY + ["--out", str(tmp_path / "b"), "--max-steps", "6"]) == 0
+    assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["step"] == 6
+    assert cli.main(TINY + ["--out", str(tmp_path / "b"), "--max-steps", "12", "--resume"]) == 0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and training moved the weights at all
+    c = tmp_path / "c"
+    assert cli.main(TINY + ["--out", str(c), "--max-steps", "1"]) == 0
+    assert not all(torch.equal(a[k], _weights(c)[k]) for k in a)
+
+
+def test_finished_run_exports_a_loadable_checkpoint_with_card(tmp_path):
+    import zoo
+
+    assert cli.main(TINY + ["--out", str(tmp_path / "r")]) == 0
+    model = zoo.load(tmp_path / "r")
+    card = model.card
+    assert card.architecture == "resnet8" and card.training.epochs == 2 and card.training.seeds == [0]
+    assert card.training.command.startswith("zoo train classification --arch resnet8")
+    assert 0.0 <= card.metrics["top1"] <= 1.0
+    assert [h["epoch"] for h in card.extra["history"]] == [1, 2]
+    log = (tmp_path / "r" / "log.csv").read_text().splitlines()
+    assert log[0] == "step,epoch,lr,loss" and len(log) > 1
+
+
+def test_resume_without_checkpoint_or_with_changed_schedule_fails(tmp_path):
+    assert cli.main(TINY + ["--out", str(tmp_path / "x"), "--resume"]) == 2
+    assert cli.main(TINY + ["--out", str(tmp_path / "y"), "--max-steps", "2"]) == 0
+    changed = [a if a != "2" else "3" for a in TINY]  # --epochs 3
+    with pytest.raises(ValueError, match="epochs was 2 in the checkpoint"):
+        from zoo.classification.train import train_classifier
+
+        train_classifier("resnet8", out_dir=tmp_path / "y", cfg=TrainConfig(epochs=3, batch_size=32, progress=False),
+                         train_subset=256, resume=True)
+    assert changed != TINY
+
+
+class Exploding(torch.nn.Module):
+    def __init__(self, blow_up_at: int):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+        self.calls = 0
+        self.blow_up_at = blow_up_at
+
+    def forward(self, batch):
+        self.calls += 1
+        loss = (self.w * batch[0]).sum() ** 2 / 1000
+        return {"loss": loss * (float("nan") if self.calls >= self.blow_up_at else 1.0)}
+
+
+class Rows:
+    def __len__(self):
+        return 64
+
+    def batch(self, indices, generator=None, augment=False, device=None):
+        return (torch.randn(len(indices), 3, generator=generator).mean(0),)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
+    cfg = TrainConfig(epochs=4, batch_size=8, checkpoint_every=2, progress=False, amp="off", channels_last=False)
+    module = Exploding(blow_up_at=6)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 5") as err:
+        fit(module, Rows(), cfg, tmp_path)
+    assert "last good checkpoint" in str(err.value)
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    assert state["step"] == 4 and torch.isfinite(state["module"]["w"]).all()
+
+
+def test_bad_settings_are_listed():
+    with pytest.raises(ValueError, match="unknown training setting.*'lrr'.*valid: .*lr"):
+        config_from_overrides(TrainConfig(), {"lrr": 0.1})
+    with pytest.raises(ValueError, match="schedule must be"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="multiple of grad_accum"):
+        TrainConfig(batch_size=10, grad_accum=3)
+    assert cli.main(["train", "classification", "--arch", "resnet8", "--out", "/tmp/x", "--set", "nope=1"]) == 2
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(lr=1.0, epochs=10, warmup_epochs=1)
+    assert lr_at(cfg, 0, 100, 10) == pytest.approx(0.1)
+    assert lr_at(cfg, 10, 100, 10) == pytest.approx(1.0)
+    assert lr_at(cfg, 55, 100, 10) == pytest.approx(0.5)
+    step = TrainConfig(lr=1.0, schedule="step", milestones=(0.5, 0.75))
+    assert [lr_at(step, s, 100, 10) for s in (0, 50, 80)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    """Accumulating 2 micro-batches of 16 gives the same update as one batch of 32 (no BN: linear model)."""
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin = torch.nn.Linear(3, 1)
+
+        def forward(self, batch):
+            (x,) = batch
+            return {"loss": (self.lin(x) ** 2).mean()}
+
+    class Data(Rows):
+        def batch(self, indices, generator=None, augment=False, device=None):
+            return (torch.stack([torch.arange(3.0) + i for i in indices.tolist()]),)
+
+    out = {}
+    for accum in (1, 2):
+        m = Linear()
+        fit(m, Data(), TrainConfig(epochs=1, batch_size=32, grad_accum=accum, max_steps=1, progress=False,
+                                   amp="off", channels_last=False, momentum=0.0), tmp_path / str(accum))
+        out[accum] = m.lin.weight.detach().clone()
+    assert torch.allclose(out[1], out[2], atol=1e-6)
