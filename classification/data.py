@@ -96,15 +96,20 @@ class ImageDataset:
         return (images.float().div_(255.0) - mean) / std
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None,
-              augment: bool = False, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gather, optionally augment (pad-crop + horizontal flip), move and normalise a batch."""
+              augment: bool = False, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Gather, optionally augment (pad-crop + horizontal flip), move and normalise a batch.
+
+        Returns ``{"inputs": float images, "labels": int64, "index": dataset indices}`` (the indices
+        serve losses with per-example state, such as CRD's memory bank).
+        """
         indices = indices.to(self.images.device)
         images, labels = self.images[indices], self.labels[indices]
         if augment:
             images = random_crop_flip(images, self.crop_padding, generator)
         if device is not None:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        return self.normalize(images), labels
+            indices = indices.to(device, non_blocking=True)
+        return {"inputs": self.normalize(images), "labels": labels, "index": indices}
 
     def loader(self, batch_size: int, device: torch.device | str | None = None):
         """Iterate over the split in order, unaugmented (for evaluation)."""

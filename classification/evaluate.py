@@ -15,9 +15,9 @@ def confusion_matrix(model: nn.Module, data: ImageDataset, batch_size: int = 100
     model.eval()
     n = len(data.classes)
     counts = torch.zeros(n * n, dtype=torch.long, device=device)
-    for images, labels in data.loader(batch_size, device=device):
-        pred = model(images).argmax(1)
-        counts += torch.bincount(labels * n + pred, minlength=n * n)
+    for batch in data.loader(batch_size, device=device):
+        pred = model(batch["inputs"]).argmax(1)
+        counts += torch.bincount(batch["labels"] * n + pred, minlength=n * n)
     model.train(was_training)
     return counts.view(n, n).cpu()
 

@@ -24,9 +24,9 @@ class Supervised(nn.Module):
         self.model = model
         self.label_smoothing = label_smoothing
 
-    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        return {"loss": F.cross_entropy(self.model(images), labels, label_smoothing=self.label_smoothing)}
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = self.model(batch["inputs"])
+        return {"loss": F.cross_entropy(logits, batch["labels"], label_smoothing=self.label_smoothing)}
 
 
 def train_classifier(

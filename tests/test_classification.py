@@ -188,8 +188,9 @@ def test_cifar_loads_a_torchvision_root(tmp_path, monkeypatch):
     test = load_dataset("cifar10", "test", root=tmp_path)
     assert train.images.shape == (20, 3, 32, 32) and len(test) == 6 and train.crop_padding == 4
     assert train.classes[0] == "airplane" and test.labels.tolist() == list(range(6))
-    x, y = train.batch(torch.arange(4), torch.Generator().manual_seed(0), augment=True)
-    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+    b = train.batch(torch.arange(4), torch.Generator().manual_seed(0), augment=True)
+    assert b["inputs"].shape == (4, 3, 32, 32) and b["inputs"].dtype == torch.float32
+    assert b["index"].tolist() == [0, 1, 2, 3] and b["labels"].tolist() == [0, 1, 2, 3]
 
 
 def test_cifar_missing_says_how_to_get_it(tmp_path):
