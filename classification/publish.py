@@ -12,7 +12,7 @@ from torch import nn
 
 from zoo import hub
 from zoo.metrics import count_flops, count_params, cpu_description, measure_latency
-from zoo.registry import ModelCard, TrainingRecord
+from zoo.registry import ModelCard, TeacherRef, TrainingRecord
 
 from .evaluate import evaluate
 
@@ -38,15 +38,24 @@ def measure_costs(model: nn.Module, input_size: tuple[int, ...], batch_sizes: tu
 
 
 def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLike, *, command: str,
-               name: str | None = None, method: str = "plain", paper: str = CIFAR_RESNET_PAPER) -> Path:
-    """Save a finished run's model (fp32) with a card whose metrics are measured now on the test split."""
+               name: str | None = None) -> Path:
+    """Save a finished run's model (fp32) with a card whose metrics are measured now on the test split.
+
+    ``info`` comes from ``train_classifier`` (plain recipe) or ``distill_classifier`` (its recipe and
+    teachers go on the card).
+    """
     data, test = info["dataset"], info["test"]
+    recipe = info.get("recipe")
+    teachers = info.get("teachers") or []
+    method = recipe["name"] if recipe else "plain"
+    paper = recipe["paper"] if recipe and recipe.get("paper") else CIFAR_RESNET_PAPER
+    extra_run = {"recipe": recipe, "teachers": teachers, "assistant_chain": info.get("assistant_chain")} if recipe else {}
     arch = f"resnet{model.config['depth']}" if hasattr(model, "config") else type(model).__name__
     result = evaluate(model, test)
     history = info["history"]
     cfg = info["train_config"]
     card = ModelCard(
-        name=name or f"{arch}.{data.name}",
+        name=name or (f"{arch}-{method}.{data.name}" if recipe else f"{arch}.{data.name}"),
         task="classification",
         architecture=arch,
         config=dict(model.config),
@@ -56,6 +65,7 @@ def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLik
         params=count_params(model),
         method=method,
         paper=paper,
+        teacher=TeacherRef(**teachers[0]) if teachers else None,
         preprocessing={"input_size": [data.in_channels, data.image_size, data.image_size],
                        "mean": list(data.mean), "std": list(data.std)},
         labels=list(data.classes),
@@ -69,7 +79,7 @@ def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLik
             config=cfg,
         ),
         extra={"per_class": result["per_class"], "confusion": result["confusion"],
-               "history": [{k: v for k, v in h.items()} for h in history]},
+               "history": [dict(h) for h in history], **extra_run},
     )
     hub.save(model, out_dir, card)
     return Path(out_dir)

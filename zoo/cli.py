@@ -1,4 +1,4 @@
-"""The `zoo` command line: list, card, predict, eval, train, publish.
+"""The `zoo` command line: list, card, predict, eval, train, distill, recipes, publish.
 
 The ``--json`` outputs are a stable, versioned schema (``schema_version``), documented in README.md.
 """
@@ -127,18 +127,16 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, config_from_overrides
-    from .classification.train import train_classifier
-
-    overrides = parse_overrides(args.set)
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """--set pairs plus the dedicated flags (--epochs, --seed, ...), the flags winning."""
+    settings = parse_overrides(args.set)
     for key in ("epochs", "seed", "max_steps", "batch_size", "lr"):
         if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    cfg = config_from_overrides(TrainConfig(), overrides)
-    model, info = train_classifier(args.arch, args.dataset, args.out, cfg, data_root=args.data_root,
-                                   download=args.download, train_subset=args.train_subset, resume=args.resume,
-                                   device=args.device)
+            settings[key] = getattr(args, key)
+    return settings
+
+
+def _finish_run(model: Any, info: dict[str, Any], args: argparse.Namespace) -> int:
     if not info["finished"]:
         print(f"stopped at step {info['step']}/{info['total_steps']}; continue with the same command plus --resume")
         return 0
@@ -147,6 +145,57 @@ def _cmd_train(args: argparse.Namespace) -> int:
     path = export_run(model, info, args.out, command="zoo " + shlex.join(args.argv))
     print(f"saved {path}")
     return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, config_from_overrides
+    from .classification.train import train_classifier
+
+    cfg = config_from_overrides(TrainConfig(), _settings(args))
+    model, info = train_classifier(args.arch, args.dataset, args.out, cfg, data_root=args.data_root,
+                                   download=args.download, train_subset=args.train_subset, resume=args.resume,
+                                   device=args.device)
+    return _finish_run(model, info, args)
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .classification.distill import distill_classifier
+
+    model, info = distill_classifier(args.recipe, args.teacher or None, args.student, args.dataset, args.out,
+                                     _settings(args), data_root=args.data_root, download=args.download,
+                                     train_subset=args.train_subset, resume=args.resume, device=args.device)
+    return _finish_run(model, info, args)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from .recipes import RECIPES, recipe_dict
+
+    if args.json:
+        _print_json({"schema_version": JSON_SCHEMA_VERSION, "recipes": [recipe_dict(RECIPES[n]) for n in sorted(RECIPES)]})
+        return 0
+    for name in sorted(RECIPES):
+        r = RECIPES[name]
+        terms = " + ".join(f"{t.weight:g}*{t.name}" for t in r.terms)
+        print(f"{name:12s} {r.task_weight:g}*task" + (f" + {terms}" if terms else "") + (f"   ({r.paper})" if r.paper else ""))
+    return 0
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", choices=["classification"])
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | cifar10 | cifar100")
+    p.add_argument("--data-root", default=None, help="dataset directory (default: standard locations)")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (resumable)")
+    p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", required=True, help="output directory (checkpoint, card, logs)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training setting, a recipe field, T, or TERM.FIELD (e.g. kd.weight=0.9)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,22 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(func=_cmd_publish)
 
     t = sub.add_parser("train", help="train a model from scratch with the plain (no-KD) recipe")
-    t.add_argument("task", choices=["classification"])
-    t.add_argument("--arch", required=True, help="architecture, e.g. resnet20")
-    t.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | cifar10 | cifar100")
-    t.add_argument("--data-root", default=None, help="dataset directory (default: standard locations)")
-    t.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network)")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (resumable)")
-    t.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
-    t.add_argument("--device", default=None)
-    t.add_argument("--out", required=True, help="output directory (checkpoint, card, logs)")
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
+    _add_run_args(t)
+    t.add_argument("--arch", required=True, help="architecture, e.g. resnet56")
     t.set_defaults(func=_cmd_train)
+
+    d = sub.add_parser("distill", help="distil a student from zoo teacher(s) with a recipe")
+    _add_run_args(d)
+    d.add_argument("--recipe", required=True, help="recipe name (`zoo recipes` lists them)")
+    d.add_argument("--teacher", action="append", default=[], help="teacher: zoo name or checkpoint folder (repeat for several)")
+    d.add_argument("--student", required=True, help="student architecture, e.g. resnet20")
+    d.set_defaults(func=_cmd_distill)
+
+    rc = sub.add_parser("recipes", help="list the KD recipes")
+    rc.add_argument("--json", action="store_true")
+    rc.set_defaults(func=_cmd_recipes)
     return p
 
 

@@ -235,6 +235,8 @@ def fit(
             train_module.train()
             while pos < steps_per_epoch and step < stop_at:
                 lr = lr_at(cfg, step, total_steps, steps_per_epoch)
+                if hasattr(module, "set_progress"):  # e.g. the Distiller's term schedules
+                    module.set_progress(step, total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 gen = _generator(cfg.seed, 1_000_003, step)
@@ -268,7 +270,10 @@ def fit(
                 if rank == 0 and (step % cfg.log_every == 0 or step == stop_at):
                     row = {"step": step, "epoch": epoch, "lr": lr, **parts}
                     if log_writer is None:
-                        log_writer = csv.DictWriter(log_file, fieldnames=list(row), extrasaction="ignore")
+                        # Terms that switch on later (two-stage recipes) need their column from the start.
+                        names = ["step", "epoch", "lr", "loss", *getattr(module, "part_names", [])]
+                        names += [k for k in row if k not in names]
+                        log_writer = csv.DictWriter(log_file, fieldnames=names, extrasaction="ignore")
                         if log_file.tell() == 0:
                             log_writer.writeheader()
                     log_writer.writerow(row)

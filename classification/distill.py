@@ -1,0 +1,138 @@
+"""Distil a classifier with any recipe: teacher(s) from the zoo, student built from an architecture name."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.distiller import Distiller
+from zoo.recipes import Recipe, get_recipe, override, recipe_dict
+from zoo.train import STATE_FILE, TrainConfig, fit
+
+from .data import ImageDataset, load_dataset
+from .evaluate import evaluate
+from .models import build_model
+from .multibranch import MultiBranchResNet
+
+
+def _load_teachers(teachers: list[str | nn.Module], dataset: str) -> list[nn.Module]:
+    import zoo
+
+    loaded = []
+    for t in teachers:
+        model = zoo.load(t) if not isinstance(t, nn.Module) else t
+        card = getattr(model, "card", None)
+        if card is not None and card.dataset != dataset:
+            raise ValueError(f"teacher {card.name!r} was trained on {card.dataset!r}, not {dataset!r}")
+        loaded.append(model)
+    return loaded
+
+
+def _teacher_ref(model: nn.Module) -> dict[str, Any]:
+    card = getattr(model, "card", None)
+    return {"name": card.name if card else type(model).__name__,
+            "metrics": dict(card.metrics) if card else {},
+            "params": card.params if card else sum(p.numel() for p in model.parameters())}
+
+
+def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: ImageDataset, test: ImageDataset,
+               cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device,
+               eval_batch_size: int) -> tuple[list[nn.Module], Any]:
+    torch.manual_seed(cfg.seed)  # the students' initial weights are part of what the seed fixes
+    config = {"num_classes": len(train.classes), "in_channels": train.in_channels}
+    if recipe.branches:
+        students = [MultiBranchResNet(arch, branches=recipe.branches, gate=recipe.gate, **config)]
+    else:
+        students = [build_model(arch, **config) for _ in range(recipe.cohort)]
+    example = train.batch(torch.arange(min(8, len(train))))
+    distiller = Distiller(students, teachers, recipe, example, num_examples=len(train))
+
+    def epoch_eval() -> dict[str, float]:
+        scores = [evaluate(s, test, batch_size=eval_batch_size, device=device)["top1"] for s in deployable(students)]
+        metrics = {"top1": scores[0]}
+        if len(scores) > 1:
+            metrics.update({f"top1_{i}": v for i, v in enumerate(scores)})
+        return metrics
+
+    result = fit(distiller, train, cfg, out_dir, evaluate=epoch_eval, resume=resume, device=device)
+    distiller.close()
+    return [s.to("cpu", memory_format=torch.contiguous_format).eval() for s in deployable(students)], result
+
+
+def deployable(students: list[nn.Module]) -> list[nn.Module]:
+    """The plain networks a run delivers: each cohort member, or every branch of a multi-branch student
+    (OKDDip's leader, the last branch, first)."""
+    if len(students) == 1 and isinstance(students[0], MultiBranchResNet):
+        mb = students[0]
+        order = list(range(len(mb.branches)))
+        if mb.gate is None:  # OKDDip: the group leader is the last branch
+            order = order[-1:] + order[:-1]
+        return [mb.single(i) for i in order]
+    return students
+
+
+def distill_classifier(
+    recipe: str | Recipe,
+    teacher: str | nn.Module | list[str | nn.Module] | None,
+    student: str,
+    dataset: str = "fashion-mnist",
+    out_dir: str | os.PathLike = "runs/distill",
+    settings: dict[str, Any] | None = None,
+    *,
+    data_root: str | None = None,
+    download: bool = False,
+    train_subset: int | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    eval_batch_size: int = 1000,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Distil ``student`` (an architecture name) from ``teacher`` (zoo names, folders or models) with ``recipe``.
+
+    ``settings`` are ``--set`` overrides (training settings, recipe fields, ``T``, ``TERM.FIELD``).
+    Returns the (first) student in eval mode on the CPU and an ``info`` dict for its card. With a
+    teacher-assistant recipe (TAKD) the assistant is distilled first into ``out_dir/assistant``.
+    """
+    base = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe_obj, cfg = override(base, TrainConfig(), dict(settings or {}))
+    teachers_in = [] if teacher is None else teacher if isinstance(teacher, list) else [teacher]
+    if recipe_obj.teachers == 0 and teachers_in:
+        raise ValueError(f"recipe {recipe_obj.name!r} is online distillation and takes no teacher")
+    if recipe_obj.teachers and len(teachers_in) != recipe_obj.teachers:
+        raise ValueError(f"recipe {recipe_obj.name!r} needs {recipe_obj.teachers} teacher(s) (--teacher), got {len(teachers_in)}")
+    train = load_dataset(dataset, "train", data_root, download)
+    test = load_dataset(dataset, "test", data_root, download)
+    if train_subset:
+        train = train.subset(train_subset)
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    teachers = _load_teachers(teachers_in, train.name)
+    teacher_refs = [_teacher_ref(t) for t in teachers]
+    out = Path(out_dir)
+    chain: list[dict[str, Any]] = []
+    if recipe_obj.assistant:
+        stage = replace(recipe_obj, assistant=None)
+        resume_assistant = resume and (out / "assistant" / STATE_FILE).exists()
+        if resume and not resume_assistant and not (out / STATE_FILE).exists():
+            raise FileNotFoundError(f"--resume: no checkpoint under {out}")
+        assistants, stage_result = _run_stage(stage, teachers, recipe_obj.assistant, train, test, cfg,
+                                              out / "assistant", resume_assistant, dev, eval_batch_size)
+        if not stage_result.finished:
+            return assistants[0], {"finished": False, "step": stage_result.step, "total_steps": stage_result.total_steps * 2,
+                                   "stage": "assistant"}
+        assistant = assistants[0]
+        chain.append({"name": f"{recipe_obj.assistant} (assistant)", "params": sum(p.numel() for p in assistant.parameters()),
+                      "metrics": {"top1": stage_result.history[-1]["top1"]} if stage_result.history else {}})
+        assistant.requires_grad_(False)
+        teachers = [assistant.to(dev)]
+        resume = resume and (out / STATE_FILE).exists()
+    students, result = _run_stage(recipe_obj, teachers, student, train, test, cfg, out, resume, dev, eval_batch_size)
+    info = {
+        "finished": result.finished, "step": result.step, "total_steps": result.total_steps,
+        "history": result.history, "train_config": asdict(cfg), "dataset": train, "test": test, "device": str(dev),
+        "recipe": recipe_dict(recipe_obj), "teachers": teacher_refs, "assistant_chain": chain,
+        "cohort": students,
+    }
+    return students[0], info

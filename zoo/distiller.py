@@ -1,0 +1,225 @@
+"""The Distiller: frozen eval-mode teacher(s) + student cohort + loss terms, as one trainable module.
+
+``Distiller(students, teachers, recipe, example_batch)`` opens taps on every module the recipe names,
+probes the shapes of the tapped features with one forward, and builds each term (with connectors,
+memory banks, discriminators... sized from those shapes). Its ``forward(batch)`` returns
+``{"loss": total, "task": ..., <term name>: ...}``; the trainer optimises every parameter that
+requires grad (students + term modules), never the teachers'.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .recipes import Recipe, Term
+from .taps import Taps
+
+
+@dataclass
+class TermContext:
+    """What a term builder may use: the probed student/teacher inputs and the data's size."""
+
+    term: Term
+    student: list[torch.Tensor]  # probe outputs for the term's student specs
+    teacher: list[torch.Tensor]  # probe outputs for the term's teacher specs
+    num_examples: int
+    num_classes: int
+
+
+class TermModule(nn.Module):
+    """A built loss term: ``forward(student_inputs, teacher_inputs, batch) -> scalar``."""
+
+    def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError  # abstract base
+
+
+class FunctionTerm(TermModule):
+    """A pure loss function applied to the tapped inputs, optionally with labels."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], params: dict[str, Any], *, labels: bool = False,
+                 lists: bool = False) -> None:
+        super().__init__()
+        self.fn, self.params, self.labels, self.lists = fn, dict(params), labels, lists
+
+    def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        args = [student, teacher] if self.lists else [*student, *teacher]
+        if self.labels:
+            args.append(batch["labels"])
+        return self.fn(*args, **self.params)
+
+
+TermBuilder = Callable[[TermContext], TermModule]
+TERM_BUILDERS: dict[str, TermBuilder] = {}
+
+
+def term_builder(name: str) -> Callable[[TermBuilder], TermBuilder]:
+    def register(fn: TermBuilder) -> TermBuilder:
+        TERM_BUILDERS[name] = fn
+        return fn
+
+    return register
+
+
+def _parse_spec(spec: str) -> tuple[str, str]:
+    """``"layer3@1"`` -> (``"layer3"``, ``"1"``); ``"logits"`` -> (``"logits"``, ``"0"``)."""
+    path, _, which = spec.partition("@")
+    return path, which or "0"
+
+
+def _specs(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _features(output: Any) -> Any:
+    """A tapped module's output, reduced to its main tensor where it returns a tuple or a dict."""
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return output
+
+
+class Distiller(nn.Module):
+    """Students (a cohort of one or more) learn from frozen teachers through the recipe's terms."""
+
+    def __init__(self, students: nn.Module | Sequence[nn.Module], teachers: nn.Module | Sequence[nn.Module] | None,
+                 recipe: Recipe, example_batch: dict[str, Any], *, num_examples: int = 0) -> None:
+        super().__init__()
+        students = [students] if isinstance(students, nn.Module) else list(students)
+        teachers = [] if teachers is None else [teachers] if isinstance(teachers, nn.Module) else list(teachers)
+        if not students:
+            raise ValueError("a Distiller needs at least one student")
+        if recipe.teachers and len(teachers) != recipe.teachers:
+            raise ValueError(f"recipe {recipe.name!r} needs {recipe.teachers} teacher(s), got {len(teachers)}")
+        self.recipe = recipe
+        self.students = nn.ModuleList(students)
+        # Teachers are frozen and kept out of state_dict()/parameters(): they are loaded from the zoo,
+        # verified by sha256, and never change, so checkpoints need not carry them.
+        self._teachers = teachers
+        for t in teachers:
+            t.eval()
+            t.requires_grad_(False)
+        self.progress = 0.0
+        self._student_taps = [Taps(s, self._paths("student", i)).open() for i, s in enumerate(students)]
+        self._teacher_taps = [Taps(t, self._paths("teacher", i)).open() for i, t in enumerate(teachers)]
+        probe = self._probe(example_batch)
+        num_classes = probe[0][0]["logits"].shape[-1]
+        self.terms = nn.ModuleDict()
+        for term in recipe.terms:
+            if term.loss not in TERM_BUILDERS:
+                raise ValueError(f"term {term.name!r}: unknown loss {term.loss!r}; known: {', '.join(sorted(TERM_BUILDERS))}")
+            ctx = TermContext(term, self._gather(term.student, probe[0]), self._gather(term.teacher, probe[1]),
+                              num_examples, num_classes)
+            self.terms[term.name] = TERM_BUILDERS[term.loss](ctx)
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def teachers(self) -> list[nn.Module]:
+        return self._teachers
+
+    def _paths(self, side: str, index: int) -> list[str]:
+        paths = []
+        for term in self.recipe.terms:
+            for spec in _specs(term.student if side == "student" else term.teacher):
+                path, which = _parse_spec(spec)
+                if path != "logits" and (which == "*" or int(which) == index):
+                    paths.append(path)
+        return paths
+
+    def _gather(self, value: str | list[str] | None, outputs: list[dict[str, Any]]) -> list[Any]:
+        gathered: list[Any] = []
+        for spec in _specs(value):
+            path, which = _parse_spec(spec)
+            if which == "*":
+                gathered.append([o[path] for o in outputs])
+            else:
+                k = int(which)
+                if k >= len(outputs):
+                    raise ValueError(f"tap spec {spec!r} asks for model {k}, but there are {len(outputs)}")
+                gathered.append(outputs[k][path])
+        return gathered
+
+    def _run(self, model: nn.Module, taps: Taps, inputs: Any) -> dict[str, Any]:
+        taps.clear()
+        logits = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+        out = {n: _features(v) for n, v in taps.outputs().items()}
+        out["logits"] = logits
+        return out
+
+    @torch.no_grad()
+    def _probe(self, batch: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        modes = [s.training for s in self.students]
+        for s in self.students:
+            s.eval()
+        students = [self._run(s, tp, batch["inputs"]) for s, tp in zip(self.students, self._student_taps)]
+        teachers = [self._run(t, tp, batch["inputs"]) for t, tp in zip(self._teachers, self._teacher_taps)]
+        for s, m in zip(self.students, modes):
+            s.train(m)
+        return students, teachers
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        for t in self._teachers:
+            t.eval()  # teachers always run in eval mode (frozen BN statistics, no dropout)
+        return self
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> "Distiller":
+        super()._apply(fn, recurse)
+        for t in self._teachers:
+            t._apply(fn, recurse)  # .to(device) / .half() move the teachers too
+        return self
+
+    @property
+    def part_names(self) -> list[str]:
+        """Names of the loss parts ``forward`` can return (the columns of the training log)."""
+        return (["task"] if self.recipe.task_weight else []) + [t.name for t in self.recipe.terms]
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Called by the trainer before each step: terms with start/stop read it."""
+        self.progress = step / max(1, total_steps)
+
+    # ------------------------------------------------------------------ the step
+    def _needed_teachers(self) -> set[int]:
+        needed: set[int] = set()
+        for term in self.recipe.terms:
+            if term.active(self.progress):
+                for spec in _specs(term.teacher):
+                    which = _parse_spec(spec)[1]
+                    needed |= set(range(len(self._teachers))) if which == "*" else {int(which)}
+        return needed
+
+    def teacher_outputs(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """Outputs of the teachers that active terms use (a snapshot route runs one teacher at a time)."""
+        needed = self._needed_teachers()
+        with torch.no_grad():
+            return [self._run(t, tp, batch["inputs"]) if i in needed else {}
+                    for i, (t, tp) in enumerate(zip(self._teachers, self._teacher_taps))]
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        teacher_out = self.teacher_outputs(batch)
+        student_out = [self._run(s, tp, batch["inputs"]) for s, tp in zip(self.students, self._student_taps)]
+        parts: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=batch["labels"].device)
+        if self.recipe.task_weight:
+            task = sum(F.cross_entropy(o["logits"].float(), batch["labels"]) for o in student_out)
+            parts["task"] = task.detach()
+            total = total + self.recipe.task_weight * task
+        for term in self.recipe.terms:
+            if not term.active(self.progress):
+                continue
+            value = self.terms[term.name](self._gather(term.student, student_out),
+                                          self._gather(term.teacher, teacher_out), batch)
+            parts[term.name] = value.detach()
+            total = total + term.weight * value
+        return {"loss": total, **parts}
+
+    def close(self) -> None:
+        for taps in self._student_taps + self._teacher_taps:
+            taps.close()
+
+
+from . import terms as _terms  # noqa: E402,F401  (registers the term builders)
