@@ -89,10 +89,12 @@ def distill_classifier(
     resume: bool = False,
     device: str | None = None,
     eval_batch_size: int = 1000,
+    data: tuple[ImageDataset, ImageDataset] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Distil ``student`` (an architecture name) from ``teacher`` (zoo names, folders or models) with ``recipe``.
 
     ``settings`` are ``--set`` overrides (training settings, recipe fields, ``T``, ``TERM.FIELD``).
+    ``data`` = (train, test) datasets replaces loading ``dataset`` by name (your own data).
     Returns the (first) student in eval mode on the CPU and an ``info`` dict for its card. With a
     teacher-assistant recipe (TAKD) the assistant is distilled first into ``out_dir/assistant``.
     """
@@ -103,8 +105,11 @@ def distill_classifier(
         raise ValueError(f"recipe {recipe_obj.name!r} is online distillation and takes no teacher")
     if recipe_obj.teachers and len(teachers_in) != recipe_obj.teachers:
         raise ValueError(f"recipe {recipe_obj.name!r} needs {recipe_obj.teachers} teacher(s) (--teacher), got {len(teachers_in)}")
-    train = load_dataset(dataset, "train", data_root, download)
-    test = load_dataset(dataset, "test", data_root, download)
+    if data is not None:
+        train, test = data
+    else:
+        train = load_dataset(dataset, "train", data_root, download)
+        test = load_dataset(dataset, "test", data_root, download)
     if train_subset:
         train = train.subset(train_subset)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -137,6 +137,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _finish_run(model: Any, info: dict[str, Any], args: argparse.Namespace) -> int:
+    from .distributed import is_main_process
+
+    if not is_main_process():
+        return 0
     if not info["finished"]:
         print(f"stopped at step {info['step']}/{info['total_steps']}; continue with the same command plus --resume")
         return 0
@@ -147,6 +151,16 @@ def _finish_run(model: Any, info: dict[str, Any], args: argparse.Namespace) -> i
     return 0
 
 
+def _device(args: argparse.Namespace) -> str | None:
+    """--device, or this process's device under torchrun."""
+    from .distributed import init_from_env
+
+    _, world, device = init_from_env()
+    if world > 1 and args.device is not None:
+        raise ValueError("under torchrun each process picks its own device; drop --device")
+    return str(device) if device is not None else args.device
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, config_from_overrides
     from .classification.train import train_classifier
@@ -154,7 +168,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_overrides(TrainConfig(), _settings(args))
     model, info = train_classifier(args.arch, args.dataset, args.out, cfg, data_root=args.data_root,
                                    download=args.download, train_subset=args.train_subset, resume=args.resume,
-                                   device=args.device)
+                                   device=_device(args))
     return _finish_run(model, info, args)
 
 
@@ -163,7 +177,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
     model, info = distill_classifier(args.recipe, args.teacher or None, args.student, args.dataset, args.out,
                                      _settings(args), data_root=args.data_root, download=args.download,
-                                     train_subset=args.train_subset, resume=args.resume, device=args.device)
+                                     train_subset=args.train_subset, resume=args.resume, device=_device(args))
     return _finish_run(model, info, args)
 
 

@@ -174,6 +174,11 @@ class Distiller(nn.Module):
         return self
 
     @property
+    def may_skip_parameters(self) -> bool:
+        """Whether some step leaves parameters unused (a scheduled term is off): DDP must look for them."""
+        return any(t.start > 0.0 or t.stop < 1.0 for t in self.recipe.terms)
+
+    @property
     def part_names(self) -> list[str]:
         """Names of the loss parts ``forward`` can return (the columns of the training log)."""
         return (["task"] if self.recipe.task_weight else []) + [t.name for t in self.recipe.terms]

@@ -166,6 +166,8 @@ def fit(
     rank, world = _rank_world()
     device = torch.device(device) if device is not None else torch.device(
         f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     micro = cfg.batch_size // cfg.grad_accum
     if micro % world:
         raise ValueError(f"the micro-batch ({micro}) must divide evenly over {world} processes")
@@ -186,7 +188,9 @@ def fit(
     train_module: nn.Module = module
     if world > 1:
         train_module = nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None)
+            module, device_ids=[device.index] if device.type == "cuda" else None,
+            # terms switched off by a schedule leave parameters without gradients
+            find_unused_parameters=getattr(module, "may_skip_parameters", False))
 
     step, history = 0, []
     state_path = out / STATE_FILE

@@ -1,0 +1,151 @@
+"""The KD core: taps, the Distiller, every named recipe end to end, exact resume of distillation."""
+import pytest
+import torch
+from torch import nn
+
+from zoo.classification.data import ImageDataset
+from zoo.classification.distill import distill_classifier
+from zoo.classification.models import build_model
+from zoo.distiller import Distiller
+from zoo.recipes import RECIPES, Recipe, Term, get_recipe, list_recipes, override
+from zoo.taps import Taps
+from zoo.train import TrainConfig
+
+
+def synthetic(n: int = 64, size: int = 16, seed: int = 0) -> ImageDataset:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = torch.randint(0, 60, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    images[torch.arange(n), 0, labels, :] = 255  # a learnable cue: the row of the class is bright
+    return ImageDataset("synthetic", "train", images, labels, tuple(str(i) for i in range(10)), (0.3,), (0.3,), 2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(64), synthetic(20, seed=1)
+
+
+def teacher(seed: int, depth: int = 14) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(f"resnet{depth}", in_channels=1).eval()
+
+
+FAST = {"batch_size": 16, "epochs": 1, "max_steps": 2, "progress": False, "log_every": 1}
+
+
+def test_taps_record_every_call_and_see_through_ddp_wrappers():
+    shared = nn.Linear(3, 3)
+    model = nn.Sequential(shared, nn.ReLU(), shared)  # the same module runs twice
+    x = torch.randn(2, 3)
+    with Taps(model, ["0"]) as taps:
+        out = model(x)
+        calls = taps.all("0")
+        assert len(calls) == 2 and torch.equal(taps["0"], out)
+    assert not shared._forward_hooks  # hooks removed on exit
+
+    class Wrapper(nn.Module):  # quacks like DDP for resolve()
+        def __init__(self, m):
+            super().__init__()
+            self.module = m
+
+    wrapped = nn.DataParallel(model)
+    with Taps(wrapped, ["module.2"]) as taps:
+        model(x)
+        assert taps["module.2"].shape == (2, 3)
+    with pytest.raises(ValueError, match="no submodule 'layer9'.*did you mean|no submodule 'layer9'"):
+        Taps(build_model("resnet8"), ["layer9"])
+
+
+def test_distiller_freezes_teachers_and_returns_every_part(data):
+    train, _ = data
+    t = teacher(0)
+    s = build_model("resnet8", in_channels=1)
+    recipe = Recipe("mix", [Term("kd", params={"T": 4.0}, weight=0.5),
+                            Term("fitnet", student="layer2", teacher="layer2", weight=2.0)], task_weight=0.1)
+    d = Distiller(s, t, recipe, train.batch(torch.arange(8)), num_examples=len(train))
+    d.train()
+    assert not t.training and all(not p.requires_grad for p in t.parameters())
+    assert not any(k.startswith("_teachers") for k in d.state_dict())  # teachers are not checkpointed
+    out = d(train.batch(torch.arange(16)))
+    assert set(out) == {"loss", "task", "kd", "fitnet"}
+    expected = 0.1 * out["task"] + 0.5 * out["kd"] + 2.0 * out["fitnet"]
+    assert torch.allclose(out["loss"], expected, rtol=1e-5)
+    out["loss"].backward()
+    assert all(p.grad is None for p in t.parameters())
+    assert d.terms["fitnet"].connector.conv.weight.grad is not None
+    assert s.conv1.weight.grad is not None
+
+
+def test_term_schedule_switches_terms(data):
+    train, _ = data
+    recipe = get_recipe("eskd")
+    d = Distiller(build_model("resnet8", in_channels=1), teacher(0), recipe, train.batch(torch.arange(8)))
+    batch = train.batch(torch.arange(16))
+    d.set_progress(10, 100)
+    assert {"kd"} <= set(d(batch)) and "ce" not in d(batch)
+    d.set_progress(60, 100)
+    parts = d(batch)
+    assert "kd" not in parts and "ce" in parts
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_recipe_trains_two_steps(name, data, tmp_path):
+    recipe = RECIPES[name]
+    teachers = [teacher(i, 14 if i == 0 else 8) for i in range(recipe.teachers)] or None
+    if teachers and len(teachers) == 1:
+        teachers = teachers[0]
+    student, info = distill_classifier(name, teachers, "resnet8", out_dir=tmp_path, settings=FAST, data=data,
+                                       device="cpu", eval_batch_size=20)
+    assert info["step"] == 2 and not info["finished"]
+    assert isinstance(student, nn.Module)
+    stage_dir = tmp_path / "assistant" if recipe.assistant else tmp_path  # TAKD distils its assistant first
+    assert torch.load(stage_dir / "train_state.pt", weights_only=True)["step"] == 2
+
+
+def test_recipe_overrides_and_errors():
+    r, cfg = override(get_recipe("kd"), TrainConfig(), {"T": 2, "kd.weight": 0.7, "task_weight": 0.3, "lr": 0.01})
+    assert r.terms[0].params["T"] == 2.0 and r.terms[0].weight == 0.7 and r.task_weight == 0.3 and cfg.lr == 0.01
+    with pytest.raises(ValueError, match="unknown recipe 'kdd'. Did you mean kd"):
+        get_recipe("kdd")
+    with pytest.raises(ValueError, match="term 'kd' has no setting 'temp'; valid: T, start"):
+        override(get_recipe("kd"), TrainConfig(), {"kd.temp": 1})
+    with pytest.raises(ValueError, match="must be a number"):
+        override(get_recipe("kd"), TrainConfig(), {"kd.weight": "heavy"})
+    with pytest.raises(ValueError, match="unknown setting 'colour'; valid: .*task_weight"):
+        override(get_recipe("kd"), TrainConfig(), {"colour": 1})
+    with pytest.raises(ValueError, match="need 0 <= start < stop <= 1"):
+        override(get_recipe("eskd"), TrainConfig(), {"kd.stop": 0.0})
+
+
+def test_wrong_number_of_teachers_is_a_clear_error(data, tmp_path):
+    with pytest.raises(ValueError, match="needs 3 teacher"):
+        distill_classifier("avg-kd", teacher(0), "resnet8", out_dir=tmp_path, settings=FAST, data=data)
+    with pytest.raises(ValueError, match="online distillation and takes no teacher"):
+        distill_classifier("dml", teacher(0), "resnet8", out_dir=tmp_path, settings=FAST, data=data)
+
+
+@pytest.mark.parametrize("name", ["crd", "fitnet-2stage"])
+def test_distillation_resumes_bit_exactly(name, data, tmp_path):
+    """--max-steps 6 then --resume to 12 equals an uninterrupted 12 steps (CRD: memory bank included)."""
+    settings = {**FAST, "epochs": 4, "max_steps": 12}
+    distill_classifier(name, teacher(0), "resnet8", out_dir=tmp_path / "a", settings=settings, data=data)
+    distill_classifier(name, teacher(0), "resnet8", out_dir=tmp_path / "b", settings={**settings, "max_steps": 6},
+                       data=data)
+    distill_classifier(name, teacher(0), "resnet8", out_dir=tmp_path / "b", settings=settings, data=data, resume=True)
+    a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)["module"]
+    b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["module"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if name == "crd":
+        assert any("memory" in k for k in a)
+
+
+def test_multibranch_single_branch_is_the_plain_network():
+    from zoo.classification.multibranch import MultiBranchResNet
+
+    torch.manual_seed(0)
+    mb = MultiBranchResNet("resnet8", branches=3, gate=True, in_channels=1).eval()
+    x = torch.randn(4, 1, 16, 16)
+    for i in range(3):
+        single = mb.single(i).eval()
+        assert torch.allclose(single(x), mb.branches[i](mb.trunk(x)), atol=1e-6)
+    assert torch.allclose(mb(x), torch.stack([b(mb.trunk(x)) for b in mb.branches]).mean(0), atol=1e-6)
