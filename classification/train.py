@@ -1,6 +1,7 @@
 """Plain supervised training of a classifier (the no-KD recipe) through the shared trainer."""
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -60,7 +61,19 @@ def train_classifier(
     def epoch_eval() -> dict[str, float]:
         return {"top1": evaluate(model, test, batch_size=eval_batch_size, device=dev)["top1"]}
 
-    result = fit(module, train, cfg, out_dir, evaluate=epoch_eval, resume=resume, device=dev)
+    def snapshot(epoch: int, history: list[dict]) -> None:
+        """Every ``snapshot_every`` epochs, export the model as a checkpoint folder with its card."""
+        if cfg.snapshot_every and epoch % cfg.snapshot_every == 0 and epoch < cfg.epochs:
+            from .publish import export_run
+
+            snap = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
+            info = {"history": list(history), "train_config": {**asdict(cfg), "epochs": epoch}, "dataset": train,
+                    "test": test, "device": str(dev)}
+            export_run(snap, info, Path(out_dir) / "snapshots" / f"epoch{epoch:03d}",
+                       command=f"(snapshot at epoch {epoch} of a {cfg.epochs}-epoch run in {out_dir})",
+                       name=f"{arch}.{train.name}.epoch{epoch}")
+
+    result = fit(module, train, cfg, out_dir, evaluate=epoch_eval, on_epoch_end=snapshot, resume=resume, device=dev)
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     info = {
         "finished": result.finished,

@@ -149,3 +149,23 @@ def test_multibranch_single_branch_is_the_plain_network():
         single = mb.single(i).eval()
         assert torch.allclose(single(x), mb.branches[i](mb.trunk(x)), atol=1e-6)
     assert torch.allclose(mb(x), torch.stack([b(mb.trunk(x)) for b in mb.branches]).mean(0), atol=1e-6)
+
+
+def test_takd_distils_the_assistant_then_the_student(data, tmp_path):
+    student, info = distill_classifier("takd", teacher(0), "resnet8", out_dir=tmp_path, data=data, device="cpu",
+                                       settings={"batch_size": 16, "epochs": 1, "progress": False,
+                                                 "assistant": "resnet14"}, eval_batch_size=20)
+    assert info["finished"]
+    assert (tmp_path / "assistant" / "train_state.pt").exists() and (tmp_path / "train_state.pt").exists()
+    chain = info["assistant_chain"]
+    assert chain[0]["name"] == "resnet14 (assistant)" and 0 <= chain[0]["metrics"]["top1"] <= 1
+    assert student.config["depth"] == 8
+
+
+def test_online_recipes_deliver_plain_students(data, tmp_path):
+    for name in ("one", "okddip"):
+        student, info = distill_classifier(name, None, "resnet8", out_dir=tmp_path / name, data=data, device="cpu",
+                                           settings={"batch_size": 16, "epochs": 1, "progress": False},
+                                           eval_batch_size=20)
+        assert type(student).__name__ == "CifarResNet" and info["finished"]
+        assert len(info["cohort"]) == 3

@@ -128,3 +128,13 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
                                    amp="off", channels_last=False, momentum=0.0), tmp_path / str(accum))
         out[accum] = m.lin.weight.detach().clone()
     assert torch.allclose(out[1], out[2], atol=1e-6)
+
+
+def test_snapshots_are_loadable_checkpoints(tmp_path):
+    import zoo
+
+    assert cli.main(TINY + ["--out", str(tmp_path / "r"), "--set", "snapshot_every=1"]) == 0
+    snaps = sorted((tmp_path / "r" / "snapshots").iterdir())
+    assert [s.name for s in snaps] == ["epoch001"]  # the final epoch is the run itself
+    snap = zoo.load(snaps[0])
+    assert snap.card.training.epochs == 1 and snap.card.name == "resnet8.fashion-mnist.epoch1"

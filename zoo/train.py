@@ -64,6 +64,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # optimizer steps; also at every epoch end and on stop
     log_every: int = 20
     progress: bool = True
+    tensorboard: bool = False  # also write TensorBoard event files to OUT/tensorboard (needs `tensorboard`)
+    snapshot_every: int = 0  # epochs; > 0 exports the model every N epochs (teacher snapshots for `rco`)
 
     def __post_init__(self) -> None:
         problems = []
@@ -153,13 +155,15 @@ def fit(
     out_dir: str | os.PathLike,
     *,
     evaluate: Callable[[], dict[str, float]] | None = None,
+    on_epoch_end: Callable[[int, list[dict]], None] | None = None,
     resume: bool = False,
     device: torch.device | str | None = None,
 ) -> TrainResult:
     """Train ``module`` on ``data`` with ``cfg``; checkpoints and logs go to ``out_dir``.
 
-    ``evaluate`` is called after each epoch (on rank 0) and its metrics are logged. With
-    ``resume=True`` training continues exactly from ``out_dir/train_state.pt``.
+    ``evaluate`` is called after each epoch (on rank 0) and its metrics are logged; then
+    ``on_epoch_end(epoch, history)`` (rank 0; e.g. to export snapshots). With ``resume=True``
+    training continues exactly from ``out_dir/train_state.pt``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,6 +229,13 @@ def fit(
 
     log_path = out / "log.csv"
     log_file = open(log_path, "a", newline="") if rank == 0 else None
+    board = None
+    if rank == 0 and cfg.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError("tensorboard=true needs the `tensorboard` package: pip install 'kdzoo[tensorboard]'") from None
+        board = SummaryWriter(str(out / "tensorboard"))
     log_writer: csv.DictWriter | None = None
     bar = None
     if rank == 0 and cfg.progress:
@@ -282,6 +293,10 @@ def fit(
                             log_writer.writeheader()
                     log_writer.writerow(row)
                     log_file.flush()
+                    if board is not None:
+                        for key, value in row.items():
+                            if key not in ("step", "epoch"):
+                                board.add_scalar(f"train/{key}", value, step)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
@@ -293,7 +308,12 @@ def fit(
                         if bar is not None:
                             bar.write(f"epoch {epoch + 1}/{cfg.epochs}: "
                                       + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                        if board is not None:
+                            for key, value in metrics.items():
+                                board.add_scalar(f"eval/{key}", value, step)
                         train_module.train()
+                    if on_epoch_end is not None and rank == 0:
+                        on_epoch_end(epoch + 1, history)
                     save_state()
                 elif step % cfg.checkpoint_every == 0 or step == stop_at:
                     save_state()
@@ -302,6 +322,8 @@ def fit(
             bar.close()
         if log_file is not None:
             log_file.close()
+        if board is not None:
+            board.close()
     return TrainResult(step=step, total_steps=total_steps, finished=step >= total_steps, history=history)
 
 

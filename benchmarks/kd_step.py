@@ -1,0 +1,155 @@
+"""Time one ResNet-56 -> ResNet-20 KD step: kdzoo's trainer vs a minimal hand-written loop vs torchdistill.
+
+All three do the same work on the same batch: teacher forward (no grad), student forward,
+0.1*CE + 0.9*T^2*KL(T=4), backward, SGD step. kdzoo is timed through `zoo.train.fit` itself (the
+loop users run, Distiller + `kd` recipe), as the difference between two runs of different length,
+so its setup cancels out. torchdistill (PyPI) is timed with its own forward-hook manager and KDLoss.
+Rounds alternate between the variants; the table reports the median per-step time of each and the
+ratio to the minimal loop, all measured in this one run.
+
+    python benchmarks/kd_step.py [--batch-size 128] [--steps 20] [--rounds 3] [--out benchmarks/results]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from zoo.classification.data import ImageDataset
+from zoo.classification.models import build_model
+from zoo.distiller import Distiller
+from zoo.metrics import cpu_description
+from zoo.recipes import get_recipe
+from zoo.train import TrainConfig, fit
+
+
+WARMUP = 3  # untimed steps before each measurement (allocator and kernel caches)
+
+
+def make_models(in_channels: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    teacher = build_model("resnet56", in_channels=in_channels).eval().requires_grad_(False)
+    student = build_model("resnet20", in_channels=in_channels)
+    return teacher, student
+
+
+def minimal_loop(batch: dict, steps: int, in_channels: int) -> float:
+    teacher, student = make_models(in_channels)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    x, y = batch["inputs"], batch["labels"]
+    student.train()
+    for i in range(WARMUP + steps):
+        if i == WARMUP:
+            t0 = time.perf_counter()
+        with torch.no_grad():
+            t_logits = teacher(x)
+        s_logits = student(x)
+        kd = F.kl_div(F.log_softmax(s_logits / 4, 1), F.softmax(t_logits / 4, 1), reduction="batchmean") * 16
+        loss = 0.1 * F.cross_entropy(s_logits, y) + 0.9 * kd
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def torchdistill_loop(batch: dict, steps: int, in_channels: int) -> float:
+    from torchdistill.core.forward_hook import ForwardHookManager
+    from torchdistill.losses.mid_level import KDLoss
+
+    teacher, student = make_models(in_channels)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    s_hooks, t_hooks = ForwardHookManager("cpu"), ForwardHookManager("cpu")
+    s_hooks.add_hook(student, "fc", requires_input=False, requires_output=True)
+    t_hooks.add_hook(teacher, "fc", requires_input=False, requires_output=True)
+    criterion = KDLoss("fc", "output", "fc", "output", temperature=4.0, alpha=0.1, beta=0.9)
+    x, y = batch["inputs"], batch["labels"]
+    student.train()
+    for i in range(WARMUP + steps):
+        if i == WARMUP:
+            t0 = time.perf_counter()
+        with torch.no_grad():
+            teacher(x)
+        student(x)
+        loss = criterion(s_hooks.pop_io_dict(), t_hooks.pop_io_dict(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+class FixedBatch:
+    """A BatchSource that always yields the same batch (no data pipeline in the timing)."""
+
+    def __init__(self, batch: dict, n: int) -> None:
+        self._batch, self._n = batch, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def batch(self, indices, generator=None, augment=False, device=None):
+        return self._batch
+
+
+def kdzoo_fit(batch: dict, steps: int, in_channels: int) -> float:
+    def run(n: int) -> float:
+        teacher, student = make_models(in_channels)
+        example = {k: v[:8] for k, v in batch.items()}
+        distiller = Distiller(student, teacher, get_recipe("kd"), example)
+        cfg = TrainConfig(epochs=1, batch_size=len(batch["labels"]), max_steps=n, amp="off", channels_last=False,
+                          progress=False, checkpoint_every=10**9, log_every=10**9)
+        data = FixedBatch(batch, len(batch["labels"]) * (2 * steps + 2))
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            fit(distiller, data, cfg, out, device="cpu")
+            return time.perf_counter() - t0
+
+    short, long = run(WARMUP), run(WARMUP + steps)
+    return (long - short) / steps
+
+
+VARIANTS = {"minimal PyTorch loop": minimal_loop, "kdzoo (zoo.train.fit + Distiller)": kdzoo_fit,
+            "torchdistill 1.1.5 (ForwardHookManager + KDLoss)": torchdistill_loop}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--channels", type=int, default=1, help="1: Fashion-MNIST 28x28, 3: CIFAR 32x32")
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args()
+    size = 28 if args.channels == 1 else 32
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (args.batch_size, args.channels, size, size), generator=g, dtype=torch.uint8)
+    data = ImageDataset("bench", "train", images, torch.arange(args.batch_size) % 10, tuple("0123456789"),
+                        (0.5,) * args.channels, (0.25,) * args.channels)
+    batch = data.batch(torch.arange(args.batch_size))
+    for fn in VARIANTS.values():  # one untimed pass of each: first-use costs (oneDNN, imports) go here
+        fn(batch, 1, args.channels)
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for r in range(args.rounds):
+        for name, fn in VARIANTS.items():
+            times[name].append(fn(batch, args.steps, args.channels))
+            print(f"round {r + 1}: {name}: {times[name][-1] * 1000:.1f} ms/step", flush=True)
+    base = statistics.median(times["minimal PyTorch loop"])
+    rows = [(name, statistics.median(v) * 1000, statistics.median(v) / base) for name, v in times.items()]
+    env = f"{cpu_description()}, fp32, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds"
+    table = "\n".join(["| KD step (ResNet-56 -> ResNet-20) | ms/step (median) | ratio to minimal |", "|---|---|---|"]
+                      + [f"| {n} | {ms:.1f} | {ratio:.3f}x |" for n, ms, ratio in rows])
+    print(f"\n{table}\n\n{env}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kd_step-cpu.md").write_text(f"{table}\n\n{env}\n")
+    (out / "kd_step-cpu.json").write_text(json.dumps({"env": env, "ms_per_step": {n: ms for n, ms, _ in rows},
+                                                     "raw_s": times}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
