@@ -169,3 +169,19 @@ def test_online_recipes_deliver_plain_students(data, tmp_path):
                                            eval_batch_size=20)
         assert type(student).__name__ == "CifarResNet" and info["finished"]
         assert len(info["cohort"]) == 3
+
+
+def test_zoo_distill_api_returns_a_run_with_a_card(tmp_path):
+    import zoo
+
+    t = tmp_path / "teacher"
+    from conftest import make_card
+
+    m = teacher(0)
+    zoo.save(m, t, make_card(m, name="resnet14.unit"))
+    run = zoo.distill(str(t), "resnet8", "kd", out=tmp_path / "run", epochs=1, train_subset=64,
+                      settings={"batch_size": 32, "progress": False})
+    assert run.finished and run.card.method == "kd" and run.card.teacher.name == "resnet14.unit"
+    assert "--recipe kd" in run.card.training.command and run.card.extra["recipe"]["name"] == "kd"
+    assert zoo.load(tmp_path / "run").card == run.card
+    assert "kd" in zoo.list_recipes() and len(zoo.list_recipes()) >= 20

@@ -1,7 +1,9 @@
-"""The public API: load, save, list_models, card, predict, evaluate."""
+"""The public API: load, save, list_models, card, predict, evaluate, distill."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -88,3 +90,48 @@ def evaluate(name_or_dir: str | os.PathLike, *, data_root: str | None = None, de
         "details": {k: v for k, v in measured.items() if k not in model.card.metrics},
     }
 
+
+
+@dataclass
+class DistillRun:
+    """The outcome of `distill`: the (first) student, its card once the run finished, and the run folder."""
+
+    student: nn.Module
+    out_dir: Path
+    finished: bool
+    history: list[dict[str, Any]]
+    card: ModelCard | None = None
+
+
+def distill(teacher: str | nn.Module | list[str | nn.Module] | None, student: str, recipe: str = "kd",
+            data: str = "fashion-mnist", *, out: str | os.PathLike = "runs/distill", epochs: int | None = None,
+            seed: int | None = None, max_steps: int | None = None, train_subset: int | None = None,
+            resume: bool = False, settings: dict[str, Any] | None = None, device: str | None = None) -> DistillRun:
+    """Distil ``student`` (an architecture, e.g. ``"resnet20"``) from ``teacher`` (zoo names, folders or
+    models; a list for multi-teacher recipes, None for online ones) with a named recipe.
+
+    The run folder ``out`` receives checkpoints, logs and, once finished, the student as a kdzoo
+    checkpoint with its measured card (the same as ``zoo distill classification ...``).
+    """
+    import shlex
+
+    from .classification.distill import distill_classifier
+    from .classification.publish import export_run
+
+    settings = dict(settings or {})
+    for key, value in (("epochs", epochs), ("seed", seed), ("max_steps", max_steps)):
+        if value is not None:
+            settings[key] = value
+    model, info = distill_classifier(recipe, teacher, student, data, out, settings, train_subset=train_subset,
+                                     resume=resume, device=device)
+    run = DistillRun(model, Path(out), info["finished"], info.get("history", []))
+    if run.finished:
+        teachers = teacher if isinstance(teacher, list) else [] if teacher is None else [teacher]
+        argv = ["distill", "classification", "--recipe", recipe, "--student", student, "--dataset", data,
+                "--out", str(out)] + [a for t in teachers if isinstance(t, (str, os.PathLike)) for a in ("--teacher", str(t))]
+        argv += [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
+        if train_subset:
+            argv += ["--train-subset", str(train_subset)]
+        export_run(model, info, out, command="zoo " + shlex.join(argv))
+        run.card = hub.read_card(out)
+    return run
