@@ -1,6 +1,7 @@
 """Distil a classifier with any recipe: teacher(s) from the zoo, student built from an architecture name."""
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -42,6 +43,7 @@ def _teacher_ref(model: nn.Module) -> dict[str, Any]:
 def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: ImageDataset, test: ImageDataset,
                cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device,
                eval_batch_size: int) -> tuple[list[nn.Module], Any]:
+    """Build the students and the Distiller, and train through `zoo.train.fit`."""
     torch.manual_seed(cfg.seed)  # the students' initial weights are part of what the seed fixes
     config = {"num_classes": len(train.classes), "in_channels": train.in_channels}
     if recipe.branches:
@@ -58,7 +60,20 @@ def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: Imag
             metrics.update({f"top1_{i}": v for i, v in enumerate(scores)})
         return metrics
 
-    result = fit(distiller, train, cfg, out_dir, evaluate=epoch_eval, resume=resume, device=device)
+    def snapshot(epoch: int, history: list[dict]) -> None:
+        """Every ``snapshot_every`` epochs, export the (first) student as a checkpoint folder with its card."""
+        if cfg.snapshot_every and epoch % cfg.snapshot_every == 0 and epoch < cfg.epochs:
+            from .publish import export_run
+
+            model = copy.deepcopy(deployable(students)[0]).to("cpu", memory_format=torch.contiguous_format).eval()
+            info = {"history": list(history), "train_config": {**asdict(cfg), "epochs": epoch}, "dataset": train,
+                    "test": test, "device": str(device), "recipe": recipe_dict(recipe),
+                    "teachers": [_teacher_ref(t) for t in teachers]}
+            export_run(model, info, out_dir / "snapshots" / f"epoch{epoch:03d}", name=f"{arch}.{train.name}.epoch{epoch}",
+                       command=f"(snapshot at epoch {epoch} of a {cfg.epochs}-epoch run in {out_dir})")
+
+    result = fit(distiller, train, cfg, out_dir, evaluate=epoch_eval, on_epoch_end=snapshot, resume=resume,
+                 device=device)
     distiller.close()
     return [s.to("cpu", memory_format=torch.contiguous_format).eval() for s in deployable(students)], result
 
@@ -141,3 +156,9 @@ def distill_classifier(
         "cohort": students,
     }
     return students[0], info
+
+
+def train_classifier(arch: str, dataset: str = "fashion-mnist", out_dir: str | os.PathLike = "runs/classifier",
+                     cfg: TrainConfig | None = None, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``arch`` from scratch with cross-entropy only: the ``plain`` recipe through the same trainer."""
+    return distill_classifier("plain", None, arch, dataset, out_dir, asdict(cfg or TrainConfig()), **kwargs)

@@ -49,13 +49,14 @@ def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLik
     teachers = info.get("teachers") or []
     method = recipe["name"] if recipe else "plain"
     paper = recipe["paper"] if recipe and recipe.get("paper") else CIFAR_RESNET_PAPER
-    extra_run = {"recipe": recipe, "teachers": teachers, "assistant_chain": info.get("assistant_chain")} if recipe else {}
+    extra_run = ({"recipe": recipe, "teachers": teachers, "assistant_chain": info.get("assistant_chain")}
+                 if method != "plain" else {})
     arch = f"resnet{model.config['depth']}" if hasattr(model, "config") else type(model).__name__
     result = evaluate(model, test)
     history = info["history"]
     cfg = info["train_config"]
     card = ModelCard(
-        name=name or (f"{arch}-{method}.{data.name}" if recipe else f"{arch}.{data.name}"),
+        name=name or (f"{arch}-{method}.{data.name}" if method != "plain" else f"{arch}.{data.name}"),
         task="classification",
         architecture=arch,
         config=dict(model.config),

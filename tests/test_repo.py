@@ -96,3 +96,9 @@ def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
     assert out[0].startswith(str(venv))
     assert int(out[1]) >= 3
     assert out[2]
+
+
+def test_readme_names_every_recipe():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [name for name in zoo.list_recipes() if f"`{name}`" not in readme]
+    assert not missing, f"README.md does not mention recipes {missing}"

@@ -39,7 +39,7 @@ def test_finished_run_exports_a_loadable_checkpoint_with_card(tmp_path):
     assert 0.0 <= card.metrics["top1"] <= 1.0
     assert [h["epoch"] for h in card.extra["history"]] == [1, 2]
     log = (tmp_path / "r" / "log.csv").read_text().splitlines()
-    assert log[0] == "step,epoch,lr,loss" and len(log) > 1
+    assert log[0] == "step,epoch,lr,loss,task" and len(log) > 1
 
 
 def test_resume_without_checkpoint_or_with_changed_schedule_fails(tmp_path):
@@ -47,7 +47,7 @@ def test_resume_without_checkpoint_or_with_changed_schedule_fails(tmp_path):
     assert cli.main(TINY + ["--out", str(tmp_path / "y"), "--max-steps", "2"]) == 0
     changed = [a if a != "2" else "3" for a in TINY]  # --epochs 3
     with pytest.raises(ValueError, match="epochs was 2 in the checkpoint"):
-        from zoo.classification.train import train_classifier
+        from zoo.classification.distill import train_classifier
 
         train_classifier("resnet8", out_dir=tmp_path / "y", cfg=TrainConfig(epochs=3, batch_size=32, progress=False),
                          train_subset=256, resume=True)

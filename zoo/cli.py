@@ -163,7 +163,7 @@ def _device(args: argparse.Namespace) -> str | None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, config_from_overrides
-    from .classification.train import train_classifier
+    from .classification.distill import train_classifier
 
     cfg = config_from_overrides(TrainConfig(), _settings(args))
     model, info = train_classifier(args.arch, args.dataset, args.out, cfg, data_root=args.data_root,
@@ -190,7 +190,7 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     for name in sorted(RECIPES):
         r = RECIPES[name]
         terms = " + ".join(f"{t.weight:g}*{t.name}" for t in r.terms)
-        print(f"{name:12s} {r.task_weight:g}*task" + (f" + {terms}" if terms else "") + (f"   ({r.paper})" if r.paper else ""))
+        print(f"{name:14s} {r.task_weight:g}*task" + (f" + {terms}" if terms else "") + (f"   ({r.paper})" if r.paper else ""))
     return 0
 
 

@@ -159,6 +159,8 @@ _STAGES = ["layer1", "layer2", "layer3"]
 HINTON = "Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network"
 
 for _recipe in [
+    Recipe("plain", [], task_weight=1.0, teachers=0,
+           description="cross-entropy on the labels only: the no-KD baseline (what `zoo train` runs)"),
     Recipe("kd", [_kd()], task_weight=0.1, paper=HINTON,
            description="soft targets at temperature T: 0.1*CE + 0.9*T^2*KL (survey eq. 1)"),
     Recipe("dkd", [Term("dkd", params={"alpha": 1.0, "beta": 8.0, "T": 4.0})],
