@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -12,7 +13,8 @@ from torch import nn
 
 from zoo.distiller import Distiller
 from zoo.recipes import Recipe, get_recipe, override, recipe_dict
-from zoo.train import STATE_FILE, TrainConfig, fit
+from zoo.teacher_cache import TeacherOutputCache, weights_fingerprint
+from zoo.train import STATE_FILE, TrainConfig, fit, resolve_amp
 
 from .data import ImageDataset, load_dataset
 from .evaluate import evaluate
@@ -40,6 +42,21 @@ def _teacher_ref(model: nn.Module) -> dict[str, Any]:
             "params": card.params if card else sum(p.numel() for p in model.parameters())}
 
 
+def _teacher_cache(teachers: list[nn.Module], train: ImageDataset, cfg: TrainConfig,
+                   device: torch.device) -> TeacherOutputCache:
+    """The cache for this run's data stream and teachers (see zoo.teacher_cache)."""
+    from zoo.distributed import init_from_env
+    from zoo.hub import cache_dir
+
+    rank, world, _ = init_from_env()
+    data_hash = hashlib.sha256(train.images.cpu().numpy().tobytes() + train.labels.cpu().numpy().tobytes()).hexdigest()
+    key = {"teachers": [weights_fingerprint(t) for t in teachers], "data": [train.name, train.split, len(train), data_hash,
+           train.crop_padding], "seed": cfg.seed, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+           "world": world, "rank": rank, "amp": str(resolve_amp(cfg.amp, device)), "device": device.type,
+           "channels_last": cfg.channels_last}
+    return TeacherOutputCache(cache_dir() / "teacher-outputs", key)
+
+
 def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: ImageDataset, test: ImageDataset,
                cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device,
                eval_batch_size: int) -> tuple[list[nn.Module], Any]:
@@ -51,7 +68,8 @@ def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: Imag
     else:
         students = [build_model(arch, **config) for _ in range(recipe.cohort)]
     example = train.batch(torch.arange(min(8, len(train))))
-    distiller = Distiller(students, teachers, recipe, example, num_examples=len(train))
+    cache = _teacher_cache(teachers, train, cfg, device) if cfg.teacher_cache and teachers else None
+    distiller = Distiller(students, teachers, recipe, example, num_examples=len(train), teacher_cache=cache)
 
     def epoch_eval() -> dict[str, float]:
         scores = [evaluate(s, test, batch_size=eval_batch_size, device=device)["top1"] for s in deployable(students)]

@@ -185,3 +185,37 @@ def test_zoo_distill_api_returns_a_run_with_a_card(tmp_path):
     assert "--recipe kd" in run.card.training.command and run.card.extra["recipe"]["name"] == "kd"
     assert zoo.load(tmp_path / "run").card == run.card
     assert "kd" in zoo.list_recipes() and len(zoo.list_recipes()) >= 20
+
+
+def test_teacher_output_cache_reuses_outputs_and_gives_identical_weights(data, tmp_path):
+    t = teacher(0)
+    calls = []
+    t.register_forward_hook(lambda *a: calls.append(1))
+    settings = {**FAST, "max_steps": 4, "epochs": 2}
+
+    def weights(out):
+        return torch.load(out / "train_state.pt", weights_only=True)["module"]
+
+    distill_classifier("crd", t, "resnet8", out_dir=tmp_path / "plain", settings=settings, data=data)
+    distill_classifier("crd", t, "resnet8", out_dir=tmp_path / "fill", settings={**settings, "teacher_cache": True},
+                       data=data)
+    before = len(calls)
+    distill_classifier("crd", t, "resnet8", out_dir=tmp_path / "reuse", settings={**settings, "teacher_cache": True},
+                       data=data)
+    assert len(calls) - before == 1  # only the Distiller's shape probe ran the teacher
+    a, b, c = weights(tmp_path / "plain"), weights(tmp_path / "fill"), weights(tmp_path / "reuse")
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    # a tampered chunk is refused
+    from zoo.hub import cache_dir
+
+    chunk = next((cache_dir() / "teacher-outputs").rglob("chunk*.safetensors"))
+    chunk.write_bytes(chunk.read_bytes()[:-8])
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        distill_classifier("crd", t, "resnet8", out_dir=tmp_path / "bad", settings={**settings, "teacher_cache": True},
+                           data=data)
+
+
+def test_teacher_cache_refuses_feature_maps(data, tmp_path):
+    with pytest.raises(ValueError, match="holds at most"):
+        distill_classifier("fitnet", teacher(0), "resnet8", out_dir=tmp_path, data=data,
+                           settings={**FAST, "teacher_cache": True})

@@ -17,6 +17,7 @@ from torch import nn
 
 from .recipes import Recipe, Term
 from .taps import Taps
+from .teacher_cache import TeacherOutputCache
 
 
 @dataclass
@@ -87,7 +88,8 @@ class Distiller(nn.Module):
     """Students (a cohort of one or more) learn from frozen teachers through the recipe's terms."""
 
     def __init__(self, students: nn.Module | Sequence[nn.Module], teachers: nn.Module | Sequence[nn.Module] | None,
-                 recipe: Recipe, example_batch: dict[str, Any], *, num_examples: int = 0) -> None:
+                 recipe: Recipe, example_batch: dict[str, Any], *, num_examples: int = 0,
+                 teacher_cache: TeacherOutputCache | None = None) -> None:
         super().__init__()
         students = [students] if isinstance(students, nn.Module) else list(students)
         teachers = [] if teachers is None else [teachers] if isinstance(teachers, nn.Module) else list(teachers)
@@ -104,6 +106,7 @@ class Distiller(nn.Module):
             t.eval()
             t.requires_grad_(False)
         self.progress = 0.0
+        self.teacher_cache = teacher_cache
         self._student_taps = [Taps(s, self._paths("student", i)).open() for i, s in enumerate(students)]
         self._teacher_taps = [Taps(t, self._paths("teacher", i)).open() for i, t in enumerate(teachers)]
         probe = self._probe(example_batch)
@@ -198,11 +201,22 @@ class Distiller(nn.Module):
         return needed
 
     def teacher_outputs(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
-        """Outputs of the teachers that active terms use (a snapshot route runs one teacher at a time)."""
+        """Outputs of the teachers that active terms use (a snapshot route runs one teacher at a time),
+        read from the teacher-output cache when it has them."""
         needed = self._needed_teachers()
+        position = batch.get("position") if self.training else None
+        cache = self.teacher_cache if position is not None else None
+        if cache is not None:
+            cached = cache.get(*position, batch["labels"].device)
+            if cached is not None and all(i < len(cached) and set(self._teacher_taps[i].names + ["logits"]) <= set(cached[i])
+                                          for i in needed):
+                return [cached[i] if i in needed else {} for i in range(len(self._teachers))]
         with torch.no_grad():
-            return [self._run(t, tp, batch["inputs"]) if i in needed else {}
-                    for i, (t, tp) in enumerate(zip(self._teachers, self._teacher_taps))]
+            outputs = [self._run(t, tp, batch["inputs"]) if i in needed else {}
+                       for i, (t, tp) in enumerate(zip(self._teachers, self._teacher_taps))]
+        if cache is not None:
+            cache.put(*position, outputs)
+        return outputs
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         teacher_out = self.teacher_outputs(batch)
@@ -225,6 +239,8 @@ class Distiller(nn.Module):
     def close(self) -> None:
         for taps in self._student_taps + self._teacher_taps:
             taps.close()
+        if self.teacher_cache is not None:
+            self.teacher_cache.flush()
 
 
 from . import terms as _terms  # noqa: E402,F401  (registers the term builders)

@@ -66,6 +66,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to OUT/tensorboard (needs `tensorboard`)
     snapshot_every: int = 0  # epochs; > 0 exports the model every N epochs (teacher snapshots for `rco`)
+    teacher_cache: bool = False  # distillation: reuse teacher outputs stored by an earlier run of the same data stream
 
     def __post_init__(self) -> None:
         problems = []
@@ -263,6 +264,8 @@ def fit(
                     # so the global batch is the same for any number of processes.
                     batch = data.batch(idx, gen, augment=True, device=device)
                     batch = _shard(batch, rank, world)
+                    if isinstance(batch, dict):  # where this micro-batch sits in the run (teacher-output cache)
+                        batch = {**batch, "position": (step, k)}
                     if cfg.channels_last:
                         batch = _channels_last(batch)
                     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):

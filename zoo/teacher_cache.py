@@ -1,0 +1,113 @@
+"""Teacher-output cache: teacher outputs computed once per run configuration, stored on disk, verified.
+
+The trainer's data stream is a pure function of (data, seed, batch size, gradient accumulation,
+process count): the sample order of each epoch and the augmentation of each step are drawn from
+seeded generators. So the frozen teacher's outputs for micro-batch k of step s are fixed too, and
+every later run with the same stream and teacher (another recipe, another student, a resumed run)
+can read them instead of running the teacher. The cache key hashes all of that plus the teacher's
+weights, the tapped modules and the autocast dtype; entries are grouped in chunks of steps, each a
+safetensors file whose sha256 is recorded in the manifest and checked before use.
+
+Only small outputs are cached (logits, pooled embeddings: at most ``MAX_PER_SAMPLE`` values per
+sample); recipes that tap whole feature maps run their teachers as usual.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import nn
+
+from .io import atomic_write_bytes, atomic_write_text
+
+MAX_PER_SAMPLE = 1024
+CHUNK_STEPS = 64
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 over a model's state dict (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class TeacherOutputCache:
+    """Teacher outputs by (step, micro-batch), in verified chunk files under ``root/<key>/``."""
+
+    def __init__(self, root: str | os.PathLike, key_fields: dict[str, Any]) -> None:
+        blob = json.dumps(key_fields, sort_keys=True, default=str).encode()
+        self.key = hashlib.sha256(blob).hexdigest()[:24]
+        self.dir = Path(root) / self.key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.dir / "manifest.json"
+        if self.manifest_path.exists():
+            self.manifest = json.loads(self.manifest_path.read_text())
+        else:
+            self.manifest = {"key_fields": json.loads(blob), "chunks": {}}
+        self._chunk_id: int | None = None
+        self._entries: dict[str, torch.Tensor] = {}
+        self._dirty = False
+        self.hits = self.misses = 0
+
+    def _load_chunk(self, chunk: int) -> None:
+        self.flush()
+        self._chunk_id, self._entries, self._dirty = chunk, {}, False
+        meta = self.manifest["chunks"].get(str(chunk))
+        if meta is None:
+            return
+        path = self.dir / f"chunk{chunk:05d}.safetensors"
+        blob = path.read_bytes() if path.exists() else b""
+        if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+            raise ValueError(f"teacher-output cache {path} does not match the sha256 in {self.manifest_path}: "
+                             "it is truncated or altered. Delete the folder to rebuild it.")
+        self._entries = dict(load_safetensors_bytes(blob))
+
+    def _select(self, step: int) -> None:
+        chunk = step // CHUNK_STEPS
+        if chunk != self._chunk_id:
+            self._load_chunk(chunk)
+
+    def get(self, step: int, micro: int, device: torch.device) -> list[dict[str, torch.Tensor]] | None:
+        """The cached outputs of every teacher for this micro-batch, or None."""
+        self._select(step)
+        prefix = f"{step}/{micro}/"
+        found = {k[len(prefix):]: v for k, v in self._entries.items() if k.startswith(prefix)}
+        if not found:
+            self.misses += 1
+            return None
+        self.hits += 1
+        teachers: dict[int, dict[str, torch.Tensor]] = {}
+        for name, tensor in found.items():
+            t, tap = name.split("/", 1)
+            teachers.setdefault(int(t), {})[tap] = tensor.to(device, non_blocking=True)
+        return [teachers.get(i, {}) for i in range(max(teachers) + 1)]
+
+    def put(self, step: int, micro: int, outputs: list[dict[str, torch.Tensor]]) -> None:
+        self._select(step)
+        for t, out in enumerate(outputs):
+            for tap, tensor in out.items():
+                if tensor[0].numel() > MAX_PER_SAMPLE:
+                    raise ValueError(f"teacher tap {tap!r} has {tensor[0].numel()} values per sample; the teacher-"
+                                     f"output cache holds at most {MAX_PER_SAMPLE} (logits, pooled embeddings)")
+                self._entries[f"{step}/{micro}/{t}/{tap}"] = tensor.detach().to("cpu").contiguous()
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Write the current chunk (atomically) and record its sha256 in the manifest."""
+        if not self._dirty or self._chunk_id is None:
+            return
+        blob = save_safetensors_bytes(self._entries)
+        atomic_write_bytes(self.dir / f"chunk{self._chunk_id:05d}.safetensors", blob)
+        self.manifest["chunks"][str(self._chunk_id)] = {"sha256": hashlib.sha256(blob).hexdigest(),
+                                                         "entries": len(self._entries)}
+        atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=1))
+        self._dirty = False
