@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -335,6 +336,15 @@ def _random_unit_rows(n: int, dim: int) -> Tensor:
     return F.normalize(torch.randn(n, dim), p=2, dim=1)
 
 
+def _all_gather(x: Tensor) -> Tensor:
+    """``x`` from every process, concatenated in rank order (``x`` itself outside distributed runs)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
 class ContrastMemory(nn.Module):
     """CRD memory banks and contrastive scores (Tian, Krishnan & Isola, ICLR 2020).
 
@@ -388,6 +398,8 @@ class ContrastMemory(nn.Module):
 
     @torch.no_grad()
     def _update(self, memory: Tensor, indices: Tensor, emb: Tensor) -> None:
+        # Under DDP every rank applies every rank's rows, so the banks stay complete and identical.
+        indices, emb = _all_gather(indices), _all_gather(emb)
         rows = memory[indices] * self.momentum + emb * (1.0 - self.momentum)
         memory.index_copy_(0, indices, F.normalize(rows, p=2, dim=1))
 
