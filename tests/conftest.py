@@ -31,3 +31,14 @@ def tiny_model() -> torch.nn.Module:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KDZOO_HOME", str(tmp_path / "kdzoo-home"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry():
+    """Entries a test registers (remote mocks) must not leak into the zoo other tests see."""
+    from zoo import api
+
+    saved, discovered = dict(api.REGISTRY._cards), api.REGISTRY._discovered
+    yield
+    api.REGISTRY._cards, api.REGISTRY._discovered = saved, discovered
+    api._LOADED.clear()

@@ -32,10 +32,8 @@ class TermContext:
 
 
 class TermModule(nn.Module):
-    """A built loss term: ``forward(student_inputs, teacher_inputs, batch) -> scalar``."""
-
-    def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
-        raise NotImplementedError  # abstract base
+    """A built loss term. Subclasses define ``forward(student_inputs, teacher_inputs, batch) -> scalar``,
+    the inputs being lists of the tapped outputs named by the term's student and teacher specs."""
 
 
 class FunctionTerm(TermModule):
