@@ -39,8 +39,8 @@ def make_models(in_channels: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     return teacher, student
 
 
-def minimal_loop(batch: dict, steps: int, in_channels: int) -> float:
-    teacher, student = make_models(in_channels)
+def timed_loop(batch: dict, steps: int, teacher: torch.nn.Module, student: torch.nn.Module, loss_fn) -> float:
+    """Seconds per step of: teacher forward (no grad), student forward, ``loss_fn``, backward, SGD step."""
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x, y = batch["inputs"], batch["labels"]
     student.train()
@@ -49,13 +49,19 @@ def minimal_loop(batch: dict, steps: int, in_channels: int) -> float:
             t0 = time.perf_counter()
         with torch.no_grad():
             t_logits = teacher(x)
-        s_logits = student(x)
-        kd = F.kl_div(F.log_softmax(s_logits / 4, 1), F.softmax(t_logits / 4, 1), reduction="batchmean") * 16
-        loss = 0.1 * F.cross_entropy(s_logits, y) + 0.9 * kd
+        loss = loss_fn(student(x), t_logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return (time.perf_counter() - t0) / steps
+
+
+def minimal_loop(batch: dict, steps: int, in_channels: int) -> float:
+    def loss_fn(s_logits, t_logits, y):
+        kd = F.kl_div(F.log_softmax(s_logits / 4, 1), F.softmax(t_logits / 4, 1), reduction="batchmean") * 16
+        return 0.1 * F.cross_entropy(s_logits, y) + 0.9 * kd
+
+    return timed_loop(batch, steps, *make_models(in_channels), loss_fn)
 
 
 def torchdistill_loop(batch: dict, steps: int, in_channels: int) -> float:
@@ -63,24 +69,15 @@ def torchdistill_loop(batch: dict, steps: int, in_channels: int) -> float:
     from torchdistill.losses.mid_level import KDLoss
 
     teacher, student = make_models(in_channels)
-    opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     s_hooks, t_hooks = ForwardHookManager("cpu"), ForwardHookManager("cpu")
     s_hooks.add_hook(student, "fc", requires_input=False, requires_output=True)
     t_hooks.add_hook(teacher, "fc", requires_input=False, requires_output=True)
     criterion = KDLoss("fc", "output", "fc", "output", temperature=4.0, alpha=0.1, beta=0.9)
-    x, y = batch["inputs"], batch["labels"]
-    student.train()
-    for i in range(WARMUP + steps):
-        if i == WARMUP:
-            t0 = time.perf_counter()
-        with torch.no_grad():
-            teacher(x)
-        student(x)
-        loss = criterion(s_hooks.pop_io_dict(), t_hooks.pop_io_dict(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - t0) / steps
+
+    def loss_fn(s_logits, t_logits, y):  # torchdistill reads both outputs from its hooks' io dicts
+        return criterion(s_hooks.pop_io_dict(), t_hooks.pop_io_dict(), y)
+
+    return timed_loop(batch, steps, teacher, student, loss_fn)
 
 
 class FixedBatch:
