@@ -45,8 +45,7 @@ def load(name_or_dir: str | os.PathLike, *, progress: bool = True) -> nn.Module:
     if source.startswith(("https://", "http://", "hf://")):
         return hub.load_dir(*hub.fetch_url(source, progress=progress))
     entry = REGISTRY.get(source)
-    directory = hub.fetch(entry, progress=progress)
-    return hub.load_dir(directory, entry if entry.source != "bundled" else None)
+    return hub.load_dir(hub.fetch(entry, progress=progress), entry)  # the registry's card holds the sha256
 
 
 def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard | None = None, *,
