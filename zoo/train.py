@@ -257,7 +257,7 @@ def fit(
                     group["lr"] = lr
                 gen = _generator(cfg.seed, 1_000_003, step)
                 global_idx = order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
-                parts: dict[str, float] = {}
+                parts: dict[str, torch.Tensor] = {}  # stays on the device: no host sync per step
                 for k in range(cfg.grad_accum):
                     idx = global_idx[k * micro:(k + 1) * micro]
                     # Every rank draws the augmentation of the whole micro-batch, then keeps its share,
@@ -279,14 +279,15 @@ def fit(
                         )
                     scaler.scale(loss / cfg.grad_accum).backward()
                     for name, value in outputs.items():
-                        parts[name] = parts.get(name, 0.0) + float(value.detach()) / cfg.grad_accum
+                        parts[name] = parts.get(name, 0.0) + value.detach().float() / cfg.grad_accum
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 pos += 1
                 if rank == 0 and (step % cfg.log_every == 0 or step == stop_at):
-                    row = {"step": step, "epoch": epoch, "lr": lr, **parts}
+                    logged = {k: float(v) for k, v in parts.items()}
+                    row = {"step": step, "epoch": epoch, "lr": lr, **logged}
                     if log_writer is None:
                         # Terms that switch on later (two-stage recipes) need their column from the start.
                         names = ["step", "epoch", "lr", "loss", *getattr(module, "part_names", [])]
@@ -300,9 +301,10 @@ def fit(
                         for key, value in row.items():
                             if key not in ("step", "epoch"):
                                 board.add_scalar(f"train/{key}", value, step)
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items()}, refresh=False)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
                 if pos == steps_per_epoch:
                     if evaluate is not None and rank == 0:
                         metrics = evaluate()
