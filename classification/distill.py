@@ -61,12 +61,7 @@ def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: Imag
                cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device,
                eval_batch_size: int) -> tuple[list[nn.Module], Any]:
     """Build the students and the Distiller, and train through `zoo.train.fit`."""
-    torch.manual_seed(cfg.seed)  # the students' initial weights are part of what the seed fixes
-    config = {"num_classes": len(train.classes), "in_channels": train.in_channels}
-    if recipe.branches:
-        students = [MultiBranchResNet(arch, branches=recipe.branches, gate=recipe.gate, **config)]
-    else:
-        students = [build_model(arch, **config) for _ in range(recipe.cohort)]
+    students = build_students(recipe, arch, train, cfg.seed)
     example = train.batch(torch.arange(min(8, len(train))))
     cache = _teacher_cache(teachers, train, cfg, device) if cfg.teacher_cache and teachers else None
     distiller = Distiller(students, teachers, recipe, example, num_examples=len(train), teacher_cache=cache)
@@ -94,6 +89,15 @@ def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: Imag
                  device=device)
     distiller.close()
     return [s.to("cpu", memory_format=torch.contiguous_format).eval() for s in deployable(students)], result
+
+
+def build_students(recipe: Recipe, arch: str, train: ImageDataset, seed: int) -> list[nn.Module]:
+    """The recipe's students (a cohort, or one multi-branch network), initialised from ``seed``."""
+    torch.manual_seed(seed)  # the students' initial weights are part of what the seed fixes
+    config = {"num_classes": len(train.classes), "in_channels": train.in_channels}
+    if recipe.branches:
+        return [MultiBranchResNet(arch, branches=recipe.branches, gate=recipe.gate, **config)]
+    return [build_model(arch, **config) for _ in range(recipe.cohort)]
 
 
 def deployable(students: list[nn.Module]) -> list[nn.Module]:

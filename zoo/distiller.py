@@ -198,9 +198,19 @@ class Distiller(nn.Module):
                     needed |= set(range(len(self._teachers))) if which == "*" else {int(which)}
         return needed
 
-    def teacher_outputs(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+    def clear_teacher_taps(self) -> None:
+        for taps in self._teacher_taps:
+            taps.clear()
+
+    def teacher_outputs(self, batch: dict[str, Any], shared: dict[int, torch.Tensor] | None = None
+                        ) -> list[dict[str, Any]]:
         """Outputs of the teachers that active terms use (a snapshot route runs one teacher at a time),
-        read from the teacher-output cache when it has them."""
+        read from the teacher-output cache when it has them.
+
+        ``shared`` (used by `zoo.pack.DistillerPack`) maps ``id(teacher)`` to the logits of a teacher
+        another Distiller already ran on this batch: the taps of every Distiller on that teacher
+        recorded the same call, so it is not run again.
+        """
         needed = self._needed_teachers()
         position = batch.get("position") if self.training else None
         cache = self.teacher_cache if position is not None else None
@@ -209,15 +219,26 @@ class Distiller(nn.Module):
             if cached is not None and all(i < len(cached) and set(self._teacher_taps[i].names + ["logits"]) <= set(cached[i])
                                           for i in needed):
                 return [cached[i] if i in needed else {} for i in range(len(self._teachers))]
+        outputs: list[dict[str, Any]] = []
         with torch.no_grad():
-            outputs = [self._run(t, tp, batch["inputs"]) if i in needed else {}
-                       for i, (t, tp) in enumerate(zip(self._teachers, self._teacher_taps))]
+            for i, (t, tp) in enumerate(zip(self._teachers, self._teacher_taps)):
+                if i not in needed:
+                    outputs.append({})
+                elif shared is not None and id(t) in shared:
+                    out = {n: _features(v) for n, v in tp.outputs().items()}
+                    out["logits"] = shared[id(t)]
+                    outputs.append(out)
+                else:
+                    outputs.append(self._run(t, tp, batch["inputs"]))
+                    if shared is not None:
+                        shared[id(t)] = outputs[-1]["logits"]
         if cache is not None:
             cache.put(*position, outputs)
         return outputs
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        teacher_out = self.teacher_outputs(batch)
+    def forward(self, batch: dict[str, Any], shared_teachers: dict[int, torch.Tensor] | None = None
+                ) -> dict[str, torch.Tensor]:
+        teacher_out = self.teacher_outputs(batch, shared_teachers)
         student_out = [self._run(s, tp, batch["inputs"]) for s, tp in zip(self.students, self._student_taps)]
         parts: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=batch["labels"].device)

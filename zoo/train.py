@@ -159,12 +159,15 @@ def fit(
     on_epoch_end: Callable[[int, list[dict]], None] | None = None,
     resume: bool = False,
     device: torch.device | str | None = None,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train ``module`` on ``data`` with ``cfg``; checkpoints and logs go to ``out_dir``.
 
     ``evaluate`` is called after each epoch (on rank 0) and its metrics are logged; then
     ``on_epoch_end(epoch, history)`` (rank 0; e.g. to export snapshots). With ``resume=True``
-    training continues exactly from ``out_dir/train_state.pt``.
+    training continues exactly from ``out_dir/train_state.pt``. ``deadline`` (a ``time.monotonic()``
+    value) stops training resumably at the first step that ends after it: a checkpoint is written
+    and the result says ``finished=False`` (to fit a run into a time-limited GPU lease).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -322,6 +325,10 @@ def fit(
                     save_state()
                 elif step % cfg.checkpoint_every == 0 or step == stop_at:
                     save_state()
+                if deadline is not None and time.monotonic() >= deadline and step < stop_at:
+                    if pos != steps_per_epoch:  # an epoch end has just been saved
+                        save_state()
+                    stop_at = step
     finally:
         if bar is not None:
             bar.close()

@@ -1,0 +1,291 @@
+"""Reproduce Table 1 of the survey (14 KD methods, ResNet-56 -> ResNet-20, 3 runs each) on Fashion-MNIST.
+
+    python benchmarks/table1.py --out runs/table1 --results benchmarks/results            # the full table
+    python benchmarks/table1.py --out $OUT/table1 --time-budget 9                          # a 9-minute chunk
+    python benchmarks/table1.py --dataset cifar10 --download --out runs/table1-cifar10    # CIFAR-10, online
+
+Every row is trained with the same settings (``--epochs``, ``--batch-size``, ``--lr``, ``--set``) and
+the recipe's published loss weights, through `zoo.train.fit`. Work is split in jobs, each a pack of
+runs trained in one process on one data stream (`zoo.pack`), so that a teacher's forward is shared by
+every method distilling from it and small CNNs keep a GPU busy:
+
+1. ``teachers-s{seed}``: ResNet-56 and ResNet-20 trained with cross-entropy (rows ``resnet56``, ``resnet20``).
+2. ``methods-s{seed}``: KD, CRD, FitNet, AT, AFD, FSP, RKD, IRG, SPKD from the seed-0 ResNet-56; DML (3
+   students), ONE (3 branches), OKDDip (3 peers, leader deployed); ALTKD from the three ResNet-56 of
+   seeds 0, 1, 2; and TAKD's assistant, a ResNet-32 distilled (KD) from the seed-0 ResNet-56.
+3. ``takd-s{seed}``: TAKD's student, a ResNet-20 distilled (KD) from that seed's assistant.
+
+Each job checkpoints as it trains and stops cleanly at ``--time-budget`` minutes; running the same
+command again resumes where it stopped (exactly) and skips finished jobs. Results go to
+``--results`` (default: ``--out``): ``table1-<dataset>.csv`` (``method,seed,top1``, top-1 in % on the
+whole test split, deployed student of online methods), ``.md`` (mean +- std beside the survey's
+CIFAR-10 numbers), ``.png`` and ``.json`` (every cohort member, job timings, hardware, settings).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+
+from zoo.classification.data import ImageDataset, load_dataset
+from zoo.classification.models import build_model
+from zoo.classification.pack import PackMember, distill_pack
+from zoo.io import atomic_write, atomic_write_text
+from zoo.cli import parse_overrides
+from zoo.recipes import get_recipe, override
+from zoo.train import STATE_FILE, TrainConfig
+
+# Table 1 of the survey: top-1 (%) on CIFAR-10, ResNet-56 -> ResNet-20, mean of 3 runs.
+SURVEY_CIFAR10 = {
+    "resnet56": 94.01, "resnet20": 92.36, "kd": 92.43, "crd": 92.69, "takd": 92.83, "fitnet": 92.86,
+    "at": 92.89, "afd": 92.90, "fsp": 92.48, "rkd": 92.89, "irg": 92.95, "spkd": 93.14, "dml": 92.93,
+    "one": 93.08, "okddip": 93.24, "altkd": 92.53,
+}
+CATEGORY = {
+    "resnet56": "trained directly", "resnet20": "trained directly", "kd": "logits", "crd": "logits",
+    "takd": "logits", "fitnet": "feature fitting", "at": "features from maps", "afd": "features from maps",
+    "fsp": "features from maps", "rkd": "structural", "irg": "structural", "spkd": "structural",
+    "dml": "online", "one": "online", "okddip": "online", "altkd": "multi-teacher",
+}
+NOTES = {"takd": "ResNet-32 assistant", "dml": "3 students", "one": "3 branches", "okddip": "3 students (peers + leader)",
+         "altkd": "3 teachers (ResNet-56 seeds 0-2)"}
+METHODS = list(SURVEY_CIFAR10)
+SINGLE_TEACHER = ["kd", "crd", "fitnet", "at", "afd", "fsp", "rkd", "irg", "spkd"]
+ONLINE = ["dml", "one", "okddip"]
+SHORT_NAMES = {"fashion-mnist": "fmnist"}
+
+
+def jobs(seeds: list[int]) -> list[dict[str, Any]]:
+    """The table's jobs in the order they run; each lists the models it needs from earlier jobs."""
+    out = [{"name": f"teachers-s{s}", "seed": s, "teachers": [],
+            "members": [PackMember("resnet56", "plain", "resnet56"), PackMember("resnet20", "plain", "resnet20")]}
+           for s in seeds]
+    altkd_teachers = [f"resnet56-s{s}" for s in (seeds * 3)[:3]]
+    for s in seeds:
+        teachers = [f"resnet56-s{seeds[0]}"] + altkd_teachers[1:]
+        members = [PackMember(m, m, "resnet20", (0,)) for m in SINGLE_TEACHER]
+        members += [PackMember(m, m, "resnet20") for m in ONLINE]
+        members += [PackMember("altkd", "altkd", "resnet20", (0, 1, 2)),
+                    PackMember("takd_assistant", "kd", "resnet32", (0,))]
+        out.append({"name": f"methods-s{s}", "seed": s, "teachers": teachers, "members": members})
+    for s in seeds:
+        out.append({"name": f"takd-s{s}", "seed": s, "teachers": [f"takd_assistant-s{s}"],
+                    "members": [PackMember("takd", "kd", "resnet20", (0,))]})
+    return out
+
+
+def save_model(model: torch.nn.Module, path: Path) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda f: f.write(save(state, metadata={"config": json.dumps(model.config)})))
+
+
+def load_model(path: Path) -> torch.nn.Module:
+    with safe_open(str(path), "pt") as f:
+        config = json.loads(f.metadata()["config"])
+    model = build_model(f"resnet{config.pop('depth')}", **config)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def run_job(job: dict[str, Any], out: Path, train: ImageDataset, test: ImageDataset, cfg: TrainConfig,
+            device: str | None, deadline: float | None) -> dict[str, Any] | None:
+    """Train (or resume) one job; returns its result, or None when it stopped at the deadline."""
+    job_dir = out / "jobs" / job["name"]
+    result_path = job_dir / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    teachers = [load_model(out / "models" / f"{name}.safetensors") for name in job["teachers"]]
+    job_cfg = TrainConfig(**{**asdict(cfg), "seed": job["seed"]})
+    t0 = time.perf_counter()
+    res = distill_pack(job["members"], teachers, train, test, job_cfg, job_dir,
+                       resume=(job_dir / STATE_FILE).exists(), device=device, deadline=deadline)
+    wall_path = job_dir / "wall_seconds.json"  # training wall time summed over the calls that ran this job
+    wall = json.loads(wall_path.read_text())["seconds"] if wall_path.exists() else 0.0
+    wall += time.perf_counter() - t0
+    atomic_write_text(wall_path, json.dumps({"seconds": round(wall, 1)}) + "\n")
+    if not res.finished:
+        print(f"{job['name']}: stopped at step {res.step}/{res.total_steps} (time budget); rerun to resume", flush=True)
+        return None
+    for name, students in res.students.items():
+        save_model(students[0], out / "models" / f"{name}-s{job['seed']}.safetensors")
+    result = {"job": job["name"], "seed": job["seed"], "top1": res.top1, "steps": res.total_steps,
+              "wall_seconds": round(wall, 1), "teachers": job["teachers"]}
+    atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
+    print(f"{job['name']}: done: " + ", ".join(f"{k}={v[0] * 100:.2f}" for k, v in res.top1.items()), flush=True)
+    return result
+
+
+def collect(results: list[dict[str, Any]]) -> list[tuple[str, int, float]]:
+    """CSV rows (method, seed, top-1 %) from finished jobs, in the table's order."""
+    rows = []
+    for r in results:
+        for member, scores in r["top1"].items():
+            if member in SURVEY_CIFAR10:
+                rows.append((member, r["seed"], round(scores[0] * 100, 2)))
+    return sorted(rows, key=lambda row: (METHODS.index(row[0]), row[1]))
+
+
+def summarize(rows: list[tuple[str, int, float]]) -> dict[str, tuple[float, float, int, int]]:
+    """method -> (mean, sample std, runs that finished, runs that diverged (NaN)); mean/std over finished runs."""
+    by_method: dict[str, list[float]] = {}
+    for method, _, top1 in rows:
+        by_method.setdefault(method, []).append(top1)
+    summary = {}
+    for m, values in by_method.items():
+        ok = [v for v in values if math.isfinite(v)]
+        mean = statistics.mean(ok) if ok else math.nan
+        summary[m] = (mean, statistics.stdev(ok) if len(ok) > 1 else 0.0, len(ok), len(values) - len(ok))
+    return summary
+
+
+def markdown(summary: dict[str, tuple[float, float, int, int]], dataset: str, settings: str) -> str:
+    base = summary.get("resnet20", (math.nan, 0, 0))[0]
+    lines = [f"| method | kind | {dataset} top-1 % (mean ± std, n) | vs ResNet-20 | survey CIFAR-10 % | survey vs ResNet-20 | note |",
+             "|---|---|---|---|---|---|---|"]
+    for m in METHODS:
+        if m not in summary:
+            lines.append(f"| {m} | {CATEGORY[m]} | (not run yet) | | {SURVEY_CIFAR10[m]:.2f} | | {NOTES.get(m, '')} |")
+            continue
+        mean, std, n, diverged = summary[m]
+        delta = "" if m == "resnet20" else f"{mean - base:+.2f}"
+        survey_delta = "" if m == "resnet20" else f"{SURVEY_CIFAR10[m] - SURVEY_CIFAR10['resnet20']:+.2f}"
+        note = "; ".join(x for x in [NOTES.get(m, ""), f"**diverged (NaN loss) in {diverged} run(s)**" if diverged else ""] if x)
+        lines.append(f"| {m} | {CATEGORY[m]} | {mean:.2f} ± {std:.2f} ({n}) | {delta} | {SURVEY_CIFAR10[m]:.2f} "
+                     f"| {survey_delta} | {note} |")
+    return "\n".join(lines) + f"\n\n{settings}\n"
+
+
+def plot(summary: dict[str, tuple[float, float, int, int]], path: Path, dataset: str) -> None:
+    """Gain over the plain ResNet-20: ours (error bar = std over seeds) beside the survey's CIFAR-10."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in METHODS if m not in ("resnet56", "resnet20") and m in summary and summary[m][2]]
+    if "resnet20" not in summary or not methods:
+        return
+    base = summary["resnet20"][0]
+    y = range(len(methods))
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(methods) + 1.5))
+    ax.barh([i - 0.2 for i in y], [summary[m][0] - base for m in methods], height=0.4,
+            xerr=[summary[m][1] for m in methods], label=f"kdzoo, {dataset} (mean ± std)", color="tab:blue")
+    ax.barh([i + 0.2 for i in y], [SURVEY_CIFAR10[m] - SURVEY_CIFAR10["resnet20"] for m in methods], height=0.4,
+            label="survey, CIFAR-10 (mean of 3)", color="tab:gray")
+    if "resnet56" in summary:
+        ax.axvline(summary["resnet56"][0] - base, color="tab:blue", linestyle="--", linewidth=1,
+                   label="ResNet-56 teacher (kdzoo)")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(list(y), methods)
+    ax.invert_yaxis()
+    ax.set_xlabel("top-1 gain over plain ResNet-20 (percentage points)")
+    ax.set_title("Table 1: ResNet-56 -> ResNet-20")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_results(results: list[dict[str, Any]], results_dir: Path, dataset: str, meta: dict[str, Any]) -> Path:
+    stem = f"table1-{SHORT_NAMES.get(dataset, dataset)}"
+    rows = collect(results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["method,seed,top1"] + [f"{m},{s},{t:.2f}" for m, s, t in rows]
+    atomic_write_text(results_dir / f"{stem}.csv", "\n".join(lines) + "\n")
+    summary = summarize(rows)
+    atomic_write_text(results_dir / f"{stem}.md", markdown(summary, dataset, meta["settings_line"]))
+    atomic_write_text(results_dir / f"{stem}.json", json.dumps({**meta, "jobs": results}, indent=2) + "\n")
+    plot(summary, results_dir / f"{stem}.png", dataset)
+    return results_dir / f"{stem}.csv"
+
+
+def hardware(device: str | None) -> str:
+    from zoo.metrics import cpu_description
+
+    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
+        return f"1x {torch.cuda.get_device_name()}"
+    return f"CPU: {cpu_description()} ({torch.get_num_threads()} threads)"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="run directory: checkpoints, models, job results")
+    p.add_argument("--results", help="where the csv/md/png/json go (default: --out)")
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10"])
+    p.add_argument("--data-root")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 through torchvision (online)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--train-subset", type=int, help="train on the first N training images (reduced CPU runs)")
+    p.add_argument("--test-subset", type=int, help="evaluate on the first N test images (smoke tests only)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more training settings for all rows")
+    p.add_argument("--device")
+    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
+    out = Path(args.out)
+    settings = {**parse_overrides(args.set), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    _, cfg = override(get_recipe("plain"), TrainConfig(), settings)
+    run_config = {"dataset": args.dataset, "seeds": args.seeds, "train_subset": args.train_subset,
+                  "test_subset": args.test_subset, "train": {k: v for k, v in asdict(cfg).items()
+                                                             if k not in ("progress", "seed", "tensorboard")}}
+    config_path = out / "config.json"
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        if saved != json.loads(json.dumps(run_config)):
+            raise SystemExit(f"{out} holds a table run with other settings ({config_path}); use a new --out")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, json.dumps(run_config, indent=2) + "\n")
+    train = load_dataset(args.dataset, "train", args.data_root, args.download)
+    test = load_dataset(args.dataset, "test", args.data_root, args.download)
+    if args.train_subset:
+        train = train.subset(args.train_subset)
+    if args.test_subset:
+        test = test.subset(args.test_subset)
+    if args.device and args.device.startswith("cuda") or (not args.device and torch.cuda.is_available()):
+        train = train.to(args.device or "cuda")  # device-resident data, augmented on the device
+    subset = f", first {len(train)} training images" if args.train_subset else ""
+    meta = {"dataset": args.dataset, "hardware": hardware(args.device), "config": run_config,
+            "settings_line": (f"{args.dataset}, {cfg.epochs} epochs{subset}, batch {cfg.batch_size}, lr {cfg.lr} "
+                              f"{cfg.schedule}, {cfg.optimizer}, wd {cfg.weight_decay}, seeds {args.seeds}, "
+                              f"top-1 on {len(test)} test images; trained on {hardware(args.device)}.")}
+    results = []
+    for job in jobs(args.seeds):
+        missing = [t for t in job["teachers"] if not (out / "models" / f"{t}.safetensors").exists()]
+        if missing:
+            print(f"{job['name']}: waiting for {missing}", flush=True)
+            break
+        result = run_job(job, out, train, test, cfg, args.device, deadline)
+        if result is None:
+            break
+        results.append(result)
+    csv_path = write_results(results, Path(args.results or out), args.dataset, meta)
+    done = len(results) == len(jobs(args.seeds))
+    print(f"{len(results)}/{len(jobs(args.seeds))} jobs done; results in {csv_path}"
+          + ("" if done else "; run the same command again to continue"), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""benchmarks/table1.py end to end on a few real Fashion-MNIST images: jobs, time budget, resume, outputs."""
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("table1", ROOT / "benchmarks" / "table1.py")
+table1 = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(table1)
+
+
+def test_every_method_of_the_survey_is_a_job_member():
+    members = {m.name for job in table1.jobs([0, 1, 2]) for m in job["members"]}
+    assert set(table1.SURVEY_CIFAR10) <= members
+    assert len(table1.SURVEY_CIFAR10) == 16
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_table_runs_in_chunks_and_resumes(tmp_path):
+    args = ["--out", str(tmp_path / "run"), "--results", str(tmp_path / "res"), "--train-subset", "128",
+            "--test-subset", "100", "--epochs", "1", "--batch-size", "64", "--seeds", "0", "1",
+            "--set", "progress=false"]
+    assert table1.main(args + ["--time-budget", "0"]) == 0  # stops after the first step of the first job
+    rows = list(csv.DictReader(open(tmp_path / "res" / "table1-fmnist.csv")))
+    assert rows == []
+    assert (tmp_path / "run" / "jobs" / "teachers-s0" / "train_state.pt").exists()
+    assert table1.main(args) == 0
+    rows = list(csv.DictReader(open(tmp_path / "res" / "table1-fmnist.csv")))
+    assert len(rows) == 16 * 2 and {r["method"] for r in rows} == set(table1.SURVEY_CIFAR10)
+    assert all(r["top1"] == "nan" or 0.0 <= float(r["top1"]) <= 100.0 for r in rows)
+    md = (tmp_path / "res" / "table1-fmnist.md").read_text()
+    assert "| okddip | online |" in md and "94.01" in md
+    assert (tmp_path / "res" / "table1-fmnist.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="other settings"):
+        table1.main([a if a != "128" else "256" for a in args])

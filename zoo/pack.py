@@ -1,0 +1,112 @@
+"""Pack several independent distillations into one trainable module that shares teachers and data.
+
+Small CNNs leave a GPU idle between kernel launches, and a frozen teacher's forward is the same
+work for every recipe that distils from it. A ``DistillerPack`` trains N Distillers (KD, FitNet,
+CRD, DML, ... each with its own students, terms and connectors) on one data stream: every step
+runs each distinct teacher once, and each member computes its own loss from the shared outputs.
+
+The members stay independent: they share no parameter, so the gradient of the summed loss with
+respect to a member's parameters is that member's gradient alone, and SGD/AdamW update every
+parameter on its own. A packed member therefore follows the same trajectory as the same recipe
+trained alone on the same data stream (tested bit for bit), except for losses that draw from the
+global random generator (CRD's negatives), whose draws interleave differently. With fp16 autocast
+one grad scaler serves the pack (an overflow in one member skips the step for all); bf16 needs none.
+
+`zoo.train.fit` trains a pack like any Distiller: loss parts are logged as ``member/part``. A member
+whose loss becomes NaN/inf is stopped (``failed_at`` records the step, in the checkpoint too) while
+the others go on, so one diverging method does not end a whole table run.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .distiller import Distiller
+
+
+class DistillerPack(nn.Module):
+    """Named Distillers trained together on one batch stream, each distinct teacher run once per step."""
+
+    def __init__(self, members: Mapping[str, Distiller], *, isolate_failures: bool = True) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a DistillerPack needs at least one member")
+        bad = [name for name in members if not name or "/" in name or "." in name]
+        if bad:
+            raise ValueError(f"member names must be non-empty and contain no '/' or '.': {bad}")
+        self.members = nn.ModuleDict(dict(members))
+        self.isolate_failures = isolate_failures
+        # Step at which each member's loss became NaN/inf (-1: never). Part of the checkpoint, so a
+        # resumed pack keeps a failed member stopped.
+        self.register_buffer("failed_at", torch.full((len(members),), -1, dtype=torch.long))
+        self._step = 0
+
+    @property
+    def failed(self) -> dict[str, int]:
+        """Members whose loss became non-finite, with the step it happened at."""
+        return {name: int(s) for name, s in zip(self.members, self.failed_at.tolist()) if s >= 0}
+
+    @property
+    def teachers(self) -> list[nn.Module]:
+        """The distinct teachers of all members (each appears once)."""
+        seen: dict[int, nn.Module] = {}
+        for member in self.members.values():
+            for t in member.teachers:
+                seen.setdefault(id(t), t)
+        return list(seen.values())
+
+    def train(self, mode: bool = True) -> "DistillerPack":
+        super().train(mode)
+        for member in self.members.values():
+            member.train(mode)  # keeps every teacher in eval mode
+        return self
+
+    @property
+    def may_skip_parameters(self) -> bool:
+        return any(m.may_skip_parameters for m in self.members.values())
+
+    @property
+    def part_names(self) -> list[str]:
+        return [f"{name}/{part}" for name, m in self.members.items() for part in ["loss", *m.part_names]]
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        self._step = step
+        for member in self.members.values():
+            member.set_progress(step, total_steps)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        for member in self.members.values():
+            member.clear_teacher_taps()  # every member's taps record the one shared teacher call
+        shared: dict[int, torch.Tensor] = {}
+        parts: dict[str, torch.Tensor] = {}
+        running = [i for i, failed in enumerate(self.failed_at.tolist()) if failed < 0] if self.isolate_failures \
+            else range(len(self.members))
+        names = list(self.members)
+        losses = []
+        for i in running:
+            out = self.members[names[i]](batch, shared_teachers=shared)
+            losses.append(out["loss"])
+            parts.update({f"{names[i]}/{k}": v.detach() for k, v in out.items()})
+        if not losses:
+            raise RuntimeError(f"every member of the pack has failed: {self.failed}")
+        if self.isolate_failures and self.training:
+            # One host sync for all members (the trainer syncs on the total loss each step anyway).
+            finite = torch.stack([torch.isfinite(l.detach()) for l in losses]).tolist()
+            if not all(finite):
+                for i, ok in zip(running, finite):
+                    if not ok:
+                        self.failed_at[i] = self._step
+                        warnings.warn(f"pack member {names[i]!r}: loss is not finite at step {self._step}; "
+                                      "it stops training here, the others go on", RuntimeWarning, stacklevel=2)
+                losses = [l for l, ok in zip(losses, finite) if ok]
+                if not losses:
+                    raise RuntimeError(f"every member of the pack has failed: {self.failed}")
+        total = torch.stack([l.float() for l in losses]).sum()
+        return {"loss": total, **parts}
+
+    def close(self) -> None:
+        for member in self.members.values():
+            member.close()
