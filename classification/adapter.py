@@ -73,7 +73,7 @@ class ClassificationAdapter:
     def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
         return build_model(architecture, **config)
 
-    def preprocessor(self, card: ModelCard) -> Callable[[Any], torch.Tensor]:
+    def preprocessor(self, card: ModelCard, directory: str | os.PathLike | None = None) -> Callable[[Any], torch.Tensor]:
         p = card.preprocessing
         return ClassificationPreprocessor(tuple(p["input_size"]), tuple(p["mean"]), tuple(p["std"]))
 

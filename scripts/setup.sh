@@ -4,19 +4,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+# Debian data packages: Fashion-MNIST (classification) and WordNet (the nlp task). The nlp pipeline
+# (python -m zoo.nlp.pipeline) also uses fortunes and dict-gcide: install them with APT_EXTRA="fortunes fortunes-min dict-gcide".
+PACKAGES=""
+[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || PACKAGES="$PACKAGES dataset-fashion-mnist"
+[ -f /usr/share/wordnet/data.noun ] || PACKAGES="$PACKAGES wordnet-base"
+PACKAGES="$PACKAGES ${APT_EXTRA:-}"
+if [ -n "${PACKAGES// /}" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    apt-get update -qq && apt-get install -y -qq $PACKAGES >/dev/null
   elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
-    sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    sudo apt-get update -qq && sudo apt-get install -y -qq $PACKAGES >/dev/null
   else
-    echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist, or set KDZOO_DATA);" \
-         "zoo.load/predict work without it, eval and the tests need it" >&2
+    echo "note: could not install$PACKAGES (or set KDZOO_DATA / KDZOO_WORDNET);" \
+         "zoo.load/predict work without them, eval and the tests need them" >&2
   fi
 fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[test,classification,plot]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test,classification,plot,nlp]"
 echo "kdzoo is set up in .venv ($(.venv/bin/python -c 'import zoo; print(zoo.__version__)'))"

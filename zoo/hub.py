@@ -192,14 +192,30 @@ def load_dir(directory: str | os.PathLike, card: ModelCard | None = None) -> nn.
     directory = Path(directory)
     card = card or read_card(directory)
     state = read_verified_weights(directory, card)
+    verify_files(directory, card)
     adapter = get_adapter(card.task)
     model = adapter.build_model(card.architecture, card.config)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     load_state_checked(model, state, f"checkpoint {directory}")
     model.eval()
     model.card = card
-    model.preprocess = adapter.preprocessor(card)
+    model.preprocess = adapter.preprocessor(card, directory)
+    if hasattr(model.preprocess, "tokenizer"):
+        model.tokenizer = model.preprocess.tokenizer
     return model
+
+
+def verify_files(directory: str | os.PathLike, card: ModelCard) -> None:
+    """Check the sha256 of every file the card lists besides the weights (tokenizer files, ...)."""
+    for ref in card.files:
+        if ref.name == WEIGHTS_FILE:
+            continue
+        path = Path(directory) / ref.name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the card of {card.name!r} lists it")
+        if sha256_file(path) != ref.sha256:
+            raise ChecksumError(f"sha256 mismatch for {path}: the card expects {ref.sha256}; the file is corrupt or "
+                                "altered. Delete the folder and fetch or save it again.")
 
 
 # ---------------------------------------------------------------- remote sources

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any, Callable, Protocol
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from .registry import TASKS, ModelCard
 
-ADAPTER_MODULES = {"classification": "zoo.classification.adapter"}
+ADAPTER_MODULES = {"classification": "zoo.classification.adapter", "nlp": "zoo.nlp.adapter"}
 
 
 class TaskAdapter(Protocol):
@@ -17,7 +18,7 @@ class TaskAdapter(Protocol):
 
     def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module: ...
 
-    def preprocessor(self, card: ModelCard) -> Callable[[Any], torch.Tensor]: ...
+    def preprocessor(self, card: ModelCard, directory: str | os.PathLike | None = None) -> Callable[[Any], Any]: ...
 
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]: ...
 

@@ -18,6 +18,7 @@ __all__ = [
     "adaptive_temperature_kd_loss",
     "sample_temperatures",
     "kl_per_sample",
+    "soft_cross_entropy",
 ]
 
 _REDUCTIONS = ("mean", "none")
@@ -169,3 +170,18 @@ def adaptive_temperature_kd_loss(student_logits: Tensor, teacher_logits: Tensor,
     teacher_logits = teacher_logits.detach()
     temps = sample_temperatures(teacher_logits, labels, T, beta, gamma, confidence, t_min, t_max)
     return (temps.pow(2) * kl_per_sample(student_logits, teacher_logits, temps)).mean()
+
+
+def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, T: float = 1.0) -> Tensor:
+    """Cross-entropy of the student's tempered softmax against the teacher's (Jiao et al. 2020, TinyBERT
+    eq. 10; also the distillation loss of Sun et al. 2019 and Sanh et al. 2019):
+
+        L = -1/N sum_n sum_c softmax(z_T / T)_c log softmax(z_S / T)_c
+
+    It differs from `kd_loss` by the teacher's entropy (a constant for the student) and has no T^2 factor.
+    """
+    _check_logits(student_logits, teacher_logits)
+    if T <= 0:
+        raise ValueError(f"temperature T must be positive, got {T}")
+    target = F.softmax(teacher_logits.detach().float() / T, dim=-1)
+    return -(target * F.log_softmax(student_logits.float() / T, dim=-1)).sum(-1).mean()

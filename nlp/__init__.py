@@ -1,0 +1,1 @@
+"""Text classification and BERT -> TinyBERT distillation (installed as ``zoo.nlp``)."""

@@ -1,0 +1,103 @@
+"""The nlp task adapter: text classifiers with their tokenizer, for `zoo.load`, `zoo.predict` and `zoo eval`."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from zoo.registry import ModelCard
+
+from .data import TextBatches, encode, load_task
+from .models import TextClassifier, encoder_from_config
+from .train import accuracy
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+SAMPLE_TEXTS = {
+    "wordnet-topic": ["a small domesticated carnivore kept as a pet or for catching mice",
+                      "move fast by using one's feet, with one foot off the ground at any given time",
+                      "a flat-bottomed pan used for frying food",
+                      "feeling or showing great happiness"],
+    "fortunes": ["There is no place like home.", "Real programmers don't comment their code."],
+}
+
+
+class TextPreprocessor:
+    """Texts -> ``{"input_ids", "attention_mask"}`` with the checkpoint's own tokenizer.
+
+    Empty texts are an error; a text longer than ``max_length`` tokens is truncated with a warning.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __repr__(self) -> str:
+        return f"TextPreprocessor({type(self.tokenizer).__name__}, max_length={self.max_length})"
+
+    def __call__(self, texts: str | list[str]) -> dict[str, torch.Tensor]:
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise ValueError("no texts given")
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is a {type(t).__name__}, not a string")
+            if not t.strip():
+                raise ValueError(f"text {i} is empty")
+        full = self.tokenizer(items, truncation=False)["input_ids"]
+        long = [i for i, ids in enumerate(full) if len(ids) > self.max_length]
+        if long:
+            warnings.warn(f"{len(long)} text(s) (e.g. #{long[0]}, {len(full[long[0]])} tokens) are longer than the "
+                          f"model's max_length {self.max_length}; they are truncated", UserWarning, stacklevel=3)
+        ids = encode(self.tokenizer, items, self.max_length)
+        batch = TextBatches(ids, None, self.tokenizer.pad_token_id).batch(torch.arange(len(ids)))
+        return batch["inputs"]
+
+
+class NlpAdapter:
+    task = "nlp"
+
+    def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
+        if architecture != "text-classifier":
+            raise ValueError(f"unknown nlp architecture {architecture!r}; known: text-classifier")
+        return TextClassifier(encoder_from_config(config["encoder"]), config["num_labels"])
+
+    def preprocessor(self, card: ModelCard, directory: str | os.PathLike | None = None) -> Callable[[Any], Any]:
+        from transformers import AutoTokenizer
+
+        if directory is None or not (Path(directory) / "tokenizer_config.json").exists():
+            raise FileNotFoundError(f"the checkpoint of {card.name!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        return TextPreprocessor(tokenizer, int(card.preprocessing.get("max_length", 128)))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
+        """One dict per text: ``label``, ``index``, ``score`` (softmax probability) and the ``top_k`` list."""
+        batch = model.preprocess(inputs)
+        probs = torch.softmax(model(**batch).float(), dim=-1)
+        k = max(1, min(top_k, probs.shape[1]))
+        scores, indices = probs.topk(k, dim=1)
+        labels = model.card.labels or [str(i) for i in range(probs.shape[1])]
+        results = []
+        for s_row, i_row in zip(scores.tolist(), indices.tolist()):
+            top = [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(s_row, i_row)]
+            results.append({**top[0], "top_k": top} if k > 1 else top[0])
+        return results
+
+    def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+        task = load_task(card.dataset, card.split, data_root)
+        tokenizer = model.preprocess.tokenizer
+        data = TextBatches(encode(tokenizer, task.texts, model.preprocess.max_length), task.labels, tokenizer.pad_token_id)
+        return {"accuracy": accuracy(model.to(device), data, device=device), "n": len(task)}
+
+    def sample_inputs(self, card: ModelCard) -> list[Any]:
+        if card.dataset not in SAMPLE_TEXTS:
+            raise FileNotFoundError(f"no bundled sample texts for dataset {card.dataset!r}; pass texts")
+        return list(SAMPLE_TEXTS[card.dataset])
+
+
+ADAPTER = NlpAdapter()

@@ -1,0 +1,287 @@
+"""Offline text data: labelled tasks from Debian's WordNet and fortunes, a GCIDE corpus, GLUE when online.
+
+Tasks (`load_task`):
+
+- ``wordnet-topic``: every WordNet 3.0 synset's gloss (definition and examples), labelled by its
+  lexicographer file: 45 topics such as ``noun.animal`` or ``verb.motion`` (117,659 synsets, from
+  Debian ``wordnet-base``). Splits are drawn per synset from a hash of its part of speech and offset,
+  80/10/10 train/validation/test, so they are deterministic and disjoint by synset.
+- ``fortunes``: the short texts of Debian ``fortunes``/``fortunes-min``, labelled by file (category);
+  each distinct text once, split 80/10/10 by a hash of the text.
+- ``glue/<name>`` (online): GLUE through `datasets` (sst2, cola, mrpc, qnli, rte, ...); sentence pairs are
+  joined with the tokenizer's separator.
+
+`load_corpus("gcide")` gives plain English text for general distillation: the definitions and
+quotations of the GNU Collaborative International Dictionary of English (Debian ``dict-gcide``).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+WORDNET_DIRS = ("/usr/share/wordnet",)
+FORTUNES_DIRS = ("/usr/share/games/fortunes",)
+GCIDE_FILES = ("/usr/share/dictd/gcide.dict.dz",)
+SPLITS = ("train", "validation", "test")
+
+# WordNet's 45 lexicographer files, by number (lexnames(5WN)).
+LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
+    "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
+    "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant",
+    "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state",
+    "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition", "verb.communication",
+    "verb.competition", "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+)
+TASKS = ("wordnet-topic", "fortunes")
+
+
+class TextDataNotFoundError(FileNotFoundError):
+    """The text data is not on this machine; the message says how to get it."""
+
+
+@dataclass
+class TextTask:
+    """A labelled text split: ``texts[i]`` has label ``labels[i]`` (an index into ``classes``)."""
+
+    name: str
+    split: str
+    texts: list[str]
+    labels: list[int]
+    classes: tuple[str, ...]
+    source: str = ""
+    ids: list[str] = field(default_factory=list)  # stable example ids (e.g. "n:00592535")
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        bad = [y for y in self.labels if not 0 <= y < len(self.classes)]
+        if bad:
+            raise ValueError(f"labels out of range 0..{len(self.classes) - 1}: {sorted(set(bad))[:5]}")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @classmethod
+    def from_labels(cls, name: str, split: str, texts: Sequence[str], label_names: Sequence[str],
+                    classes: Sequence[str]) -> "TextTask":
+        """A task from label *names*; a name outside ``classes`` is an error naming it."""
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({n for n in label_names if n not in index})
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown[:5]}; the classes are: {', '.join(classes)}")
+        return cls(name, split, list(texts), [index[n] for n in label_names], tuple(classes))
+
+    def subset(self, n: int) -> "TextTask":
+        if n <= 0:
+            raise ValueError(f"subset size must be positive, got {n}")
+        return TextTask(self.name, self.split, self.texts[:n], self.labels[:n], self.classes, self.source, self.ids[:n])
+
+    def to_hf(self) -> Any:
+        """This split as a `datasets.Dataset` with columns ``text``, ``label`` (ClassLabel) and ``id``."""
+        import datasets
+
+        features = datasets.Features({"text": datasets.Value("string"),
+                                      "label": datasets.ClassLabel(names=list(self.classes)),
+                                      "id": datasets.Value("string")})
+        ids = self.ids or [str(i) for i in range(len(self))]
+        return datasets.Dataset.from_dict({"text": self.texts, "label": self.labels, "id": ids}, features=features)
+
+
+def _find(env: str, candidates: Sequence[str], what: str, how: str) -> Path:
+    for d in ([os.environ[env]] if os.environ.get(env) else []) + list(candidates):
+        if Path(d).exists():
+            return Path(d)
+    raise TextDataNotFoundError(f"{what} not found (looked in ${env} and {', '.join(candidates)}). {how}")
+
+
+def split_of(key: str) -> str:
+    """train / validation / test for an example key: 80/10/10 by a stable hash (disjoint, deterministic)."""
+    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10
+    return "train" if bucket < 8 else "validation" if bucket == 8 else "test"
+
+
+def parse_wordnet_data(lines: Sequence[str], pos: str) -> list[tuple[str, int, str, list[str]]]:
+    """(synset id, lexicographer file number, gloss, lemmas) of each synset line of a ``data.<pos>`` file."""
+    out = []
+    for line in lines:
+        if not line or line.startswith("  "):  # the licence header lines start with two spaces
+            continue
+        head, sep, gloss = line.partition(" | ")
+        fields = head.split()
+        if len(fields) < 4 or not sep:
+            continue
+        offset, lexfile, n_words = fields[0], int(fields[1]), int(fields[3], 16)
+        lemmas = [fields[4 + 2 * i].replace("_", " ") for i in range(n_words)]
+        out.append((f"{pos}:{offset}", lexfile, gloss.strip(), lemmas))
+    return out
+
+
+def wordnet_synsets(root: str | os.PathLike | None = None) -> list[tuple[str, int, str, list[str]]]:
+    """Every synset of the WordNet database in ``root`` (default: Debian's /usr/share/wordnet)."""
+    base = Path(root) if root else _find("KDZOO_WORDNET", WORDNET_DIRS, "WordNet",
+                                        "Install it: apt-get install wordnet-base (or set KDZOO_WORDNET to a WordNet dict/ folder).")
+    out = []
+    for pos, short in (("noun", "n"), ("verb", "v"), ("adj", "a"), ("adv", "r")):
+        path = base / f"data.{pos}"
+        if not path.exists():
+            raise TextDataNotFoundError(f"{path} is missing: not a WordNet database folder")
+        out += parse_wordnet_data(path.read_text(encoding="latin-1").splitlines(), short)
+    return out
+
+
+def wordnet_topic(split: str, root: str | os.PathLike | None = None) -> TextTask:
+    rows = [r for r in wordnet_synsets(root) if split_of(r[0]) == split and r[2]]
+    return TextTask("wordnet-topic", split, [r[2] for r in rows], [r[1] for r in rows], LEXNAMES,
+                    source=str(root or "wordnet-base"), ids=[r[0] for r in rows])
+
+
+def parse_fortunes(text: str) -> list[str]:
+    """The entries of a fortune file (separated by lines holding a single ``%``), whitespace-normalised."""
+    entries = re.split(r"^%\s*$", text, flags=re.M)
+    return [" ".join(e.split()) for e in entries if e.strip()]
+
+
+def fortunes(split: str, root: str | os.PathLike | None = None) -> TextTask:
+    base = Path(root) if root else _find("KDZOO_FORTUNES", FORTUNES_DIRS, "fortunes",
+                                        "Install them: apt-get install fortunes fortunes-min (or set KDZOO_FORTUNES).")
+    files = sorted(p for p in base.iterdir() if p.is_file() and not p.suffix and not p.is_symlink())
+    if not files:
+        raise TextDataNotFoundError(f"no fortune files in {base}")
+    classes = tuple(p.name for p in files)
+    seen: set[str] = set()
+    texts, labels, ids = [], [], []
+    for label, path in enumerate(files):
+        for entry in parse_fortunes(path.read_text(encoding="utf-8", errors="replace")):
+            if entry in seen:  # the same text under two categories would leak across splits
+                continue
+            seen.add(entry)
+            key = hashlib.sha256(entry.encode()).hexdigest()[:16]
+            if split_of(key) == split:
+                texts.append(entry)
+                labels.append(label)
+                ids.append(key)
+    return TextTask("fortunes", split, texts, labels, classes, source=str(base), ids=ids)
+
+
+def glue(name: str, split: str) -> TextTask:
+    """A GLUE task through `datasets` (needs the network or the HF cache). Pairs are joined with ' [SEP] '
+    and re-split by the tokenizer's pair handling in `encode`."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("GLUE tasks need `datasets`: pip install 'kdzoo[nlp]'") from None
+    hf_split = {"test": "validation", "validation": "validation", "train": "train"}[split]  # GLUE test labels are hidden
+    try:
+        ds = datasets.load_dataset("glue", name, split=hf_split)
+    except Exception as err:  # offline: ConnectionError, or a datasets-specific error
+        raise TextDataNotFoundError(f"GLUE {name!r} could not be loaded through `datasets` ({type(err).__name__}: {err}). "
+                                    "It needs the network or a populated HF cache.") from err
+    keys = [k for k in ("sentence", "question", "sentence1", "question1", "premise") if k in ds.column_names][:1]
+    keys += [k for k in ("sentence2", "question2", "hypothesis") if k in ds.column_names][:1]
+    if name == "qnli":
+        keys = ["question", "sentence"]
+    texts = [" [SEP] ".join(row[k] for k in keys) for row in ds]
+    classes = tuple(ds.features["label"].names)
+    return TextTask(f"glue/{name}", split, texts, list(ds["label"]), classes, source="glue (datasets)")
+
+
+def load_task(name: str, split: str, root: str | os.PathLike | None = None) -> TextTask:
+    """``wordnet-topic``, ``fortunes`` or ``glue/<name>``, split ``train``, ``validation`` or ``test``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if name == "wordnet-topic":
+        return wordnet_topic(split, root)
+    if name == "fortunes":
+        return fortunes(split, root)
+    if name.startswith("glue/"):
+        return glue(name.split("/", 1)[1], split)
+    raise ValueError(f"unknown text task {name!r}; known: {', '.join(TASKS)}, glue/<name>")
+
+
+def gcide_corpus(path: str | os.PathLike | None = None, min_words: int = 6) -> list[str]:
+    """Paragraphs of the GCIDE dictionary (definitions, quotations) with headwords and sources removed."""
+    file = Path(path) if path else _find("KDZOO_GCIDE", GCIDE_FILES, "GCIDE",
+                                        "Install it: apt-get install dict-gcide (or set KDZOO_GCIDE to gcide.dict.dz).")
+    opener = gzip.open if file.suffix in (".dz", ".gz") else open
+    with opener(file, "rt", encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [ln.strip() for ln in block.splitlines()]
+        if len(lines) < 2 or "\\" not in lines[0]:  # an entry starts with `Word \Pro*nun"ci*a`tion\, pos.`
+            continue
+        body = " ".join(ln for ln in lines[1:] if not ln.startswith("[") and not ln.startswith("Syn."))
+        body = re.sub(r"\[[^\]]*\]|--[A-Z][\w. ]*|\(\w+\.\)", " ", body)  # [1913 Webster], --Bailey, (Anat.)
+        body = " ".join(body.split())
+        if len(body.split()) >= min_words:
+            paragraphs.append(body)
+    return paragraphs
+
+
+def load_corpus(name: str = "gcide", path: str | os.PathLike | None = None) -> list[str]:
+    if name != "gcide":
+        raise ValueError(f"unknown corpus {name!r}; known: gcide (or pass your own list of texts)")
+    return gcide_corpus(path)
+
+
+# --------------------------------------------------------------------------- tokenized batches
+class TextBatches:
+    """Tokenized examples for `zoo.train.fit`: ``batch(indices)`` pads to the longest in the batch.
+
+    Returns ``{"inputs": {"input_ids", "attention_mask"}, "labels", "index"}``; ``labels`` is -1 for an
+    unlabelled corpus. ``augment`` is accepted for the trainer's interface; text augmentation is done
+    ahead of time (`zoo.nlp.augment`), so it changes nothing here.
+    """
+
+    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None, pad_id: int) -> None:
+        self.input_ids = input_ids
+        self.labels = torch.tensor(list(labels) if labels is not None else [-1] * len(input_ids), dtype=torch.long)
+        self.pad_id = pad_id
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None, augment: bool = False,
+              device: torch.device | str | None = None) -> dict[str, Any]:
+        idx = indices.tolist()
+        seqs = [self.input_ids[i] for i in idx]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[row, :len(s)] = 1
+        out = {"inputs": {"input_ids": ids, "attention_mask": mask}, "labels": self.labels[indices.cpu()],
+               "index": indices.cpu()}
+        if device is not None:
+            out = {"inputs": {k: v.to(device) for k, v in out["inputs"].items()},
+                   "labels": out["labels"].to(device), "index": out["index"].to(device)}
+        return out
+
+    def loader(self, batch_size: int, device: torch.device | str | None = None):
+        order = sorted(range(len(self)), key=lambda i: len(self.input_ids[i]))  # little padding when evaluating
+        for start in range(0, len(order), batch_size):
+            yield self.batch(torch.tensor(order[start:start + batch_size]), device=device)
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int = 128) -> list[list[int]]:
+    """Token ids of each text (truncated to ``max_length``); a ``[SEP]`` in a text marks a sentence pair."""
+    if any(not isinstance(t, str) for t in texts):
+        raise TypeError("texts must be strings")
+    firsts, seconds = [], []
+    for t in texts:
+        a, sep, b = t.partition(" [SEP] ")
+        firsts.append(a)
+        seconds.append(b if sep else None)
+    if any(s is not None for s in seconds):
+        return [tokenizer(a, b, truncation=True, max_length=max_length)["input_ids"] for a, b in zip(firsts, seconds)]
+    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]

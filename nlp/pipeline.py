@@ -1,0 +1,249 @@
+"""The tinybert-kd pipeline, stage by stage, each resumable (``python -m zoo.nlp.pipeline --help``).
+
+    teacher    fine-tune the pretrained teacher (all-mpnet-base-v2) on the task     -> OUT/teacher.safetensors
+    general    TinyBERT general distillation on the GCIDE corpus (intermediate layers) -> OUT/general.safetensors
+    task       TinyBERT task distillation: intermediate layers, then the prediction layer -> OUT/student.safetensors
+    plain      the same student shape fine-tuned without distillation (the benchmark's no-KD row)
+    baseline   TF-IDF + logistic regression and the majority class (the benchmark's linear rows)
+
+Each stage trains through `zoo.train.fit` in ``OUT/<stage>/`` and resumes there exactly after an
+interruption (run the same command again); ``--time-budget`` minutes stops it cleanly. Settings are
+recorded in ``OUT/<stage>.json`` with the measured accuracies.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.io import atomic_write_text
+from zoo.metrics import cpu_description
+from zoo.recipes import get_recipe
+from zoo.train import STATE_FILE, TrainConfig
+
+from .data import TextBatches, encode, load_corpus, load_task
+from .models import TextClassifier, load_encoder, student_encoder
+from .recipes import recipe as nlp_recipe
+from . import terms as _terms  # noqa: F401  (registers the transformer loss terms)
+from .train import accuracy, load_classifier, save_classifier, train_text, write_json
+
+STAGES = ("teacher", "general", "task", "plain", "baseline")
+
+
+def _cfg(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
+    base = dict(batch_size=args.batch_size, optimizer="adamw", weight_decay=0.01, warmup_epochs=0.1,
+                schedule="cosine", amp="auto", channels_last=False, checkpoint_every=args.checkpoint_every,
+                log_every=10, seed=args.seed, progress=not args.quiet)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def _data(args: argparse.Namespace, tokenizer: Any) -> tuple[TextBatches, TextBatches, TextBatches, Any]:
+    tasks = {s: load_task(args.task, s) for s in ("train", "validation", "test")}
+    if args.train_subset:
+        tasks["train"] = tasks["train"].subset(args.train_subset)
+    batches = {s: TextBatches(encode(tokenizer, t.texts, args.max_length), t.labels, tokenizer.pad_token_id)
+               for s, t in tasks.items()}
+    return batches["train"], batches["validation"], batches["test"], tasks["train"]
+
+
+def _hardware() -> str:
+    if torch.cuda.is_available():
+        return f"1x {torch.cuda.get_device_name()}"
+    return f"CPU: {cpu_description()}"
+
+
+def run_teacher(args: argparse.Namespace, deadline: float | None) -> bool:
+    out = Path(args.out)
+    encoder, tokenizer = load_encoder(args.teacher)
+    train, val, test, task = _data(args, tokenizer)
+    if args.teacher_subset:
+        train = train.subset(args.teacher_subset)
+    if args.teacher_freeze:  # partial fine-tuning: embeddings and the lowest layers stay pretrained
+        encoder.embeddings.requires_grad_(False)
+        for layer in encoder.encoder.layer[:args.teacher_freeze]:
+            layer.requires_grad_(False)
+    torch.manual_seed(args.seed)
+    model = TextClassifier(encoder, len(task.classes))
+    cfg = _cfg(args, epochs=args.teacher_epochs, lr=args.teacher_lr)
+    result = train_text(get_recipe("plain"), [model], [], train, cfg, out / "teacher",
+                        evaluate_on=val if args.eval_every_epoch else None,
+                        resume=(out / "teacher" / STATE_FILE).exists(), deadline=deadline)
+    if not result.finished:
+        return False
+    save_classifier(model, out / "teacher.safetensors", {"task": args.task, "pretrained": args.teacher})
+    write_json(out / "teacher.json", {
+        "stage": "teacher", "pretrained": args.teacher, "train_examples": len(train),
+        "frozen": f"embeddings + layers 1-{args.teacher_freeze}" if args.teacher_freeze else "none",
+        "config": asdict(cfg), "history": result.history, "test_accuracy": accuracy(model, test)})
+    return True
+
+
+def _student(args: argparse.Namespace, teacher_config: Any, num_labels: int) -> TextClassifier:
+    torch.manual_seed(args.seed)
+    return TextClassifier(student_encoder(teacher_config, args.student_layers, args.student_hidden,
+                                          args.student_ffn, args.student_heads), num_labels)
+
+
+def run_general(args: argparse.Namespace, deadline: float | None) -> bool:
+    """TinyBERT general distillation: the pretrained (not fine-tuned) teacher, a plain-text corpus."""
+    out = Path(args.out)
+    encoder, tokenizer = load_encoder(args.teacher)
+    num_labels = len(load_task(args.task, "validation").classes)
+    teacher = TextClassifier(encoder, num_labels).eval()
+    corpus = load_corpus(args.corpus)
+    random.Random(args.seed).shuffle(corpus)
+    corpus = corpus[:args.general_examples] if args.general_examples else corpus
+    data = TextBatches(encode(tokenizer, corpus, args.max_length), None, tokenizer.pad_token_id)
+    student = _student(args, encoder.config, num_labels)
+    rec = nlp_recipe("tinybert-general", args.student_layers, encoder.config.num_hidden_layers)
+    cfg = _cfg(args, epochs=args.general_epochs, lr=args.general_lr)
+    result = train_text(rec, [student], [teacher], data, cfg, out / "general",
+                        resume=(out / "general" / STATE_FILE).exists(), deadline=deadline)
+    if not result.finished:
+        return False
+    save_classifier(student, out / "general.safetensors", {"stage": "general"})
+    write_json(out / "general.json", {"stage": "general", "corpus": args.corpus, "examples": len(data),
+                                      "config": asdict(cfg), "recipe": rec.name, "history": result.history})
+    return True
+
+
+def run_task(args: argparse.Namespace, deadline: float | None) -> bool:
+    """TinyBERT task distillation from the fine-tuned teacher: intermediate layers, then the prediction layer."""
+    out = Path(args.out)
+    teacher = load_classifier(out / "teacher.safetensors")
+    _, tokenizer = load_encoder(args.teacher)
+    train, val, test, task = _data(args, tokenizer)
+    if args.augment:
+        from .augment import Synonyms, augment
+
+        texts, labels = augment(task.texts, task.labels, Synonyms.from_wordnet(), n=args.augment, seed=args.seed)
+        train = TextBatches(encode(tokenizer, texts, args.max_length), labels, tokenizer.pad_token_id)
+    n_teacher = teacher.encoder.config.num_hidden_layers
+    history = {}
+    for step, (rec_name, epochs, lr) in enumerate([("tinybert-intermediate", args.task_epochs, args.task_lr),
+                                                  ("tinybert-prediction", args.pred_epochs, args.pred_lr)]):
+        stage_dir = out / f"task-{rec_name.split('-')[1]}"
+        done = stage_dir / "student.safetensors"
+        if done.exists():
+            continue
+        student = load_classifier(out / ("general.safetensors" if step == 0 else "task-intermediate/student.safetensors"))
+        student.train()
+        rec = nlp_recipe(rec_name, student.encoder.config.num_hidden_layers, n_teacher)
+        cfg = _cfg(args, epochs=epochs, lr=lr)
+        result = train_text(rec, [student], [teacher], train, cfg, stage_dir, evaluate_on=None,
+                            resume=(stage_dir / STATE_FILE).exists(), deadline=deadline)
+        if not result.finished:
+            return False
+        save_classifier(student, done, {"stage": rec_name})
+        history[rec_name] = {"config": asdict(cfg), "history": result.history}
+    student = load_classifier(out / "task-prediction" / "student.safetensors")
+    save_classifier(student, out / "student.safetensors", {"stage": "task"})
+    write_json(out / "task.json", {"stage": "task", "train_examples": len(train), "augment": args.augment,
+                                   "stages": history, "validation_accuracy": accuracy(student, val),
+                                   "test_accuracy": accuracy(student, test)})
+    return True
+
+
+def run_plain(args: argparse.Namespace, deadline: float | None) -> bool:
+    """The same student shape fine-tuned on the labels alone, from random weights (no distillation at all)."""
+    out = Path(args.out)
+    encoder, tokenizer = load_encoder(args.teacher)
+    train, val, test, task = _data(args, tokenizer)
+    student = _student(args, encoder.config, len(task.classes))
+    del encoder
+    cfg = _cfg(args, epochs=args.task_epochs + args.pred_epochs, lr=args.task_lr)
+    result = train_text(nlp_recipe("finetune"), [student], [], train, cfg, out / "plain",
+                        resume=(out / "plain" / STATE_FILE).exists(), deadline=deadline)
+    if not result.finished:
+        return False
+    save_classifier(student, out / "plain.safetensors", {"stage": "plain"})
+    write_json(out / "plain.json", {"stage": "plain", "train_examples": len(train), "config": asdict(cfg),
+                                    "history": result.history, "validation_accuracy": accuracy(student, val),
+                                    "test_accuracy": accuracy(student, test)})
+    return True
+
+
+def run_baseline(args: argparse.Namespace, deadline: float | None) -> bool:
+    """TF-IDF (word 1-2 grams) + logistic regression, and the majority class, on the same splits."""
+    from .baseline import tfidf_logreg
+
+    tasks = {s: load_task(args.task, s) for s in ("train", "validation", "test")}
+    if args.train_subset:
+        tasks["train"] = tasks["train"].subset(args.train_subset)
+    result = tfidf_logreg(tasks["train"], tasks["test"])
+    write_json(Path(args.out) / "baseline.json", {"stage": "baseline", **result})
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stages", nargs="+", choices=STAGES + ("all",))
+    p.add_argument("--out", required=True)
+    p.add_argument("--task", default="wordnet-topic")
+    p.add_argument("--teacher", default="all-mpnet-base-v2", help="pretrained encoder name or folder")
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--teacher-epochs", type=int, default=3)
+    p.add_argument("--teacher-lr", type=float, default=3e-5)
+    p.add_argument("--teacher-subset", type=int, help="fine-tune the teacher on the first N training examples")
+    p.add_argument("--corpus", default="gcide")
+    p.add_argument("--general-examples", type=int, help="use N corpus paragraphs (seeded shuffle)")
+    p.add_argument("--general-epochs", type=int, default=1)
+    p.add_argument("--general-lr", type=float, default=3e-4)
+    p.add_argument("--task-epochs", type=int, default=1, help="intermediate-layer distillation epochs")
+    p.add_argument("--task-lr", type=float, default=1e-4)
+    p.add_argument("--pred-epochs", type=int, default=1, help="prediction-layer distillation epochs")
+    p.add_argument("--pred-lr", type=float, default=5e-5)
+    p.add_argument("--augment", type=int, default=0, help="TinyBERT data augmentation: N copies per example (paper: 20)")
+    p.add_argument("--student-layers", type=int, default=4)
+    p.add_argument("--student-hidden", type=int, default=312)
+    p.add_argument("--student-ffn", type=int, default=1200)
+    p.add_argument("--student-heads", type=int, default=12)
+    p.add_argument("--teacher-freeze", type=int, default=0, help="freeze the embeddings and this many lowest layers")
+    p.add_argument("--eval-every-epoch", action="store_true", help="validation accuracy after each epoch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=300)
+    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
+    stages = STAGES if "all" in args.stages else args.stages
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    runners = {"teacher": run_teacher, "general": run_general, "task": run_task, "plain": run_plain,
+               "baseline": run_baseline}
+    command = "python -m zoo.nlp.pipeline " + shlex.join(sys.argv[1:] if argv is None else argv)
+    for stage in stages:
+        out = Path(args.out)
+        if (out / f"{stage}.json").exists():
+            print(f"{stage}: done already ({out / f'{stage}.json'})")
+            continue
+        wall_path = out / f"{stage}.wall_seconds"  # summed over the calls that ran this stage
+        wall = float(wall_path.read_text()) if wall_path.exists() else 0.0
+        t0 = time.perf_counter()
+        finished = runners[stage](args, deadline)
+        wall += time.perf_counter() - t0
+        atomic_write_text(wall_path, f"{wall:.1f}\n")
+        if not finished:
+            print(f"{stage}: stopped at the time budget; run the same command again to resume")
+            return 0
+        record = json.loads((out / f"{stage}.json").read_text())
+        record.update({"wall_seconds": round(wall, 1), "command": command, "hardware": _hardware(),
+                       "max_length": args.max_length, "task": args.task})
+        write_json(out / f"{stage}.json", record)
+        print(f"{stage}: done: " + json.dumps({k: v for k, v in json.loads((Path(args.out) / f'{stage}.json').read_text()).items()
+                                               if "accuracy" in k}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Named recipes for transformer distillation, with the layer mapping filled in for given depths.
+
+`recipe(name, student_layers, teacher_layers)` returns the recipe with TinyBERT's uniform mapping
+g(m) = m N / M (`zoo.nlp.losses.layer_map`); the registered defaults are for a 4-layer student and a
+12-layer teacher (TinyBERT-4 from a BERT-base-sized teacher).
+"""
+from __future__ import annotations
+
+from zoo.recipes import RECIPES, Recipe, Term, register_recipe
+
+from .losses import layer_map
+
+TINYBERT = "Jiao et al. 2020, TinyBERT: Distilling BERT for Natural Language Understanding"
+NLP_RECIPES = ("tinybert-general", "tinybert-intermediate", "tinybert-prediction", "pkd", "distilbert-kd", "finetune")
+
+
+def _intermediate(m: int, n: int) -> list[Term]:
+    g = layer_map(m, n)
+    return [Term("hidden_mse", student="hidden.0", teacher="hidden.0", name="embedding"),
+            Term("hidden_mse", student=[f"hidden.{i}" for i in range(1, m + 1)], teacher=[f"hidden.{j}" for j in g],
+                 name="hidden"),
+            Term("attention_mse", student=[f"scores.{i}" for i in range(1, m + 1)], teacher=[f"scores.{j}" for j in g],
+                 name="attention")]
+
+
+def recipe(name: str, student_layers: int = 4, teacher_layers: int = 12) -> Recipe:
+    """The transformer recipe ``name`` for a student of ``student_layers`` and a teacher of ``teacher_layers``."""
+    m, n = student_layers, teacher_layers
+    g = layer_map(m, n)
+    if name == "tinybert-general":
+        return Recipe(name, _intermediate(m, n), task_weight=0.0, paper=TINYBERT,
+                      description="[nlp] general distillation: embedding, hidden-state and attention-score MSE "
+                                  "(eqs. 7-9) on a plain corpus")
+    if name == "tinybert-intermediate":
+        return Recipe(name, _intermediate(m, n), task_weight=0.0, paper=TINYBERT,
+                      description="[nlp] task distillation, step 1: the intermediate layers (eqs. 7-9) on the task data")
+    if name == "tinybert-prediction":
+        return Recipe(name, [Term("soft_ce", params={"T": 1.0}, name="prediction")], task_weight=0.0, paper=TINYBERT,
+                      description="[nlp] task distillation, step 2: soft cross-entropy on the logits (eq. 10)")
+    if name == "pkd":
+        return Recipe(name, [Term("soft_ce", weight=0.5, params={"T": 10.0}, name="soft"),
+                             Term("patient", student=[f"hidden.{i}" for i in range(1, m)],
+                                  teacher=[f"hidden.{j}" for j in g[:-1]], weight=100.0)],
+                      task_weight=0.5, paper="Sun et al. 2019, Patient Knowledge Distillation for BERT Model Compression",
+                      description="[nlp] (1-a) CE + a soft CE(T) + b * [CLS]-state patient loss over the mapped layers "
+                                  "(PKD-skip; a = 0.5, T = 10, b = 100)")
+    if name == "distilbert-kd":
+        return Recipe(name, [Term("soft_ce", weight=1.0, params={"T": 2.0}, name="soft"),
+                             Term("cosine_hidden", student=f"hidden.{m}", teacher=f"hidden.{n}", weight=1.0,
+                                  name="cosine")],
+                      task_weight=1.0, paper="Sanh et al. 2019, DistilBERT, a distilled version of BERT",
+                      description="[nlp] CE + soft CE(T=2) + cosine loss between the last hidden states (task-specific)")
+    if name == "finetune":
+        return Recipe(name, [], task_weight=1.0, teachers=0,
+                      description="[nlp] cross-entropy only: a transformer fine-tuned without distillation")
+    raise ValueError(f"unknown nlp recipe {name!r}; known: {', '.join(NLP_RECIPES)}")
+
+
+for _name in NLP_RECIPES:
+    if _name not in RECIPES:
+        register_recipe(recipe(_name))

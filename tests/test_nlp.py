@@ -1,0 +1,282 @@
+"""zoo.nlp on tiny random transformers: TinyBERT's losses by hand, the layer mapping, both distillation
+stages and the other recipes through the core trainer, exact resume, save/load, data building, bad input."""
+import math
+import random
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+transformers = pytest.importorskip("transformers")
+
+from zoo.losses.logits import soft_cross_entropy  # noqa: E402
+from zoo.nlp import data as nlp_data  # noqa: E402
+from zoo.nlp import terms as _terms  # noqa: E402,F401
+from zoo.nlp.augment import Synonyms, augment, augment_text  # noqa: E402
+from zoo.nlp.data import TextBatches, TextTask, encode  # noqa: E402
+from zoo.nlp.losses import attention_score_mse, cosine_hidden_loss, hidden_mse, layer_map, patient_loss  # noqa: E402
+from zoo.nlp.models import TextClassifier, student_encoder  # noqa: E402
+from zoo.nlp.recipes import NLP_RECIPES, recipe  # noqa: E402
+from zoo.nlp.train import load_classifier, save_classifier, train_text  # noqa: E402
+from zoo.taps import Taps  # noqa: E402
+from zoo.train import TrainConfig  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+WORDS = ("a the of and to in is dog cat run fast food made from flour small animal pet move quickly "
+         "feline mammal soft fur happy glad big round flat plate").split()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    vocab = tmp_path_factory.mktemp("tok") / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz",
+                                *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]) + "\n")
+    return transformers.BertTokenizerFast(str(vocab))
+
+
+def tiny_encoder(tokenizer, layers=4, hidden=32, model_type="bert", seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.AutoConfig.for_model(model_type, vocab_size=len(tokenizer), hidden_size=hidden,
+                                            num_hidden_layers=layers, num_attention_heads=4,
+                                            intermediate_size=2 * hidden, max_position_embeddings=64,
+                                            pad_token_id=tokenizer.pad_token_id)
+    return transformers.AutoModel.from_config(cfg, attn_implementation="eager", add_pooling_layer=False)
+
+
+def texts(n, seed=0):
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def batches(tokenizer):
+    t = texts(16)
+    return TextBatches(encode(tokenizer, t), [i % 3 for i in range(16)], tokenizer.pad_token_id)
+
+
+# ---------------------------------------------------------------- losses by hand
+def test_attention_score_mse_by_hand_ignores_padding():
+    s = torch.zeros(1, 2, 2, 2)
+    t = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 2.0]]]])
+    full = torch.ones(1, 2)
+    assert attention_score_mse(s, t, full).item() == pytest.approx((1 + 4 + 9 + 16 + 4) / 8)
+    only_first = torch.tensor([[1, 0]])  # one real token: the (0, 0) pair of each head counts
+    assert attention_score_mse(s, t, only_first).item() == pytest.approx((1 + 0) / 2)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    attention_score_mse(s, t, full).backward()
+    assert s.grad.abs().sum() > 0 and t.grad is None
+
+
+def test_hidden_mse_and_cosine_by_hand():
+    s = torch.tensor([[[1.0, 0.0], [5.0, 5.0]]])
+    t = torch.tensor([[[0.0, 1.0], [9.0, 9.0]]])
+    mask = torch.tensor([[1, 0]])
+    assert hidden_mse(s, t, mask).item() == pytest.approx((1 + 1) / 2)
+    assert cosine_hidden_loss(s, t, mask).item() == pytest.approx(1.0)  # orthogonal
+    assert cosine_hidden_loss(t, t, torch.ones(1, 2)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_patient_loss_and_soft_cross_entropy_by_hand():
+    s = [torch.tensor([[3.0, 4.0]])]
+    t = [torch.tensor([[0.0, 2.0]])]
+    # normalised: (0.6, 0.8) vs (0, 1): 0.36 + 0.04
+    assert patient_loss(s, t).item() == pytest.approx(0.40)
+    zs, zt = torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([[0.0, 0.0]])
+    # teacher uniform: -(0.5 log 0.25 + 0.5 log 0.75)
+    assert soft_cross_entropy(zs, zt).item() == pytest.approx(-(0.5 * math.log(0.25) + 0.5 * math.log(0.75)))
+    assert soft_cross_entropy(zs * 2, zt, T=2.0).item() == pytest.approx(soft_cross_entropy(zs, zt).item())
+
+
+def test_layer_map_is_uniform():
+    assert layer_map(4, 12) == [3, 6, 9, 12]
+    assert layer_map(3, 6) == [2, 4, 6]
+    assert layer_map(6, 6) == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError):
+        layer_map(8, 4)
+    r = recipe("tinybert-intermediate", 4, 12)
+    assert r.term("attention").teacher == ["scores.3", "scores.6", "scores.9", "scores.12"]
+    assert r.term("hidden").student == ["hidden.1", "hidden.2", "hidden.3", "hidden.4"]
+
+
+# ---------------------------------------------------------------- the model's probes
+@pytest.mark.parametrize("model_type", ["bert", "mpnet"])
+def test_score_probes_are_the_pre_softmax_attention(tokenizer, batches, model_type):
+    model = TextClassifier(tiny_encoder(tokenizer, model_type=model_type), 3).eval()
+    inputs = batches.batch(torch.arange(4))["inputs"]
+    with Taps(model, ["scores.2", "hidden.0", "hidden.4"]) as taps:
+        out = model.encoder(**inputs, output_attentions=True)
+        mask = inputs["attention_mask"][:, None, None, :].float()
+        probs = torch.softmax(taps["scores.2"] + (1 - mask) * torch.finfo(torch.float32).min, -1)
+        assert torch.allclose(probs, out.attentions[1], atol=1e-6)
+        assert torch.equal(taps["hidden.4"], out.last_hidden_state)
+    # probes cost nothing when nothing taps them
+    with torch.no_grad():
+        model(**inputs)
+
+
+def test_student_has_tinybert_shape_and_the_teacher_vocabulary(tokenizer):
+    teacher = tiny_encoder(tokenizer, layers=4, hidden=32)
+    student = student_encoder(teacher.config, layers=2, hidden=16, ffn=40, heads=4)
+    assert (student.config.num_hidden_layers, student.config.hidden_size, student.config.intermediate_size) == (2, 16, 40)
+    assert student.config.vocab_size == teacher.config.vocab_size
+    with pytest.raises(ValueError, match="multiple"):
+        student_encoder(teacher.config, hidden=30, heads=4)
+
+
+# ---------------------------------------------------------------- distillation through the core trainer
+def pair(tokenizer):
+    teacher = TextClassifier(tiny_encoder(tokenizer, layers=4, hidden=32), 3).eval()
+    student = TextClassifier(student_encoder(teacher.encoder.config, layers=2, hidden=16, ffn=32, heads=4), 3)
+    return teacher, student
+
+
+CFG = TrainConfig(epochs=1, batch_size=8, optimizer="adamw", lr=1e-3, progress=False, log_every=1, amp="off")
+
+
+@pytest.mark.parametrize("name", NLP_RECIPES)
+def test_every_nlp_recipe_trains_two_steps(tokenizer, batches, name, tmp_path):
+    teacher, student = pair(tokenizer)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    rec = recipe(name, 2, 4)
+    result = train_text(rec, [student], [teacher] if rec.teachers else [], batches, CFG, tmp_path)
+    assert result.finished and result.step == 2
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and "nan" not in log[-1] and "inf" not in log[-1]
+    changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("encoder.") for k in changed)
+
+
+def test_general_distillation_on_an_unlabelled_corpus(tokenizer, tmp_path):
+    teacher, student = pair(tokenizer)
+    corpus = TextBatches(encode(tokenizer, texts(16, seed=3)), None, tokenizer.pad_token_id)
+    result = train_text(recipe("tinybert-general", 2, 4), [student], [teacher], corpus, CFG, tmp_path)
+    assert result.finished
+    header, *rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert header.split(",")[3:] == ["loss", "embedding", "hidden", "attention"]
+
+
+def test_task_distillation_resumes_exactly(tokenizer, batches, tmp_path):
+    cfg = TrainConfig(**{**CFG.__dict__, "epochs": 2})
+    rec = recipe("tinybert-intermediate", 2, 4)
+    teacher, student = pair(tokenizer)
+    train_text(rec, [student], [teacher], batches, cfg, tmp_path / "a")
+    teacher, student_b = pair(tokenizer)
+    train_text(rec, [student_b], [teacher], batches, TrainConfig(**{**cfg.__dict__, "max_steps": 1}), tmp_path / "b")
+    teacher, student_b = pair(tokenizer)
+    train_text(rec, [student_b], [teacher], batches, cfg, tmp_path / "b", resume=True)
+    assert all(torch.equal(v, student_b.state_dict()[k]) for k, v in student.state_dict().items())
+
+
+def test_attention_term_needs_equal_head_counts(tokenizer, batches, tmp_path):
+    teacher = TextClassifier(tiny_encoder(tokenizer, layers=4, hidden=32), 3).eval()
+    student = TextClassifier(student_encoder(teacher.encoder.config, layers=2, hidden=16, ffn=32, heads=2), 3)
+    with pytest.raises(ValueError, match="attention heads"):
+        train_text(recipe("tinybert-intermediate", 2, 4), [student], [teacher], batches, CFG, tmp_path)
+
+
+def test_save_load_round_trip(tokenizer, batches, tmp_path):
+    _, student = pair(tokenizer)
+    student.eval()
+    path = save_classifier(student, tmp_path / "s.safetensors")
+    loaded = load_classifier(path)
+    inputs = batches.batch(torch.arange(5))["inputs"]
+    assert torch.equal(student(**inputs), loaded(**inputs))
+
+
+# ---------------------------------------------------------------- data
+def test_wordnet_fixture_builds_a_deterministic_disjoint_topic_task():
+    splits = {s: nlp_data.wordnet_topic(s, FIXTURES / "wordnet") for s in nlp_data.SPLITS}
+    ids = [set(t.ids) for t in splits.values()]
+    assert sum(len(i) for i in ids) == 10 and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    every = {i: (t.texts[k], t.labels[k]) for t in splits.values() for k, i in enumerate(t.ids)}
+    text, label = every["n:02084071"]
+    assert text.startswith("a member of the genus Canis") and nlp_data.LEXNAMES[label] == "noun.animal"
+    assert nlp_data.LEXNAMES[every["v:01926311"][1]] == "verb.motion"
+    assert len(nlp_data.LEXNAMES) == 45
+    again = nlp_data.wordnet_topic("train", FIXTURES / "wordnet")
+    assert again.ids == splits["train"].ids
+    ds = splits["train"].to_hf() if len(splits["train"]) else None
+    if ds is not None:
+        assert ds.features["label"].names[5] == "noun.animal" and len(ds) == len(splits["train"])
+
+
+def test_fortunes_and_gcide_parsers(tmp_path):
+    (tmp_path / "food").write_text("Eat well.\n%\nA second\n  fortune.\n%\n")
+    (tmp_path / "food.dat").write_bytes(b"\x00")
+    (tmp_path / "work").write_text("Work hard.\n%\nEat well.\n%\n")
+    tasks = [nlp_data.fortunes(s, tmp_path) for s in nlp_data.SPLITS]
+    every = sorted(t for task in tasks for t in task.texts)
+    assert every == ["A second fortune.", "Eat well.", "Work hard."]  # the duplicate is kept once
+    assert tasks[0].classes == ("food", "work")
+    gcide = tmp_path / "gcide.txt"
+    gcide.write_text('Abdicator \\Ab"di*ca`tor\\, n.\n   One who abdicates a throne, an office or a trust.\n'
+                     "   [1913 Webster]\n\n00-database-info\n   no entry\n")
+    assert nlp_data.gcide_corpus(gcide) == ["One who abdicates a throne, an office or a trust."]
+
+
+def test_missing_data_and_unknown_labels_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(nlp_data, "WORDNET_DIRS", (str(tmp_path / "nowhere"),))
+    monkeypatch.delenv("KDZOO_WORDNET", raising=False)
+    with pytest.raises(nlp_data.TextDataNotFoundError, match="apt-get install wordnet-base"):
+        nlp_data.wordnet_topic("train")
+    with pytest.raises(ValueError, match="unknown label"):
+        TextTask.from_labels("t", "train", ["a", "b"], ["x", "nope"], ["x", "y"])
+    with pytest.raises(ValueError, match="out of range"):
+        TextTask("t", "train", ["a"], [5], ("x", "y"))
+    with pytest.raises(ValueError, match="split"):
+        nlp_data.load_task("wordnet-topic", "dev")
+
+
+def test_synonym_augmentation_is_deterministic_and_keeps_labels():
+    syn = Synonyms([["happy", "glad"], ["big", "large"], ["dog", "pooch", "doggie"]])
+    assert set(syn("Dog")) == {"pooch", "doggie"}
+    new, labels = augment(["a happy dog", "no synonyms here"], [0, 1], syn, n=5, p=1.0, seed=0)
+    assert new[:2] == ["a happy dog", "no synonyms here"] and set(labels[2:]) == {0}
+    assert all(t.startswith("a glad ") for t in new[2:])
+    assert augment(["a happy dog"], [0], syn, n=5, seed=1) == augment(["a happy dog"], [0], syn, n=5, seed=1)
+    assert augment_text("Happy", syn, random.Random(0), p=1.0) == "Glad"
+
+
+def test_tfidf_baseline_learns_a_separable_task():
+    pytest.importorskip("sklearn")
+    from zoo.nlp.baseline import tfidf_logreg
+
+    train = TextTask("t", "train", ["red apple", "green apple", "fast car", "red car"] * 5, [0, 0, 1, 1] * 5, ("fruit", "car"))
+    test = TextTask("t", "test", ["apple pie", "car race"], [0, 1], ("fruit", "car"))
+    result = tfidf_logreg(train, test)
+    assert result["tfidf_logreg_test_accuracy"] == 1.0 and result["majority_test_accuracy"] == 0.5
+
+
+# ---------------------------------------------------------------- zoo.load / predict on a published tiny student
+def test_published_text_model_loads_and_predicts_with_clear_input_errors(tokenizer, tmp_path):
+    import zoo
+    from zoo import hub
+    from zoo.nlp.adapter import TextPreprocessor
+    from zoo.registry import ModelCard
+
+    _, student = pair(tokenizer)
+    folder = tmp_path / "tiny-nlp"
+    tokenizer.save_pretrained(str(folder))
+    refs = [hub.FileRef(p.name, hub.sha256_file(p), p.stat().st_size) for p in sorted(folder.iterdir())]
+    card = ModelCard(name="tiny-nlp", task="nlp", architecture="text-classifier", config=student.config,
+                     dataset="wordnet-topic", split="test", metrics={"accuracy": 0.5},
+                     params=sum(p.numel() for p in student.parameters()), labels=["x", "y", "z"],
+                     preprocessing={"max_length": 8}, files=refs)
+    hub.save(student, folder, card, dtype=torch.float16)
+    model = zoo.load(folder)
+    assert isinstance(model.preprocess, TextPreprocessor) and model.tokenizer is not None
+    out = zoo.predict(model, ["a small dog", "run fast"], top_k=2)
+    assert [o["label"] in ("x", "y", "z") for o in out] == [True, True] and len(out[0]["top_k"]) == 2
+    assert abs(sum(t["score"] for t in zoo.predict(model, ["a dog"], top_k=3)[0]["top_k"]) - 1.0) < 1e-4
+    with pytest.raises(ValueError, match="empty"):
+        zoo.predict(model, ["a dog", "  "])
+    with pytest.raises(TypeError, match="not a string"):
+        zoo.predict(model, ["a dog", 3])
+    with pytest.warns(UserWarning, match="truncated"):
+        zoo.predict(model, [" ".join(["dog"] * 30)])
+    (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text() + " ")
+    with pytest.raises(hub.ChecksumError, match="tokenizer.json"):
+        zoo.load(folder)
