@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from zoo import hub
-from zoo.metrics import count_params, cpu_description
+from zoo.metrics import count_flops, count_params, cpu_description
 from zoo.registry import FileRef, ModelCard, TeacherRef, TrainingRecord
 
 from .adapter import TOKENIZER_FILES
@@ -81,6 +81,12 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
     batch1 = test.batch(torch.arange(1))["inputs"]
     latency = _latency_pair({"teacher": teacher, "student": student}, {1: batch1, 32: batch32})
     params = {"teacher": count_params(teacher), "student": count_params(student)}
+    # FLOPs of one text of the median test length (they grow with the length)
+    lengths = sorted(len(ids) for ids in test.input_ids)
+    median_len = lengths[len(lengths) // 2]
+    example = {"input_ids": torch.full((1, median_len), 5, dtype=torch.long),
+               "attention_mask": torch.ones(1, median_len, dtype=torch.long)}
+    flops = {n: count_flops(m, example) for n, m in (("teacher", teacher), ("student", student))}
     rows = [
         {"model": f"teacher: {teacher_name} fine-tuned", "accuracy": teacher_acc, "params": params["teacher"],
          **latency["teacher"]},
@@ -113,7 +119,7 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
         aliases=aliases or [], paper=TINYBERT,
         teacher=TeacherRef(name=f"{teacher_name} fine-tuned on {task_name}", metrics={"accuracy": round(teacher_acc, 6)},
                            params=params["teacher"]),
-        latency_ms=latency["student"], latency_env=cpu_description(),
+        latency_ms=latency["student"], latency_env=cpu_description(), flops=flops["student"],
         preprocessing={"max_length": max_length, "tokenizer": f"{teacher_name} (shipped with the weights)"},
         labels=list(test_task.classes), files=refs,
         license="Apache-2.0",
@@ -125,12 +131,28 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
             seeds=[int(info["general"]["config"]["seed"])], wall_time_s=float(info["task"].get("wall_seconds", 0.0)),
             date=_dt.date.today().isoformat(), config={k: v["config"] for k, v in stages.items()}, notes=notes),
         extra={"benchmark": rows, "ratios": ratios, "teacher_latency_ms": latency["teacher"],
+               "flops_per_text_of_tokens": median_len, "teacher_flops": flops["teacher"],
                "accuracy_fp32": info["task"]["test_accuracy"],
                "stages": {"teacher": {k: v for k, v in info["teacher"].items() if k != "history"},
                           "general": {k: v for k, v in info["general"].items() if k != "history"},
                           "task": {k: v for k, v in info["task"].items() if k != "stages"}}},
     )
     return hub.save(student, dest, card, dtype=torch.float16)
+
+
+def benchmark_markdown(card: ModelCard) -> str:
+    """The card's benchmark as a markdown table (the README's copy), ratios underneath."""
+    lines = ["| model | test accuracy | params | CPU latency bs1 / bs32 |", "|---|---|---|---|"]
+    for row in card.extra["benchmark"]:
+        params = f"{row['params'] / 1e6:.1f}M" if row.get("params") else "-"
+        latency = f"{row['cpu_bs1']:.1f} / {row['cpu_bs32']:.1f} ms" if "cpu_bs1" in row else "-"
+        lines.append(f"| {row['model']} | {row['accuracy'] * 100:.2f}% | {params} | {latency} |")
+    r = card.extra["ratios"]
+    lines.append("")
+    lines.append(f"Student vs teacher: {r['accuracy_share_of_teacher'] * 100:.1f}% of its accuracy, "
+                 f"{r['params_ratio']:.2f}x fewer parameters, {r['latency_ratio_bs1']:.2f}x faster at batch 1 and "
+                 f"{r['latency_ratio_bs32']:.2f}x at batch 32 (CPU: {card.latency_env}).")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,8 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dest", help="folder to publish into (default: the bundled weights/)")
     p.add_argument("--alias", action="append", default=[])
     p.add_argument("--notes", default="")
+    p.add_argument("--results", default="benchmarks/results", help="where the benchmark table (NAME.md) goes")
     args = p.parse_args(argv)
     card = publish(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias, notes=args.notes)
+    if args.results:
+        out = Path(args.results)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{card.name}.md").write_text(benchmark_markdown(card))
     print(f"published {card.name}: accuracy {card.metrics['accuracy']:.4f}; " + json.dumps(card.extra["ratios"]))
     return 0
 

@@ -8,6 +8,7 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -116,6 +117,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_publish(args: argparse.Namespace) -> int:
     from .hub import read_card
 
+    if (Path(args.run_dir) / "task.json").exists() and (Path(args.run_dir) / "student.safetensors").exists():
+        from .nlp.publish import publish as publish_nlp  # a `python -m zoo.nlp.pipeline` run
+
+        card = publish_nlp(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias, notes=args.notes or "")
+        print(f"published {card.name}: accuracy {card.metrics['accuracy']:.4f}; {card.extra['ratios']}")
+        return 0
     task = read_card(args.run_dir).task
     if task != "classification":
         raise ValueError(f"zoo publish supports classification runs for now, not {task!r}")
@@ -230,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="run a zoo model on inputs (default: its bundled sample inputs)")
     pr.add_argument("name")
-    pr.add_argument("inputs", nargs="*", help="input files (images for classification)")
+    pr.add_argument("inputs", nargs="*", help="input files (images for classification) or texts (nlp)")
     pr.add_argument("--top-k", type=int, default=1)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_cmd_predict)

@@ -263,3 +263,4 @@ class Distiller(nn.Module):
 
 
 from . import terms as _terms  # noqa: E402,F401  (registers the term builders)
+from .nlp import terms as _nlp_terms  # noqa: E402,F401  (registers the transformer terms)

@@ -16,12 +16,13 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, example: torch.Tensor) -> int:
-    """Forward FLOPs for ``example`` as counted by torch's FlopCounterMode (one multiply-add = 2 FLOPs)."""
+def count_flops(model: nn.Module, example: torch.Tensor | dict[str, torch.Tensor]) -> int:
+    """Forward FLOPs for ``example`` (a tensor, or keyword inputs such as a tokenizer's) as counted by
+    torch's FlopCounterMode (one multiply-add = 2 FLOPs)."""
     was_training = model.training
     model.eval()
     with FlopCounterMode(display=False) as counter:
-        model(example)
+        model(**example) if isinstance(example, dict) else model(example)
     model.train(was_training)
     return int(counter.get_total_flops())
 

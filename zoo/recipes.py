@@ -251,3 +251,5 @@ for _recipe in [
            description="KD from 3 snapshots of the teacher's training, earliest first (--teacher in that order)"),
 ]:
     register_recipe(_recipe)
+
+from .nlp import recipes as _nlp_recipes  # noqa: E402,F401  (registers the transformer recipes: tinybert-*, pkd, ...)
