@@ -168,8 +168,11 @@ def markdown(summary: dict[str, tuple[float, float, int, int]], dataset: str, se
 
 def plot(summary: dict[str, tuple[float, float, int, int]], path: Path, dataset: str) -> None:
     """Gain over the plain ResNet-20: ours (error bar = std over seeds) beside the survey's CIFAR-10."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install 'kdzoo[plot]')", flush=True)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -213,6 +216,55 @@ def write_results(results: list[dict[str, Any]], results_dir: Path, dataset: str
     return results_dir / f"{stem}.csv"
 
 
+TEACHER_OF = {"takd": "takd_assistant", "takd_assistant": "resnet56"}  # whose model each shipped student learnt from
+
+
+def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], train: ImageDataset,
+                   test: ImageDataset, cfg: TrainConfig, dataset: str, dest: Path | None, device: str | None) -> None:
+    """Publish the best seed of each method in ``names`` (``takd_assistant``: TAKD's ResNet-32) as a zoo
+    entry whose card carries its Table 1 row (mean +- std over the seeds, and the seed shipped)."""
+    import tempfile
+
+    from zoo.classification.publish import export_run, publish
+    from zoo.recipes import recipe_dict
+
+    per_seed: dict[str, dict[int, float]] = {}
+    for r in results:
+        for member, scores in r["top1"].items():
+            per_seed.setdefault(member, {})[r["seed"]] = scores[0] * 100
+    short = SHORT_NAMES.get(dataset, dataset)
+    for method in names:
+        seeds = {s: v for s, v in per_seed.get(method, {}).items() if math.isfinite(v)}
+        if not seeds:
+            raise SystemExit(f"--publish {method}: no finished run of it in {out}")
+        seed = max(seeds, key=seeds.get)
+        model = load_model(out / "models" / f"{method}-s{seed}.safetensors")
+        values = list(seeds.values())
+        row = {"method": method, "mean": round(statistics.mean(values), 2),
+               "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "runs": len(values),
+               "shipped_seed": seed, "shipped_top1": round(seeds[seed], 2),
+               "survey_cifar10": SURVEY_CIFAR10.get(method)}
+        recipe = "kd" if method in ("takd", "takd_assistant") else method
+        teacher = TEACHER_OF.get(method, "resnet56")
+        teacher_seed = seed if method == "takd" else 0
+        teacher_top1 = per_seed.get(teacher, {}).get(teacher_seed)
+        arch = f"resnet{model.config['depth']}"
+        name = f"{arch}-{'takd-assistant' if method == 'takd_assistant' else method}.{short}"
+        info = {"dataset": train, "test": test, "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                "history": [], "train_config": {**asdict(cfg), "seed": seed},
+                "recipe": recipe_dict(get_recipe(recipe)) if method not in ("resnet56", "resnet20") else None,
+                "teachers": [{"name": f"{teacher} (Table 1 run, seed {teacher_seed})",
+                              "metrics": {"top1": round(teacher_top1 / 100, 6)} if teacher_top1 is not None else {},
+                              "params": None}] if method not in ("resnet56", "resnet20", "dml", "one", "okddip") else []}
+        with tempfile.TemporaryDirectory() as tmp:
+            export_run(model, info, Path(tmp) / name, name=name,
+                       command=f"python benchmarks/table1.py --out {out} --publish {method}")
+            card = publish(Path(tmp) / name, name, dest_root=dest, extra={"table1": row},
+                           notes=f"Table 1 row: {row['mean']:.2f} +- {row['std']:.2f} top-1 over {row['runs']} seeds; "
+                                 f"seed {seed} shipped.")
+        print(f"published {card.name}: top1 {card.metrics['top1'] * 100:.2f}% (row {row['mean']:.2f} ± {row['std']:.2f})")
+
+
 def hardware(device: str | None) -> str:
     from zoo.metrics import cpu_description
 
@@ -237,6 +289,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more training settings for all rows")
     p.add_argument("--device")
     p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    p.add_argument("--publish", nargs="+", metavar="METHOD",
+                   help="after all jobs: publish the best seed of these methods (e.g. takd_assistant crd spkd) to the zoo")
+    p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
     return p.parse_args(argv)
 
 
@@ -282,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     csv_path = write_results(results, Path(args.results or out), args.dataset, meta)
     done = len(results) == len(jobs(args.seeds))
+    if args.publish:
+        if not done:
+            raise SystemExit("--publish needs every job finished; run the table to the end first")
+        publish_models(out, results, args.publish, train.to("cpu"), test, cfg, args.dataset,
+                       Path(args.publish_dest) if args.publish_dest else None, args.device)
     print(f"{len(results)}/{len(jobs(args.seeds))} jobs done; results in {csv_path}"
           + ("" if done else "; run the same command again to continue"), flush=True)
     return 0

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from zoo.registry import ModelCard
+from zoo.tasks import label_predictions
 
 from .data import load_dataset
 from .evaluate import evaluate
@@ -81,15 +82,7 @@ class ClassificationAdapter:
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
         """One dict per input: ``label``, ``index``, ``score`` (softmax probability) and the ``top_k`` list."""
         batch = model.preprocess(inputs)
-        probs = torch.softmax(model(batch).float(), dim=1)
-        k = max(1, min(top_k, probs.shape[1]))
-        scores, indices = probs.topk(k, dim=1)
-        labels = model.card.labels or [str(i) for i in range(probs.shape[1])]
-        results = []
-        for s_row, i_row in zip(scores.tolist(), indices.tolist()):
-            top = [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(s_row, i_row)]
-            results.append({**top[0], "top_k": top} if k > 1 else top[0])
-        return results
+        return label_predictions(model(batch), model.card.labels, top_k)
 
     def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
                  device: str = "cpu") -> dict[str, Any]:

@@ -88,7 +88,8 @@ def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLik
 
 def publish(run_dir: str | os.PathLike, name: str, *, dest_root: str | os.PathLike | None = None,
             aliases: list[str] | None = None, description: str = "", notes: str = "",
-            dtype: torch.dtype = torch.float16, data_root: str | None = None) -> ModelCard:
+            dtype: torch.dtype = torch.float16, data_root: str | None = None,
+            extra: dict[str, Any] | None = None) -> ModelCard:
     """Re-save a run's checkpoint as ``dtype`` under ``dest_root/name`` (default: the bundled ``weights/``).
 
     The card's metrics are measured again on the cast weights, exactly as ``zoo eval`` will load
@@ -102,7 +103,7 @@ def publish(run_dir: str | os.PathLike, name: str, *, dest_root: str | os.PathLi
     result = ADAPTER.evaluate(cast, card, data_root=data_root)
     costs = measure_costs(cast, tuple(card.preprocessing["input_size"]))
     extra = {**card.extra, "per_class": result["per_class"], "confusion": result["confusion"],
-             "top1_fp32": card.metrics["top1"]}
+             "top1_fp32": card.metrics["top1"], **(extra or {})}
     training = card.training
     if training is not None:
         training = replace(training, notes=notes or training.notes,

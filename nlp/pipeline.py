@@ -134,6 +134,7 @@ def run_task(args: argparse.Namespace, deadline: float | None) -> bool:
         stage_dir = out / f"task-{rec_name.split('-')[1]}"
         done = stage_dir / "student.safetensors"
         if done.exists():
+            history[rec_name] = json.loads((stage_dir / "stage.json").read_text())
             continue
         student = load_classifier(out / ("general.safetensors" if step == 0 else "task-intermediate/student.safetensors"))
         student.train()
@@ -143,8 +144,9 @@ def run_task(args: argparse.Namespace, deadline: float | None) -> bool:
                             resume=(stage_dir / STATE_FILE).exists(), deadline=deadline)
         if not result.finished:
             return False
-        save_classifier(student, done, {"stage": rec_name})
         history[rec_name] = {"config": asdict(cfg), "history": result.history}
+        write_json(stage_dir / "stage.json", history[rec_name])
+        save_classifier(student, done, {"stage": rec_name})
     student = load_classifier(out / "task-prediction" / "student.safetensors")
     save_classifier(student, out / "student.safetensors", {"stage": "task"})
     write_json(out / "task.json", {"stage": "task", "train_examples": len(train), "augment": args.augment,

@@ -280,3 +280,33 @@ def test_published_text_model_loads_and_predicts_with_clear_input_errors(tokeniz
     (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text() + " ")
     with pytest.raises(hub.ChecksumError, match="tokenizer.json"):
         zoo.load(folder)
+
+
+def test_glue_through_datasets_and_a_clear_offline_error(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    fake = datasets.Dataset.from_dict(
+        {"sentence1": ["a cat sat", "dogs run"], "sentence2": ["a cat is sitting", "cats sleep"], "label": [1, 0]},
+        features=datasets.Features({"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"),
+                                    "label": datasets.ClassLabel(names=["not_equivalent", "equivalent"])}))
+    calls = []
+
+    def load_dataset(path, name, split):
+        calls.append((path, name, split))
+        return fake
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    task = nlp_data.load_task("glue/mrpc", "test")
+    assert calls == [("glue", "mrpc", "validation")]  # GLUE's test labels are hidden: test = validation
+    assert task.texts[0] == "a cat sat [SEP] a cat is sitting" and task.classes == ("not_equivalent", "equivalent")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(nlp_data.TextDataNotFoundError, match="network"):
+        nlp_data.load_task("glue/sst2", "train")
+
+
+def test_sentence_pairs_are_encoded_as_pairs(tokenizer):
+    [ids] = encode(tokenizer, ["a dog [SEP] a cat"])
+    assert ids.count(tokenizer.sep_token_id) == 2

@@ -13,3 +13,28 @@ def test_kd_from_the_bundled_student_teaches_a_small_net_on_real_fashion_mnist(t
     assert run.card.metrics["top1"] > 0.5  # chance is 0.1; 1 epoch on 10k images reached 0.68 here
     report = zoo.evaluate(tmp_path / "kd")
     assert abs(report["measured"]["top1"] - run.card.metrics["top1"]) < 1e-9
+
+
+@pytest.mark.slow
+def test_nlp_pipeline_end_to_end_on_a_real_pretrained_teacher(tmp_path):
+    """Every stage of zoo.nlp.pipeline on all-MiniLM-L6-v2 and the real WordNet task, a few steps each."""
+    pytest.importorskip("transformers")
+    from zoo.nlp.models import pretrained_path
+    from zoo.nlp.pipeline import main
+    from zoo.nlp.publish import publish
+
+    try:
+        pretrained_path("all-MiniLM-L6-v2")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    args = ["all", "--out", str(tmp_path / "run"), "--teacher", "all-MiniLM-L6-v2", "--train-subset", "256",
+            "--teacher-epochs", "1", "--batch-size", "32", "--general-examples", "256", "--quiet"]
+    assert main(args) == 0
+    for stage in ("teacher", "general", "task", "plain", "baseline"):
+        assert (tmp_path / "run" / f"{stage}.json").exists()
+    card = publish(tmp_path / "run", "tiny-check", dest_root=tmp_path / "pub")
+    import zoo
+
+    model = zoo.load(tmp_path / "pub" / "tiny-check")
+    assert zoo.predict(model, ["a small dog"])[0]["label"]
+    assert card.extra["ratios"]["params_ratio"] > 1.0

@@ -33,5 +33,13 @@ def test_table_runs_in_chunks_and_resumes(tmp_path):
     md = (tmp_path / "res" / "table1-fmnist.md").read_text()
     assert "| okddip | online |" in md and "94.01" in md
     assert (tmp_path / "res" / "table1-fmnist.png").stat().st_size > 1000
+    assert table1.main(args + ["--publish", "takd_assistant", "spkd", "--publish-dest", str(tmp_path / "pub")]) == 0
+    import zoo
+
+    ta = zoo.load(tmp_path / "pub" / "resnet32-takd-assistant.fmnist")
+    row = ta.card.extra["table1"]
+    assert 1 <= row["runs"] <= 2 and row["shipped_seed"] in (0, 1) and ta.card.method == "kd"
+    spkd = zoo.load(tmp_path / "pub" / "resnet20-spkd.fmnist").card
+    assert spkd.extra["table1"]["survey_cifar10"] == 93.14 and spkd.teacher.name.startswith("resnet56")
     with pytest.raises(SystemExit, match="other settings"):
         table1.main([a if a != "128" else "256" for a in args])

@@ -36,3 +36,17 @@ def get_adapter(task: str) -> TaskAdapter:
             raise ValueError(f"task {task!r} has no adapter in this version of kdzoo yet (available: {known})")
         raise ValueError(f"unknown task {task!r}; available: {known}")
     return importlib.import_module(ADAPTER_MODULES[task]).ADAPTER
+
+
+def label_predictions(logits: torch.Tensor, labels: list[str], top_k: int = 1) -> list[dict[str, Any]]:
+    """One dict per row of ``logits``: ``label``, ``index``, ``score`` (softmax probability), and with
+    ``top_k`` > 1 the ``top_k`` list of such dicts. Shared by the classifying adapters."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    k = max(1, min(top_k, probs.shape[1]))
+    scores, indices = probs.topk(k, dim=1)
+    labels = labels or [str(i) for i in range(probs.shape[1])]
+    results = []
+    for s_row, i_row in zip(scores.tolist(), indices.tolist()):
+        top = [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(s_row, i_row)]
+        results.append({**top[0], "top_k": top} if k > 1 else top[0])
+    return results

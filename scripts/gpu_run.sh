@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run on a lent GPU machine inside one lease (see scripts/gpu_bundle.sh): the KD epoch benchmark, then
+# Table 1 in a resumable chunk. Everything it writes goes under $OUT (the device tool brings it back);
+# put OUT/table1 back in place (carry it) and run again to continue the table in the next lease.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/gpu_bundle/site" KDZOO_DATA="$PWD/gpu_bundle/data" KDZOO_HOME="${OUT:?set OUT}/kdzoo-home"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+python -c "import torch, zoo; print('torch', torch.__version__, 'zoo', zoo.__file__, 'cuda', torch.cuda.is_available())"
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  python benchmarks/kd_epoch_gpu.py --out "$OUT/results" --steps "${BENCH_STEPS:-60}" --rounds 3
+fi
+TABLE_DIR="${TABLE_DIR:-$OUT/table1}"
+if [ -d runs/table1-gpu ] && [ ! -d "$TABLE_DIR" ]; then cp -r runs/table1-gpu "$TABLE_DIR"; fi  # continue a carried run
+python benchmarks/table1.py --out "$TABLE_DIR" --results "$OUT/results" --time-budget "${TABLE_MINUTES:-6}" \
+  --batch-size "${TABLE_BATCH:-128}" --set progress=false
