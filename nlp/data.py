@@ -5,7 +5,8 @@ Tasks (`load_task`):
 - ``wordnet-topic``: every WordNet 3.0 synset's gloss (definition and examples), labelled by its
   lexicographer file: 45 topics such as ``noun.animal`` or ``verb.motion`` (117,659 synsets, from
   Debian ``wordnet-base``). Splits are drawn per synset from a hash of its part of speech and offset,
-  80/10/10 train/validation/test, so they are deterministic and disjoint by synset.
+  80/10/10 train/validation/test, so they are deterministic and disjoint by synset. Within a split the
+  examples come in a fixed hash order (not sorted by part of speech), so ``subset(n)`` is a fair sample.
 - ``fortunes``: the short texts of Debian ``fortunes``/``fortunes-min``, labelled by file (category);
   each distinct text once, split 80/10/10 by a hash of the text.
 - ``glue/<name>`` (online): GLUE through `datasets` (sst2, cola, mrpc, qnli, rte, ...); sentence pairs are
@@ -103,10 +104,20 @@ def _find(env: str, candidates: Sequence[str], what: str, how: str) -> Path:
     raise TextDataNotFoundError(f"{what} not found (looked in ${env} and {', '.join(candidates)}). {how}")
 
 
+def _key_hash(key: str) -> int:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16)
+
+
 def split_of(key: str) -> str:
     """train / validation / test for an example key: 80/10/10 by a stable hash (disjoint, deterministic)."""
-    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10
+    bucket = _key_hash(key) % 10
     return "train" if bucket < 8 else "validation" if bucket == 8 else "test"
+
+
+def _shuffled(rows: list, key) -> list:
+    """``rows`` in the order of their keys' hash: a fixed pseudo-random order, so that the first n of a
+    split (``subset``) are a random sample rather than, say, the nouns of a file sorted by part of speech."""
+    return sorted(rows, key=lambda r: _key_hash("order:" + key(r)))
 
 
 def parse_wordnet_data(lines: Sequence[str], pos: str) -> list[tuple[str, int, str, list[str]]]:
@@ -139,7 +150,7 @@ def wordnet_synsets(root: str | os.PathLike | None = None) -> list[tuple[str, in
 
 
 def wordnet_topic(split: str, root: str | os.PathLike | None = None) -> TextTask:
-    rows = [r for r in wordnet_synsets(root) if split_of(r[0]) == split and r[2]]
+    rows = _shuffled([r for r in wordnet_synsets(root) if split_of(r[0]) == split and r[2]], key=lambda r: r[0])
     return TextTask("wordnet-topic", split, [r[2] for r in rows], [r[1] for r in rows], LEXNAMES,
                     source=str(root or "wordnet-base"), ids=[r[0] for r in rows])
 
@@ -169,7 +180,9 @@ def fortunes(split: str, root: str | os.PathLike | None = None) -> TextTask:
                 texts.append(entry)
                 labels.append(label)
                 ids.append(key)
-    return TextTask("fortunes", split, texts, labels, classes, source=str(base), ids=ids)
+    order = _shuffled(list(range(len(ids))), key=lambda i: ids[i])
+    return TextTask("fortunes", split, [texts[i] for i in order], [labels[i] for i in order], classes,
+                    source=str(base), ids=[ids[i] for i in order])
 
 
 def glue(name: str, split: str) -> TextTask:

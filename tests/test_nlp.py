@@ -310,3 +310,9 @@ def test_glue_through_datasets_and_a_clear_offline_error(monkeypatch):
 def test_sentence_pairs_are_encoded_as_pairs(tokenizer):
     [ids] = encode(tokenizer, ["a dog [SEP] a cat"])
     assert ids.count(tokenizer.sep_token_id) == 2
+
+
+def test_a_split_subset_is_a_sample_of_every_part_of_speech():
+    train = nlp_data.wordnet_topic("train", FIXTURES / "wordnet")
+    pos = [i.split(":")[0] for i in train.ids]
+    assert pos != sorted(pos, key="nvar".index)  # not grouped by the files' order (nouns first)
