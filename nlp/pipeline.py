@@ -46,10 +46,12 @@ def _cfg(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _data(args: argparse.Namespace, tokenizer: Any) -> tuple[TextBatches, TextBatches, TextBatches, Any]:
+def _data(args: argparse.Namespace, tokenizer: Any, train_subset: int | None = None
+          ) -> tuple[TextBatches, TextBatches, TextBatches, Any]:
     tasks = {s: load_task(args.task, s) for s in ("train", "validation", "test")}
-    if args.train_subset:
-        tasks["train"] = tasks["train"].subset(args.train_subset)
+    limit = train_subset or args.train_subset
+    if limit:
+        tasks["train"] = tasks["train"].subset(limit)
     batches = {s: TextBatches(encode(tokenizer, t.texts, args.max_length), t.labels, tokenizer.pad_token_id)
                for s, t in tasks.items()}
     return batches["train"], batches["validation"], batches["test"], tasks["train"]
@@ -64,9 +66,7 @@ def _hardware() -> str:
 def run_teacher(args: argparse.Namespace, deadline: float | None) -> bool:
     out = Path(args.out)
     encoder, tokenizer = load_encoder(args.teacher)
-    train, val, test, task = _data(args, tokenizer)
-    if args.teacher_subset:
-        train = train.subset(args.teacher_subset)
+    train, val, test, task = _data(args, tokenizer, args.teacher_subset)
     if args.teacher_freeze:  # partial fine-tuning: embeddings and the lowest layers stay pretrained
         encoder.embeddings.requires_grad_(False)
         for layer in encoder.encoder.layer[:args.teacher_freeze]:

@@ -316,3 +316,13 @@ def test_a_split_subset_is_a_sample_of_every_part_of_speech():
     train = nlp_data.wordnet_topic("train", FIXTURES / "wordnet")
     pos = [i.split(":")[0] for i in train.ids]
     assert pos != sorted(pos, key="nvar".index)  # not grouped by the files' order (nouns first)
+
+
+def test_the_real_wordnet_train_split_is_not_sorted_by_part_of_speech():
+    try:
+        train = nlp_data.wordnet_topic("train")
+    except nlp_data.TextDataNotFoundError as err:
+        pytest.skip(str(err))
+    assert len(train) > 90_000 and len(train.classes) == 45
+    head = {i.split(":")[0] for i in train.ids[:1000]}
+    assert head == {"n", "v", "a", "r"}  # the first 1000 hold every part of speech
