@@ -136,6 +136,9 @@ def distill_classifier(
     teacher-assistant recipe (TAKD) the assistant is distilled first into ``out_dir/assistant``.
     """
     base = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if base.task != "classification":
+        raise ValueError(f"recipe {base.name!r} is for {base.task} models (see python -m zoo.nlp.pipeline), "
+                         "not for image classifiers")
     recipe_obj, cfg = override(base, TrainConfig(), dict(settings or {}))
     teachers_in = [] if teacher is None else teacher if isinstance(teacher, list) else [teacher]
     if recipe_obj.teachers == 0 and teachers_in:

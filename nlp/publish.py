@@ -126,7 +126,9 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
         description=(f"TinyBERT-4L-312 student distilled from {teacher_name} on the {task_name} task (45 WordNet "
                      "lexicographer topics from glosses), TinyBERT's two stages through kdzoo's trainer."),
         training=TrainingRecord(
-            command=info["task"].get("command", f"python -m zoo.nlp.pipeline all --out {run}") + f" && python -m zoo.nlp.publish {run} --name {name}",
+            command=" && ".join(dict.fromkeys(info[s].get("command", f"python -m zoo.nlp.pipeline {s} --out {run}")
+                                              for s in ("general", "teacher", "task")))
+            + f" && python -m zoo.nlp.publish {run} --name {name}",
             hardware=hardware, epochs=float(sum(s["config"]["epochs"] for s in stages.values())),
             seeds=[int(info["general"]["config"]["seed"])], wall_time_s=float(info["task"].get("wall_seconds", 0.0)),
             date=_dt.date.today().isoformat(), config={k: v["config"] for k, v in stages.items()}, notes=notes),

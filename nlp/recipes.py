@@ -25,7 +25,10 @@ def _intermediate(m: int, n: int) -> list[Term]:
 
 def recipe(name: str, student_layers: int = 4, teacher_layers: int = 12) -> Recipe:
     """The transformer recipe ``name`` for a student of ``student_layers`` and a teacher of ``teacher_layers``."""
-    m, n = student_layers, teacher_layers
+    return _nlp(_build(name, student_layers, teacher_layers))
+
+
+def _build(name: str, m: int, n: int) -> Recipe:
     g = layer_map(m, n)
     if name == "tinybert-general":
         return Recipe(name, _intermediate(m, n), task_weight=0.0, paper=TINYBERT,
@@ -54,6 +57,11 @@ def recipe(name: str, student_layers: int = 4, teacher_layers: int = 12) -> Reci
         return Recipe(name, [], task_weight=1.0, teachers=0,
                       description="[nlp] cross-entropy only: a transformer fine-tuned without distillation")
     raise ValueError(f"unknown nlp recipe {name!r}; known: {', '.join(NLP_RECIPES)}")
+
+
+def _nlp(built: Recipe) -> Recipe:
+    built.task = "nlp"
+    return built
 
 
 for _name in NLP_RECIPES:

@@ -52,6 +52,7 @@ class Recipe:
     paper: str = ""
     description: str = ""
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults specific to the method
+    task: str = "classification"  # the models its taps name (CIFAR-style ResNets, or nlp TextClassifiers)
 
     def term(self, name: str) -> Term:
         for t in self.terms:
@@ -75,9 +76,9 @@ def register_recipe(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def list_recipes() -> list[str]:
-    """Names of every registered recipe."""
-    return sorted(RECIPES)
+def list_recipes(task: str | None = None) -> list[str]:
+    """Names of every registered recipe (of ``task`` only, when given)."""
+    return sorted(n for n, r in RECIPES.items() if task is None or r.task == task)
 
 
 def get_recipe(name: str) -> Recipe:
