@@ -24,7 +24,6 @@ CIFAR-10 numbers), ``.png`` and ``.json`` (every cohort member, job timings, har
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics

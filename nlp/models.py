@@ -177,6 +177,14 @@ def load_encoder(name_or_path: str) -> tuple[nn.Module, Any]:
     return encoder, AutoTokenizer.from_pretrained(str(path))
 
 
+def load_tokenizer_and_config(name_or_path: str) -> tuple[Any, Any]:
+    """The pretrained encoder's tokenizer and config, without reading its weights."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = pretrained_path(name_or_path)
+    return AutoTokenizer.from_pretrained(str(path)), AutoConfig.from_pretrained(str(path))
+
+
 def student_encoder(teacher_config: Any, layers: int = 4, hidden: int = 312, ffn: int = 1200, heads: int = 12) -> nn.Module:
     """A fresh encoder of the teacher's family and vocabulary in TinyBERT's shape (4 layers, 312 hidden,
     1200 FFN, 12 heads by default): it reads the teacher's tokens and positions one to one."""

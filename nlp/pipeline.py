@@ -30,9 +30,8 @@ from zoo.recipes import get_recipe
 from zoo.train import STATE_FILE, TrainConfig
 
 from .data import TextBatches, encode, load_corpus, load_task
-from .models import TextClassifier, load_encoder, student_encoder
+from .models import TextClassifier, load_encoder, load_tokenizer_and_config, student_encoder
 from .recipes import recipe as nlp_recipe
-from . import terms as _terms  # noqa: F401  (registers the transformer loss terms)
 from .train import accuracy, load_classifier, save_classifier, train_text, write_json
 
 STAGES = ("teacher", "general", "task", "plain", "baseline")
@@ -120,7 +119,7 @@ def run_task(args: argparse.Namespace, deadline: float | None) -> bool:
     """TinyBERT task distillation from the fine-tuned teacher: intermediate layers, then the prediction layer."""
     out = Path(args.out)
     teacher = load_classifier(out / "teacher.safetensors")
-    _, tokenizer = load_encoder(args.teacher)
+    tokenizer, _ = load_tokenizer_and_config(args.teacher)
     train, val, test, task = _data(args, tokenizer)
     if args.augment:
         from .augment import Synonyms, augment
@@ -158,10 +157,9 @@ def run_task(args: argparse.Namespace, deadline: float | None) -> bool:
 def run_plain(args: argparse.Namespace, deadline: float | None) -> bool:
     """The same student shape fine-tuned on the labels alone, from random weights (no distillation at all)."""
     out = Path(args.out)
-    encoder, tokenizer = load_encoder(args.teacher)
+    tokenizer, teacher_config = load_tokenizer_and_config(args.teacher)
     train, val, test, task = _data(args, tokenizer)
-    student = _student(args, encoder.config, len(task.classes))
-    del encoder
+    student = _student(args, teacher_config, len(task.classes))
     cfg = _cfg(args, epochs=args.task_epochs + args.pred_epochs, lr=args.task_lr)
     result = train_text(nlp_recipe("finetune"), [student], [], train, cfg, out / "plain",
                         resume=(out / "plain" / STATE_FILE).exists(), deadline=deadline)

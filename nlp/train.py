@@ -40,13 +40,11 @@ def train_text(recipe: Recipe, students: Sequence[nn.Module], teachers: Sequence
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     example = train.batch(torch.arange(min(4, len(train))))
     distiller = Distiller(list(students), list(teachers), recipe, example, num_examples=len(train))
-    evaluate = None
-    if evaluate_on is not None:
-        def evaluate() -> dict[str, float]:
-            return {"accuracy": accuracy(students[0], evaluate_on, device=dev)}
+    def evaluate() -> dict[str, float]:
+        return {"accuracy": accuracy(students[0], evaluate_on, device=dev)}
     cfg = TrainConfig(**{**cfg.__dict__, "channels_last": False})
     try:
-        return fit(distiller, train, cfg, out_dir, evaluate=evaluate, resume=resume, device=dev, deadline=deadline)
+        return fit(distiller, train, cfg, out_dir, evaluate=evaluate if evaluate_on is not None else None, resume=resume, device=dev, deadline=deadline)
     finally:
         distiller.close()
 

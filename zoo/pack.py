@@ -49,15 +49,6 @@ class DistillerPack(nn.Module):
         """Members whose loss became non-finite, with the step it happened at."""
         return {name: int(s) for name, s in zip(self.members, self.failed_at.tolist()) if s >= 0}
 
-    @property
-    def teachers(self) -> list[nn.Module]:
-        """The distinct teachers of all members (each appears once)."""
-        seen: dict[int, nn.Module] = {}
-        for member in self.members.values():
-            for t in member.teachers:
-                seen.setdefault(id(t), t)
-        return list(seen.values())
-
     def train(self, mode: bool = True) -> "DistillerPack":
         super().train(mode)
         for member in self.members.values():
