@@ -18,7 +18,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +138,18 @@ def run_task(args: argparse.Namespace, deadline: float | None) -> bool:
         student = load_classifier(out / ("general.safetensors" if step == 0 else "task-intermediate/student.safetensors"))
         student.train()
         rec = nlp_recipe(rec_name, student.encoder.config.num_hidden_layers, n_teacher)
-        cfg = _cfg(args, epochs=epochs, lr=lr)
+        prediction = rec_name == "tinybert-prediction"
+        if prediction:  # eq. 10's temperature t
+            rec = replace(rec, terms=[replace(t, params={**t.params, "T": args.pred_temperature}) for t in rec.terms])
+        # the prediction stage taps only the teacher's logits: they are stored per example in the first
+        # epoch and read back in the later ones (zoo.teacher_cache.ExampleOutputCache)
+        cfg = _cfg(args, epochs=epochs, lr=lr, teacher_cache=prediction)
         result = train_text(rec, [student], [teacher], train, cfg, stage_dir, evaluate_on=None,
                             resume=(stage_dir / STATE_FILE).exists(), deadline=deadline)
         if not result.finished:
             return False
-        history[rec_name] = {"config": asdict(cfg), "history": result.history}
+        history[rec_name] = {"config": asdict(cfg), "temperature": args.pred_temperature if prediction else None,
+                             "history": result.history}
         write_json(stage_dir / "stage.json", history[rec_name])
         save_classifier(student, done, {"stage": rec_name})
     student = load_classifier(out / "task-prediction" / "student.safetensors")
@@ -204,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-lr", type=float, default=1e-4)
     p.add_argument("--pred-epochs", type=int, default=1, help="prediction-layer distillation epochs")
     p.add_argument("--pred-lr", type=float, default=5e-5)
+    p.add_argument("--pred-temperature", type=float, default=1.0, help="temperature t of the prediction-layer soft CE")
     p.add_argument("--augment", type=int, default=0, help="TinyBERT data augmentation: N copies per example (paper: 20)")
     p.add_argument("--student-layers", type=int, default=4)
     p.add_argument("--student-hidden", type=int, default=312)

@@ -1,6 +1,7 @@
 """Train text classifiers and distil them through the core's trainer (`zoo.train.fit` + `zoo.distiller`)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,9 @@ from torch import nn
 from zoo.distiller import Distiller
 from zoo.io import atomic_write, atomic_write_text
 from zoo.recipes import Recipe
-from zoo.train import TrainConfig, TrainResult, fit
+from zoo.hub import cache_dir
+from zoo.teacher_cache import ExampleOutputCache, weights_fingerprint
+from zoo.train import TrainConfig, TrainResult, fit, resolve_amp
 
 from .data import TextBatches
 
@@ -39,7 +42,8 @@ def train_text(recipe: Recipe, students: Sequence[nn.Module], teachers: Sequence
     """Fit ``students`` with ``recipe`` from frozen ``teachers``; accuracy on ``evaluate_on`` after each epoch."""
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     example = train.batch(torch.arange(min(4, len(train))))
-    distiller = Distiller(list(students), list(teachers), recipe, example, num_examples=len(train))
+    cache = _teacher_cache(list(teachers), train, cfg, dev) if cfg.teacher_cache and teachers else None
+    distiller = Distiller(list(students), list(teachers), recipe, example, num_examples=len(train), teacher_cache=cache)
     def evaluate() -> dict[str, float]:
         return {"accuracy": accuracy(students[0], evaluate_on, device=dev)}
     cfg = TrainConfig(**{**cfg.__dict__, "channels_last": False})
@@ -47,6 +51,17 @@ def train_text(recipe: Recipe, students: Sequence[nn.Module], teachers: Sequence
         return fit(distiller, train, cfg, out_dir, evaluate=evaluate if evaluate_on is not None else None, resume=resume, device=dev, deadline=deadline)
     finally:
         distiller.close()
+
+
+def _teacher_cache(teachers: list[nn.Module], train: TextBatches, cfg: TrainConfig,
+                   device: torch.device) -> ExampleOutputCache:
+    """Per-example teacher outputs for this data and these teachers (text examples are the same every
+    epoch): only the first epoch runs the teachers. Keyed by the teachers' weights, the token ids and
+    labels, and the autocast dtype."""
+    data = hashlib.sha256(json.dumps(train.input_ids).encode() + train.labels.numpy().tobytes()).hexdigest()
+    key = {"teachers": [weights_fingerprint(t) for t in teachers], "data": data,
+           "amp": str(resolve_amp(cfg.amp, device)), "device": device.type}
+    return ExampleOutputCache(cache_dir() / "teacher-outputs" / "examples", key, len(train))
 
 
 def save_classifier(model: nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

@@ -170,6 +170,36 @@ def test_task_distillation_resumes_exactly(tokenizer, batches, tmp_path):
     assert all(torch.equal(v, student_b.state_dict()[k]) for k, v in student.state_dict().items())
 
 
+def test_prediction_stage_runs_the_teacher_in_the_first_epoch_only_and_resumes_exactly(tokenizer, batches, tmp_path,
+                                                                                        monkeypatch):
+    cfg = TrainConfig(**{**CFG.__dict__, "epochs": 3, "teacher_cache": True})
+    rec = recipe("tinybert-prediction", 2, 4)
+
+    def run(out, settings=cfg, resume=False):
+        teacher, student = pair(tokenizer)
+        calls = []
+        teacher.register_forward_hook(lambda *a: calls.append(1))
+        train_text(rec, [student], [teacher], batches, settings, tmp_path / out, resume=resume)
+        return student.state_dict(), len(calls) - 1  # minus the Distiller's shape probe
+
+    cached, calls = run("a")
+    assert calls == 2  # 16 examples, batches of 8: epoch 1 only
+    live, calls = run("live", TrainConfig(**{**cfg.__dict__, "teacher_cache": False}))
+    assert calls == 6
+    # the same outputs, up to float rounding (a stored row was computed beside other padding)
+    assert all(torch.allclose(v, live[k], atol=1e-5) for k, v in cached.items())
+    # interrupted in epoch 2 in a fresh cache: the checkpoint writes the cache, the resumed run reads it
+    monkeypatch.setenv("KDZOO_HOME", str(tmp_path / "fresh-home"))
+    run("b", TrainConfig(**{**cfg.__dict__, "max_steps": 3}))
+    resumed, calls = run("b", resume=True)
+    assert calls == 0
+    assert all(torch.equal(v, resumed[k]) for k, v in cached.items())
+    stored = next((tmp_path / "fresh-home").rglob("*.safetensors"))
+    stored.write_bytes(stored.read_bytes()[:-8])
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        run("c")
+
+
 def test_attention_term_needs_equal_head_counts(tokenizer, batches, tmp_path):
     teacher = TextClassifier(tiny_encoder(tokenizer, layers=4, hidden=32), 3).eval()
     student = TextClassifier(student_encoder(teacher.encoder.config, layers=2, hidden=16, ffn=32, heads=2), 3)

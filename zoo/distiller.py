@@ -17,7 +17,7 @@ from torch import nn
 
 from .recipes import Recipe, Term
 from .taps import Taps
-from .teacher_cache import TeacherOutputCache
+from .teacher_cache import ExampleOutputCache, TeacherOutputCache
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Distiller(nn.Module):
 
     def __init__(self, students: nn.Module | Sequence[nn.Module], teachers: nn.Module | Sequence[nn.Module] | None,
                  recipe: Recipe, example_batch: dict[str, Any], *, num_examples: int = 0,
-                 teacher_cache: TeacherOutputCache | None = None) -> None:
+                 teacher_cache: TeacherOutputCache | ExampleOutputCache | None = None) -> None:
         super().__init__()
         students = [students] if isinstance(students, nn.Module) else list(students)
         teachers = [] if teachers is None else [teachers] if isinstance(teachers, nn.Module) else list(teachers)
@@ -212,10 +212,9 @@ class Distiller(nn.Module):
         recorded the same call, so it is not run again.
         """
         needed = self._needed_teachers()
-        position = batch.get("position") if self.training else None
-        cache = self.teacher_cache if position is not None else None
+        cache = self.teacher_cache if self.training else None
         if cache is not None:
-            cached = cache.get(*position, batch["labels"].device)
+            cached = cache.get(batch, batch["labels"].device)
             if cached is not None and all(i < len(cached) and set(self._teacher_taps[i].names + ["logits"]) <= set(cached[i])
                                           for i in needed):
                 return [cached[i] if i in needed else {} for i in range(len(self._teachers))]
@@ -233,7 +232,7 @@ class Distiller(nn.Module):
                     if shared is not None:
                         shared[id(t)] = outputs[-1]["logits"]
         if cache is not None:
-            cache.put(*position, outputs)
+            cache.put(batch, outputs)
         return outputs
 
     def forward(self, batch: dict[str, Any], shared_teachers: dict[int, torch.Tensor] | None = None
@@ -254,6 +253,12 @@ class Distiller(nn.Module):
             parts[term.name] = value.detach()
             total = total + term.weight * value
         return {"loss": total, **parts}
+
+    def on_checkpoint(self) -> None:
+        """Called by the trainer with each checkpoint: the teacher-output cache is written with it, so a
+        resumed run reads exactly the outputs the interrupted one stored."""
+        if self.teacher_cache is not None:
+            self.teacher_cache.flush()
 
     def close(self) -> None:
         for taps in self._student_taps + self._teacher_taps:

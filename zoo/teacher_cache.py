@@ -10,6 +10,11 @@ safetensors file whose sha256 is recorded in the manifest and checked before use
 
 Only small outputs are cached (logits, pooled embeddings: at most ``MAX_PER_SAMPLE`` values per
 sample); recipes that tap whole feature maps run their teachers as usual.
+
+`ExampleOutputCache` is the per-example variant, for data whose examples do not change from one
+epoch to the next (text, whose augmentation is done ahead of time): the teacher's outputs for
+example i are stored once, by the batch's ``index``, so that only the first epoch runs the teacher
+and every later epoch (and later run on the same data and teacher) reads them.
 """
 from __future__ import annotations
 
@@ -40,12 +45,22 @@ def weights_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def _check_small(tap: str, tensor: torch.Tensor) -> None:
+    if tensor[0].numel() > MAX_PER_SAMPLE:
+        raise ValueError(f"teacher tap {tap!r} has {tensor[0].numel()} values per sample; the teacher-"
+                         f"output cache holds at most {MAX_PER_SAMPLE} (logits, pooled embeddings)")
+
+
+def _key(key_fields: dict[str, Any]) -> tuple[str, bytes]:
+    blob = json.dumps(key_fields, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24], blob
+
+
 class TeacherOutputCache:
     """Teacher outputs by (step, micro-batch), in verified chunk files under ``root/<key>/``."""
 
     def __init__(self, root: str | os.PathLike, key_fields: dict[str, Any]) -> None:
-        blob = json.dumps(key_fields, sort_keys=True, default=str).encode()
-        self.key = hashlib.sha256(blob).hexdigest()[:24]
+        self.key, blob = _key(key_fields)
         self.dir = Path(root) / self.key
         self.dir.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.dir / "manifest.json"
@@ -76,8 +91,11 @@ class TeacherOutputCache:
         if chunk != self._chunk_id:
             self._load_chunk(chunk)
 
-    def get(self, step: int, micro: int, device: torch.device) -> list[dict[str, torch.Tensor]] | None:
-        """The cached outputs of every teacher for this micro-batch, or None."""
+    def get(self, batch: dict[str, Any], device: torch.device) -> list[dict[str, torch.Tensor]] | None:
+        """The cached outputs of every teacher for this micro-batch (``batch["position"]``), or None."""
+        if batch.get("position") is None:
+            return None
+        step, micro = batch["position"]
         self._select(step)
         prefix = f"{step}/{micro}/"
         found = {k[len(prefix):]: v for k, v in self._entries.items() if k.startswith(prefix)}
@@ -91,13 +109,14 @@ class TeacherOutputCache:
             teachers.setdefault(int(t), {})[tap] = tensor.to(device, non_blocking=True)
         return [teachers.get(i, {}) for i in range(max(teachers) + 1)]
 
-    def put(self, step: int, micro: int, outputs: list[dict[str, torch.Tensor]]) -> None:
+    def put(self, batch: dict[str, Any], outputs: list[dict[str, torch.Tensor]]) -> None:
+        if batch.get("position") is None:
+            return
+        step, micro = batch["position"]
         self._select(step)
         for t, out in enumerate(outputs):
             for tap, tensor in out.items():
-                if tensor[0].numel() > MAX_PER_SAMPLE:
-                    raise ValueError(f"teacher tap {tap!r} has {tensor[0].numel()} values per sample; the teacher-"
-                                     f"output cache holds at most {MAX_PER_SAMPLE} (logits, pooled embeddings)")
+                _check_small(tap, tensor)
                 self._entries[f"{step}/{micro}/{t}/{tap}"] = tensor.detach().to("cpu").contiguous()
         self._dirty = True
 
@@ -110,4 +129,75 @@ class TeacherOutputCache:
         self.manifest["chunks"][str(self._chunk_id)] = {"sha256": hashlib.sha256(blob).hexdigest(),
                                                          "entries": len(self._entries)}
         atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=1))
+        self._dirty = False
+
+
+class ExampleOutputCache:
+    """Teacher outputs by example index (``batch["index"]``), for data that is the same every epoch.
+
+    Held in memory as one row per example and tap; `flush` writes them to ``root/<key>.safetensors``
+    (atomically) with its sha256 in ``root/<key>.json``, checked when a later run loads it.
+    """
+
+    def __init__(self, root: str | os.PathLike, key_fields: dict[str, Any], num_examples: int) -> None:
+        self.key, blob = _key({**key_fields, "num_examples": num_examples})
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / f"{self.key}.safetensors"
+        self.manifest_path = self.root / f"{self.key}.json"
+        self.num_examples = num_examples
+        self.filled = torch.zeros(num_examples, dtype=torch.bool)
+        self.rows: dict[str, torch.Tensor] = {}
+        self.key_fields = json.loads(blob)
+        self._dirty = False
+        self.hits = self.misses = 0
+        if self.manifest_path.exists():
+            meta = json.loads(self.manifest_path.read_text())
+            data = self.path.read_bytes() if self.path.exists() else b""
+            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise ValueError(f"teacher-output cache {self.path} does not match the sha256 in {self.manifest_path}: "
+                                 "it is truncated or altered. Delete both files to rebuild it.")
+            loaded = dict(load_safetensors_bytes(data))
+            self.filled = loaded.pop("__filled__").bool()
+            self.rows = loaded
+
+    def get(self, batch: dict[str, Any], device: torch.device) -> list[dict[str, torch.Tensor]] | None:
+        """The stored outputs of every teacher for the batch's examples, or None unless all are stored."""
+        index = batch.get("index")
+        if index is None or not self.rows or not bool(self.filled[index.cpu()].all()):
+            self.misses += 1
+            return None
+        self.hits += 1
+        index = index.cpu()
+        teachers: dict[int, dict[str, torch.Tensor]] = {}
+        for name, rows in self.rows.items():
+            t, tap = name.split("/", 1)
+            teachers.setdefault(int(t), {})[tap] = rows[index].to(device, non_blocking=True)
+        return [teachers.get(i, {}) for i in range(max(teachers) + 1)]
+
+    def put(self, batch: dict[str, Any], outputs: list[dict[str, torch.Tensor]]) -> None:
+        index = batch.get("index")
+        if index is None:
+            return
+        index = index.cpu()
+        for t, out in enumerate(outputs):
+            for tap, tensor in out.items():
+                _check_small(tap, tensor)
+                name = f"{t}/{tap}"
+                value = tensor.detach().to("cpu")
+                if name not in self.rows:
+                    self.rows[name] = torch.zeros((self.num_examples, *value.shape[1:]), dtype=value.dtype)
+                self.rows[name][index] = value
+        self.filled[index] = True
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Write the rows (atomically) and their sha256."""
+        if not self._dirty:
+            return
+        blob = save_safetensors_bytes({**self.rows, "__filled__": self.filled.to(torch.uint8)})
+        atomic_write_bytes(self.path, blob)
+        atomic_write_text(self.manifest_path, json.dumps({"key_fields": self.key_fields, "sha256":
+                                                          hashlib.sha256(blob).hexdigest(),
+                                                          "filled": int(self.filled.sum())}, indent=1))
         self._dirty = False

@@ -221,6 +221,8 @@ def fit(
         torch.manual_seed(cfg.seed)
 
     def save_state() -> None:
+        if hasattr(module, "on_checkpoint"):  # e.g. the Distiller writes its teacher-output cache
+            module.on_checkpoint()
         if rank != 0:
             return
         state = {
