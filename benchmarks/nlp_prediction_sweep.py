@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from zoo.io import atomic_write_text
 from zoo.metrics import cpu_description
@@ -35,11 +38,24 @@ def parse_spec(spec: str) -> tuple[bool, float, float | None]:
     return False, float(lr), float(temperature)
 
 
+@torch.no_grad()
+def mean_entropy(model: torch.nn.Module, data: TextBatches) -> float:
+    """Mean entropy (nats) of the model's softmax over ``data``: how flat its soft targets are."""
+    total, count = 0.0, 0
+    for batch in data.loader(128):
+        p = model(**batch["inputs"]).float().softmax(-1)
+        total += float(-(p * p.clamp_min(1e-12).log()).sum(-1).sum())
+        count += len(p)
+    return total / max(1, count)
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"Prediction-stage sweep: {meta['steps']} steps (batch {meta['batch_size']}, AdamW, cosine over "
              f"{meta['epochs']} epochs, 10% warmup) on the first {meta['train_examples']} training glosses, from "
              f"`{meta['student']}`; validation accuracy on the first {meta['val_examples']} validation glosses. "
-             f"{meta['hardware']}.", "",
+             f"{meta['hardware']}. The teacher's mean softmax entropy on those glosses: "
+             f"{meta['teacher_val_entropy']:.2f} nats (uniform over {meta['classes']} classes: "
+             f"{math.log(meta['classes']):.2f}).", "",
              "| setting | lr | t | val accuracy | seconds |", "|---|---|---|---|---|"]
     for r in rows:
         setting = "labels only (CE)" if r["labels_only"] else "soft CE (eq. 10)"
@@ -90,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     meta = {"steps": args.steps, "batch_size": args.batch_size, "epochs": args.epochs,
             "train_examples": len(train), "val_examples": len(val), "student": str(start),
-            "hardware": f"CPU: {cpu_description()}"}
+            "hardware": f"CPU: {cpu_description()}", "classes": len(val_task.classes),
+            "teacher_val_entropy": round(mean_entropy(teacher, val), 3)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "nlp-prediction-sweep.json", json.dumps({**meta, "rows": rows}, indent=2) + "\n")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from zoo import hub
+from zoo.io import atomic_write_text
 from zoo.metrics import count_flops, count_params, cpu_description
 from zoo.registry import FileRef, ModelCard, TeacherRef, TrainingRecord
 
@@ -129,8 +130,11 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
                                               for s in ("general", "teacher", "task")))
             + f" && python -m zoo.nlp.publish {run} --name {name}",
             hardware=hardware, epochs=float(sum(s["config"]["epochs"] for s in stages.values())),
-            seeds=[int(info["general"]["config"]["seed"])], wall_time_s=float(info["task"].get("wall_seconds", 0.0)),
-            date=_dt.date.today().isoformat(), config={k: v["config"] for k, v in stages.items()}, notes=notes),
+            seeds=[int(info["general"]["config"]["seed"])],
+            wall_time_s=float(sum(info[s].get("wall_seconds", 0.0) for s in ("general", "teacher", "task"))),
+            date=_dt.date.today().isoformat(), notes=notes,
+            config={k: {**v["config"], **({"temperature": v["temperature"]} if v.get("temperature") else {})}
+                    for k, v in stages.items()}),
         extra={"benchmark": rows, "ratios": ratios, "teacher_latency_ms": latency["teacher"],
                "flops_per_text_of_tokens": median_len, "teacher_flops": flops["teacher"],
                "accuracy_fp32": info["task"]["test_accuracy"],
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         out = Path(args.results)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{card.name}.md").write_text(benchmark_markdown(card))
+        atomic_write_text(out / f"{card.name}.md", benchmark_markdown(card))
     print(f"published {card.name}: accuracy {card.metrics['accuracy']:.4f}; " + json.dumps(card.extra["ratios"]))
     return 0
 

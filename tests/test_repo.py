@@ -17,10 +17,10 @@ from zoo.registry import TASK_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = hub.discover_bundled()
-EXPECTED = {"resnet20.fmnist", "resnet32.fmnist", "resnet56.fmnist"}
+EXPECTED = {"resnet20.fmnist", "resnet32.fmnist", "resnet56.fmnist", "tinybert-kd"}
 
 
-def test_the_bundled_zoo_has_the_fashion_mnist_resnets():
+def test_the_bundled_zoo_has_the_fashion_mnist_resnets_and_tinybert():
     assert EXPECTED <= {c.name for c in BUNDLED}
 
 
@@ -91,11 +91,12 @@ def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
     _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q", str(wheel)])
     code = ("import zoo, zoo.classification, zoo.classification.adapter; "
             "print(zoo.__file__); print(len(zoo.list_models())); "
-            "import zoo.nlp.adapter, zoo.nlp.pipeline; print(zoo.predict('resnet20.fmnist')[0]['label'])")
+            "print(zoo.predict('resnet20.fmnist')[0]['label']); "
+            "print(zoo.predict('tinybert-kd', ['a small domesticated carnivore'])[0]['label'])")
     out = _run([str(py), "-c", code], cwd=tmp_path).split("\n")
     assert out[0].startswith(str(venv))
     assert int(out[1]) >= 3
-    assert out[2]
+    assert out[2] and out[3].startswith(("noun.", "verb.", "adj.", "adv."))
 
 
 def test_readme_names_every_recipe():
