@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -77,9 +77,11 @@ def _member_recipe(member: PackMember, cfg: TrainConfig, n_teachers: int) -> Rec
 def distill_pack(members: Sequence[PackMember], teachers: Sequence[nn.Module], train: ImageDataset,
                  test: ImageDataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                  device: str | torch.device | None = None, deadline: float | None = None,
-                 eval_batch_size: int = 1000, eval_every_epoch: bool = False) -> PackResult:
+                 eval_batch_size: int = 1000, eval_every_epoch: bool = False,
+                 on_step_end: Callable[[int], None] | None = None) -> PackResult:
     """Train ``members`` together through `zoo.train.fit`; test top-1 after the last epoch (every epoch
-    with ``eval_every_epoch``). Stops resumably at ``deadline`` (``time.monotonic()``)."""
+    with ``eval_every_epoch``). Stops resumably at ``deadline`` (``time.monotonic()``); ``on_step_end``
+    goes to `fit`."""
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"pack member names must be unique: {names}")
@@ -108,7 +110,7 @@ def distill_pack(members: Sequence[PackMember], teachers: Sequence[nn.Module], t
             history[-1].update(flat(scores()))  # saved with the checkpoint that follows
 
     result = fit(pack, train, cfg, Path(out_dir), evaluate=(lambda: flat(scores())) if eval_every_epoch else dict,
-                 on_epoch_end=on_epoch_end, resume=resume, device=dev, deadline=deadline)
+                 on_epoch_end=on_epoch_end, on_step_end=on_step_end, resume=resume, device=dev, deadline=deadline)
     pack.close()
     top1: dict[str, list[float]] = {}
     if result.finished:

@@ -219,3 +219,32 @@ def test_teacher_cache_refuses_feature_maps(data, tmp_path):
     with pytest.raises(ValueError, match="holds at most"):
         distill_classifier("fitnet", teacher(0), "resnet8", out_dir=tmp_path, data=data,
                            settings={**FAST, "teacher_cache": True})
+
+
+@pytest.mark.parametrize("name", ["kd", "fitnet"])
+def test_compiled_networks_train_like_eager_ones(name, data, tmp_path):
+    """compile= torch.compiles the student and teacher in place: the taps still see the features, checkpoint
+    names are unchanged and the weights match eager training (aot_eager: traced, no generated code)."""
+    settings = {**FAST, "max_steps": 3}
+    distill_classifier(name, teacher(0), "resnet8", out_dir=tmp_path / "eager", settings=settings, data=data)
+    distill_classifier(name, teacher(0), "resnet8", out_dir=tmp_path / "compiled", data=data,
+                       settings={**settings, "compile": "default", "compile_backend": "aot_eager"})
+    a = torch.load(tmp_path / "eager" / "train_state.pt", weights_only=True)["module"]
+    b = torch.load(tmp_path / "compiled" / "train_state.pt", weights_only=True)["module"]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+    assert len((tmp_path / "compiled" / "log.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_compile_networks_compiles_a_shared_teacher_once_and_rejects_unknown_modes():
+    from zoo.pack import DistillerPack
+    from zoo.train import compile_networks
+
+    t = teacher(0)
+    example = synthetic(8).batch(torch.arange(8))
+    members = {r: Distiller([build_model("resnet8", in_channels=1)], [t], get_recipe(r), example) for r in ("kd", "at")}
+    compiled = compile_networks(DistillerPack(members), "default", backend="aot_eager")
+    assert len(compiled) == 3 and sum(net is t for net in compiled) == 1
+    with pytest.raises(ValueError, match="compile mode"):
+        compile_networks(t, "fastest")
+    with pytest.raises(ValueError, match="compile must be one of"):
+        TrainConfig(compile="yes")

@@ -85,6 +85,19 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pat
     assert state["step"] == 4 and torch.isfinite(state["module"]["w"]).all()
 
 
+def test_on_step_end_sees_every_optimizer_step_before_its_checkpoint(tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=8, checkpoint_every=2, progress=False, amp="off", channels_last=False)
+    seen = []
+
+    def on_step_end(step):
+        saved = (tmp_path / "train_state.pt").exists() and torch.load(tmp_path / "train_state.pt", weights_only=True)["step"]
+        seen.append((step, saved))
+
+    result = fit(Exploding(blow_up_at=10**9), Rows(), cfg, tmp_path, on_step_end=on_step_end)
+    assert [s for s, _ in seen] == list(range(1, result.total_steps + 1))
+    assert all(saved is False or saved < step for step, saved in seen)
+
+
 def test_bad_settings_are_listed():
     with pytest.raises(ValueError, match="unknown training setting.*'lrr'.*valid: .*lr"):
         config_from_overrides(TrainConfig(), {"lrr": 0.1})

@@ -254,6 +254,10 @@ class Distiller(nn.Module):
             total = total + term.weight * value
         return {"loss": total, **parts}
 
+    def compilable_networks(self) -> list[nn.Module]:
+        """The students and teachers, for `zoo.train.compile_networks`."""
+        return [*self.students, *self._teachers]
+
     def on_checkpoint(self) -> None:
         """Called by the trainer with each checkpoint: the teacher-output cache is written with it, so a
         resumed run reads exactly the outputs the interrupted one stored."""

@@ -55,6 +55,10 @@ class DistillerPack(nn.Module):
             member.train(mode)  # keeps every teacher in eval mode
         return self
 
+    def compilable_networks(self) -> list[nn.Module]:
+        """Every member's students and teachers (a shared teacher listed once per member)."""
+        return [net for member in self.members.values() for net in member.compilable_networks()]
+
     @property
     def may_skip_parameters(self) -> bool:
         return any(m.may_skip_parameters for m in self.members.values())
@@ -97,6 +101,10 @@ class DistillerPack(nn.Module):
                     raise RuntimeError(f"every member of the pack has failed: {self.failed}")
         total = torch.stack([l.float() for l in losses]).sum()
         return {"loss": total, **parts}
+
+    def on_checkpoint(self) -> None:
+        for member in self.members.values():
+            member.on_checkpoint()
 
     def close(self) -> None:
         for member in self.members.values():

@@ -37,6 +37,9 @@ class BatchSource(Protocol):
               device: torch.device | str | None = None) -> Any: ...
 
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
 
@@ -67,6 +70,8 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files to OUT/tensorboard (needs `tensorboard`)
     snapshot_every: int = 0  # epochs; > 0 exports the model every N epochs (teacher snapshots for `rco`)
     teacher_cache: bool = False  # distillation: reuse teacher outputs stored by an earlier run of the same data stream
+    compile: str = "off"  # off | default | reduce-overhead | max-autotune: torch.compile the networks (see compile_networks)
+    compile_backend: str = "inductor"  # any torch.compile backend; "aot_eager" traces without generating code
 
     def __post_init__(self) -> None:
         problems = []
@@ -82,6 +87,8 @@ class TrainConfig:
             problems.append(f"optimizer must be sgd or adamw (got {self.optimizer!r})")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             problems.append(f"amp must be auto, bf16, fp16 or off (got {self.amp!r})")
+        if self.compile not in COMPILE_MODES:
+            problems.append(f"compile must be one of {', '.join(COMPILE_MODES)} (got {self.compile!r})")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be >= 1 (got {self.max_steps})")
         if problems:
@@ -142,6 +149,35 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per evaluated epoch
 
 
+def compile_networks(module: nn.Module, mode: str, backend: str = "inductor") -> list[nn.Module]:
+    """``torch.compile`` each network ``module`` runs, in place (`nn.Module.compile`: parameter names, and so
+    checkpoints, are unchanged; the Distiller's taps, forward hooks, are traced with the network).
+
+    A module that trains several networks (the `Distiller`, `DistillerPack`) lists them in
+    ``compilable_networks()``; each is compiled once even when it is shared. ``mode`` is torch.compile's:
+    ``reduce-overhead`` replays each compiled forward and backward as CUDA graphs on a GPU.
+    Returns the networks compiled.
+    """
+    if mode not in COMPILE_MODES or mode == "off":
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES[1:])} (got {mode!r})")
+    # The taps are forward hooks. By default dynamo does not guard on hooks, so code compiled for one
+    # instance of a class (say, a student tapped at its logits only) would be reused for another whose
+    # hooks differ, and its taps would stay empty: guard on them.
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
+    networks = module.compilable_networks() if hasattr(module, "compilable_networks") else [module]
+    done: list[nn.Module] = []
+    for net in networks:
+        if any(net is d for d in done):
+            continue
+        options = {"mode": None if mode == "default" else mode} if backend == "inductor" else {}
+        net.compile(backend=backend, **options)
+        done.append(net)
+    # each instance of a class is compiled for its own hooks: keep dynamo from giving up (and silently
+    # running eager) when a pack trains many students of one architecture
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * len(done) + 8)
+    return done
+
+
 def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -157,6 +193,7 @@ def fit(
     *,
     evaluate: Callable[[], dict[str, float]] | None = None,
     on_epoch_end: Callable[[int, list[dict]], None] | None = None,
+    on_step_end: Callable[[int], None] | None = None,
     resume: bool = False,
     device: torch.device | str | None = None,
     deadline: float | None = None,
@@ -164,7 +201,8 @@ def fit(
     """Train ``module`` on ``data`` with ``cfg``; checkpoints and logs go to ``out_dir``.
 
     ``evaluate`` is called after each epoch (on rank 0) and its metrics are logged; then
-    ``on_epoch_end(epoch, history)`` (rank 0; e.g. to export snapshots). With ``resume=True``
+    ``on_epoch_end(epoch, history)`` (rank 0; e.g. to export snapshots); ``on_step_end(step)`` after each
+    optimizer step, before any logging or checkpoint (e.g. to time steps). With ``resume=True``
     training continues exactly from ``out_dir/train_state.pt``. ``deadline`` (a ``time.monotonic()``
     value) stops training resumably at the first step that ends after it: a checkpoint is written
     and the result says ``finished=False`` (to fit a run into a time-limited GPU lease).
@@ -187,6 +225,9 @@ def fit(
     module.to(device)
     if cfg.channels_last and device.type in ("cpu", "cuda"):
         module.to(memory_format=torch.channels_last)
+    if cfg.compile != "off":
+        compile_networks(module, cfg.compile, cfg.compile_backend)
+    cuda_graphs = cfg.compile == "reduce-overhead" and device.type == "cuda"
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the module has no trainable parameters")
@@ -267,6 +308,8 @@ def fit(
                     idx = global_idx[k * micro:(k + 1) * micro]
                     # Every rank draws the augmentation of the whole micro-batch, then keeps its share,
                     # so the global batch is the same for any number of processes.
+                    if cuda_graphs:  # a new iteration: earlier CUDA-graph outputs may be overwritten
+                        torch.compiler.cudagraph_mark_step_begin()
                     batch = data.batch(idx, gen, augment=True, device=device)
                     batch = _shard(batch, rank, world)
                     if isinstance(batch, dict):  # where this micro-batch sits in the run (teacher-output cache)
@@ -290,6 +333,8 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 pos += 1
+                if on_step_end is not None:
+                    on_step_end(step)
                 if rank == 0 and (step % cfg.log_every == 0 or step == stop_at):
                     logged = {k: float(v) for k, v in parts.items()}
                     row = {"step": step, "epoch": epoch, "lr": lr, **logged}
