@@ -60,6 +60,12 @@ def test_predict_default_samples_json(capsys):
     assert correct >= 8
 
 
+def test_predict_text_output_lists_the_top_k(capsys):
+    assert cli.main(["predict", STUDENT, "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 10 and all(line.count("(") == 3 for line in lines)
+
+
 def test_predict_bad_input_is_a_clear_error(capsys, tmp_path):
     assert cli.main(["predict", STUDENT, str(tmp_path / "nope.png")]) == 2
     assert "no image file" in capsys.readouterr().err

@@ -90,7 +90,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                      "predictions": [{"input": str(i), **r} for i, r in zip(inputs, results)]})
     else:
         for i, r in zip(inputs, results):
-            print(f"{i}: {r['label']} ({r['score']:.3f})")
+            ranked = r.get("top_k") or [{"label": r["label"], "score": r["score"]}]
+            print(f"{i}: " + ", ".join(f"{t['label']} ({t['score']:.3f})" for t in ranked))
     return 0
 
 
