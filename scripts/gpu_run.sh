@@ -2,6 +2,8 @@
 # Run on a lent GPU machine inside one lease (see scripts/gpu_bundle.sh): the KD epoch benchmark, then
 # Table 1 in a resumable chunk. Everything it writes goes under $OUT (the device tool brings it back);
 # put OUT/table1 back in place (carry it) and run again to continue the table in the next lease.
+# Env: BENCH_STEPS, BENCH_ROUNDS, BENCH_ARGS (more kd_epoch_gpu flags), SKIP_BENCH=1, TABLE_MINUTES, TABLE_BATCH,
+# TABLE_COMPILE (e.g. reduce-overhead; a table resumes only with the settings it started with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/gpu_bundle/site" KDZOO_DATA="$PWD/gpu_bundle/data" KDZOO_HOME="${OUT:?set OUT}/kdzoo-home"
@@ -9,7 +11,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python -c "import torch, zoo; print('torch', torch.__version__, 'zoo', zoo.__file__, 'cuda', torch.cuda.is_available())"
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   # eager, packed, compiled (reduce-overhead: CUDA graphs) and compiled + packed; compilation is outside the clock
-  python benchmarks/kd_epoch_gpu.py --out "$OUT/results" --steps "${BENCH_STEPS:-60}" --rounds "${BENCH_ROUNDS:-2}"
+  python benchmarks/kd_epoch_gpu.py --out "$OUT/results" --steps "${BENCH_STEPS:-60}" --rounds "${BENCH_ROUNDS:-2}" ${BENCH_ARGS:-}
 fi
 TABLE_DIR="${TABLE_DIR:-$OUT/table1}"
 if [ -d runs/table1-gpu ] && [ ! -d "$TABLE_DIR" ]; then cp -r runs/table1-gpu "$TABLE_DIR"; fi  # continue a carried run
