@@ -51,6 +51,32 @@ def _check_small(tap: str, tensor: torch.Tensor) -> None:
                          f"output cache holds at most {MAX_PER_SAMPLE} (logits, pooled embeddings)")
 
 
+def _write_verified(directory: Path, stem: str, blob: bytes) -> dict[str, str]:
+    """Write ``blob`` atomically under a name carrying its sha256; return its manifest entry.
+
+    The caller then writes its manifest (atomically) and drops the file the old entry named
+    (`_drop_replaced`): a file a manifest names is never overwritten, so a kill between the two
+    writes leaves the previous pair intact."""
+    sha = hashlib.sha256(blob).hexdigest()
+    name = f"{stem}-{sha[:16]}.safetensors"
+    atomic_write_bytes(directory / name, blob)
+    return {"sha256": sha, "file": name}
+
+
+def _drop_replaced(directory: Path, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+    if old and old.get("file") and old["file"] != new["file"]:
+        (directory / old["file"]).unlink(missing_ok=True)
+
+
+def _read_verified(directory: Path, entry: dict[str, str], manifest_path: Path) -> bytes:
+    path = directory / entry["file"]
+    blob = path.read_bytes() if path.exists() else b""
+    if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+        raise ValueError(f"teacher-output cache {path} does not match the sha256 in {manifest_path}: "
+                         f"it is truncated or altered. Delete {manifest_path.name} to recompute it.")
+    return blob
+
+
 def _key(key_fields: dict[str, Any]) -> tuple[str, bytes]:
     blob = json.dumps(key_fields, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24], blob
@@ -77,14 +103,9 @@ class TeacherOutputCache:
         self.flush()
         self._chunk_id, self._entries, self._dirty = chunk, {}, False
         meta = self.manifest["chunks"].get(str(chunk))
-        if meta is None:
+        if meta is None or "file" not in meta:  # not written yet (or by an older kdzoo: recomputed)
             return
-        path = self.dir / f"chunk{chunk:05d}.safetensors"
-        blob = path.read_bytes() if path.exists() else b""
-        if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-            raise ValueError(f"teacher-output cache {path} does not match the sha256 in {self.manifest_path}: "
-                             "it is truncated or altered. Delete the folder to rebuild it.")
-        self._entries = dict(load_safetensors_bytes(blob))
+        self._entries = dict(load_safetensors_bytes(_read_verified(self.dir, meta, self.manifest_path)))
 
     def _select(self, step: int) -> None:
         chunk = step // CHUNK_STEPS
@@ -121,21 +142,22 @@ class TeacherOutputCache:
         self._dirty = True
 
     def flush(self) -> None:
-        """Write the current chunk (atomically) and record its sha256 in the manifest."""
+        """Write the current chunk (atomically, under a new name) and record its sha256 in the manifest."""
         if not self._dirty or self._chunk_id is None:
             return
         blob = save_safetensors_bytes(self._entries)
-        atomic_write_bytes(self.dir / f"chunk{self._chunk_id:05d}.safetensors", blob)
-        self.manifest["chunks"][str(self._chunk_id)] = {"sha256": hashlib.sha256(blob).hexdigest(),
-                                                         "entries": len(self._entries)}
+        old = self.manifest["chunks"].get(str(self._chunk_id))
+        entry = {**_write_verified(self.dir, f"chunk{self._chunk_id:05d}", blob), "entries": len(self._entries)}
+        self.manifest["chunks"][str(self._chunk_id)] = entry
         atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=1))
+        _drop_replaced(self.dir, old, entry)
         self._dirty = False
 
 
 class ExampleOutputCache:
     """Teacher outputs by example index (``batch["index"]``), for data that is the same every epoch.
 
-    Held in memory as one row per example and tap; `flush` writes them to ``root/<key>.safetensors``
+    Held in memory as one row per example and tap; `flush` writes them to ``root/<key>-<sha>.safetensors``
     (atomically) with its sha256 in ``root/<key>.json``, checked when a later run loads it.
     """
 
@@ -143,32 +165,29 @@ class ExampleOutputCache:
         self.key, blob = _key({**key_fields, "num_examples": num_examples})
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.path = self.root / f"{self.key}.safetensors"
         self.manifest_path = self.root / f"{self.key}.json"
+        self.entry: dict[str, str] = {}
         self.num_examples = num_examples
         self.filled = torch.zeros(num_examples, dtype=torch.bool)
         self.rows: dict[str, torch.Tensor] = {}
         self.key_fields = json.loads(blob)
         self._dirty = False
         self.hits = self.misses = 0
-        if self.manifest_path.exists():
-            meta = json.loads(self.manifest_path.read_text())
-            data = self.path.read_bytes() if self.path.exists() else b""
-            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
-                raise ValueError(f"teacher-output cache {self.path} does not match the sha256 in {self.manifest_path}: "
-                                 "it is truncated or altered. Delete both files to rebuild it.")
-            loaded = dict(load_safetensors_bytes(data))
+        manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+        if "data" in manifest:  # (a manifest of an older kdzoo has none: recomputed)
+            self.entry = manifest["data"]
+            loaded = dict(load_safetensors_bytes(_read_verified(self.root, self.entry, self.manifest_path)))
             self.filled = loaded.pop("__filled__").bool()
             self.rows = loaded
 
     def get(self, batch: dict[str, Any], device: torch.device) -> list[dict[str, torch.Tensor]] | None:
         """The stored outputs of every teacher for the batch's examples, or None unless all are stored."""
         index = batch.get("index")
-        if index is None or not self.rows or not bool(self.filled[index.cpu()].all()):
+        index = index.cpu() if index is not None else None
+        if index is None or not self.rows or not bool(self.filled[index].all()):
             self.misses += 1
             return None
         self.hits += 1
-        index = index.cpu()
         teachers: dict[int, dict[str, torch.Tensor]] = {}
         for name, rows in self.rows.items():
             t, tap = name.split("/", 1)
@@ -192,12 +211,12 @@ class ExampleOutputCache:
         self._dirty = True
 
     def flush(self) -> None:
-        """Write the rows (atomically) and their sha256."""
+        """Write the rows (atomically, under a new name) and their sha256."""
         if not self._dirty:
             return
         blob = save_safetensors_bytes({**self.rows, "__filled__": self.filled.to(torch.uint8)})
-        atomic_write_bytes(self.path, blob)
-        atomic_write_text(self.manifest_path, json.dumps({"key_fields": self.key_fields, "sha256":
-                                                          hashlib.sha256(blob).hexdigest(),
+        old, self.entry = self.entry, _write_verified(self.root, self.key, blob)
+        atomic_write_text(self.manifest_path, json.dumps({"key_fields": self.key_fields, "data": self.entry,
                                                           "filled": int(self.filled.sum())}, indent=1))
+        _drop_replaced(self.root, old, self.entry)
         self._dirty = False
