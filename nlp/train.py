@@ -57,9 +57,12 @@ def _teacher_cache(teachers: list[nn.Module], train: TextBatches, cfg: TrainConf
                    device: torch.device) -> ExampleOutputCache:
     """Per-example teacher outputs for this data and these teachers (text examples are the same every
     epoch): only the first epoch runs the teachers. Keyed by the teachers' weights, the token ids and
-    labels, and the autocast dtype."""
+    labels, the process (rank, world size) and the autocast dtype."""
+    from zoo.distributed import init_from_env
+
+    rank, world, _ = init_from_env()  # under torchrun each process stores its own shard's rows
     data = hashlib.sha256(json.dumps(train.input_ids).encode() + train.labels.numpy().tobytes()).hexdigest()
-    key = {"teachers": [weights_fingerprint(t) for t in teachers], "data": data,
+    key = {"teachers": [weights_fingerprint(t) for t in teachers], "data": data, "rank": rank, "world": world,
            "amp": str(resolve_amp(cfg.amp, device)), "device": device.type}
     return ExampleOutputCache(cache_dir() / "teacher-outputs" / "examples", key, len(train))
 
