@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -91,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         labels_only, lr, temperature = parse_spec(spec)
         student = load_classifier(start).train()
         layers = student.encoder.config.num_hidden_layers
-        rec = recipe("finetune" if labels_only else "tinybert-prediction", layers, teacher.encoder.config.num_hidden_layers)
-        if not labels_only:
-            rec = replace(rec, terms=[replace(t, params={**t.params, "T": temperature}) for t in rec.terms])
+        rec = recipe("finetune" if labels_only else "tinybert-prediction", layers, teacher.encoder.config.num_hidden_layers,
+                     temperature=temperature)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer="adamw", weight_decay=0.01,
                           warmup_epochs=0.1, schedule="cosine", amp="auto", channels_last=False,
                           checkpoint_every=10**9, log_every=50, seed=0, progress=False, max_steps=args.steps,

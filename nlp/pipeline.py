@@ -18,7 +18,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +137,9 @@ def run_task(args: argparse.Namespace, deadline: float | None) -> bool:
             continue
         student = load_classifier(out / ("general.safetensors" if step == 0 else "task-intermediate/student.safetensors"))
         student.train()
-        rec = nlp_recipe(rec_name, student.encoder.config.num_hidden_layers, n_teacher)
         prediction = rec_name == "tinybert-prediction"
-        if prediction:  # eq. 10's temperature t
-            rec = replace(rec, terms=[replace(t, params={**t.params, "T": args.pred_temperature}) for t in rec.terms])
+        rec = nlp_recipe(rec_name, student.encoder.config.num_hidden_layers, n_teacher,
+                         temperature=args.pred_temperature if prediction else None)
         # the prediction stage taps only the teacher's logits: they are stored per example in the first
         # epoch and read back in the later ones (zoo.teacher_cache.ExampleOutputCache)
         cfg = _cfg(args, epochs=epochs, lr=lr, teacher_cache=prediction)

@@ -6,6 +6,8 @@ g(m) = m N / M (`zoo.nlp.losses.layer_map`); the registered defaults are for a 4
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from zoo.recipes import RECIPES, Recipe, Term, register_recipe
 
 from .losses import layer_map
@@ -23,9 +25,14 @@ def _intermediate(m: int, n: int) -> list[Term]:
                  name="attention")]
 
 
-def recipe(name: str, student_layers: int = 4, teacher_layers: int = 12) -> Recipe:
-    """The transformer recipe ``name`` for a student of ``student_layers`` and a teacher of ``teacher_layers``."""
-    return _nlp(_build(name, student_layers, teacher_layers))
+def recipe(name: str, student_layers: int = 4, teacher_layers: int = 12, temperature: float | None = None) -> Recipe:
+    """The transformer recipe ``name`` for a student of ``student_layers`` and a teacher of ``teacher_layers``;
+    ``temperature`` replaces the T of its soft cross-entropy terms (eq. 10's t for ``tinybert-prediction``)."""
+    built = _nlp(_build(name, student_layers, teacher_layers))
+    if temperature is not None:
+        built.terms = [replace(t, params={**t.params, "T": temperature}) if t.loss == "soft_ce" else t
+                       for t in built.terms]
+    return built
 
 
 def _build(name: str, m: int, n: int) -> Recipe:

@@ -97,7 +97,6 @@ class TeacherOutputCache:
         self._chunk_id: int | None = None
         self._entries: dict[str, torch.Tensor] = {}
         self._dirty = False
-        self.hits = self.misses = 0
 
     def _load_chunk(self, chunk: int) -> None:
         self.flush()
@@ -121,9 +120,7 @@ class TeacherOutputCache:
         prefix = f"{step}/{micro}/"
         found = {k[len(prefix):]: v for k, v in self._entries.items() if k.startswith(prefix)}
         if not found:
-            self.misses += 1
             return None
-        self.hits += 1
         teachers: dict[int, dict[str, torch.Tensor]] = {}
         for name, tensor in found.items():
             t, tap = name.split("/", 1)
@@ -172,7 +169,6 @@ class ExampleOutputCache:
         self.rows: dict[str, torch.Tensor] = {}
         self.key_fields = json.loads(blob)
         self._dirty = False
-        self.hits = self.misses = 0
         manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
         if "data" in manifest:  # (a manifest of an older kdzoo has none: recomputed)
             self.entry = manifest["data"]
@@ -185,9 +181,7 @@ class ExampleOutputCache:
         index = batch.get("index")
         index = index.cpu() if index is not None else None
         if index is None or not self.rows or not bool(self.filled[index].all()):
-            self.misses += 1
             return None
-        self.hits += 1
         teachers: dict[int, dict[str, torch.Tensor]] = {}
         for name, rows in self.rows.items():
             t, tap = name.split("/", 1)
