@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
 import sys
 import time
@@ -119,7 +120,7 @@ def run_job(job: dict[str, Any], out: Path, train: ImageDataset, test: ImageData
     for name, students in res.students.items():
         save_model(students[0], out / "models" / f"{name}-s{job['seed']}.safetensors")
     result = {"job": job["name"], "seed": job["seed"], "top1": res.top1, "steps": res.total_steps,
-              "wall_seconds": round(wall, 1), "teachers": job["teachers"]}
+              "wall_seconds": round(wall, 1), "teachers": job["teachers"], "hardware": hardware(device)}
     atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
     print(f"{job['name']}: done: " + ", ".join(f"{k}={v[0] * 100:.2f}" for k, v in res.top1.items()), flush=True)
     return result
@@ -219,9 +220,11 @@ TEACHER_OF = {"takd": "takd_assistant", "takd_assistant": "resnet56"}  # whose m
 
 
 def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], train: ImageDataset,
-                   test: ImageDataset, cfg: TrainConfig, dataset: str, dest: Path | None, device: str | None) -> None:
+                   test: ImageDataset, cfg: TrainConfig, dataset: str, dest: Path | None, device: str | None,
+                   command: str, settings_line: str) -> None:
     """Publish the best seed of each method in ``names`` (``takd_assistant``: TAKD's ResNet-32) as a zoo
-    entry whose card carries its Table 1 row (mean +- std over the seeds, and the seed shipped)."""
+    entry whose card carries its Table 1 row (mean +- std over the seeds, and the seed shipped), the
+    hardware and wall time of the packed job that trained it, and ``command`` to reproduce it."""
     import tempfile
 
     from zoo.classification.publish import export_run, publish
@@ -249,18 +252,24 @@ def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], t
         teacher_top1 = per_seed.get(teacher, {}).get(teacher_seed)
         arch = f"resnet{model.config['depth']}"
         name = f"{arch}-{'takd-assistant' if method == 'takd_assistant' else method}.{short}"
+        job = next(r for r in results if r["seed"] == seed and method in r["top1"])
+        pack_size = len(job["top1"])
         info = {"dataset": train, "test": test, "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                "hardware": job.get("hardware"), "wall_time_s": job["wall_seconds"],
                 "history": [], "train_config": {**asdict(cfg), "seed": seed},
                 "recipe": recipe_dict(get_recipe(recipe)) if method not in ("resnet56", "resnet20") else None,
                 "teachers": [{"name": f"{teacher} (Table 1 run, seed {teacher_seed})",
                               "metrics": {"top1": round(teacher_top1 / 100, 6)} if teacher_top1 is not None else {},
                               "params": None}] if method not in ("resnet56", "resnet20", "dml", "one", "okddip") else []}
         with tempfile.TemporaryDirectory() as tmp:
-            export_run(model, info, Path(tmp) / name, name=name,
-                       command=f"python benchmarks/table1.py --out {out} --publish {method}")
-            card = publish(Path(tmp) / name, name, dest_root=dest, extra={"table1": row},
+            export_run(model, info, Path(tmp) / name, name=name, command=command)
+            what = ("ResNet-32 teacher assistant of TAKD, distilled (KD) from ResNet-56" if method == "takd_assistant"
+                    else f"ResNet-20 trained with {method.upper()} ({CATEGORY[method]})")
+            card = publish(Path(tmp) / name, name, dest_root=dest, extra={"table1": row}, command=command,
+                           description=f"{what}: a student of the survey's Table 1 reproduced on {dataset}.",
                            notes=f"Table 1 row: {row['mean']:.2f} +- {row['std']:.2f} top-1 over {row['runs']} seeds; "
-                                 f"seed {seed} shipped.")
+                                 f"seed {seed} shipped. Trained in job {job['job']}, a pack of {pack_size} runs "
+                                 f"sharing each teacher forward (wall time is the whole pack's). {settings_line}")
         print(f"published {card.name}: top1 {card.metrics['top1'] * 100:.2f}% (row {row['mean']:.2f} ± {row['std']:.2f})")
 
 
@@ -283,6 +292,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="linear lr warmup; without it ResNet-56 at lr 0.1 and IRG's student diverged on short runs")
     p.add_argument("--train-subset", type=int, help="train on the first N training images (reduced CPU runs)")
     p.add_argument("--test-subset", type=int, help="evaluate on the first N test images (smoke tests only)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more training settings for all rows")
@@ -298,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
     out = Path(args.out)
-    settings = {**parse_overrides(args.set), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    settings = {**parse_overrides(args.set), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                "warmup_epochs": args.warmup_epochs}
     _, cfg = override(get_recipe("plain"), TrainConfig(), settings)
     run_config = {"dataset": args.dataset, "seeds": args.seeds, "train_subset": args.train_subset,
                   "test_subset": args.test_subset, "train": {k: v for k, v in asdict(cfg).items()
@@ -322,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     subset = f", first {len(train)} training images" if args.train_subset else ""
     meta = {"dataset": args.dataset, "hardware": hardware(args.device), "config": run_config,
             "settings_line": (f"{args.dataset}, {cfg.epochs} epochs{subset}, batch {cfg.batch_size}, lr {cfg.lr} "
-                              f"{cfg.schedule}, {cfg.optimizer}, wd {cfg.weight_decay}, seeds {args.seeds}, "
+                              f"{cfg.schedule} ({cfg.warmup_epochs:g} warmup epochs), {cfg.optimizer}, wd {cfg.weight_decay}, seeds {args.seeds}, "
                               f"top-1 on {len(test)} test images; trained on {hardware(args.device)}.")}
     results = []
     for job in jobs(args.seeds):
@@ -340,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         if not done:
             raise SystemExit("--publish needs every job finished; run the table to the end first")
         publish_models(out, results, args.publish, train.to("cpu"), test, cfg, args.dataset,
-                       Path(args.publish_dest) if args.publish_dest else None, args.device)
+                       Path(args.publish_dest) if args.publish_dest else None, args.device,
+                       shlex.join(["python", "benchmarks/table1.py", *(sys.argv[1:] if argv is None else argv)]),
+                       meta["settings_line"])
     print(f"{len(results)}/{len(jobs(args.seeds))} jobs done; results in {csv_path}"
           + ("" if done else "; run the same command again to continue"), flush=True)
     return 0

@@ -72,10 +72,10 @@ def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLik
         labels=list(data.classes),
         training=TrainingRecord(
             command=command,
-            hardware=_hardware(info["device"]),
+            hardware=info.get("hardware") or _hardware(info["device"]),
             epochs=cfg["epochs"],
             seeds=[cfg["seed"]],
-            wall_time_s=float(history[-1]["seconds"]) if history else 0.0,
+            wall_time_s=float(info.get("wall_time_s", history[-1]["seconds"] if history else 0.0)),
             date=_dt.date.today().isoformat(),
             config=cfg,
         ),
@@ -89,11 +89,12 @@ def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLik
 def publish(run_dir: str | os.PathLike, name: str, *, dest_root: str | os.PathLike | None = None,
             aliases: list[str] | None = None, description: str = "", notes: str = "",
             dtype: torch.dtype = torch.float16, data_root: str | None = None,
-            extra: dict[str, Any] | None = None) -> ModelCard:
+            extra: dict[str, Any] | None = None, command: str | None = None) -> ModelCard:
     """Re-save a run's checkpoint as ``dtype`` under ``dest_root/name`` (default: the bundled ``weights/``).
 
     The card's metrics are measured again on the cast weights, exactly as ``zoo eval`` will load
-    them, and params, FLOPs and CPU latency are measured.
+    them, and params, FLOPs and CPU latency are measured. ``command`` replaces the card's reproduce
+    command (default: the run's command followed by this ``zoo publish``).
     """
     card = hub.read_card(run_dir)
     model = hub.load_dir(run_dir, card)
@@ -107,7 +108,7 @@ def publish(run_dir: str | os.PathLike, name: str, *, dest_root: str | os.PathLi
     training = card.training
     if training is not None:
         training = replace(training, notes=notes or training.notes,
-                           command=training.command + f" && zoo publish {run_dir} --name {name}")
+                           command=command or training.command + f" && zoo publish {run_dir} --name {name}")
     new = replace(card, name=name, aliases=aliases or [], metrics={"top1": round(result["top1"], 6)},
                   description=description or card.description, training=training, extra=extra, **costs)
     dest = Path(dest_root) if dest_root is not None else hub.bundled_dir()

@@ -39,6 +39,10 @@ def test_table_runs_in_chunks_and_resumes(tmp_path):
     ta = zoo.load(tmp_path / "pub" / "resnet32-takd-assistant.fmnist")
     row = ta.card.extra["table1"]
     assert 1 <= row["runs"] <= 2 and row["shipped_seed"] in (0, 1) and ta.card.method == "kd"
+    training = ta.card.training  # the packed job's wall time and hardware, and the table's own command
+    assert training.wall_time_s > 0 and training.hardware.startswith("CPU")
+    assert "--train-subset 128" in training.command and "--publish takd_assistant spkd" in training.command
+    assert "zoo publish" not in training.command and "a pack of" in training.notes
     spkd = zoo.load(tmp_path / "pub" / "resnet20-spkd.fmnist").card
     assert spkd.extra["table1"]["survey_cifar10"] == 93.14 and spkd.teacher.name.startswith("resnet56")
     with pytest.raises(SystemExit, match="other settings"):
