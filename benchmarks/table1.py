@@ -194,7 +194,7 @@ def plot(summary: dict[str, tuple[float, float, int, int]], path: Path, dataset:
     ax.invert_yaxis()
     ax.set_xlabel("top-1 gain over plain ResNet-20 (percentage points)")
     ax.set_title("Table 1: ResNet-56 -> ResNet-20")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")

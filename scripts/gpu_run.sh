@@ -8,6 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/gpu_bundle/site" KDZOO_DATA="$PWD/gpu_bundle/data" KDZOO_HOME="${OUT:?set OUT}/kdzoo-home"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+python - <<'PY'  # the bundle carries Fashion-MNIST as xz (scripts/gpu_bundle.sh); the loader reads raw IDX files
+import lzma, pathlib
+for src in pathlib.Path("gpu_bundle/data/fashion-mnist").glob("*.xz"):
+    dst = src.with_suffix("")
+    if not dst.exists():
+        dst.write_bytes(lzma.decompress(src.read_bytes()))
+PY
 python -c "import torch, zoo; print('torch', torch.__version__, 'zoo', zoo.__file__, 'cuda', torch.cuda.is_available())"
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   # eager, packed, compiled (reduce-overhead: CUDA graphs) and compiled + packed; compilation is outside the clock

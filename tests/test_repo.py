@@ -37,7 +37,7 @@ def test_bundled_card_schema(card):
     assert card.metrics_source == "measured" and set(card.metrics) & set(TASK_METRICS[card.task])
     assert card.flops and card.latency_ms.keys() >= {"cpu_bs1", "cpu_bs32"} and card.latency_env
     t = card.training
-    assert t and t.command.startswith(("zoo ", "python -m zoo.")) and t.hardware and t.date and t.seeds and t.epochs > 0
+    assert t and t.command.startswith(("zoo ", "python -m zoo.", "python benchmarks/")) and t.hardware and t.date and t.seeds and t.epochs > 0
     assert card.preprocessing and card.labels
     weights = hub.read_verified_weights(folder, card)
     assert all(v.dtype in (torch.float16, torch.int64) for v in weights.values()), "ship fp16"
