@@ -47,3 +47,37 @@ def test_table_runs_in_chunks_and_resumes(tmp_path):
     assert spkd.extra["table1"]["survey_cifar10"] == 93.14 and spkd.teacher.name.startswith("resnet56")
     with pytest.raises(SystemExit, match="other settings"):
         table1.main([a if a != "128" else "256" for a in args])
+
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def test_published_table_is_complete_and_matches_readme_and_cards():
+    """The committed Table 1 run: 16 rows x 3 seeds, its markdown in the README, and every bundled
+    Table 1 student's card row recomputed from the JSON's runs."""
+    import json
+    import statistics
+
+    import zoo
+
+    rows = list(csv.DictReader(open(RESULTS / "table1-fmnist.csv")))
+    assert {(r["method"], int(r["seed"])) for r in rows} == {(m, s) for m in table1.SURVEY_CIFAR10 for s in (0, 1, 2)}
+    assert len(rows) == 48
+    md = (RESULTS / "table1-fmnist.md").read_text(encoding="utf-8")
+    assert md.strip() in (ROOT / "README.md").read_text(encoding="utf-8"), \
+        "stale: copy benchmarks/results/table1-fmnist.md into README.md"
+
+    by_method: dict[str, dict[int, float]] = {}  # every cohort member (TAKD's assistant too), from the JSON
+    for job in json.loads((RESULTS / "table1-fmnist.json").read_text())["jobs"]:
+        for member, scores in job["top1"].items():
+            by_method.setdefault(member, {})[job["seed"]] = scores[0] * 100
+    assert all(by_method[r["method"]][int(r["seed"])] == pytest.approx(float(r["top1"]), abs=0.006) for r in rows)
+    cards = [c for c in zoo.list_models() if "table1" in c.extra]
+    assert {c.extra["table1"]["method"] for c in cards} >= {"takd_assistant"} and len(cards) >= 3
+    for card in cards:
+        row = card.extra["table1"]
+        seeds = by_method[row["method"]]
+        assert row["mean"] == pytest.approx(statistics.mean(seeds.values()), abs=0.006)
+        assert row["std"] == pytest.approx(statistics.stdev(seeds.values()), abs=0.006)
+        assert row["shipped_seed"] == max(seeds, key=seeds.get)
+        assert row["shipped_top1"] == pytest.approx(seeds[row["shipped_seed"]], abs=0.006)
