@@ -17,7 +17,7 @@ with zipfile.ZipFile(wheel) as z:
         z.extract(name, "gpu_bundle/site")
 PY
 rm -rf gpu_bundle/wheel
-# xz instead of gzip: 26.7 MB instead of 30.6 MB, because the device tool carries the tracked files
+# xz instead of gzip: 26.5 MB instead of 30.6 MB, because the device tool carries the tracked files
 # and this bundle within 64 MiB in all; scripts/gpu_run.sh unpacks them there.
 .venv/bin/python - <<'PY'
 import gzip, lzma, pathlib
