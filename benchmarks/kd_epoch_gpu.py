@@ -31,7 +31,7 @@ from zoo.classification.models import build_model
 from zoo.classification.pack import PackMember, distill_pack
 from zoo.io import atomic_write_text
 from zoo.metrics import cpu_description
-from zoo.train import TrainConfig
+from zoo.train import COMPILE_MODES, TrainConfig
 
 PACK_RECIPES = ["kd", "at", "fitnet", "rkd", "spkd", "crd", "fsp", "irg"]
 EPOCH_IMAGES = 50_000  # the survey's CIFAR-10 epoch, the unit of the targets
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", type=int, default=4, help="students in the packed mode")
     p.add_argument("--amp", default="bf16")
     p.add_argument("--device")
-    p.add_argument("--compile", default="auto", choices=["auto", "off", "default", "reduce-overhead", "max-autotune"],
+    p.add_argument("--compile", default="auto", choices=["auto", *COMPILE_MODES],
                    help="mode of the compiled rows (auto: reduce-overhead on a GPU, default on the CPU; off: none)")
     p.add_argument("--train-subset", type=int, help="fewer training images (the epoch math still uses 50k)")
     p.add_argument("--out", default="benchmarks/results")

@@ -33,6 +33,8 @@ from .models import pretrained_path
 from .recipes import TINYBERT
 from .train import accuracy, load_classifier
 
+PIPELINE_STAGES = ("general", "teacher", "task")  # the pipeline commands whose runs make one student
+
 
 def _latency_pair(models: dict[str, nn.Module], batches: dict[int, dict[str, torch.Tensor]], repeats: int = 15,
                   rounds: int = 3) -> dict[str, dict[str, float]]:
@@ -127,11 +129,11 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
                      "lexicographer topics from glosses), TinyBERT's two stages through kdzoo's trainer."),
         training=TrainingRecord(
             command=" && ".join(dict.fromkeys(info[s].get("command", f"python -m zoo.nlp.pipeline {s} --out {run}")
-                                              for s in ("general", "teacher", "task")))
+                                              for s in PIPELINE_STAGES))
             + f" && python -m zoo.nlp.publish {run} --name {name}",
             hardware=hardware, epochs=float(sum(s["config"]["epochs"] for s in stages.values())),
             seeds=[int(info["general"]["config"]["seed"])],
-            wall_time_s=float(sum(info[s].get("wall_seconds", 0.0) for s in ("general", "teacher", "task"))),
+            wall_time_s=float(sum(info[s].get("wall_seconds", 0.0) for s in PIPELINE_STAGES)),
             date=_dt.date.today().isoformat(), notes=notes,
             config={k: {**v["config"], **({"temperature": v["temperature"]} if v.get("temperature") else {})}
                     for k, v in stages.items()}),
