@@ -9,7 +9,12 @@ Modes, each `zoo.train.fit` on Fashion-MNIST held on the device (augmented there
   (`zoo.pack.DistillerPack`, as benchmarks/table1 trains them);
 - ``compiled`` and ``compiled + packed``: the same with ``TrainConfig.compile`` (`--compile auto`:
   ``reduce-overhead`` on a GPU, i.e. each compiled forward and backward replayed as CUDA graphs;
-  inductor's ``default`` on the CPU).
+  inductor's ``default`` on the CPU);
+- ``eager, NaN check every step``: the eager mode with ``finite_check_every=1``, the trainer's behaviour
+  before its checks were deferred on a GPU (`zoo.train.finite_check_interval`), side by side.
+
+On a GPU the table also counts the host syncs per timed step (``torch.cuda.set_sync_debug_mode``):
+each one stops the host from queueing work while the GPU runs.
 
 Each mode is timed from the end of step ``--warmup`` to the end of step ``--steps`` of one run, so setup,
 compilation and checkpoint writing fall outside; the table reports the median of ``--rounds``.
@@ -22,6 +27,7 @@ import json
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,38 +36,46 @@ from zoo.classification.data import load_dataset
 from zoo.classification.models import build_model
 from zoo.classification.pack import PackMember, distill_pack
 from zoo.io import atomic_write_text
-from zoo.metrics import cpu_description
+from zoo.metrics import hardware_description
 from zoo.train import COMPILE_MODES, TrainConfig
 
 PACK_RECIPES = ["kd", "at", "fitnet", "rkd", "spkd", "crd", "fsp", "irg"]
 EPOCH_IMAGES = 50_000  # the survey's CIFAR-10 epoch, the unit of the issue's targets
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU: {cpu_description()} ({torch.get_num_threads()} threads)"
-
-
 def time_mode(members: list[PackMember], teacher: torch.nn.Module, train, test, cfg: TrainConfig, steps: int,
-              warmup: int, device: torch.device) -> float:
-    """Seconds per optimizer step of the pack: the clock is read (after a device sync) at the end of step
-    ``warmup`` and of step ``steps`` of one run, so setup, compilation, CUDA-graph capture and the final
-    checkpoint fall outside it."""
+              warmup: int, device: torch.device) -> tuple[float, float]:
+    """Seconds per optimizer step of the pack, and host syncs per step (GPU only; 0 on the CPU): the clock is
+    read (after a device sync) at the end of step ``warmup`` and of step ``steps`` of one run, so setup,
+    compilation, CUDA-graph capture and the final checkpoint fall outside it."""
     marks: dict[int, float] = {}
+    syncs = warnings.catch_warnings(record=True)
 
     def on_step_end(step: int) -> None:
         if step in (warmup, steps):
             if device.type == "cuda":
+                if step == steps:
+                    torch.cuda.set_sync_debug_mode(0)
                 torch.cuda.synchronize()
+                if step == warmup:
+                    torch.cuda.set_sync_debug_mode(1)  # warn at each synchronizing call
             marks[step] = time.perf_counter()
 
     if cfg.compile != "off":
         torch._dynamo.reset()  # every round compiles afresh, outside the timed steps
-    with tempfile.TemporaryDirectory() as out:
-        distill_pack(members, [teacher], train, test, TrainConfig(**{**cfg.__dict__, "max_steps": steps}), out,
-                     device=device, on_step_end=on_step_end)
-    return (marks[steps] - marks[warmup]) / (steps - warmup)
+    with tempfile.TemporaryDirectory() as out, syncs as seen:
+        warnings.simplefilter("always")
+        try:
+            distill_pack(members, [teacher], train, test, TrainConfig(**{**cfg.__dict__, "max_steps": steps}), out,
+                         device=device, on_step_end=on_step_end)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode(0)
+    n_syncs = sum("synchronizing" in str(w.message) for w in seen)
+    for w in seen:  # pass the run's other warnings on
+        if "synchronizing" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return (marks[steps] - marks[warmup]) / (steps - warmup), n_syncs / (steps - warmup)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = build_model("resnet56", in_channels=1).to(device).eval()
     epochs_needed = (args.steps * args.batch_size) // len(train) + 1
     cfg = TrainConfig(epochs=epochs_needed, batch_size=args.batch_size, amp=args.amp, progress=False,
-                      checkpoint_every=10**9, log_every=10**9)
+                      checkpoint_every=10**9)  # logged every log_every steps, as users' runs are
     single = [PackMember("kd", "kd", "resnet20", (0,))]
     packed = [PackMember(r, r, "resnet20", (0,)) for r in PACK_RECIPES[:args.pack]]
     modes = {"eager (1 student)": (single, cfg),
@@ -100,27 +114,34 @@ def main(argv: list[str] | None = None) -> int:
         compiled = TrainConfig(**{**cfg.__dict__, "compile": compile_mode})
         modes[f"compiled {compile_mode} (1 student)"] = (single, compiled)
         modes[f"compiled {compile_mode} + packed ({args.pack} students)"] = (packed, compiled)
+    modes["eager (1 student), NaN check every step"] = (single, TrainConfig(**{**cfg.__dict__, "finite_check_every": 1}))
     times: dict[str, list[float]] = {m: [] for m in modes}
+    syncs: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(args.rounds):
         for name, (members, mode_cfg) in modes.items():
-            times[name].append(time_mode(members, teacher, train, test, mode_cfg, args.steps, args.warmup, device))
-            print(f"round {r + 1}: {name}: {times[name][-1] * 1000:.1f} ms/step", flush=True)
+            seconds, per_step = time_mode(members, teacher, train, test, mode_cfg, args.steps, args.warmup, device)
+            times[name].append(seconds)
+            syncs[name].append(per_step)
+            print(f"round {r + 1}: {name}: {seconds * 1000:.1f} ms/step, {per_step:.2f} host syncs/step", flush=True)
     steps_per_epoch = EPOCH_IMAGES / args.batch_size
     rows = []
     for name, (members, _) in modes.items():
         step = statistics.median(times[name])
-        rows.append((name, step * 1000, step * steps_per_epoch / len(members)))
-    where = device_name(device)
+        rows.append((name, step * 1000, step * steps_per_epoch / len(members), max(syncs[name])))
+    where = hardware_description(device)
     env = f"{where}, {args.amp}, batch {args.batch_size}, data on the device, {args.steps - args.warmup} timed steps x {args.rounds} rounds"
-    table = "\n".join(["| mode | ms/step (median) | s per student per 50k-image epoch |", "|---|---|---|"]
-                      + [f"| {n} | {ms:.1f} | {sec:.2f} |" for n, ms, sec in rows])
+    counted = device.type == "cuda"  # set_sync_debug_mode exists for CUDA only
+    table = "\n".join(["| mode | ms/step (median) | s per student per 50k-image epoch | host syncs/step |",
+                       "|---|---|---|---|"]
+                      + [f"| {n} | {ms:.1f} | {sec:.2f} | {f'{sy:.2f}' if counted else 'n/a (GPU only)'} |"
+                         for n, ms, sec, sy in rows])
     print(f"\n{table}\n\n{env}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "gpu" if device.type == "cuda" else "cpu"
     atomic_write_text(out / f"kd_epoch-{tag}.md", f"{table}\n\n{env}\n")
     atomic_write_text(out / f"kd_epoch-{tag}.json", json.dumps({"env": env, "device": where, "rows": rows,
-                                                                "raw_s": times}, indent=2) + "\n")
+                                                                "raw_s": times, "host_syncs_per_step": syncs}, indent=2) + "\n")
     return 0
 
 

@@ -42,6 +42,7 @@ from zoo.classification.data import ImageDataset, load_dataset
 from zoo.classification.models import build_model
 from zoo.classification.pack import PackMember, distill_pack
 from zoo.io import atomic_write, atomic_write_text
+from zoo.metrics import hardware_description
 from zoo.cli import parse_overrides
 from zoo.recipes import get_recipe, override
 from zoo.train import STATE_FILE, TrainConfig
@@ -120,7 +121,7 @@ def run_job(job: dict[str, Any], out: Path, train: ImageDataset, test: ImageData
     for name, students in res.students.items():
         save_model(students[0], out / "models" / f"{name}-s{job['seed']}.safetensors")
     result = {"job": job["name"], "seed": job["seed"], "top1": res.top1, "steps": res.total_steps,
-              "wall_seconds": round(wall, 1), "teachers": job["teachers"], "hardware": hardware(device)}
+              "wall_seconds": round(wall, 1), "teachers": job["teachers"], "hardware": hardware_description(device)}
     atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
     print(f"{job['name']}: done: " + ", ".join(f"{k}={v[0] * 100:.2f}" for k, v in res.top1.items()), flush=True)
     return result
@@ -273,14 +274,6 @@ def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], t
         print(f"published {card.name}: top1 {card.metrics['top1'] * 100:.2f}% (row {row['mean']:.2f} ± {row['std']:.2f})")
 
 
-def hardware(device: str | None) -> str:
-    from zoo.metrics import cpu_description
-
-    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
-        return f"1x {torch.cuda.get_device_name()}"
-    return f"CPU: {cpu_description()} ({torch.get_num_threads()} threads)"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="run directory: checkpoints, models, job results")
@@ -332,10 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.device and args.device.startswith("cuda") or (not args.device and torch.cuda.is_available()):
         train = train.to(args.device or "cuda")  # device-resident data, augmented on the device
     subset = f", first {len(train)} training images" if args.train_subset else ""
-    meta = {"dataset": args.dataset, "hardware": hardware(args.device), "config": run_config,
+    meta = {"dataset": args.dataset, "hardware": hardware_description(args.device), "config": run_config,
             "settings_line": (f"{args.dataset}, {cfg.epochs} epochs{subset}, batch {cfg.batch_size}, lr {cfg.lr} "
                               f"{cfg.schedule} ({cfg.warmup_epochs:g} warmup epochs), {cfg.optimizer}, wd {cfg.weight_decay}, seeds {args.seeds}, "
-                              f"top-1 on {len(test)} test images; trained on {hardware(args.device)}.")}
+                              f"top-1 on {len(test)} test images; trained on {hardware_description(args.device)}.")}
     results = []
     for job in jobs(args.seeds):
         missing = [t for t in job["teachers"] if not (out / "models" / f"{t}.safetensors").exists()]

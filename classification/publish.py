@@ -11,18 +11,12 @@ import torch
 from torch import nn
 
 from zoo import hub
-from zoo.metrics import count_flops, count_params, cpu_description, measure_latency
+from zoo.metrics import count_flops, count_params, cpu_description, hardware_description, measure_latency
 from zoo.registry import ModelCard, TeacherRef, TrainingRecord
 
 from .evaluate import evaluate
 
 CIFAR_RESNET_PAPER = "He et al. 2016, Deep Residual Learning for Image Recognition (CIFAR ResNet, sec. 4.2)"
-
-
-def _hardware(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"1x {torch.cuda.get_device_name()}"
-    return f"CPU: {cpu_description()}"
 
 
 def measure_costs(model: nn.Module, input_size: tuple[int, ...], batch_sizes: tuple[int, ...] = (1, 32)) -> dict[str, Any]:
@@ -72,7 +66,7 @@ def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLik
         labels=list(data.classes),
         training=TrainingRecord(
             command=command,
-            hardware=info.get("hardware") or _hardware(info["device"]),
+            hardware=info.get("hardware") or hardware_description(info["device"]),
             epochs=cfg["epochs"],
             seeds=[cfg["seed"]],
             wall_time_s=float(info.get("wall_time_s", history[-1]["seconds"] if history else 0.0)),

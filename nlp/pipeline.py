@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from zoo.io import atomic_write_text
-from zoo.metrics import cpu_description
+from zoo.metrics import hardware_description
 from zoo.recipes import get_recipe
 from zoo.train import STATE_FILE, TrainConfig
 
@@ -54,12 +54,6 @@ def _data(args: argparse.Namespace, tokenizer: Any, train_subset: int | None = N
     batches = {s: TextBatches(encode(tokenizer, t.texts, args.max_length), t.labels, tokenizer.pad_token_id)
                for s, t in tasks.items()}
     return batches["train"], batches["validation"], batches["test"], tasks["train"]
-
-
-def _hardware() -> str:
-    if torch.cuda.is_available():
-        return f"1x {torch.cuda.get_device_name()}"
-    return f"CPU: {cpu_description()}"
 
 
 def run_teacher(args: argparse.Namespace, deadline: float | None) -> bool:
@@ -243,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{stage}: stopped at the time budget; run the same command again to resume")
             return 0
         record = json.loads((out / f"{stage}.json").read_text())
-        record.update({"wall_seconds": round(wall, 1), "command": command, "hardware": _hardware(),
+        record.update({"wall_seconds": round(wall, 1), "command": command, "hardware": hardware_description(),
                        "max_length": args.max_length, "task": args.task})
         write_json(out / f"{stage}.json", record)
         print(f"{stage}: done: " + json.dumps({k: v for k, v in json.loads((Path(args.out) / f'{stage}.json').read_text()).items()

@@ -3,7 +3,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from zoo import cli
 from zoo.cli import LIST_FIELDS

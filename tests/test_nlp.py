@@ -2,12 +2,10 @@
 stages and the other recipes through the core trainer, exact resume, save/load, data building, bad input."""
 import math
 import random
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 transformers = pytest.importorskip("transformers")
 

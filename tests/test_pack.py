@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from test_kd_core import synthetic, teacher
+from test_train import reads_per_step
 from zoo.classification.distill import build_students, distill_classifier
 from zoo.recipes import get_recipe
 from zoo.classification.pack import PackMember, distill_pack
@@ -102,3 +103,30 @@ def test_a_diverging_member_stops_alone_and_is_reported(data, tmp_path):
     untouched = build_students(get_recipe("fitnet"), "resnet8", data[0], CFG.seed)[0].state_dict()
     assert all(torch.equal(v, result.students["fitnet"][0].state_dict()[k]) for k, v in untouched.items()
                if "num_batches" not in k and "running" not in k)
+
+
+def test_a_member_failing_between_deferred_checks_is_masked_on_the_device(data, tmp_path):
+    """With the GPU's deferred checks the failing member is reported at the step it failed and the others
+    train exactly as they do when every step is checked."""
+    members = [PackMember("kd", "kd", "resnet8", (0,)), PackMember("fitnet", "fitnet", "resnet8", (0,),
+                                                                  {"fitnet.weight": float("inf")})]
+    deferred_cfg = TrainConfig(**{**CFG.__dict__, "finite_check_every": 3})
+    with pytest.warns(RuntimeWarning, match="fitnet.*step 0"):
+        deferred = distill_pack(members, [teacher(0)], *data, deferred_cfg, tmp_path / "deferred")
+    with pytest.warns(RuntimeWarning, match="fitnet"):
+        every_step = distill_pack(members, [teacher(0)], *data, CFG, tmp_path / "every")
+    assert deferred.finished and deferred.failed == {"fitnet": 0} and math.isnan(deferred.top1["fitnet"][0])
+    a, b = deferred.students["kd"][0].state_dict(), every_step.students["kd"][0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("check_every, expect_reads", [(1000, False), (1, True)])
+def test_deferred_pack_steps_read_nothing_back_from_the_device(data, tmp_path, monkeypatch, check_every, expect_reads):
+    members = [PackMember("kd", "kd", "resnet8", (0,)), PackMember("at", "at", "resnet8", (0,)),
+               PackMember("dml", "dml", "resnet8")]
+    cfg = TrainConfig(**{**CFG.__dict__, "epochs": 1, "batch_size": 4, "log_every": 1000, "checkpoint_every": 1000,
+                         "finite_check_every": check_every})
+    per_step = reads_per_step(monkeypatch, lambda hook: distill_pack(members, [teacher(0)], *data, cfg, tmp_path,
+                                                                     on_step_end=hook))
+    assert len(per_step) >= 10
+    assert all(n > 0 for n in per_step) if expect_reads else per_step == [0] * len(per_step)

@@ -1,4 +1,3 @@
-import json
 
 import pytest
 import torch
@@ -83,6 +82,49 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pat
     assert "last good checkpoint" in str(err.value)
     state = torch.load(tmp_path / "train_state.pt", weights_only=True)
     assert state["step"] == 4 and torch.isfinite(state["module"]["w"]).all()
+
+
+def test_deferred_nan_check_names_the_exact_step_and_saves_nothing_after_it(tmp_path):
+    cfg = TrainConfig(epochs=4, batch_size=8, checkpoint_every=2, progress=False, amp="off", channels_last=False,
+                      finite_check_every=3)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5 .*found at the check after step 6"):
+        fit(Exploding(blow_up_at=6), Rows(), cfg, tmp_path)
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    assert state["step"] == 4 and torch.isfinite(state["module"]["w"]).all()
+
+
+class HostReads:
+    """Counts the calls that read a tensor's value back to the host (a device sync on a GPU)."""
+
+    NAMES = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in self.NAMES:
+            real = getattr(torch.Tensor, name)
+
+            def counted(t, *a, _real=real, **k):
+                self.count += 1
+                return _real(t, *a, **k)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def reads_per_step(monkeypatch, run) -> list[int]:
+    """Host reads in each optimizer step of ``run(on_step_end)`` (the last step, with its logging, left out)."""
+    reads, marks = HostReads(monkeypatch), []
+    run(lambda step: marks.append(reads.count))
+    return [b - a for a, b in zip(marks, marks[1:])][:-1]
+
+
+@pytest.mark.parametrize("check_every, expect_reads", [(100, False), (1, True)])
+def test_deferred_checks_leave_steps_without_host_reads(tmp_path, monkeypatch, check_every, expect_reads):
+    cfg = TrainConfig(epochs=1, batch_size=4, checkpoint_every=1000, log_every=1000, progress=False, amp="off",
+                      channels_last=False, finite_check_every=check_every)
+    per_step = reads_per_step(monkeypatch, lambda hook: fit(Exploding(blow_up_at=10**9), Rows(), cfg,
+                                                           tmp_path, on_step_end=hook))
+    assert len(per_step) >= 10
+    assert all(n > 0 for n in per_step) if expect_reads else per_step == [0] * len(per_step)
 
 
 def test_on_step_end_sees_every_optimizer_step_before_its_checkpoint(tmp_path):

@@ -54,3 +54,12 @@ def cpu_description() -> str:
     except (OSError, StopIteration):
         pass
     return f"{name}, {torch.get_num_threads()} threads, torch {torch.__version__.split('+')[0]}"
+
+
+def hardware_description(device: str | torch.device | None = None) -> str:
+    """What a job ran on, for cards and results: ``1x <GPU name>`` on a GPU, else ``CPU: <cpu_description()>``.
+    ``device`` None means the GPU where one is available."""
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda" and torch.cuda.is_available():
+        return f"1x {torch.cuda.get_device_name(device if device is not None else None)}"
+    return f"CPU: {cpu_description()}"

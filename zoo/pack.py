@@ -14,7 +14,12 @@ one grad scaler serves the pack (an overflow in one member skips the step for al
 
 `zoo.train.fit` trains a pack like any Distiller: loss parts are logged as ``member/part``. A member
 whose loss becomes NaN/inf is stopped (``failed_at`` records the step, in the checkpoint too) while
-the others go on, so one diverging method does not end a whole table run.
+the others go on, so one diverging method does not end a whole table run. Checked every step (on the
+CPU), a failed member is dropped from that very step's loss and keeps the weights it had. With the
+trainer's deferred checks (on a GPU, `zoo.train.finite_check_interval`: no host sync per step) its
+loss is masked out on the device from the step it fails at, and it leaves the forward at the next
+check; until then its own weights take the non-finite update (they are reported as failed, never
+evaluated), while the others' gradients are untouched.
 """
 from __future__ import annotations
 
@@ -43,6 +48,28 @@ class DistillerPack(nn.Module):
         # resumed pack keeps a failed member stopped.
         self.register_buffer("failed_at", torch.full((len(members),), -1, dtype=torch.long))
         self._step = 0
+        self._deferred = False
+        self._known_failed: set[int] | None = None  # host copy of failed_at, for deferred checks
+        self._running_index: tuple[list[int], torch.Tensor] | None = None
+
+    def defer_finite_checks(self, deferred: bool) -> None:
+        """Called by `zoo.train.fit`: check members' losses on the device (read at `check_finite`) or every step."""
+        self._deferred = deferred
+        self._known_failed = None
+
+    def check_finite(self) -> None:
+        """Deferred mode: read which members failed since the last check, warn once for each, stop running them."""
+        if not (self._deferred and self.isolate_failures):
+            return
+        failed = {i for i, s in enumerate(self.failed_at.tolist()) if s >= 0}
+        names = list(self.members)
+        for i in sorted(failed - (self._known_failed or set())):
+            if self._known_failed is not None:  # (not for failures restored from a checkpoint)
+                warnings.warn(f"pack member {names[i]!r}: loss is not finite at step {int(self.failed_at[i])}; "
+                              "it stopped training there, the others go on", RuntimeWarning, stacklevel=2)
+        self._known_failed = failed
+        if len(failed) == len(names):
+            raise RuntimeError(f"every member of the pack has failed: {self.failed}")
 
     @property
     def failed(self) -> dict[str, int]:
@@ -77,9 +104,15 @@ class DistillerPack(nn.Module):
             member.clear_teacher_taps()  # every member's taps record the one shared teacher call
         shared: dict[int, torch.Tensor] = {}
         parts: dict[str, torch.Tensor] = {}
-        running = [i for i, failed in enumerate(self.failed_at.tolist()) if failed < 0] if self.isolate_failures \
-            else range(len(self.members))
         names = list(self.members)
+        if not self.isolate_failures:
+            running = list(range(len(names)))
+        elif self._deferred:
+            if self._known_failed is None:  # first step (or after a resume): one read
+                self._known_failed = {i for i, s in enumerate(self.failed_at.tolist()) if s >= 0}
+            running = [i for i in range(len(names)) if i not in self._known_failed]
+        else:
+            running = [i for i, failed in enumerate(self.failed_at.tolist()) if failed < 0]
         losses = []
         for i in running:
             out = self.members[names[i]](batch, shared_teachers=shared)
@@ -87,6 +120,16 @@ class DistillerPack(nn.Module):
             parts.update({f"{names[i]}/{k}": v.detach() for k, v in out.items()})
         if not losses:
             raise RuntimeError(f"every member of the pack has failed: {self.failed}")
+        if self.isolate_failures and self.training and self._deferred:
+            # No host sync: a member's loss counts while it is finite and the member has not failed before.
+            stacked = torch.stack([l.detach().float() for l in losses])
+            if self._running_index is None or self._running_index[0] != running:  # (a copy to the device)
+                self._running_index = (running, torch.tensor(running, device=stacked.device))
+            idx = self._running_index[1]
+            alive = (self.failed_at[idx] < 0) & torch.isfinite(stacked)
+            self.failed_at[idx] = torch.where(alive | (self.failed_at[idx] >= 0), self.failed_at[idx], self._step)
+            total = torch.where(alive, torch.stack([l.float() for l in losses]), 0.0).sum()
+            return {"loss": total, **parts}
         if self.isolate_failures and self.training:
             # One host sync for all members (the trainer syncs on the total loss each step anyway).
             finite = torch.stack([torch.isfinite(l.detach()) for l in losses]).tolist()

@@ -78,19 +78,21 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, T: float = 4.0, redu
     return _reduce(per_sample, reduction)
 
 
-def _binary_log_probs(logits: Tensor, target_mask: Tensor, T: float) -> Tensor:
+def _binary_log_probs(logits: Tensor, labels: Tensor, target_mask: Tensor, T: float) -> Tensor:
     """log [p_target, p_non-target] of softmax(logits / T), computed stably; shape ``(N, 2)``."""
     z = logits.float() / T
     log_norm = torch.logsumexp(z, dim=1)
-    log_target = z.masked_select(target_mask) - log_norm
+    log_target = z.gather(1, labels[:, None]).squeeze(1) - log_norm
     log_other = torch.logsumexp(z.masked_fill(target_mask, float("-inf")), dim=1) - log_norm
     return torch.stack([log_target, log_other], dim=1)
 
 
-def _non_target_logits(logits: Tensor, target_mask: Tensor) -> Tensor:
-    """The ``(N, C-1)`` logits with each sample's target class removed."""
+def _non_target_logits(logits: Tensor, labels: Tensor) -> Tensor:
+    """The ``(N, C-1)`` logits with each sample's target class removed (a gather: no host sync, unlike a
+    boolean mask, whose output size the host must read)."""
     n, c = logits.shape
-    return logits.masked_select(~target_mask).view(n, c - 1)
+    columns = torch.arange(c - 1, device=logits.device).expand(n, c - 1)
+    return logits.gather(1, columns + (columns >= labels[:, None]).long())
 
 
 def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float = 1.0,
@@ -106,10 +108,10 @@ def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alp
         raise ValueError("dkd_loss needs at least 2 classes")
     teacher_logits = teacher_logits.detach()
     mask = F.one_hot(labels, student_logits.shape[1]).bool()
-    b_s = _binary_log_probs(student_logits, mask, T)
-    b_t = _binary_log_probs(teacher_logits, mask, T)
+    b_s = _binary_log_probs(student_logits, labels, mask, T)
+    b_t = _binary_log_probs(teacher_logits, labels, mask, T)
     tckd = F.kl_div(b_s, b_t, reduction="none", log_target=True).sum(dim=1)
-    nckd = kl_per_sample(_non_target_logits(student_logits, mask), _non_target_logits(teacher_logits, mask), T)
+    nckd = kl_per_sample(_non_target_logits(student_logits, labels), _non_target_logits(teacher_logits, labels), T)
     return (T * T) * (alpha * tckd + beta * nckd).mean()
 
 

@@ -83,6 +83,15 @@ def _off_diagonal(n: int, device: torch.device) -> Tensor:
     return ~torch.eye(n, dtype=torch.bool, device=device)
 
 
+def _masked_huber_mean(a: Tensor, b: Tensor, mask: Tensor, count: int) -> Tensor:
+    """Huber (δ = 1) loss between ``a`` and ``b`` averaged over the ``count`` entries where ``mask`` holds.
+
+    Equal to ``smooth_l1_loss(a[mask], b[mask])`` but without boolean indexing, whose output size the
+    host must read back (a GPU sync every step)."""
+    per_entry = F.smooth_l1_loss(a, b, beta=1.0, reduction="none")
+    return torch.where(mask, per_entry, 0.0).sum() / count
+
+
 # ----------------------------------------------------------------------------- RKD
 
 
@@ -123,7 +132,7 @@ def rkd_distance_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
         off = _off_diagonal(n, s.device)
         psi_s = _mean_normalised(_pairwise_distances(s))
         psi_t = _mean_normalised(_pairwise_distances(t))
-        return F.smooth_l1_loss(psi_s[off], psi_t[off], beta=1.0)
+        return _masked_huber_mean(psi_s, psi_t, off, n * (n - 1))
 
 
 def rkd_angle_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
@@ -140,7 +149,7 @@ def rkd_angle_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
         if n < 3:
             return _zero(s)
         mask = _distinct_triplets(n, s.device)
-        return F.smooth_l1_loss(_angle_cosines(s)[mask], _angle_cosines(t)[mask], beta=1.0)
+        return _masked_huber_mean(_angle_cosines(s), _angle_cosines(t), mask, n * (n - 1) * (n - 2))
 
 
 def rkd_loss(student_emb: Tensor, teacher_emb: Tensor, w_distance: float = 25.0, w_angle: float = 50.0) -> Tensor:

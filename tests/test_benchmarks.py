@@ -1,0 +1,25 @@
+"""benchmarks/kd_epoch_gpu.py runs through the real trainer and writes what it measured (CPU, tiny sizes)."""
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("kd_epoch_gpu", ROOT / "benchmarks" / "kd_epoch_gpu.py")
+kd_epoch_gpu = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(kd_epoch_gpu)
+
+
+def test_kd_epoch_benchmark_times_every_mode_and_names_the_device(tmp_path):
+    args = ["--steps", "3", "--warmup", "1", "--rounds", "1", "--pack", "2", "--compile", "off",
+            "--train-subset", "256", "--batch-size", "32", "--out", str(tmp_path)]
+    assert kd_epoch_gpu.main(args) == 0
+    result = json.loads((tmp_path / "kd_epoch-cpu.json").read_text())
+    names = [row[0] for row in result["rows"]]
+    assert names == ["eager (1 student)", "packed (2 students, one teacher forward)",
+                     "eager (1 student), NaN check every step"]
+    assert all(ms > 0 and seconds > 0 for _, ms, seconds, _ in result["rows"])
+    eager_ms, packed_ms = result["rows"][0][1], result["rows"][1][1]
+    # per student-epoch = ms/step x steps per 50k images / students in the step
+    assert abs(result["rows"][1][2] - packed_ms / 1000 * 50_000 / 32 / 2) < 1e-6
+    assert eager_ms != packed_ms
+    assert result["device"].startswith("CPU") and "n/a (GPU only)" in (tmp_path / "kd_epoch-cpu.md").read_text()
