@@ -23,3 +23,10 @@ def test_kd_epoch_benchmark_times_every_mode_and_names_the_device(tmp_path):
     assert abs(result["rows"][1][2] - packed_ms / 1000 * 50_000 / 32 / 2) < 1e-6
     assert eager_ms != packed_ms
     assert result["device"].startswith("CPU") and "n/a (GPU only)" in (tmp_path / "kd_epoch-cpu.md").read_text()
+
+
+def test_readme_shows_the_recorded_kd_epoch_run():
+    recorded = (ROOT / "benchmarks" / "results" / "kd_epoch-cpu.md").read_text().strip()
+    assert recorded in (ROOT / "README.md").read_text()
+    rows = json.loads((ROOT / "benchmarks" / "results" / "kd_epoch-cpu.json").read_text())["rows"]
+    assert len(rows) == 5 and all(f"| {name} | {ms:.1f} |" in recorded for name, ms, _, _ in rows)
