@@ -78,6 +78,33 @@ def time_mode(members: list[PackMember], teacher: torch.nn.Module, train, test, 
     return (marks[steps] - marks[warmup]) / (steps - warmup), n_syncs / (steps - warmup)
 
 
+def write_results(out: Path, device: torch.device, args: argparse.Namespace, students: dict[str, int],
+                  times: dict[str, list[float]], syncs: dict[str, list[float]]) -> tuple[str, str]:
+    """Write the table (median over the rounds each mode has finished) as markdown and JSON; return both texts."""
+    steps_per_epoch = EPOCH_IMAGES / args.batch_size
+    rows = []
+    for name, seconds in times.items():
+        if seconds:
+            step = statistics.median(seconds)
+            rows.append((name, step * 1000, step * steps_per_epoch / students[name], max(syncs[name])))
+    where = hardware_description(device)
+    rounds = sorted({len(t) for t in times.values()})
+    done = f"{rounds[-1]} rounds" if len(rounds) == 1 else f"1 to {rounds[-1]} rounds (cut short)"
+    env = f"{where}, {args.amp}, batch {args.batch_size}, data on the device, {args.steps - args.warmup} timed steps x {done}"
+    counted = device.type == "cuda"  # set_sync_debug_mode exists for CUDA only
+    table = "\n".join(["| mode | ms/step (median) | s per student per 50k-image epoch | host syncs/step |",
+                       "|---|---|---|---|"]
+                      + [f"| {n} | {ms:.1f} | {sec:.2f} | {f'{sy:.2f}' if counted else 'n/a (GPU only)'} |"
+                         for n, ms, sec, sy in rows])
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "gpu" if device.type == "cuda" else "cpu"
+    atomic_write_text(out / f"kd_epoch-{tag}.md", f"{table}\n\n{env}\n")
+    atomic_write_text(out / f"kd_epoch-{tag}.json", json.dumps({"env": env, "device": where, "rows": rows,
+                                                                "raw_s": times, "host_syncs_per_step": syncs},
+                                                               indent=2) + "\n")
+    return table, env
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=int, default=512)
@@ -92,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-subset", type=int, help="fewer training images (the epoch math still uses 50k)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
-    if not 1 <= args.pack <= len(PACK_RECIPES) or args.steps <= args.warmup or args.warmup < 1:
-        raise SystemExit(f"--pack must be 1..{len(PACK_RECIPES)}, --warmup >= 1 and --steps > --warmup")
+    if not 1 <= args.pack <= len(PACK_RECIPES) or args.steps <= args.warmup or args.warmup < 1 or args.rounds < 1:
+        raise SystemExit(f"--pack must be 1..{len(PACK_RECIPES)}, --warmup >= 1, --steps > --warmup and --rounds >= 1")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train = load_dataset("fashion-mnist", "train")
     if args.train_subset:
@@ -107,14 +134,15 @@ def main(argv: list[str] | None = None) -> int:
                       checkpoint_every=10**9)  # logged every log_every steps, as users' runs are
     single = [PackMember("kd", "kd", "resnet20", (0,))]
     packed = [PackMember(r, r, "resnet20", (0,)) for r in PACK_RECIPES[:args.pack]]
+    # cheapest first: a run cut short by a lease's end has written the rows it finished (write_results)
     modes = {"eager (1 student)": (single, cfg),
+             "eager (1 student), NaN check every step": (single, TrainConfig(**{**cfg.__dict__, "finite_check_every": 1})),
              f"packed ({args.pack} students, one teacher forward)": (packed, cfg)}
     compile_mode = ("reduce-overhead" if device.type == "cuda" else "default") if args.compile == "auto" else args.compile
     if compile_mode != "off":
         compiled = TrainConfig(**{**cfg.__dict__, "compile": compile_mode})
         modes[f"compiled {compile_mode} (1 student)"] = (single, compiled)
         modes[f"compiled {compile_mode} + packed ({args.pack} students)"] = (packed, compiled)
-    modes["eager (1 student), NaN check every step"] = (single, TrainConfig(**{**cfg.__dict__, "finite_check_every": 1}))
     times: dict[str, list[float]] = {m: [] for m in modes}
     syncs: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(args.rounds):
@@ -123,25 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(seconds)
             syncs[name].append(per_step)
             print(f"round {r + 1}: {name}: {seconds * 1000:.1f} ms/step, {per_step:.2f} host syncs/step", flush=True)
-    steps_per_epoch = EPOCH_IMAGES / args.batch_size
-    rows = []
-    for name, (members, _) in modes.items():
-        step = statistics.median(times[name])
-        rows.append((name, step * 1000, step * steps_per_epoch / len(members), max(syncs[name])))
-    where = hardware_description(device)
-    env = f"{where}, {args.amp}, batch {args.batch_size}, data on the device, {args.steps - args.warmup} timed steps x {args.rounds} rounds"
-    counted = device.type == "cuda"  # set_sync_debug_mode exists for CUDA only
-    table = "\n".join(["| mode | ms/step (median) | s per student per 50k-image epoch | host syncs/step |",
-                       "|---|---|---|---|"]
-                      + [f"| {n} | {ms:.1f} | {sec:.2f} | {f'{sy:.2f}' if counted else 'n/a (GPU only)'} |"
-                         for n, ms, sec, sy in rows])
+            table, env = write_results(Path(args.out), device, args, {n: len(m) for n, (m, _) in modes.items()},
+                                       times, syncs)
     print(f"\n{table}\n\n{env}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = "gpu" if device.type == "cuda" else "cpu"
-    atomic_write_text(out / f"kd_epoch-{tag}.md", f"{table}\n\n{env}\n")
-    atomic_write_text(out / f"kd_epoch-{tag}.json", json.dumps({"env": env, "device": where, "rows": rows,
-                                                                "raw_s": times, "host_syncs_per_step": syncs}, indent=2) + "\n")
     return 0
 
 

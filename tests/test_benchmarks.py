@@ -3,6 +3,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("kd_epoch_gpu", ROOT / "benchmarks" / "kd_epoch_gpu.py")
 kd_epoch_gpu = importlib.util.module_from_spec(spec)
@@ -15,14 +17,32 @@ def test_kd_epoch_benchmark_times_every_mode_and_names_the_device(tmp_path):
     assert kd_epoch_gpu.main(args) == 0
     result = json.loads((tmp_path / "kd_epoch-cpu.json").read_text())
     names = [row[0] for row in result["rows"]]
-    assert names == ["eager (1 student)", "packed (2 students, one teacher forward)",
-                     "eager (1 student), NaN check every step"]
+    assert names == ["eager (1 student)", "eager (1 student), NaN check every step",
+                     "packed (2 students, one teacher forward)"]
     assert all(ms > 0 and seconds > 0 for _, ms, seconds, _ in result["rows"])
-    eager_ms, packed_ms = result["rows"][0][1], result["rows"][1][1]
+    eager_ms, packed_ms = result["rows"][0][1], result["rows"][2][1]
     # per student-epoch = ms/step x steps per 50k images / students in the step
-    assert abs(result["rows"][1][2] - packed_ms / 1000 * 50_000 / 32 / 2) < 1e-6
+    assert abs(result["rows"][2][2] - packed_ms / 1000 * 50_000 / 32 / 2) < 1e-6
     assert eager_ms != packed_ms
     assert result["device"].startswith("CPU") and "n/a (GPU only)" in (tmp_path / "kd_epoch-cpu.md").read_text()
+
+
+def test_a_run_cut_short_keeps_the_modes_it_timed(tmp_path, monkeypatch):
+    real, calls = kd_epoch_gpu.time_mode, []
+
+    def dies_on_the_third_mode(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a lease's end would
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kd_epoch_gpu, "time_mode", dies_on_the_third_mode)
+    args = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--pack", "2", "--compile", "off",
+            "--train-subset", "128", "--batch-size", "32", "--out", str(tmp_path)]
+    with pytest.raises(KeyboardInterrupt):
+        kd_epoch_gpu.main(args)
+    rows = json.loads((tmp_path / "kd_epoch-cpu.json").read_text())["rows"]
+    assert [r[0] for r in rows] == ["eager (1 student)", "eager (1 student), NaN check every step"]
 
 
 def test_readme_shows_the_recorded_kd_epoch_run():
