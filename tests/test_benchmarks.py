@@ -50,3 +50,33 @@ def test_readme_shows_the_recorded_kd_epoch_run():
     assert recorded in (ROOT / "README.md").read_text()
     rows = json.loads((ROOT / "benchmarks" / "results" / "kd_epoch-cpu.json").read_text())["rows"]
     assert len(rows) == 5 and all(f"| {name} | {ms:.1f} |" in recorded for name, ms, _, _ in rows)
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_teacher_strength_matches_the_table_run_and_resumes(tmp_path):
+    teacher_strength = _load("teacher_strength")
+    train = {**json.loads((ROOT / "benchmarks" / "results" / "table1-fmnist.json").read_text())["config"]["train"],
+             "epochs": 1, "batch_size": 64}
+    table = {"config": {"dataset": "fashion-mnist", "seeds": [0, 1], "train_subset": 128, "test_subset": 100,
+                        "train": train},
+             "settings_line": "tiny", "jobs": [
+                 {"seed": s, "top1": {"resnet56": [0.5], "resnet20": [0.4 + s / 10], "kd": [0.45]}} for s in (0, 1)]}
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    args = ["--out", str(tmp_path / "run"), "--table", str(tmp_path / "table.json"), "--methods", "kd"]
+    assert teacher_strength.main(args + ["--time-budget", "0"]) == 0  # stops in seed 0's job
+    assert not (tmp_path / "run" / "jobs" / "strong-teacher-s0" / "result.json").exists()
+    assert teacher_strength.main(args) == 0
+    result = json.loads((tmp_path / "run" / "teacher-strength.json").read_text())
+    assert [j["seed"] for j in result["jobs"]] == [0, 1] and result["teacher"].startswith("resnet56.fmnist (94.39%)")
+    assert set(result["jobs"][0]["top1"]) == {"resnet20", "kd"}
+    md = (tmp_path / "run" / "teacher-strength.md").read_text()
+    assert "| kd |" in md and "45.00 ± 0.00 (2)" in md and "| resnet20 |" in md and "45.00 ± 7.07 (2)" in md
+    with pytest.raises(SystemExit, match="other settings"):
+        teacher_strength.main(args[:-1] + ["at"])

@@ -61,11 +61,12 @@ class DistillerPack(nn.Module):
         """Deferred mode: read which members failed since the last check, warn once for each, stop running them."""
         if not (self._deferred and self.isolate_failures):
             return
-        failed = {i for i, s in enumerate(self.failed_at.tolist()) if s >= 0}
+        failed_at = self.failed_at.tolist()
+        failed = {i for i, s in enumerate(failed_at) if s >= 0}
         names = list(self.members)
-        for i in sorted(failed - (self._known_failed or set())):
-            if self._known_failed is not None:  # (not for failures restored from a checkpoint)
-                warnings.warn(f"pack member {names[i]!r}: loss is not finite at step {int(self.failed_at[i])}; "
+        if self._known_failed is not None:  # (None: no step ran since a start or resume; nothing new)
+            for i in sorted(failed - self._known_failed):
+                warnings.warn(f"pack member {names[i]!r}: loss is not finite at step {failed_at[i]}; "
                               "it stopped training there, the others go on", RuntimeWarning, stacklevel=2)
         self._known_failed = failed
         if len(failed) == len(names):
@@ -126,8 +127,9 @@ class DistillerPack(nn.Module):
             if self._running_index is None or self._running_index[0] != running:  # (a copy to the device)
                 self._running_index = (running, torch.tensor(running, device=stacked.device))
             idx = self._running_index[1]
-            alive = (self.failed_at[idx] < 0) & torch.isfinite(stacked)
-            self.failed_at[idx] = torch.where(alive | (self.failed_at[idx] >= 0), self.failed_at[idx], self._step)
+            before = self.failed_at[idx]
+            alive = (before < 0) & torch.isfinite(stacked)
+            self.failed_at[idx] = torch.where((before < 0) & ~alive, self._step, before)
             total = torch.where(alive, torch.stack([l.float() for l in losses]), 0.0).sum()
             return {"loss": total, **parts}
         if self.isolate_failures and self.training:
