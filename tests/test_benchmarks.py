@@ -80,3 +80,16 @@ def test_teacher_strength_matches_the_table_run_and_resumes(tmp_path):
     assert "| kd |" in md and "45.00 ± 0.00 (2)" in md and "| resnet20 |" in md and "45.00 ± 7.07 (2)" in md
     with pytest.raises(SystemExit, match="other settings"):
         teacher_strength.main(args[:-1] + ["at"])
+
+
+def test_published_teacher_strength_run_matches_the_table_and_the_readme():
+    results = ROOT / "benchmarks" / "results"
+    strong = json.loads((results / "teacher-strength.json").read_text())
+    table = json.loads((results / "table1-fmnist.json").read_text())
+    plain = {r["seed"]: r["top1"]["resnet20"][0] for r in table["jobs"] if "resnet20" in r["top1"]}
+    # the plain ResNet-20 packed beside the strong teacher's students is the table's, bit for bit
+    assert sorted(j["seed"] for j in strong["jobs"]) == sorted(plain)
+    assert all(j["top1"]["resnet20"][0] == plain[j["seed"]] for j in strong["jobs"])
+    assert all(strong["settings"]["train"][k] == v for k, v in table["config"]["train"].items())
+    md = (results / "teacher-strength.md").read_text()
+    assert md[:md.index("\n\nThe table's own teacher")] in (ROOT / "README.md").read_text()
