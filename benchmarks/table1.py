@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shlex
 import statistics
 import sys
@@ -67,14 +68,20 @@ ONLINE = ["dml", "one", "okddip"]
 SHORT_NAMES = {"fashion-mnist": "fmnist"}
 
 
-def jobs(seeds: list[int]) -> list[dict[str, Any]]:
-    """The table's jobs in the order they run; each lists the models it needs from earlier jobs."""
+PRETRAINED = "pretrained-teacher"  # the model --teacher names, saved under this name in the run's models/
+
+
+def jobs(seeds: list[int], pretrained_teacher: bool = False) -> list[dict[str, Any]]:
+    """The table's jobs in the order they run; each lists the models it needs from earlier jobs.
+
+    Every teacher-based row distils from the table's own seed-0 ResNet-56, or with ``pretrained_teacher``
+    from the model ``--teacher`` named; ALTKD's other two teachers are the table's ResNet-56 seeds 1 and 2."""
     out = [{"name": f"teachers-s{s}", "seed": s, "teachers": [],
             "members": [PackMember("resnet56", "plain", "resnet56"), PackMember("resnet20", "plain", "resnet20")]}
            for s in seeds]
     altkd_teachers = [f"resnet56-s{s}" for s in (seeds * 3)[:3]]
     for s in seeds:
-        teachers = [f"resnet56-s{seeds[0]}"] + altkd_teachers[1:]
+        teachers = [PRETRAINED if pretrained_teacher else f"resnet56-s{seeds[0]}"] + altkd_teachers[1:]
         members = [PackMember(m, m, "resnet20", (0,)) for m in SINGLE_TEACHER]
         members += [PackMember(m, m, "resnet20") for m in ONLINE]
         members += [PackMember("altkd", "altkd", "resnet20", (0, 1, 2)),
@@ -150,18 +157,19 @@ def summarize(rows: list[tuple[str, int, float]]) -> dict[str, tuple[float, floa
     return summary
 
 
-def markdown(summary: dict[str, tuple[float, float, int, int]], dataset: str, settings: str) -> str:
+def markdown(summary: dict[str, tuple[float, float, int, int]], dataset: str, settings: str,
+             notes: dict[str, str] = NOTES) -> str:
     base = summary.get("resnet20", (math.nan, 0, 0))[0]
     lines = [f"| method | kind | {dataset} top-1 % (mean ± std, n) | vs ResNet-20 | survey CIFAR-10 % | survey vs ResNet-20 | note |",
              "|---|---|---|---|---|---|---|"]
     for m in METHODS:
         if m not in summary:
-            lines.append(f"| {m} | {CATEGORY[m]} | (not run yet) | | {SURVEY_CIFAR10[m]:.2f} | | {NOTES.get(m, '')} |")
+            lines.append(f"| {m} | {CATEGORY[m]} | (not run yet) | | {SURVEY_CIFAR10[m]:.2f} | | {notes.get(m, '')} |")
             continue
         mean, std, n, diverged = summary[m]
         delta = "" if m == "resnet20" else f"{mean - base:+.2f}"
         survey_delta = "" if m == "resnet20" else f"{SURVEY_CIFAR10[m] - SURVEY_CIFAR10['resnet20']:+.2f}"
-        note = "; ".join(x for x in [NOTES.get(m, ""), f"**diverged (NaN loss) in {diverged} run(s)**" if diverged else ""] if x)
+        note = "; ".join(x for x in [notes.get(m, ""), f"**diverged (NaN loss) in {diverged} run(s)**" if diverged else ""] if x)
         lines.append(f"| {m} | {CATEGORY[m]} | {mean:.2f} ± {std:.2f} ({n}) | {delta} | {SURVEY_CIFAR10[m]:.2f} "
                      f"| {survey_delta} | {note} |")
     return "\n".join(lines) + f"\n\n{settings}\n"
@@ -204,14 +212,20 @@ def plot(summary: dict[str, tuple[float, float, int, int]], path: Path, dataset:
     tmp.replace(path)
 
 
-def write_results(results: list[dict[str, Any]], results_dir: Path, dataset: str, meta: dict[str, Any]) -> Path:
+def results_stem(dataset: str, teacher: str | None) -> str:
+    """``table1-fmnist``; with ``--teacher resnet56.fmnist``: ``table1-fmnist-teacher-resnet56-fmnist``."""
     stem = f"table1-{SHORT_NAMES.get(dataset, dataset)}"
+    return stem + f"-teacher-{re.sub(r'[^A-Za-z0-9]+', '-', teacher).strip('-')}" if teacher else stem
+
+
+def write_results(results: list[dict[str, Any]], results_dir: Path, dataset: str, meta: dict[str, Any]) -> Path:
+    stem = results_stem(dataset, meta["config"].get("teacher"))
     rows = collect(results)
     results_dir.mkdir(parents=True, exist_ok=True)
     lines = ["method,seed,top1"] + [f"{m},{s},{t:.2f}" for m, s, t in rows]
     atomic_write_text(results_dir / f"{stem}.csv", "\n".join(lines) + "\n")
     summary = summarize(rows)
-    atomic_write_text(results_dir / f"{stem}.md", markdown(summary, dataset, meta["settings_line"]))
+    atomic_write_text(results_dir / f"{stem}.md", markdown(summary, dataset, meta["settings_line"], meta["notes"]))
     atomic_write_text(results_dir / f"{stem}.json", json.dumps({**meta, "jobs": results}, indent=2) + "\n")
     plot(summary, results_dir / f"{stem}.png", dataset)
     return results_dir / f"{stem}.csv"
@@ -222,10 +236,11 @@ TEACHER_OF = {"takd": "takd_assistant", "takd_assistant": "resnet56"}  # whose m
 
 def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], train: ImageDataset,
                    test: ImageDataset, cfg: TrainConfig, dataset: str, dest: Path | None, device: str | None,
-                   command: str, settings_line: str) -> None:
+                   command: str, settings_line: str, pretrained: torch.nn.Module | None = None) -> None:
     """Publish the best seed of each method in ``names`` (``takd_assistant``: TAKD's ResNet-32) as a zoo
     entry whose card carries its Table 1 row (mean +- std over the seeds, and the seed shipped), the
-    hardware and wall time of the packed job that trained it, and ``command`` to reproduce it."""
+    hardware and wall time of the packed job that trained it, and ``command`` to reproduce it.
+    ``pretrained``: the zoo model ``--teacher`` named, the teacher on the cards of the rows it taught."""
     import tempfile
 
     from zoo.classification.publish import export_run, publish
@@ -251,6 +266,9 @@ def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], t
         teacher = TEACHER_OF.get(method, "resnet56")
         teacher_seed = seed if method == "takd" else 0
         teacher_top1 = per_seed.get(teacher, {}).get(teacher_seed)
+        teacher_name = f"{teacher} (Table 1 run, seed {teacher_seed})"
+        if pretrained is not None and teacher == "resnet56":
+            teacher_name, teacher_top1 = pretrained.card.name, pretrained.card.metrics["top1"] * 100
         arch = f"resnet{model.config['depth']}"
         name = f"{arch}-{'takd-assistant' if method == 'takd_assistant' else method}.{short}"
         job = next(r for r in results if r["seed"] == seed and method in r["top1"])
@@ -259,12 +277,13 @@ def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], t
                 "hardware": job.get("hardware"), "wall_time_s": job["wall_seconds"],
                 "history": [], "train_config": {**asdict(cfg), "seed": seed},
                 "recipe": recipe_dict(get_recipe(recipe)) if method not in ("resnet56", "resnet20") else None,
-                "teachers": [{"name": f"{teacher} (Table 1 run, seed {teacher_seed})",
+                "teachers": [{"name": teacher_name,
                               "metrics": {"top1": round(teacher_top1 / 100, 6)} if teacher_top1 is not None else {},
                               "params": None}] if method not in ("resnet56", "resnet20", "dml", "one", "okddip") else []}
         with tempfile.TemporaryDirectory() as tmp:
             export_run(model, info, Path(tmp) / name, name=name, command=command)
-            what = ("ResNet-32 teacher assistant of TAKD, distilled (KD) from ResNet-56" if method == "takd_assistant"
+            source = pretrained.card.name if pretrained is not None else "ResNet-56"
+            what = (f"ResNet-32 teacher assistant of TAKD, distilled (KD) from {source}" if method == "takd_assistant"
                     else f"ResNet-20 trained with {method.upper()} ({CATEGORY[method]})")
             card = publish(Path(tmp) / name, name, dest_root=dest, extra={"table1": row}, command=command,
                            description=f"{what}: a student of the survey's Table 1 reproduced on {dataset}.",
@@ -292,6 +311,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more training settings for all rows")
     p.add_argument("--device")
     p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    p.add_argument("--teacher", metavar="ZOO_NAME_OR_FOLDER",
+                   help="distil the teacher-based rows from this trained ResNet-56 instead of the table's own seed-0 "
+                        "one (the survey's teacher was trained to convergence first); the resnet56 row stays the "
+                        "table's own. Results go to table1-<dataset>-teacher-<name>.*")
     p.add_argument("--publish", nargs="+", metavar="METHOD",
                    help="after all jobs: publish the best seed of these methods (e.g. takd_assistant crd spkd) to the zoo")
     p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
@@ -308,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     run_config = {"dataset": args.dataset, "seeds": args.seeds, "train_subset": args.train_subset,
                   "test_subset": args.test_subset, "train": {k: v for k, v in asdict(cfg).items()
                                                              if k not in ("progress", "seed", "tensorboard")}}
+    if args.teacher:  # (absent otherwise, so runs made before --teacher existed still resume)
+        run_config["teacher"] = args.teacher
     config_path = out / "config.json"
     if config_path.exists():
         saved = json.loads(config_path.read_text())
@@ -324,13 +349,29 @@ def main(argv: list[str] | None = None) -> int:
         test = test.subset(args.test_subset)
     if args.device and args.device.startswith("cuda") or (not args.device and torch.cuda.is_available()):
         train = train.to(args.device or "cuda")  # device-resident data, augmented on the device
+    pretrained, notes = None, dict(NOTES)
+    if args.teacher:
+        import zoo
+
+        pretrained = zoo.load(args.teacher)
+        if getattr(pretrained, "config", {}).get("depth") is None:
+            raise SystemExit(f"--teacher {args.teacher}: not a CIFAR-style ResNet of the zoo")
+        teacher_file = out / "models" / f"{PRETRAINED}.safetensors"
+        if not teacher_file.exists():
+            save_model(pretrained.float(), teacher_file)
+        notes["altkd"] = f"3 teachers ({pretrained.card.name} + ResNet-56 seeds 1-2)"
     subset = f", first {len(train)} training images" if args.train_subset else ""
     meta = {"dataset": args.dataset, "hardware": hardware_description(args.device), "config": run_config,
             "settings_line": (f"{args.dataset}, {cfg.epochs} epochs{subset}, batch {cfg.batch_size}, lr {cfg.lr} "
                               f"{cfg.schedule} ({cfg.warmup_epochs:g} warmup epochs), {cfg.optimizer}, wd {cfg.weight_decay}, seeds {args.seeds}, "
-                              f"top-1 on {len(test)} test images; trained on {hardware_description(args.device)}.")}
+                              f"top-1 on {len(test)} test images; trained on {hardware_description(args.device)}."
+                              + (f" Teacher of the KD rows: {pretrained.card.name} "
+                                 f"({pretrained.card.metrics['top1'] * 100:.2f}%); the resnet56 row is the table's own "
+                                 "ResNet-56, trained like the students." if pretrained is not None else "")),
+            "notes": notes}
     results = []
-    for job in jobs(args.seeds):
+    table_jobs = jobs(args.seeds, pretrained_teacher=pretrained is not None)
+    for job in table_jobs:
         missing = [t for t in job["teachers"] if not (out / "models" / f"{t}.safetensors").exists()]
         if missing:
             print(f"{job['name']}: waiting for {missing}", flush=True)
@@ -340,15 +381,15 @@ def main(argv: list[str] | None = None) -> int:
             break
         results.append(result)
     csv_path = write_results(results, Path(args.results or out), args.dataset, meta)
-    done = len(results) == len(jobs(args.seeds))
+    done = len(results) == len(table_jobs)
     if args.publish:
         if not done:
             raise SystemExit("--publish needs every job finished; run the table to the end first")
         publish_models(out, results, args.publish, train.to("cpu"), test, cfg, args.dataset,
                        Path(args.publish_dest) if args.publish_dest else None, args.device,
                        shlex.join(["python", "benchmarks/table1.py", *(sys.argv[1:] if argv is None else argv)]),
-                       meta["settings_line"])
-    print(f"{len(results)}/{len(jobs(args.seeds))} jobs done; results in {csv_path}"
+                       meta["settings_line"], pretrained)
+    print(f"{len(results)}/{len(table_jobs)} jobs done; results in {csv_path}"
           + ("" if done else "; run the same command again to continue"), flush=True)
     return 0
 

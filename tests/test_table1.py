@@ -1,6 +1,7 @@
 """benchmarks/table1.py end to end on a few real Fashion-MNIST images: jobs, time budget, resume, outputs."""
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -49,13 +50,31 @@ def test_table_runs_in_chunks_and_resumes(tmp_path):
         table1.main([a if a != "128" else "256" for a in args])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_pretrained_teacher_teaches_every_kd_row_and_gets_its_own_results(tmp_path):
+    args = ["--out", str(tmp_path / "run"), "--results", str(tmp_path / "res"), "--train-subset", "64",
+            "--test-subset", "50", "--epochs", "1", "--batch-size", "64", "--seeds", "0", "--set", "progress=false",
+            "--teacher", "resnet56.fmnist"]
+    assert table1.main(args + ["--publish", "at", "--publish-dest", str(tmp_path / "pub")]) == 0
+    stem = tmp_path / "res" / "table1-fmnist-teacher-resnet56-fmnist"
+    assert len(list(csv.DictReader(open(f"{stem}.csv")))) == 16
+    assert "Teacher of the KD rows: resnet56.fmnist (94.39%)" in open(f"{stem}.md").read()
+    methods = [j for j in json.loads(open(f"{stem}.json").read())["jobs"] if j["job"] == "methods-s0"]
+    assert methods[0]["teachers"][0] == table1.PRETRAINED
+    import zoo
+
+    card = zoo.load(tmp_path / "pub" / "resnet20-at.fmnist").card
+    assert card.teacher.name == "resnet56.fmnist" and card.teacher.metrics["top1"] == 0.9439
+    with pytest.raises(SystemExit, match="other settings"):  # a run keeps its teacher
+        table1.main(args[:-2])
+
+
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def test_published_table_is_complete_and_matches_readme_and_cards():
     """The committed Table 1 run: 16 rows x 3 seeds, its markdown in the README, and every bundled
     Table 1 student's card row recomputed from the JSON's runs."""
-    import json
     import statistics
 
     import zoo
