@@ -236,11 +236,12 @@ TEACHER_OF = {"takd": "takd_assistant", "takd_assistant": "resnet56"}  # whose m
 
 def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], train: ImageDataset,
                    test: ImageDataset, cfg: TrainConfig, dataset: str, dest: Path | None, device: str | None,
-                   command: str, settings_line: str, pretrained: torch.nn.Module | None = None) -> None:
+                   command: str, settings_line: str, table: str, pretrained: torch.nn.Module | None = None) -> None:
     """Publish the best seed of each method in ``names`` (``takd_assistant``: TAKD's ResNet-32) as a zoo
     entry whose card carries its Table 1 row (mean +- std over the seeds, and the seed shipped), the
     hardware and wall time of the packed job that trained it, and ``command`` to reproduce it.
-    ``pretrained``: the zoo model ``--teacher`` named, the teacher on the cards of the rows it taught."""
+    ``table`` (the results' file stem) is recorded in the row; ``pretrained``: the zoo model ``--teacher``
+    named, the teacher on the cards of the rows it taught."""
     import tempfile
 
     from zoo.classification.publish import export_run, publish
@@ -261,7 +262,7 @@ def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], t
         row = {"method": method, "mean": round(statistics.mean(values), 2),
                "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "runs": len(values),
                "shipped_seed": seed, "shipped_top1": round(seeds[seed], 2),
-               "survey_cifar10": SURVEY_CIFAR10.get(method)}
+               "survey_cifar10": SURVEY_CIFAR10.get(method), "table": table}
         recipe = "kd" if method in ("takd", "takd_assistant") else method
         teacher = TEACHER_OF.get(method, "resnet56")
         teacher_seed = seed if method == "takd" else 0
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         publish_models(out, results, args.publish, train.to("cpu"), test, cfg, args.dataset,
                        Path(args.publish_dest) if args.publish_dest else None, args.device,
                        shlex.join(["python", "benchmarks/table1.py", *(sys.argv[1:] if argv is None else argv)]),
-                       meta["settings_line"], pretrained)
+                       meta["settings_line"], results_stem(args.dataset, args.teacher), pretrained)
     print(f"{len(results)}/{len(table_jobs)} jobs done; results in {csv_path}"
           + ("" if done else "; run the same command again to continue"), flush=True)
     return 0

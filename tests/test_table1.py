@@ -72,27 +72,39 @@ def test_a_pretrained_teacher_teaches_every_kd_row_and_gets_its_own_results(tmp_
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def test_published_table_is_complete_and_matches_readme_and_cards():
-    """The committed Table 1 run: 16 rows x 3 seeds, its markdown in the README, and every bundled
-    Table 1 student's card row recomputed from the JSON's runs."""
+PUBLISHED_TABLES = sorted(p.stem for p in RESULTS.glob("table1-*.csv"))
+
+
+def test_both_table_variants_and_their_students_are_published():
+    import zoo
+
+    assert PUBLISHED_TABLES == ["table1-fmnist", "table1-fmnist-teacher-resnet56-fmnist"]
+    cards = [c for c in zoo.list_models() if "table1" in c.extra]
+    assert {c.extra["table1"]["method"] for c in cards} >= {"takd_assistant"} and len(cards) >= 3
+    assert all(c.extra["table1"].get("table", "table1-fmnist") in PUBLISHED_TABLES for c in cards)
+
+
+@pytest.mark.parametrize("stem", PUBLISHED_TABLES)
+def test_published_table_is_complete_and_matches_readme_and_cards(stem):
+    """A committed Table 1 run: 16 rows x 3 seeds, its markdown in the README, and every bundled
+    Table 1 student's card row recomputed from the JSON's runs of the table it names."""
     import statistics
 
     import zoo
 
-    rows = list(csv.DictReader(open(RESULTS / "table1-fmnist.csv")))
+    rows = list(csv.DictReader(open(RESULTS / f"{stem}.csv")))
     assert {(r["method"], int(r["seed"])) for r in rows} == {(m, s) for m in table1.SURVEY_CIFAR10 for s in (0, 1, 2)}
     assert len(rows) == 48
-    md = (RESULTS / "table1-fmnist.md").read_text(encoding="utf-8")
+    md = (RESULTS / f"{stem}.md").read_text(encoding="utf-8")
     assert md.strip() in (ROOT / "README.md").read_text(encoding="utf-8"), \
-        "stale: copy benchmarks/results/table1-fmnist.md into README.md"
+        f"stale: copy benchmarks/results/{stem}.md into README.md"
 
     by_method: dict[str, dict[int, float]] = {}  # every cohort member (TAKD's assistant too), from the JSON
-    for job in json.loads((RESULTS / "table1-fmnist.json").read_text())["jobs"]:
+    for job in json.loads((RESULTS / f"{stem}.json").read_text())["jobs"]:
         for member, scores in job["top1"].items():
             by_method.setdefault(member, {})[job["seed"]] = scores[0] * 100
     assert all(by_method[r["method"]][int(r["seed"])] == pytest.approx(float(r["top1"]), abs=0.006) for r in rows)
-    cards = [c for c in zoo.list_models() if "table1" in c.extra]
-    assert {c.extra["table1"]["method"] for c in cards} >= {"takd_assistant"} and len(cards) >= 3
+    cards = [c for c in zoo.list_models() if "table1" in c.extra and c.extra["table1"].get("table", "table1-fmnist") == stem]
     for card in cards:
         row = card.extra["table1"]
         seeds = by_method[row["method"]]
@@ -100,3 +112,16 @@ def test_published_table_is_complete_and_matches_readme_and_cards():
         assert row["std"] == pytest.approx(statistics.stdev(seeds.values()), abs=0.006)
         assert row["shipped_seed"] == max(seeds, key=seeds.get)
         assert row["shipped_top1"] == pytest.approx(seeds[row["shipped_seed"]], abs=0.006)
+
+
+def test_rows_without_a_teacher_are_the_same_in_both_tables():
+    """ResNet-56, ResNet-20 and the online rows do not depend on --teacher. The --teacher run reused the
+    first run's teachers jobs (copied: same settings and code path), and trained the online rows again in its
+    own packs: they agree to the last digit (a pack trains each member exactly as alone)."""
+    def rows(stem):
+        return {(r["method"], r["seed"]): r["top1"] for r in csv.DictReader(open(RESULTS / f"{stem}.csv"))}
+
+    own, trained = rows("table1-fmnist"), rows("table1-fmnist-teacher-resnet56-fmnist")
+    same = [k for k in own if k[0] in ("resnet56", "resnet20", *table1.ONLINE)]
+    assert len(same) == 15 and all(own[k] == trained[k] for k in same)
+    assert sum(trained[k] != own[k] for k in own if k[0] in table1.SINGLE_TEACHER) >= 20
