@@ -175,8 +175,10 @@ def markdown(summary: dict[str, tuple[float, float, int, int]], dataset: str, se
     return "\n".join(lines) + f"\n\n{settings}\n"
 
 
-def plot(summary: dict[str, tuple[float, float, int, int]], path: Path, dataset: str) -> None:
-    """Gain over the plain ResNet-20: ours (error bar = std over seeds) beside the survey's CIFAR-10."""
+def plot(summary: dict[str, tuple[float, float, int, int]], path: Path, dataset: str,
+         teacher: tuple[str, float] | None = None) -> None:
+    """Gain over the plain ResNet-20: ours (error bar = std over seeds) beside the survey's CIFAR-10.
+    ``teacher``: (name, top-1 %) of the trained teacher the KD rows learnt from (``--teacher``), if any."""
     try:
         import matplotlib
     except ImportError:
@@ -197,12 +199,15 @@ def plot(summary: dict[str, tuple[float, float, int, int]], path: Path, dataset:
             label="survey, CIFAR-10 (mean of 3)", color="tab:gray")
     if "resnet56" in summary:
         ax.axvline(summary["resnet56"][0] - base, color="tab:blue", linestyle="--", linewidth=1,
-                   label="ResNet-56 teacher (kdzoo)")
+                   label="the table's own ResNet-56 (kdzoo)" if teacher else "ResNet-56 teacher (kdzoo)")
+    if teacher:
+        ax.axvline(teacher[1] - base, color="tab:green", linestyle="--", linewidth=1,
+                   label=f"teacher of the KD rows: {teacher[0]}")
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(list(y), methods)
     ax.invert_yaxis()
     ax.set_xlabel("top-1 gain over plain ResNet-20 (percentage points)")
-    ax.set_title("Table 1: ResNet-56 -> ResNet-20")
+    ax.set_title("Table 1: ResNet-56 -> ResNet-20" + (f" (teacher {teacher[0]})" if teacher else ""))
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +232,7 @@ def write_results(results: list[dict[str, Any]], results_dir: Path, dataset: str
     summary = summarize(rows)
     atomic_write_text(results_dir / f"{stem}.md", markdown(summary, dataset, meta["settings_line"], meta["notes"]))
     atomic_write_text(results_dir / f"{stem}.json", json.dumps({**meta, "jobs": results}, indent=2) + "\n")
-    plot(summary, results_dir / f"{stem}.png", dataset)
+    plot(summary, results_dir / f"{stem}.png", dataset, meta.get("teacher"))
     return results_dir / f"{stem}.csv"
 
 
@@ -369,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                               + (f" Teacher of the KD rows: {pretrained.card.name} "
                                  f"({pretrained.card.metrics['top1'] * 100:.2f}%); the resnet56 row is the table's own "
                                  "ResNet-56, trained like the students." if pretrained is not None else "")),
-            "notes": notes}
+            "notes": notes,
+            "teacher": (pretrained.card.name, pretrained.card.metrics["top1"] * 100) if pretrained is not None else None}
     results = []
     table_jobs = jobs(args.seeds, pretrained_teacher=pretrained is not None)
     for job in table_jobs:
