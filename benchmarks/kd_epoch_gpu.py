@@ -71,10 +71,11 @@ def time_mode(members: list[PackMember], teacher: torch.nn.Module, train, test, 
         finally:
             if device.type == "cuda":
                 torch.cuda.set_sync_debug_mode(0)
-    n_syncs = sum("synchronizing" in str(w.message) for w in seen)
+    sync_warnings = [w for w in seen if "synchronizing" in str(w.message)]
     for w in seen:  # pass the run's other warnings on
-        if "synchronizing" not in str(w.message):
+        if w not in sync_warnings:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    n_syncs = len(sync_warnings)
     return (marks[steps] - marks[warmup]) / (steps - warmup), n_syncs / (steps - warmup)
 
 
@@ -145,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         modes[f"compiled {compile_mode} + packed ({args.pack} students)"] = (packed, compiled)
     times: dict[str, list[float]] = {m: [] for m in modes}
     syncs: dict[str, list[float]] = {m: [] for m in modes}
+    students = {name: len(members) for name, (members, _) in modes.items()}
     for r in range(args.rounds):
         for name, (members, mode_cfg) in modes.items():
             seconds, per_step = time_mode(members, teacher, train, test, mode_cfg, args.steps, args.warmup, device)
             times[name].append(seconds)
             syncs[name].append(per_step)
             print(f"round {r + 1}: {name}: {seconds * 1000:.1f} ms/step, {per_step:.2f} host syncs/step", flush=True)
-            table, env = write_results(Path(args.out), device, args, {n: len(m) for n, (m, _) in modes.items()},
-                                       times, syncs)
+            table, env = write_results(Path(args.out), device, args, students, times, syncs)
     print(f"\n{table}\n\n{env}")
     return 0
 

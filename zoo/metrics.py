@@ -61,5 +61,5 @@ def hardware_description(device: str | torch.device | None = None) -> str:
     ``device`` None means the GPU where one is available."""
     kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda" and torch.cuda.is_available():
-        return f"1x {torch.cuda.get_device_name(device if device is not None else None)}"
+        return f"1x {torch.cuda.get_device_name(device)}"
     return f"CPU: {cpu_description()}"
