@@ -5,12 +5,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import label_predictions
+from zoo.tasks import label_predictions, read_image
 
 from .data import load_dataset
 from .evaluate import evaluate
@@ -32,33 +31,7 @@ class ClassificationPreprocessor:
                 f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})")
 
     def _to_uint8(self, item: Any) -> torch.Tensor:
-        from PIL import Image
-
-        if isinstance(item, (str, os.PathLike)):
-            path = Path(item)
-            if not path.is_file():
-                raise FileNotFoundError(f"no image file at {path}")
-            try:
-                item = Image.open(path)
-                item.load()
-            except OSError as e:
-                raise ValueError(f"{path} is not a readable image ({e})") from None
-        if isinstance(item, torch.Tensor):
-            if item.dtype != torch.uint8:
-                raise ValueError("tensor inputs must be uint8 images (C, H, W); pass float batches to the model directly")
-            item = item.permute(1, 2, 0).numpy() if item.dim() == 3 else item.numpy()
-        if isinstance(item, np.ndarray):
-            if item.dtype != np.uint8 or item.ndim not in (2, 3):
-                raise ValueError(f"array inputs must be uint8 (H, W) or (H, W, C), got {item.dtype} {item.shape}")
-            item = Image.fromarray(item.squeeze(-1) if item.ndim == 3 and item.shape[-1] == 1 else item)
-        if not isinstance(item, Image.Image):
-            raise TypeError(f"cannot read an image from {type(item).__name__}; pass a path, PIL image, array or uint8 tensor")
-        item = item.convert("L" if self.channels == 1 else "RGB")
-        if item.size != (self.width, self.height):
-            item = item.resize((self.width, self.height), Image.BILINEAR)
-        arr = np.asarray(item, dtype=np.uint8)
-        arr = arr[:, :, None] if arr.ndim == 2 else arr
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        return read_image(item, self.channels, (self.width, self.height))
 
     def __call__(self, inputs: Any) -> torch.Tensor:
         items = inputs if isinstance(inputs, (list, tuple)) else [inputs]

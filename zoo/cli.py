@@ -90,6 +90,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                      "predictions": [{"input": str(i), **r} for i, r in zip(inputs, results)]})
     else:
         for i, r in zip(inputs, results):
+            if "detections" in r:  # detection: every box found
+                found = [f"{d['label']} ({d['score']:.3f}) at {d['box']}" for d in r["detections"]]
+                print(f"{i}: " + ("; ".join(found) or "nothing found"))
+                continue
             ranked = r.get("top_k") or [{"label": r["label"], "score": r["score"]}]
             print(f"{i}: " + ", ".join(f"{t['label']} ({t['score']:.3f})" for t in ranked))
     return 0

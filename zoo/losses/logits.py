@@ -174,16 +174,26 @@ def adaptive_temperature_kd_loss(student_logits: Tensor, teacher_logits: Tensor,
     return (temps.pow(2) * kl_per_sample(student_logits, teacher_logits, temps)).mean()
 
 
-def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, T: float = 1.0) -> Tensor:
+def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, T: float = 1.0,
+                       class_weights: Tensor | None = None) -> Tensor:
     """Cross-entropy of the student's tempered softmax against the teacher's (Jiao et al. 2020, TinyBERT
     eq. 10; also the distillation loss of Sun et al. 2019 and Sanh et al. 2019):
 
-        L = -1/N sum_n sum_c softmax(z_T / T)_c log softmax(z_S / T)_c
+        L = -1/N sum_n sum_c w_c softmax(z_T / T)_c log softmax(z_S / T)_c
 
+    with every w_c = 1 by default. ``class_weights`` gives the class-weighted form of Chen et al. 2017
+    ("Learning Efficient Object Detection Models with Knowledge Distillation", NeurIPS, L_soft of
+    eq. 2), where the background class weighs more (w_0 = 1.5) to offset its imbalance.
     It differs from `kd_loss` by the teacher's entropy (a constant for the student) and has no T^2 factor.
     """
     _check_logits(student_logits, teacher_logits)
     if T <= 0:
         raise ValueError(f"temperature T must be positive, got {T}")
     target = F.softmax(teacher_logits.detach().float() / T, dim=-1)
-    return -(target * F.log_softmax(student_logits.float() / T, dim=-1)).sum(-1).mean()
+    terms = target * F.log_softmax(student_logits.float() / T, dim=-1)
+    if class_weights is not None:
+        if class_weights.shape != terms.shape[-1:]:
+            raise ValueError(f"class_weights must have one weight per class ({terms.shape[-1]}), "
+                             f"got shape {tuple(class_weights.shape)}")
+        terms = terms * class_weights.to(terms.device, terms.dtype)
+    return -terms.sum(-1).mean()

@@ -1,0 +1,81 @@
+"""The detection task adapter: Faster R-CNN builders, image reading, box prediction and mAP evaluation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from zoo.registry import ModelCard
+from zoo.tasks import read_image
+
+from .data import SCENE_COUNTS, SCENES, load_scenes
+from .evaluate import evaluate
+from .models import build_detector
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+SCORE_THRESHOLD = 0.5  # boxes scoring below this are left out of predictions (not out of evaluation)
+
+
+class DetectionPreprocessor:
+    """Image paths, PIL images, uint8 arrays or tensors -> the list of float (3, H, W) images in [0, 1]
+    a torchvision detector takes (any size: the model resizes, and maps its boxes back)."""
+
+    def __repr__(self) -> str:
+        return "DetectionPreprocessor(RGB, pixels / 255)"
+
+    def __call__(self, inputs: Any) -> list[torch.Tensor]:
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if not items:
+            raise ValueError("no inputs given")
+        return [read_image(x, 3).float() / 255.0 for x in items]
+
+
+class DetectionAdapter:
+    task = "detection"
+
+    def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
+        return build_detector(architecture, **config)
+
+    def preprocessor(self, card: ModelCard, directory: str | os.PathLike | None = None) -> Callable[[Any], Any]:
+        return DetectionPreprocessor()
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
+        """One dict per image: ``detections``, each ``{label, index, score, box}`` (box = x1, y1, x2, y2 in
+        the image's pixels), best first, scoring at least 0.5; ``top_k`` > 1 keeps at most that many.
+        ``label`` and ``score`` repeat the best detection (None and 0.0 when nothing was found)."""
+        labels = ["background", *model.card.labels]
+        results = []
+        for found in model(model.preprocess(inputs)):
+            keep = found["scores"] >= SCORE_THRESHOLD
+            boxes, scores, classes = found["boxes"][keep], found["scores"][keep], found["labels"][keep]
+            if top_k > 1:
+                boxes, scores, classes = boxes[:top_k], scores[:top_k], classes[:top_k]
+            detections = [{"label": labels[c], "index": c, "score": round(s, 6), "box": [round(v, 2) for v in b]}
+                          for b, s, c in zip(boxes.tolist(), scores.tolist(), classes.tolist())]
+            best = detections[0] if detections else {"label": None, "score": 0.0}
+            results.append({"label": best["label"], "score": best["score"], "detections": detections})
+        return results
+
+    def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+        if card.dataset != SCENES:
+            raise ValueError(f"no loader for detection dataset {card.dataset!r} (known: {SCENES})")
+        meta = card.extra.get("data", {}).get(card.split, {})
+        data = load_scenes(card.split, meta.get("count", SCENE_COUNTS.get(card.split)), meta.get("seed", 0),
+                           meta.get("size", card.config.get("image_size", 96)), root=data_root)
+        return evaluate(model.to(device), data, device=device)
+
+    def sample_inputs(self, card: ModelCard) -> list[Any]:
+        """Bundled test scenes of the card's dataset (the default input of `zoo predict`)."""
+        folder = SAMPLES_DIR / card.dataset
+        files = sorted(folder.glob("*.png")) if folder.is_dir() else []
+        if not files:
+            raise FileNotFoundError(f"no bundled sample images for dataset {card.dataset!r}; pass input files")
+        return files
+
+
+ADAPTER = DetectionAdapter()

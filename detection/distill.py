@@ -1,0 +1,165 @@
+"""Faster R-CNN training and distillation as one trainable module for `zoo.train.fit`.
+
+`DetectionDistiller(student, teacher)` runs the student's detector piece by piece (backbone, RPN,
+RoI head) so that the teacher can be asked about the very anchors and proposals the student is
+trained on, as Chen et al. (2017) distil all three parts:
+
+- backbone: a hint (FitNet) loss through an adaptation layer, L_Hint;
+- RPN: soft objectness from the teacher on the student's sampled anchors, and the teacher-bounded
+  regression loss on the positive anchors;
+- RoI head (RCN): the class-weighted soft cross-entropy on the student's sampled proposals, and the
+  teacher-bounded regression loss on the positive proposals.
+
+Without a teacher it computes the plain Faster R-CNN losses (Ren et al. 2015) of torchvision's model,
+so the baseline student and the teacher are trained by the same code.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.connectors import make_connector
+from zoo.losses.features import fitnet_loss
+from zoo.losses.logits import soft_cross_entropy
+
+from .data import targets_from_batch
+from .losses import BACKGROUND_WEIGHT, bounded_regression_loss, class_weights, objectness_soft_loss
+
+# Chen et al. 2017, sec. 3 and 4: mu (hard vs soft classification), nu (bounded regression),
+# lambda (regression vs classification) and gamma (hint); the margin m of the bounded loss.
+CHEN_2017 = {"mu": 0.5, "nu": 0.5, "lam": 1.0, "gamma": 0.5, "margin": 0.0, "background_weight": BACKGROUND_WEIGHT}
+
+
+class DetectionDistiller(nn.Module):
+    """A torchvision Faster R-CNN student trained on its own losses, plus Chen et al. 2017's terms when a
+    (frozen, eval-mode) teacher with the same anchors and feature stride is given."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, example_batch: dict[str, Any] | None = None,
+                 mu: float = 0.5, nu: float = 0.5, lam: float = 1.0, gamma: float = 0.5, margin: float = 0.0,
+                 background_weight: float = BACKGROUND_WEIGHT) -> None:
+        super().__init__()
+        if not 0.0 <= mu <= 1.0:
+            raise ValueError(f"mu weighs the hard against the soft loss and must be in [0, 1], got {mu}")
+        self.student = student
+        self._teacher = [] if teacher is None else [teacher]  # kept out of parameters() and state_dict()
+        self.mu, self.nu, self.lam, self.gamma, self.margin = mu, nu, lam, gamma, margin
+        self.background_weight = background_weight
+        self.adaptation: nn.Module | None = None
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+            s_anchors = student.rpn.anchor_generator.num_anchors_per_location()
+            t_anchors = teacher.rpn.anchor_generator.num_anchors_per_location()
+            if s_anchors != t_anchors:
+                raise ValueError(f"student and teacher need the same anchors per location, got {s_anchors} and {t_anchors}")
+            if example_batch is None:
+                raise ValueError("a teacher needs an example_batch to size the hint's adaptation layer")
+            was_training = student.training
+            student.eval()  # the probe must not move the student's BatchNorm statistics
+            with torch.no_grad():
+                images = self._normalise(student, example_batch["inputs"])
+                s_shape = student.backbone(images).shape
+                t_shape = teacher.backbone(images).shape
+            student.train(was_training)
+            if s_shape[-2:] != t_shape[-2:]:
+                raise ValueError(f"student and teacher feature maps must have the same stride: {tuple(s_shape)} vs {tuple(t_shape)}")
+            # Chen et al. use an adaptation layer even when the channel counts agree (sec. 3.3).
+            self.adaptation = make_connector(s_shape, t_shape)
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0] if self._teacher else None
+
+    @property
+    def part_names(self) -> list[str]:
+        hard = ["rpn_cls", "rpn_reg", "rcn_cls", "rcn_reg"]
+        return hard + (["rpn_soft", "rpn_bounded", "rcn_soft", "rcn_bounded", "hint"] if self._teacher else [])
+
+    def train(self, mode: bool = True) -> "DetectionDistiller":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> "DetectionDistiller":
+        super()._apply(fn, recurse)
+        if self.teacher is not None:
+            self.teacher._apply(fn, recurse)
+        return self
+
+    @staticmethod
+    def _normalise(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model.transform.normalize(images) if images.dim() == 3 else torch.stack(
+            [model.transform.normalize(im) for im in images])
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        from torchvision.models.detection.roi_heads import fastrcnn_loss
+        from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+        s = self.student
+        targets = targets_from_batch(batch["boxes"], batch["labels"])
+        images, targets = s.transform(list(batch["inputs"]), targets)
+        sizes = images.image_sizes
+        feat_s = s.backbone(images.tensors)
+
+        # RPN (Ren et al. 2015): objectness and box deltas per anchor, proposals, anchor sampling.
+        obj_levels, delta_levels = s.rpn.head([feat_s])
+        anchors = s.rpn.anchor_generator(images, [feat_s])
+        per_level = [o[0].numel() for o in obj_levels]
+        objectness, deltas = concat_box_prediction_layers(obj_levels, delta_levels)
+        proposals = s.rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
+        boxes, _ = s.rpn.filter_proposals(proposals, objectness.detach(), sizes, per_level)
+        anchor_labels, matched = s.rpn.assign_targets_to_anchors(anchors, targets)
+        anchor_targets = torch.cat(s.rpn.box_coder.encode(matched, anchors))
+        pos_masks, neg_masks = s.rpn.fg_bg_sampler(anchor_labels)
+        pos = torch.where(torch.cat(pos_masks))[0]
+        sampled = torch.cat([pos, torch.where(torch.cat(neg_masks))[0]])
+        objectness = objectness.flatten()
+        anchor_labels = torch.cat(anchor_labels)
+        parts = {
+            "rpn_cls": F.binary_cross_entropy_with_logits(objectness[sampled], anchor_labels[sampled]),
+            "rpn_reg": F.smooth_l1_loss(deltas[pos], anchor_targets[pos], beta=1 / 9, reduction="sum") / sampled.numel(),
+        }
+
+        # RoI head on the proposals sampled against the ground truth.
+        rois, _, roi_labels, roi_targets = s.roi_heads.select_training_samples(boxes, targets)
+        class_logits, box_deltas = self._roi_head(s, feat_s, rois, sizes)
+        parts["rcn_cls"], parts["rcn_reg"] = fastrcnn_loss(class_logits, box_deltas, roi_labels, roi_targets)
+
+        t = self.teacher
+        if t is None:
+            loss = parts["rpn_cls"] + parts["rpn_reg"] + parts["rcn_cls"] + parts["rcn_reg"]
+            return {"loss": loss, **{k: v.detach() for k, v in parts.items()}}
+
+        with torch.no_grad():
+            feat_t = t.backbone(images.tensors)
+            t_obj, t_deltas = concat_box_prediction_layers(*t.rpn.head([feat_t]))
+            t_class_logits, t_box_deltas = self._roi_head(t, feat_t, rois, sizes)
+        parts["rpn_soft"] = objectness_soft_loss(objectness[sampled], t_obj.flatten()[sampled], self.background_weight)
+        parts["rpn_bounded"] = bounded_regression_loss(deltas[pos], t_deltas[pos], anchor_targets[pos],
+                                                       self.margin) / sampled.numel()
+        num_classes = class_logits.shape[-1]
+        parts["rcn_soft"] = soft_cross_entropy(class_logits, t_class_logits,
+                                               class_weights=class_weights(num_classes, self.background_weight))
+        labels = torch.cat(roi_labels)
+        positive = torch.where(labels > 0)[0]
+        cls = labels[positive]
+        parts["rcn_bounded"] = bounded_regression_loss(
+            box_deltas.reshape(len(labels), -1, 4)[positive, cls], t_box_deltas.reshape(len(labels), -1, 4)[positive, cls],
+            torch.cat(roi_targets)[positive], self.margin) / labels.numel()
+        parts["hint"] = fitnet_loss(self.adaptation(feat_s), feat_t)
+
+        mu = self.mu
+        rpn = mu * parts["rpn_cls"] + (1 - mu) * parts["rpn_soft"] + self.lam * (parts["rpn_reg"] + self.nu * parts["rpn_bounded"])
+        rcn = mu * parts["rcn_cls"] + (1 - mu) * parts["rcn_soft"] + self.lam * (parts["rcn_reg"] + self.nu * parts["rcn_bounded"])
+        loss = rpn + rcn + self.gamma * parts["hint"]
+        return {"loss": loss, **{k: v.detach() for k, v in parts.items()}}
+
+    @staticmethod
+    def _roi_head(model: nn.Module, feature: torch.Tensor, rois: list[torch.Tensor],
+                  sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        heads = model.roi_heads
+        pooled = heads.box_roi_pool({"0": feature}, rois, sizes)
+        return heads.box_predictor(heads.box_head(pooled))

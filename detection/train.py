@@ -1,0 +1,127 @@
+"""Train a detector on the scenes, alone or distilled from a teacher (Chen et al. 2017), and export the run.
+
+    python -m zoo.detection.train --arch frcnn-resnet56 --out runs/det/teacher
+    python -m zoo.detection.train --arch frcnn-resnet20 --out runs/det/student
+    python -m zoo.detection.train --arch frcnn-resnet20 --teacher runs/det/teacher --out runs/det/chen2017
+
+``--teacher`` takes a finished run directory or a zoo name. The run resumes exactly with ``--resume``
+(`zoo.train.fit`), evaluates box mAP on the test scenes after every epoch, and ends by writing the
+student as a kdzoo checkpoint (safetensors + model card with the measured metrics) in ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo import hub
+from zoo.metrics import count_params, hardware_description
+from zoo.registry import ModelCard, TeacherRef, TrainingRecord
+from zoo.train import TrainConfig, config_from_overrides, fit
+
+from .data import SCENE_COUNTS, DetectionDataset, load_scenes
+from .distill import CHEN_2017, DetectionDistiller
+from .evaluate import evaluate
+from .models import BACKBONE_DEPTHS, build_detector
+
+CHEN_PAPER = "Chen et al. 2017, Learning Efficient Object Detection Models with Knowledge Distillation (NeurIPS)"
+FASTER_RCNN_PAPER = "Ren et al. 2015, Faster R-CNN (torchvision's implementation) on a CIFAR ResNet backbone (He et al. 2016)"
+DEFAULTS = TrainConfig(epochs=10, batch_size=32, lr=0.02, weight_decay=1e-4, nesterov=False, warmup_epochs=0.5,
+                       amp="off", channels_last=False, log_every=10, checkpoint_every=50)
+
+
+def load_teacher(ref: str | nn.Module) -> nn.Module:
+    """A teacher from a run or checkpoint directory, or from the zoo by name."""
+    if isinstance(ref, nn.Module):
+        return ref
+    if Path(ref).is_dir():
+        return hub.load_dir(ref)
+    import zoo
+
+    return zoo.load(ref)
+
+
+def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module | None = None,
+                   cfg: TrainConfig = DEFAULTS, train_count: int | None = None, test_count: int | None = None,
+                   resume: bool = False, device: str | torch.device = "cpu", command: str = "",
+                   chen: dict[str, float] | None = None) -> ModelCard:
+    """Train ``arch`` on the scenes (distilled from ``teacher`` when given) and export it to ``out_dir``."""
+    if arch not in BACKBONE_DEPTHS:
+        raise ValueError(f"unknown detection architecture {arch!r}; known: {', '.join(BACKBONE_DEPTHS)}")
+    out = Path(out_dir)
+    train = load_scenes("train", train_count or SCENE_COUNTS["train"])
+    test = load_scenes("test", test_count or SCENE_COUNTS["test"])
+    torch.manual_seed(cfg.seed)
+    student = build_detector(arch, num_classes=train.num_classes, image_size=train.image_size[0])
+    teacher_model = load_teacher(teacher) if teacher is not None else None
+    weights = {**CHEN_2017, **(chen or {})}
+    module = DetectionDistiller(student, teacher_model, example_batch=train.batch(torch.arange(4)), **weights)
+    device = torch.device(device)
+    started = time.perf_counter()
+    result = fit(module, train, cfg, out, evaluate=lambda: evaluate(student, test, device=device), resume=resume,
+                 device=device)
+    if not result.finished:
+        raise SystemExit(f"stopped at step {result.step} of {result.total_steps}; continue with --resume")
+    return export_run(student, train, test, out, cfg=cfg, history=result.history, teacher=teacher_model,
+                      chen=weights if teacher_model is not None else None, command=command,
+                      wall_time_s=time.perf_counter() - started, device=device)
+
+
+def export_run(model: nn.Module, train: DetectionDataset, test: DetectionDataset, out_dir: Path, *,
+               cfg: TrainConfig, history: list[dict[str, Any]], teacher: nn.Module | None,
+               chen: dict[str, float] | None, command: str, wall_time_s: float, device: torch.device) -> ModelCard:
+    """Write the trained detector and its card (metrics measured now on the test scenes)."""
+    metrics = evaluate(model, test, device=device)
+    arch = model.architecture
+    method = "chen2017" if teacher is not None else "plain"
+    teacher_card = getattr(teacher, "card", None)
+    card = ModelCard(
+        name=f"{arch}-{method}.{train.name}" if teacher is not None else f"{arch}.{train.name}",
+        task="detection", architecture=arch, config=dict(model.config), dataset=train.name, split=test.split,
+        metrics=metrics, params=count_params(model), method=method,
+        paper=CHEN_PAPER if teacher is not None else FASTER_RCNN_PAPER,
+        teacher=TeacherRef(teacher_card.name, dict(teacher_card.metrics), teacher_card.params) if teacher_card else None,
+        preprocessing={"input_size": [3, *train.image_size], "scale": "pixels / 255; the model normalises"},
+        labels=list(train.classes),
+        training=TrainingRecord(command=command, hardware=hardware_description(device), epochs=cfg.epochs,
+                                seeds=[cfg.seed], wall_time_s=round(wall_time_s, 1),
+                                date=_dt.date.today().isoformat(), config=asdict(cfg)),
+        description=("Synthetic scenes of real parts: Fashion-MNIST items on crops of two real photographs "
+                     f"({len(train)} train / {len(test)} test scenes, {train.image_size[0]} px); not a standard benchmark."),
+        extra={"history": history, "data": {"train": train.meta, "test": test.meta},
+               **({"chen2017": chen} if chen else {})},
+    )
+    return hub.save(model, out_dir, card)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m zoo.detection.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", required=True, choices=sorted(BACKBONE_DEPTHS))
+    parser.add_argument("--out", required=True, help="run directory (checkpoints, log.csv, the exported model)")
+    parser.add_argument("--teacher", help="distil from this run directory or zoo name (Chen et al. 2017)")
+    parser.add_argument("--train-count", type=int, help=f"training scenes (default {SCENE_COUNTS['train']})")
+    parser.add_argument("--test-count", type=int, help=f"test scenes (default {SCENE_COUNTS['test']})")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="training setting, e.g. --set epochs=12 (see zoo.train.TrainConfig)")
+    args = parser.parse_args(argv)
+    from zoo.cli import parse_overrides
+
+    cfg = config_from_overrides(DEFAULTS, parse_overrides(args.set))
+    card = train_detector(args.arch, args.out, teacher=args.teacher, cfg=cfg, train_count=args.train_count,
+                          test_count=args.test_count, resume=args.resume, device=args.device,
+                          command="python -m zoo.detection.train " + shlex.join(sys.argv[1:] if argv is None else argv))
+    print(f"{card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()) + f" -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The detection adapter: scenes, Chen et al. 2017's losses, the DetectionDistiller, mAP, training and the zoo."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.detection.data import DetectionDataset, make_scenes, targets_from_batch
+from zoo.detection.distill import DetectionDistiller
+from zoo.detection.evaluate import evaluate
+from zoo.detection.losses import bounded_regression_loss, class_weights, objectness_soft_loss
+from zoo.detection.models import build_detector
+from zoo.losses.logits import soft_cross_entropy
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return make_scenes("test", 24, seed=3, progress=False)
+
+
+def test_scenes_are_deterministic_with_exact_boxes_inside_the_image(scenes):
+    again = make_scenes("test", 24, seed=3, progress=False)
+    assert torch.equal(scenes.images, again.images) and torch.equal(scenes.boxes, again.boxes)
+    assert not torch.equal(make_scenes("test", 24, seed=4, progress=False).images, scenes.images)
+    real = scenes.labels > 0
+    assert real.any(1).all() and int(scenes.labels.max()) <= 10
+    boxes = scenes.boxes[real]
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert boxes.min() >= 0 and boxes.max() <= scenes.image_size[0]
+    assert (scenes.boxes[~real] == 0).all()
+
+
+def test_flip_moves_boxes_with_the_image(scenes):
+    g = torch.Generator().manual_seed(0)
+    idx = torch.arange(len(scenes))
+    plain, flipped = scenes.batch(idx), scenes.batch(idx, g, augment=True)
+    moved = ~torch.isclose(plain["inputs"], flipped["inputs"]).flatten(1).all(1)
+    assert 0 < moved.sum() < len(idx)  # about half flipped
+    w = scenes.image_size[1]
+    for i in torch.where(moved)[0]:
+        assert torch.equal(flipped["inputs"][i], plain["inputs"][i].flip(-1))
+        for b0, b1, lab in zip(plain["boxes"][i], flipped["boxes"][i], plain["labels"][i]):
+            if lab > 0:
+                assert torch.equal(b1, torch.stack([w - b0[2], b0[1], w - b0[0], b0[3]]))
+
+
+def test_targets_drop_the_padding_rows(scenes):
+    targets = targets_from_batch(scenes.boxes[:5], scenes.labels[:5])
+    assert [len(t["labels"]) for t in targets] == (scenes.labels[:5] > 0).sum(1).tolist()
+    assert all((t["labels"] > 0).all() for t in targets)
+
+
+def test_dataset_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="uint8"):
+        DetectionDataset("x", "test", torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 4), torch.zeros(2, 1, dtype=torch.long), ("a",))
+    with pytest.raises(ValueError, match="labels"):
+        DetectionDataset("x", "test", torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 1, 4),
+                         torch.zeros(2, 2, dtype=torch.long), ("a",))
+
+
+# ---------------------------------------------------------------- losses (Chen et al. 2017)
+def test_bounded_regression_costs_only_where_the_student_is_worse_than_the_teacher():
+    target = torch.zeros(3, 4)
+    teacher = torch.full((3, 4), 0.5)  # error 1.0 per box
+    student = torch.tensor([[0.1] * 4, [1.0] * 4, [0.5] * 4])  # errors 0.04, 4.0, 1.0
+    assert torch.isclose(bounded_regression_loss(student, teacher, target), torch.tensor(4.0))
+    # a margin makes boxes within m of the teacher cost too: 0.04 + 0.5 > 1 is false, 1.0 + 0.5 > 1 is true
+    assert torch.isclose(bounded_regression_loss(student, teacher, target, margin=0.5), torch.tensor(5.0))
+    student.requires_grad_(True)
+    bounded_regression_loss(student, teacher, target).backward()
+    assert (student.grad[0] == 0).all() and (student.grad[1] != 0).all()
+    with pytest.raises(ValueError):
+        bounded_regression_loss(torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(3, 4))
+
+
+def test_weighted_soft_cross_entropy_weighs_the_background_class():
+    s, t = torch.randn(6, 4), torch.randn(6, 4)
+    w = class_weights(4)
+    assert w.tolist() == [1.5, 1.0, 1.0, 1.0]
+    manual = -(F.softmax(t, -1) * F.log_softmax(s, -1) * w).sum(-1).mean()
+    assert torch.isclose(soft_cross_entropy(s, t, class_weights=w), manual)
+    assert torch.isclose(soft_cross_entropy(s, t, class_weights=torch.ones(4)), soft_cross_entropy(s, t))
+    with pytest.raises(ValueError, match="one weight per class"):
+        soft_cross_entropy(s, t, class_weights=torch.ones(3))
+
+
+def test_objectness_soft_loss_is_weighted_binary_cross_entropy():
+    zs, zt = torch.randn(50), torch.randn(50)
+    ps, pt = torch.sigmoid(zs), torch.sigmoid(zt)
+    manual = -(pt * torch.log(ps) + 1.5 * (1 - pt) * torch.log(1 - ps)).mean()
+    assert torch.isclose(objectness_soft_loss(zs, zt), manual, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the distiller
+def test_plain_losses_equal_torchvisions_own_training_losses(scenes):
+    model = build_detector("frcnn-resnet20").train()
+    batch = scenes.batch(torch.arange(6))
+    torch.manual_seed(5)
+    ours = DetectionDistiller(model).train()(batch)
+    torch.manual_seed(5)
+    theirs = model(list(batch["inputs"]), targets_from_batch(batch["boxes"], batch["labels"]))
+    pairs = {"rpn_cls": "loss_objectness", "rpn_reg": "loss_rpn_box_reg", "rcn_cls": "loss_classifier", "rcn_reg": "loss_box_reg"}
+    for mine, tv in pairs.items():
+        assert torch.allclose(ours[mine], theirs[tv].detach(), rtol=1e-5, atol=1e-6), mine
+    assert torch.isclose(ours["loss"].detach(), sum(theirs.values()).detach(), rtol=1e-5)
+
+
+def test_chen2017_terms_train_the_student_and_adaptation_never_the_teacher(scenes):
+    student, teacher = build_detector("frcnn-resnet20"), build_detector("frcnn-resnet56")
+    module = DetectionDistiller(student, teacher, example_batch=scenes.batch(torch.arange(2))).train()
+    out = module(scenes.batch(torch.arange(6)))
+    assert set(module.part_names) | {"loss"} == set(out)
+    assert all(torch.isfinite(v) for v in out.values())
+    out["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert module.adaptation.conv.weight.grad is not None and student.backbone.conv1.weight.grad is not None
+    assert not any(k.startswith("_teacher") for k in module.state_dict())
+    assert not teacher.training
+
+
+def test_a_teacher_identical_to_the_student_bounds_nothing(scenes):
+    student = build_detector("frcnn-resnet20")
+    module = DetectionDistiller(student, copy.deepcopy(student), example_batch=scenes.batch(torch.arange(2))).train()
+    student.backbone.eval()  # BN on running statistics, as in the eval-mode teacher: identical outputs
+    out = module(scenes.batch(torch.arange(4)))
+    assert out["rpn_bounded"] == 0 and out["rcn_bounded"] == 0  # never worse than itself
+    assert out["rpn_soft"] > 0 and out["rcn_soft"] > 0  # the teacher's entropy
+
+
+def test_teacher_with_other_anchors_is_rejected(scenes):
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    teacher = build_detector("frcnn-resnet56", rpn_anchor_generator=AnchorGenerator(((16, 32),), ((1.0,),)))
+    with pytest.raises(ValueError, match="anchors"):
+        DetectionDistiller(build_detector("frcnn-resnet20"), teacher, example_batch=scenes.batch(torch.arange(2)))
+
+
+def test_evaluate_scores_a_perfect_detector_one_and_an_untrained_one_about_zero(scenes):
+    class Oracle(torch.nn.Module):
+        seen = 0
+
+        def forward(self, images):
+            i, Oracle.seen = Oracle.seen, Oracle.seen + len(images)
+            return [{**t, "scores": torch.ones(len(t["labels"]))}
+                    for t in targets_from_batch(scenes.boxes[i:i + len(images)], scenes.labels[i:i + len(images)])]
+
+    assert evaluate(Oracle(), scenes, batch_size=10)["bbox_mAP"] == 1.0
+    assert evaluate(build_detector("frcnn-resnet20"), scenes, batch_size=12)["bbox_mAP"] < 0.05
+
+
+# ---------------------------------------------------------------- training, resume, the zoo
+TINY = ["--train-count", "16", "--test-count", "8", "--set", "batch_size=8", "--set", "progress=false"]
+
+
+def test_training_resumes_exactly_and_the_run_loads_and_predicts_through_the_zoo(tmp_path, capsys):
+    import zoo
+    from safetensors.torch import load_file
+
+    from zoo.detection.adapter import ADAPTER
+    from zoo.detection.train import main
+
+    main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "whole"), *TINY, "--set", "epochs=2"])
+    with pytest.raises(SystemExit, match="--resume"):  # cut after 3 of 4 steps, then resumed
+        main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "cut"), *TINY, "--set", "epochs=2", "--set", "max_steps=3"])
+    main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "cut"), *TINY, "--set", "epochs=2", "--resume"])
+    whole, cut = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+
+    model = zoo.load(str(tmp_path / "whole"))
+    card = model.card
+    assert card.task == "detection" and card.architecture == "frcnn-resnet20" and card.method == "plain"
+    assert set(card.metrics) == {"bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAR_100"}
+    assert len(card.extra["history"]) == 2 and card.training.epochs == 2
+    assert ADAPTER.evaluate(model, card) == card.metrics  # the card's numbers are what eval measures
+    samples = ADAPTER.sample_inputs(card)
+    results = zoo.predict(model, [str(p) for p in samples])
+    assert len(results) == len(samples) and all(isinstance(r["detections"], list) for r in results)
+
+    main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "kd"), "--teacher", str(tmp_path / "whole"), *TINY,
+          "--set", "epochs=1"])
+    kd = zoo.card(str(tmp_path / "kd"))
+    assert kd.method == "chen2017" and kd.extra["chen2017"]["mu"] == 0.5
+    assert "hint" in (tmp_path / "kd" / "log.csv").read_text().splitlines()[0]
+
+
+def test_detection_predictions_carry_boxes_inside_the_image(tmp_path):
+    from zoo.detection.adapter import ADAPTER, DetectionPreprocessor
+
+    model = build_detector("frcnn-resnet20").eval()
+    with torch.no_grad():  # make every anchor an object and every RoI class 1, so something is found
+        model.rpn.head.cls_logits.bias.fill_(10.0)
+        model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([-10.0, 10.0] + [-10.0] * 9))
+    model.card = type("Card", (), {"labels": [f"c{i}" for i in range(10)]})()
+    model.preprocess = DetectionPreprocessor()
+    image = torch.randint(0, 256, (3, 120, 80), dtype=torch.uint8)
+    result = ADAPTER.predict(model, [image], top_k=5)[0]
+    assert 1 <= len(result["detections"]) <= 5
+    for d in result["detections"]:
+        x1, y1, x2, y2 = d["box"]
+        assert d["label"] == "c0" and d["score"] >= 0.5 and 0 <= x1 < x2 <= 80 and 0 <= y1 < y2 <= 120
+    with pytest.raises(ValueError, match="no inputs"):
+        DetectionPreprocessor()([])
