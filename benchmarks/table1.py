@@ -249,7 +249,8 @@ def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], t
     named, the teacher on the cards of the rows it taught."""
     import tempfile
 
-    from zoo.classification.publish import export_run, publish
+    from zoo.classification.publish import export_run
+    from zoo.publish import publish
     from zoo.recipes import recipe_dict
 
     per_seed: dict[str, dict[int, float]] = {}

@@ -176,6 +176,13 @@ def test_training_resumes_exactly_and_the_run_loads_and_predicts_through_the_zoo
     results = zoo.predict(model, [str(p) for p in samples])
     assert len(results) == len(samples) and all(isinstance(r["detections"], list) for r in results)
 
+    from zoo.publish import publish
+
+    shipped = publish(tmp_path / "whole", "frcnn-resnet20.unit", dest_root=tmp_path / "zoo", latency_batch_sizes=(1,))
+    assert shipped.metrics.keys() == card.metrics.keys() and shipped.extra["bbox_mAP_fp32"] == card.metrics["bbox_mAP"]
+    assert shipped.flops > 0 and shipped.latency_ms["cpu_bs1"] > 0 and shipped.params == card.params
+    assert zoo.load(str(tmp_path / "zoo" / "frcnn-resnet20.unit")).card.metrics == shipped.metrics
+
     main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "kd"), "--teacher", str(tmp_path / "whole"), *TINY,
           "--set", "epochs=1"])
     kd = zoo.card(str(tmp_path / "kd"))

@@ -1,0 +1,55 @@
+"""Publish a finished run (any task whose adapter can evaluate it) as a zoo checkpoint with a measured card."""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import hub
+from .metrics import count_flops, count_params, cpu_description, measure_latency
+from .registry import ModelCard
+from .tasks import get_adapter
+
+
+def measure_costs(model: nn.Module, input_size: tuple[int, ...], batch_sizes: tuple[int, ...] = (1, 32)) -> dict[str, Any]:
+    """Params, FLOPs per image and median CPU latency at each batch size, for a card."""
+    model = model.to("cpu").eval()
+    example = torch.randn(1, *input_size)
+    return {
+        "params": count_params(model),
+        "flops": count_flops(model, example),
+        "latency_ms": {f"cpu_bs{b}": round(measure_latency(model, torch.randn(b, *input_size)), 3) for b in batch_sizes},
+        "latency_env": cpu_description(),
+    }
+
+
+def publish(run_dir: str | os.PathLike, name: str, *, dest_root: str | os.PathLike | None = None,
+            aliases: list[str] | None = None, description: str = "", notes: str = "",
+            dtype: torch.dtype = torch.float16, data_root: str | None = None,
+            extra: dict[str, Any] | None = None, command: str | None = None,
+            latency_batch_sizes: tuple[int, ...] = (1, 32)) -> ModelCard:
+    """Re-save a run's checkpoint as ``dtype`` under ``dest_root/name`` (default: the bundled ``weights/``).
+
+    The card's metrics are measured again on the cast weights, exactly as ``zoo eval`` will load
+    them, and params, FLOPs and CPU latency are measured. ``command`` replaces the card's reproduce
+    command (default: the run's command followed by this ``zoo publish``).
+    """
+    card = hub.read_card(run_dir)
+    model = hub.load_dir(run_dir, card)
+    cast = model.to(dtype).float()  # the round trip the shipped weights go through
+    result = get_adapter(card.task).evaluate(cast, card, data_root=data_root)
+    costs = measure_costs(cast, tuple(card.preprocessing["input_size"]), latency_batch_sizes)
+    details = {k: result[k] for k in ("per_class", "confusion") if k in result}  # classification's breakdown
+    extra = {**card.extra, **details, **{f"{k}_fp32": v for k, v in card.metrics.items()}, **(extra or {})}
+    training = card.training
+    if training is not None:
+        training = replace(training, notes=notes or training.notes,
+                           command=command or training.command + f" && zoo publish {run_dir} --name {name}")
+    new = replace(card, name=name, aliases=aliases or [], metrics={k: round(result[k], 6) for k in card.metrics},
+                  description=description or card.description, training=training, extra=extra, **costs)
+    dest = Path(dest_root) if dest_root is not None else hub.bundled_dir()
+    return hub.save(cast, dest / name, new, dtype=dtype)
