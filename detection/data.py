@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from zoo.classification.data import FASHION_MNIST_CLASSES, load_fashion_mnist
+from zoo.classification.data import FASHION_MNIST_CLASSES, DataNotFoundError, load_fashion_mnist
 
 SCENES = "fmnist-scenes"
 SCENE_SIZE = 96
@@ -195,3 +195,98 @@ def load_scenes(split: str = "train", count: int | None = None, seed: int = 0, s
     if cache:
         atomic_write_bytes(path, save({"images": data.images, "boxes": data.boxes, "labels": data.labels}))
     return data
+
+
+def _resized(image, boxes: list[list[float]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A PIL image resized to ``size`` x ``size`` (uint8 (3, H, W)) and its boxes scaled with it."""
+    from zoo.tasks import read_image
+
+    width, height = image.size
+    pixels = read_image(image, 3, (size, size))
+    scale = torch.tensor([size / width, size / height, size / width, size / height])
+    return pixels, torch.tensor(boxes, dtype=torch.float).reshape(-1, 4) * scale
+
+
+def _stack(name: str, split: str, images: list[torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor],
+           classes: tuple[str, ...], source: str) -> DetectionDataset:
+    """Pad every image's boxes to the largest count (label 0) and build the dataset."""
+    if not images:
+        raise ValueError(f"{source}: no images with annotations")
+    k = max(1, max(len(b) for b in boxes))
+    padded_boxes = torch.zeros(len(images), k, 4)
+    padded_labels = torch.zeros(len(images), k, dtype=torch.long)
+    for i, (b, lab) in enumerate(zip(boxes, labels)):
+        padded_boxes[i, :len(b)], padded_labels[i, :len(lab)] = b, lab
+    return DetectionDataset(name, split, torch.stack(images), padded_boxes, padded_labels, classes, source,
+                            {"size": int(images[0].shape[-1]), "count": len(images)})
+
+
+def load_coco(annotation_file: str | os.PathLike, image_dir: str | os.PathLike, size: int = SCENE_SIZE,
+              split: str = "val", name: str = "coco") -> DetectionDataset:
+    """A COCO-format detection set (``instances_*.json`` + its image folder), read with pycocotools.
+
+    Images are resized to ``size`` x ``size`` (boxes scaled with them) and held in memory, so this suits
+    small sets or small sizes; crowd annotations are skipped. COCO's category ids map to labels 1..C in
+    id order, and the class names come from the file.
+    """
+    from PIL import Image
+
+    try:
+        from pycocotools.coco import COCO
+    except ImportError:
+        raise ImportError("COCO files are read with pycocotools: pip install 'kdzoo[detection]'") from None
+    if not Path(annotation_file).is_file():
+        raise DataNotFoundError(f"no COCO annotation file at {annotation_file}")
+    coco = COCO(str(annotation_file))
+    category_ids = sorted(coco.getCatIds())
+    label_of = {c: i + 1 for i, c in enumerate(category_ids)}
+    classes = tuple(coco.loadCats(c)[0]["name"] for c in category_ids)
+    images, boxes, labels = [], [], []
+    for info in coco.loadImgs(sorted(coco.getImgIds())):
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=info["id"], iscrowd=False)) if a["bbox"][2] > 0 and a["bbox"][3] > 0]
+        path = Path(image_dir) / info["file_name"]
+        if not path.is_file():
+            raise DataNotFoundError(f"{annotation_file} names {info['file_name']}, which is not in {image_dir}")
+        xyxy = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
+        pixels, scaled = _resized(Image.open(path), xyxy, size)
+        images.append(pixels)
+        boxes.append(scaled)
+        labels.append(torch.tensor([label_of[a["category_id"]] for a in anns], dtype=torch.long))
+    return _stack(name, split, images, boxes, labels, classes, str(annotation_file))
+
+
+def load_voc(directory: str | os.PathLike, size: int = SCENE_SIZE, classes: tuple[str, ...] | None = None,
+             split: str = "test", name: str = "voc") -> DetectionDataset:
+    """Pascal-VOC XML annotations (one ``.xml`` per image, as VOC's ``Annotations/`` or deepforest's data).
+
+    The image is the XML's ``<filename>`` beside it (or in a sibling ``JPEGImages/``). ``classes`` fixes
+    the label order; by default the names found, sorted. Images are resized as in `load_coco`.
+    """
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    files = sorted(Path(directory).glob("*.xml"))
+    if not files:
+        raise DataNotFoundError(f"no Pascal-VOC .xml annotation files in {directory}")
+    parsed = []
+    for f in files:
+        root = ET.parse(f).getroot()
+        objects = [(o.findtext("name").strip(), [float(o.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+                   for o in root.iter("object")]
+        parsed.append((f, root.findtext("filename"), objects))
+    names = classes or tuple(sorted({n for _, _, objs in parsed for n, _ in objs}))
+    images, boxes, labels = [], [], []
+    for f, filename, objects in parsed:
+        candidates = [f.parent / filename, f.parent.parent / "JPEGImages" / filename] if filename else []
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise DataNotFoundError(f"{f} names image {filename!r}, found neither beside it nor in ../JPEGImages")
+        unknown = {n for n, _ in objects} - set(names)
+        if unknown:
+            raise ValueError(f"{f}: classes {sorted(unknown)} are not among {names}")
+        pixels, scaled = _resized(Image.open(path), [b for _, b in objects], size)
+        images.append(pixels)
+        boxes.append(scaled)
+        labels.append(torch.tensor([names.index(n) + 1 for n, _ in objects], dtype=torch.long))
+    return _stack(name, split, images, boxes, labels, tuple(names), str(directory))

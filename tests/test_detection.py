@@ -207,3 +207,53 @@ def test_detection_predictions_carry_boxes_inside_the_image(tmp_path):
         assert d["label"] == "c0" and d["score"] >= 0.5 and 0 <= x1 < x2 <= 80 and 0 <= y1 < y2 <= 120
     with pytest.raises(ValueError, match="no inputs"):
         DetectionPreprocessor()([])
+
+
+# ---------------------------------------------------------------- standard formats
+def _write_scenes_as_files(scenes, folder, count=4):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(scenes.images[i].permute(1, 2, 0).numpy()).save(folder / f"img{i}.png")
+    return [(f"img{i}.png", [(b.tolist(), int(lab)) for b, lab in zip(scenes.boxes[i], scenes.labels[i]) if lab > 0])
+            for i in range(count)]
+
+
+def test_coco_json_round_trip_keeps_images_boxes_and_classes(scenes, tmp_path):
+    import json
+
+    from zoo.detection.data import load_coco
+
+    files = _write_scenes_as_files(scenes, tmp_path / "images")
+    images, annotations = [], []
+    for i, (name, objects) in enumerate(files):
+        images.append({"id": i + 1, "file_name": name, "width": 96, "height": 96})
+        for (x1, y1, x2, y2), lab in objects:
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 100 + lab, "iscrowd": 0,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+    categories = [{"id": 100 + c, "name": n} for c, n in enumerate(scenes.classes, 1)]
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    data = load_coco(tmp_path / "ann.json", tmp_path / "images", size=96)
+    assert data.classes == scenes.classes and torch.equal(data.images, scenes.images[:4])
+    for i in range(4):
+        real = scenes.labels[i] > 0
+        assert torch.equal(data.labels[i][data.labels[i] > 0], scenes.labels[i][real])
+        assert torch.allclose(data.boxes[i][data.labels[i] > 0], scenes.boxes[i][real])
+    half = load_coco(tmp_path / "ann.json", tmp_path / "images", size=48)  # resized with its boxes
+    assert torch.allclose(half.boxes, data.boxes / 2)
+
+
+def test_voc_xml_folder_loads_with_a_fixed_class_order(scenes, tmp_path):
+    from zoo.detection.data import load_voc
+
+    files = _write_scenes_as_files(scenes, tmp_path)
+    for name, objects in files:
+        objs = "".join(f"<object><name>{scenes.classes[lab - 1]}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+                       f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for b, lab in objects)
+        (tmp_path / name.replace(".png", ".xml")).write_text(f"<annotation><filename>{name}</filename>{objs}</annotation>")
+    data = load_voc(tmp_path, size=96, classes=scenes.classes)
+    assert torch.equal(data.images, scenes.images[:4])
+    assert torch.equal(data.labels[:, :scenes.labels.shape[1]], scenes.labels[:4, :data.labels.shape[1]])
+    with pytest.raises(FileNotFoundError, match="no Pascal-VOC"):
+        load_voc(tmp_path / "empty-nothing-here")
