@@ -46,7 +46,7 @@ class DetectionAdapter:
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
         """One dict per image: ``detections``, each ``{label, index, score, box}`` (box = x1, y1, x2, y2 in
         the image's pixels), best first, scoring at least 0.5; ``top_k`` > 1 keeps at most that many.
-        ``label`` and ``score`` repeat the best detection (None and 0.0 when nothing was found)."""
+        ``label``, ``index`` and ``score`` repeat the best detection (None, None, 0.0 when nothing was found)."""
         labels = ["background", *model.card.labels]
         results = []
         for found in model(model.preprocess(inputs)):
@@ -56,8 +56,9 @@ class DetectionAdapter:
                 boxes, scores, classes = boxes[:top_k], scores[:top_k], classes[:top_k]
             detections = [{"label": labels[c], "index": c, "score": round(s, 6), "box": [round(v, 2) for v in b]}
                           for b, s, c in zip(boxes.tolist(), scores.tolist(), classes.tolist())]
-            best = detections[0] if detections else {"label": None, "score": 0.0}
-            results.append({"label": best["label"], "score": best["score"], "detections": detections})
+            best = detections[0] if detections else {"label": None, "index": None, "score": 0.0}
+            results.append({"label": best["label"], "index": best["index"], "score": best["score"],
+                            "detections": detections})
         return results
 
     def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,

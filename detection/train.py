@@ -3,6 +3,7 @@
     python -m zoo.detection.train --arch frcnn-resnet56 --out runs/det/teacher
     python -m zoo.detection.train --arch frcnn-resnet20 --out runs/det/student
     python -m zoo.detection.train --arch frcnn-resnet20 --teacher runs/det/teacher --out runs/det/chen2017
+    torchrun --nproc_per_node 4 -m zoo.detection.train ...   # DDP, one process per GPU
 
 ``--teacher`` takes a finished run directory or a zoo name. The run resumes exactly with ``--resume``
 (`zoo.train.fit`), evaluates box mAP on the test scenes after every epoch, and ends by writing the
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from zoo import hub
+from zoo.distributed import init_from_env, is_main_process
 from zoo.metrics import count_params, hardware_description
 from zoo.registry import ModelCard, TeacherRef, TrainingRecord
 from zoo.train import TrainConfig, config_from_overrides, fit
@@ -52,8 +54,11 @@ def load_teacher(ref: str | nn.Module) -> nn.Module:
 def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module | None = None,
                    cfg: TrainConfig = DEFAULTS, train_count: int | None = None, test_count: int | None = None,
                    resume: bool = False, device: str | torch.device = "cpu", command: str = "",
-                   chen: dict[str, float] | None = None) -> ModelCard:
-    """Train ``arch`` on the scenes (distilled from ``teacher`` when given) and export it to ``out_dir``."""
+                   chen: dict[str, float] | None = None) -> ModelCard | None:
+    """Train ``arch`` on the scenes (distilled from ``teacher`` when given) and export it to ``out_dir``.
+
+    Under ``torchrun`` every process trains its share of each batch (DDP); rank 0 exports and returns the
+    card, the others return None."""
     if arch not in BACKBONE_DEPTHS:
         raise ValueError(f"unknown detection architecture {arch!r}; known: {', '.join(BACKBONE_DEPTHS)}")
     out = Path(out_dir)
@@ -64,12 +69,17 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
     teacher_model = load_teacher(teacher) if teacher is not None else None
     weights = {**CHEN_2017, **(chen or {})}
     module = DetectionDistiller(student, teacher_model, example_batch=train.batch(torch.arange(4)), **weights)
+    _, world, own_device = init_from_env()  # under torchrun: join the group, one device per process
+    if world > 1 and own_device is not None:
+        device = own_device
     device = torch.device(device)
     started = time.perf_counter()
     result = fit(module, train, cfg, out, evaluate=lambda: evaluate(student, test, device=device), resume=resume,
                  device=device)
     if not result.finished:
         raise SystemExit(f"stopped at step {result.step} of {result.total_steps}; continue with --resume")
+    if not is_main_process():
+        return None
     return export_run(student, train, test, out, cfg=cfg, history=result.history, teacher=teacher_model,
                       chen=weights if teacher_model is not None else None, command=command,
                       wall_time_s=time.perf_counter() - started, device=device)
@@ -120,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     card = train_detector(args.arch, args.out, teacher=args.teacher, cfg=cfg, train_count=args.train_count,
                           test_count=args.test_count, resume=args.resume, device=args.device,
                           command="python -m zoo.detection.train " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(f"{card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()) + f" -> {args.out}")
+    if card is not None:
+        print(f"{card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()) + f" -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -257,3 +257,20 @@ def test_voc_xml_folder_loads_with_a_fixed_class_order(scenes, tmp_path):
     assert torch.equal(data.labels[:, :scenes.labels.shape[1]], scenes.labels[:4, :data.labels.shape[1]])
     with pytest.raises(FileNotFoundError, match="no Pascal-VOC"):
         load_voc(tmp_path / "empty-nothing-here")
+
+
+def test_detection_training_runs_under_torchrun(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import zoo
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "zoo.detection.train", "--arch", "frcnn-resnet20", "--out", str(tmp_path / "ddp"),
+                          *TINY, "--set", "epochs=1"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("frcnn-resnet20.fmnist-scenes:") == 1  # rank 0 alone exports and reports
+    assert zoo.card(str(tmp_path / "ddp")).training.epochs == 1
