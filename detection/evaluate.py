@@ -17,7 +17,8 @@ def evaluate(model: nn.Module, data: DetectionDataset, batch_size: int = 64, dev
         from torchmetrics.detection import MeanAveragePrecision
     except ImportError:
         raise ImportError("detection metrics need torchmetrics and pycocotools: pip install 'kdzoo[detection]'") from None
-    metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy")
+    # sync_on_compute=False: under torchrun only rank 0 evaluates, so there is nobody to gather from
+    metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", sync_on_compute=False)
     was_training = model.training
     model.eval().to(device)
     try:
