@@ -274,3 +274,24 @@ def test_detection_training_runs_under_torchrun(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("frcnn-resnet20.fmnist-scenes:") == 1  # rank 0 alone exports and reports
     assert zoo.card(str(tmp_path / "ddp")).training.epochs == 1
+
+
+def test_detection_benchmark_trains_three_runs_resumably_and_writes_its_table(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "detection_kd.py"
+    spec = importlib.util.spec_from_file_location("detection_kd", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), *TINY, "--set", "epochs=1"]
+    bench.main(args)
+    md = (tmp_path / "res" / "detection-fmnist-scenes.md").read_text()
+    assert md.count("| student (ResNet-20)") == 2 and "teacher (ResNet-56)" in md and "points" in md
+    results = json.loads((tmp_path / "res" / "detection-fmnist-scenes.json").read_text())
+    assert results["rows"]["chen2017"]["method"] == "chen2017" and results["rows"]["teacher"]["params"] > results["rows"]["student"]["params"]
+    stamp = (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime_ns
+    bench.main(args)  # finished runs are skipped, the table written again from their cards
+    assert (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (tmp_path / "res" / "detection-fmnist-scenes.md").read_text() == md
