@@ -22,7 +22,6 @@ from typing import Any
 from zoo import hub
 from zoo.detection.train import DEFAULTS, train_detector
 from zoo.io import atomic_write_text
-from zoo.metrics import hardware_description
 from zoo.train import STATE_FILE, config_from_overrides
 
 RUNS = (("teacher", "frcnn-resnet56", None), ("student", "frcnn-resnet20", None), ("chen2017", "frcnn-resnet20", "teacher"))
@@ -44,10 +43,10 @@ def run_all(out: Path, settings: dict[str, Any], train_count: int | None, test_c
         card = hub.read_card(run_dir)
         rows[role] = {"architecture": card.architecture, "method": card.method, "params": card.params,
                       "metrics": card.metrics, "wall_time_s": card.training.wall_time_s,
+                      "hardware": card.training.hardware,
                       "history": card.extra.get("history", []), "run": str(run_dir)}
     return {"dataset": card.dataset, "rows": rows, "settings": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "seed")},
-            "data": hub.read_card(out / "student").extra.get("data"), "hardware": hardware_description("cpu"),
-            "command": command}
+            "data": hub.read_card(out / "student").extra.get("data"), "command": command}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -62,8 +61,8 @@ def markdown(results: dict[str, Any]) -> str:
     s, d = results["settings"], results["data"] or {}
     lines += ["", f"Distillation changes the student's box mAP by {gain:+.2f} points. "
               f"{s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']}, seed {s['seed']}; "
-              f"{d.get('train', {}).get('count', '?')} train / {d.get('test', {}).get('count', '?')} test scenes; "
-              f"{results['hardware']}."]
+              f"{d.get('train', {}).get('count', '?')} train / {d.get('test', {}).get('count', '?')} test scenes. "
+              "Hardware: " + "; ".join(f"{r} on {rows[r]['hardware']}" for r in rows) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -295,3 +295,25 @@ def test_detection_benchmark_trains_three_runs_resumably_and_writes_its_table(tm
     bench.main(args)  # finished runs are skipped, the table written again from their cards
     assert (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime_ns == stamp
     assert (tmp_path / "res" / "detection-fmnist-scenes.md").read_text() == md
+
+
+def test_the_committed_detection_results_are_in_the_readme_and_match_the_bundled_cards():
+    import json
+    from pathlib import Path
+
+    import zoo
+
+    root = Path(__file__).parents[1]
+    md = (root / "benchmarks" / "results" / "detection-fmnist-scenes.md").read_text(encoding="utf-8")
+    assert md.strip() in (root / "README.md").read_text(encoding="utf-8"), "stale: copy the results .md into README.md"
+    results = json.loads((root / "benchmarks" / "results" / "detection-fmnist-scenes.json").read_text(encoding="utf-8"))
+    names = {"teacher": "frcnn-resnet56.fmnist-scenes", "student": "frcnn-resnet20.fmnist-scenes",
+             "chen2017": "frcnn-resnet20-chen2017.fmnist-scenes"}
+    for role, name in names.items():
+        card = zoo.card(name)
+        row = results["rows"][role]
+        assert card.method == row["method"] and card.params == row["params"]
+        assert card.extra["bbox_mAP_fp32"] == row["metrics"]["bbox_mAP"]  # shipped from that very run
+        assert abs(card.metrics["bbox_mAP"] - row["metrics"]["bbox_mAP"]) < 0.003  # fp16 cast, re-measured
+    kd = zoo.card(names["chen2017"])
+    assert kd.teacher.name == names["teacher"] and kd.extra["chen2017"]["gamma"] == 0.5

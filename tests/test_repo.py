@@ -17,10 +17,11 @@ from zoo.registry import TASK_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = hub.discover_bundled()
-EXPECTED = {"resnet20.fmnist", "resnet32.fmnist", "resnet56.fmnist", "tinybert-kd"}
+EXPECTED = {"resnet20.fmnist", "resnet32.fmnist", "resnet56.fmnist", "tinybert-kd", "frcnn-resnet56.fmnist-scenes",
+            "frcnn-resnet20.fmnist-scenes", "frcnn-resnet20-chen2017.fmnist-scenes"}
 
 
-def test_the_bundled_zoo_has_the_fashion_mnist_resnets_and_tinybert():
+def test_the_bundled_zoo_has_the_fashion_mnist_resnets_tinybert_and_the_detectors():
     assert EXPECTED <= {c.name for c in BUNDLED}
 
 
@@ -92,11 +93,13 @@ def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
     code = ("import zoo, zoo.classification, zoo.classification.adapter; "
             "print(zoo.__file__); print(len(zoo.list_models())); "
             "print(zoo.predict('resnet20.fmnist')[0]['label']); "
-            "print(zoo.predict('tinybert-kd', ['a small domesticated carnivore'])[0]['label'])")
+            "print(zoo.predict('tinybert-kd', ['a small domesticated carnivore'])[0]['label']); "
+            "print(len(zoo.predict('frcnn-resnet20.fmnist-scenes')))")
     out = _run([str(py), "-c", code], cwd=tmp_path).split("\n")
     assert out[0].startswith(str(venv))
     assert int(out[1]) >= 3
     assert out[2] and out[3].startswith(("noun.", "verb.", "adj.", "adv."))
+    assert int(out[4]) == 4  # the detection samples travel in the wheel
 
 
 def test_readme_names_every_recipe():
