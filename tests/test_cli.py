@@ -29,8 +29,10 @@ def test_list_json_schema(capsys):
 
 
 def test_list_filters(capsys):
-    code, data = run_json(capsys, "list", "--task", "detection", "--json")
+    code, data = run_json(capsys, "list", "--task", "segmentation", "--json")
     assert code == 0 and data["models"] == []
+    code, data = run_json(capsys, "list", "--task", "detection", "--json")
+    assert code == 0 and data["models"] and all(m["task"] == "detection" for m in data["models"])
     cli.main(["list", "--task", "classification"])
     assert STUDENT in capsys.readouterr().out
 
