@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import label_predictions, read_image
+from zoo.tasks import bundled_samples, label_predictions, read_image
 
 from .data import load_dataset
 from .evaluate import evaluate
@@ -64,11 +64,7 @@ class ClassificationAdapter:
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:
         """The bundled example images of the card's dataset (the default input of `zoo predict`)."""
-        folder = SAMPLES_DIR / card.dataset
-        files = sorted(folder.glob("*.png")) if folder.is_dir() else []
-        if not files:
-            raise FileNotFoundError(f"no bundled sample images for dataset {card.dataset!r}; pass input files")
-        return files
+        return bundled_samples(SAMPLES_DIR, card.dataset)
 
 
 ADAPTER = ClassificationAdapter()

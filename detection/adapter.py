@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import read_image
+from zoo.tasks import bundled_samples, read_image
 
 from .data import SCENE_COUNTS, SCENES, load_scenes
 from .evaluate import evaluate
@@ -72,11 +72,7 @@ class DetectionAdapter:
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:
         """Bundled test scenes of the card's dataset (the default input of `zoo predict`)."""
-        folder = SAMPLES_DIR / card.dataset
-        files = sorted(folder.glob("*.png")) if folder.is_dir() else []
-        if not files:
-            raise FileNotFoundError(f"no bundled sample images for dataset {card.dataset!r}; pass input files")
-        return files
+        return bundled_samples(SAMPLES_DIR, card.dataset)
 
 
 ADAPTER = DetectionAdapter()

@@ -38,8 +38,9 @@ class DetectionDistiller(nn.Module):
     (frozen, eval-mode) teacher with the same anchors and feature stride is given."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, example_batch: dict[str, Any] | None = None,
-                 mu: float = 0.5, nu: float = 0.5, lam: float = 1.0, gamma: float = 0.5, margin: float = 0.0,
-                 background_weight: float = BACKGROUND_WEIGHT) -> None:
+                 mu: float = CHEN_2017["mu"], nu: float = CHEN_2017["nu"], lam: float = CHEN_2017["lam"],
+                 gamma: float = CHEN_2017["gamma"], margin: float = CHEN_2017["margin"],
+                 background_weight: float = CHEN_2017["background_weight"]) -> None:
         super().__init__()
         if not 0.0 <= mu <= 1.0:
             raise ValueError(f"mu weighs the hard against the soft loss and must be in [0, 1], got {mu}")

@@ -123,12 +123,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training setting, e.g. --set epochs=12 (see zoo.train.TrainConfig)")
+    parser.add_argument("--chen", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"a Chen et al. 2017 weight, e.g. --chen gamma=1 (defaults: {CHEN_2017})")
     args = parser.parse_args(argv)
     from zoo.cli import parse_overrides
 
     cfg = config_from_overrides(DEFAULTS, parse_overrides(args.set))
+    chen = parse_overrides(args.chen)
+    if set(chen) - set(CHEN_2017):
+        parser.error(f"unknown --chen key(s) {sorted(set(chen) - set(CHEN_2017))}; known: {', '.join(CHEN_2017)}")
+    if chen and not args.teacher:
+        parser.error("--chen sets distillation weights and needs --teacher")
     card = train_detector(args.arch, args.out, teacher=args.teacher, cfg=cfg, train_count=args.train_count,
-                          test_count=args.test_count, resume=args.resume, device=args.device,
+                          test_count=args.test_count, resume=args.resume, device=args.device, chen=chen,
                           command="python -m zoo.detection.train " + shlex.join(sys.argv[1:] if argv is None else argv))
     if card is not None:
         print(f"{card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()) + f" -> {args.out}")

@@ -187,6 +187,9 @@ def test_training_resumes_exactly_and_the_run_loads_and_predicts_through_the_zoo
           "--set", "epochs=1"])
     kd = zoo.card(str(tmp_path / "kd"))
     assert kd.method == "chen2017" and kd.extra["chen2017"]["mu"] == 0.5
+    with pytest.raises(SystemExit):  # an unknown weight is refused before any training
+        main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "bad"), "--teacher", str(tmp_path / "whole"),
+              "--chen", "tau=2", *TINY])
     assert "hint" in (tmp_path / "kd" / "log.csv").read_text().splitlines()[0]
 
 

@@ -85,3 +85,12 @@ def read_image(item: Any, channels: int = 3, size: tuple[int, int] | None = None
     arr = np.asarray(item, dtype=np.uint8)
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def bundled_samples(samples_dir: Path, dataset: str) -> list[Path]:
+    """The example images an adapter ships for ``dataset`` (``samples_dir/dataset/*.png``), sorted."""
+    folder = samples_dir / dataset
+    files = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no bundled sample images for dataset {dataset!r}; pass input files")
+    return files
