@@ -33,20 +33,21 @@ def run_all(out: Path, settings: dict[str, Any], train_count: int | None, test_c
             command: str) -> dict[str, Any]:
     """Train (or resume, or skip) each run; return the exported cards' numbers."""
     cfg = config_from_overrides(DEFAULTS, settings)
-    rows = {}
+    rows, cards = {}, {}
     for role, arch, teacher in RUNS:
         run_dir = out / role
         if not (run_dir / hub.CARD_FILE).exists():
             train_detector(arch, run_dir, teacher=str(out / teacher) if teacher else None, cfg=cfg,
                            train_count=train_count, test_count=test_count, resume=(run_dir / STATE_FILE).exists(),
                            command=command)
-        card = hub.read_card(run_dir)
+        card = cards[role] = hub.read_card(run_dir)
         rows[role] = {"architecture": card.architecture, "method": card.method, "params": card.params,
                       "metrics": card.metrics, "wall_time_s": card.training.wall_time_s,
                       "hardware": card.training.hardware,
                       "history": card.extra.get("history", []), "run": str(run_dir)}
-    return {"dataset": card.dataset, "rows": rows, "settings": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "seed")},
-            "data": hub.read_card(out / "student").extra.get("data"), "command": command}
+    return {"dataset": cards["student"].dataset, "rows": rows,
+            "settings": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "seed")},
+            "data": cards["student"].extra.get("data"), "command": command}
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -174,8 +174,9 @@ def _scene_meta(split: str, count: int, seed: int, size: int) -> dict:
 
 
 def scenes_cache_path(split: str, count: int, seed: int, size: int) -> Path:
-    home = Path(os.environ.get("KDZOO_HOME", Path.home() / ".cache" / "kdzoo"))
-    return home / "data" / SCENES / f"{split}-n{count}-s{seed}-{size}px.safetensors"
+    from zoo.hub import cache_dir
+
+    return cache_dir() / "data" / SCENES / f"{split}-n{count}-s{seed}-{size}px.safetensors"
 
 
 def load_scenes(split: str = "train", count: int | None = None, seed: int = 0, size: int = SCENE_SIZE,

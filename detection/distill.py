@@ -60,7 +60,7 @@ class DetectionDistiller(nn.Module):
             was_training = student.training
             student.eval()  # the probe must not move the student's BatchNorm statistics
             with torch.no_grad():
-                images = self._normalise(student, example_batch["inputs"])
+                images = student.transform.normalize(example_batch["inputs"])  # broadcasts over the batch
                 s_shape = student.backbone(images).shape
                 t_shape = teacher.backbone(images).shape
             student.train(was_training)
@@ -89,11 +89,6 @@ class DetectionDistiller(nn.Module):
         if self.teacher is not None:
             self.teacher._apply(fn, recurse)
         return self
-
-    @staticmethod
-    def _normalise(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        return model.transform.normalize(images) if images.dim() == 3 else torch.stack(
-            [model.transform.normalize(im) for im in images])
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         from torchvision.models.detection.roi_heads import fastrcnn_loss
