@@ -36,11 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save
 
 from zoo.classification.data import ImageDataset, load_dataset
-from zoo.classification.models import build_model
+from zoo.classification.models import load_weights, save_weights
 from zoo.classification.pack import PackMember, distill_pack
 from zoo.io import atomic_write, atomic_write_text
 from zoo.metrics import hardware_description
@@ -93,19 +91,6 @@ def jobs(seeds: list[int], pretrained_teacher: bool = False) -> list[dict[str, A
     return out
 
 
-def save_model(model: torch.nn.Module, path: Path) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda f: f.write(save(state, metadata={"config": json.dumps(model.config)})))
-
-
-def load_model(path: Path) -> torch.nn.Module:
-    with safe_open(str(path), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-    model = build_model(f"resnet{config.pop('depth')}", **config)
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
-
-
 def run_job(job: dict[str, Any], out: Path, train: ImageDataset, test: ImageDataset, cfg: TrainConfig,
             device: str | None, deadline: float | None) -> dict[str, Any] | None:
     """Train (or resume) one job; returns its result, or None when it stopped at the deadline."""
@@ -113,7 +98,7 @@ def run_job(job: dict[str, Any], out: Path, train: ImageDataset, test: ImageData
     result_path = job_dir / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    teachers = [load_model(out / "models" / f"{name}.safetensors") for name in job["teachers"]]
+    teachers = [load_weights(out / "models" / f"{name}.safetensors") for name in job["teachers"]]
     job_cfg = TrainConfig(**{**asdict(cfg), "seed": job["seed"]})
     t0 = time.perf_counter()
     res = distill_pack(job["members"], teachers, train, test, job_cfg, job_dir,
@@ -126,7 +111,7 @@ def run_job(job: dict[str, Any], out: Path, train: ImageDataset, test: ImageData
         print(f"{job['name']}: stopped at step {res.step}/{res.total_steps} (time budget); rerun to resume", flush=True)
         return None
     for name, students in res.students.items():
-        save_model(students[0], out / "models" / f"{name}-s{job['seed']}.safetensors")
+        save_weights(students[0], out / "models" / f"{name}-s{job['seed']}.safetensors")
     result = {"job": job["name"], "seed": job["seed"], "top1": res.top1, "steps": res.total_steps,
               "wall_seconds": round(wall, 1), "teachers": job["teachers"], "hardware": hardware_description(device)}
     atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
@@ -263,7 +248,7 @@ def publish_models(out: Path, results: list[dict[str, Any]], names: list[str], t
         if not seeds:
             raise SystemExit(f"--publish {method}: no finished run of it in {out}")
         seed = max(seeds, key=seeds.get)
-        model = load_model(out / "models" / f"{method}-s{seed}.safetensors")
+        model = load_weights(out / "models" / f"{method}-s{seed}.safetensors")
         values = list(seeds.values())
         row = {"method": method, "mean": round(statistics.mean(values), 2),
                "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "runs": len(values),
@@ -365,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--teacher {args.teacher}: not a CIFAR-style ResNet of the zoo")
         teacher_file = out / "models" / f"{PRETRAINED}.safetensors"
         if not teacher_file.exists():
-            save_model(pretrained.float(), teacher_file)
+            save_weights(pretrained.float(), teacher_file)
         notes["altkd"] = f"3 teachers ({pretrained.card.name} + ResNet-56 seeds 1-2)"
     subset = f", first {len(train)} training images" if args.train_subset else ""
     meta = {"dataset": args.dataset, "hardware": hardware_description(args.device), "config": run_config,

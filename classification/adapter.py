@@ -66,5 +66,12 @@ class ClassificationAdapter:
         """The bundled example images of the card's dataset (the default input of `zoo predict`)."""
         return bundled_samples(SAMPLES_DIR, card.dataset)
 
+    @property
+    def protocol(self) -> Any:
+        """The twin protocol's task plug-in (`zoo.protocol.ProtocolTask`)."""
+        from .protocol import PROTOCOL
+
+        return PROTOCOL
+
 
 ADAPTER = ClassificationAdapter()

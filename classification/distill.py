@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -35,6 +36,13 @@ def _load_teachers(teachers: list[str | nn.Module], dataset: str) -> list[nn.Mod
     return loaded
 
 
+def _teacher_id(teacher: str | os.PathLike | nn.Module) -> str:
+    """How a run records its teacher: the zoo name or folder as given, or a module's weights fingerprint."""
+    if isinstance(teacher, nn.Module):
+        return f"module:{weights_fingerprint(teacher)}"
+    return str(teacher)
+
+
 def _teacher_ref(model: nn.Module) -> dict[str, Any]:
     card = getattr(model, "card", None)
     return {"name": card.name if card else type(model).__name__,
@@ -64,7 +72,8 @@ def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: Imag
     students = build_students(recipe, arch, train, cfg.seed)
     example = train.batch(torch.arange(min(8, len(train))))
     cache = _teacher_cache(teachers, train, cfg, device) if cfg.teacher_cache and teachers else None
-    distiller = Distiller(students, teachers, recipe, example, num_examples=len(train), teacher_cache=cache)
+    distiller = Distiller(students, teachers, recipe, example, num_examples=len(train),
+                          example_labels=train.labels, teacher_cache=cache)
 
     def epoch_eval() -> dict[str, float]:
         scores = [evaluate(s, test, batch_size=eval_batch_size, device=device)["top1"] for s in deployable(students)]
@@ -116,7 +125,7 @@ def distill_classifier(
     recipe: str | Recipe,
     teacher: str | nn.Module | list[str | nn.Module] | None,
     student: str,
-    dataset: str = "fashion-mnist",
+    dataset: str | None = None,
     out_dir: str | os.PathLike = "runs/distill",
     settings: dict[str, Any] | None = None,
     *,
@@ -131,16 +140,39 @@ def distill_classifier(
     """Distil ``student`` (an architecture name) from ``teacher`` (zoo names, folders or models) with ``recipe``.
 
     ``settings`` are ``--set`` overrides (training settings, recipe fields, ``T``, ``TERM.FIELD``).
-    ``data`` = (train, test) datasets replaces loading ``dataset`` by name (your own data).
+    ``dataset`` defaults to fashion-mnist; ``data`` = (train, test) datasets replaces loading it by name
+    (your own data). With ``resume`` the run in ``out_dir`` continues with the settings it was started
+    with; ``dataset``, ``train_subset`` and the teachers default to the run's, and a setting or identity
+    that differs from the run's is refused unless it may change on resume (`zoo.runs`).
     Returns the (first) student in eval mode on the CPU and an ``info`` dict for its card. With a
     teacher-assistant recipe (TAKD) the assistant is distilled first into ``out_dir/assistant``.
     """
+    from zoo import runs
+
+    teachers_in = [] if teacher is None else teacher if isinstance(teacher, list) else [teacher]
+    if not resume:
+        dataset = dataset or "fashion-mnist"
+    identity = {"task": "classification", "recipe": recipe if isinstance(recipe, str) else recipe_dict(recipe),
+                "student": student, "teachers": [_teacher_id(t) for t in teachers_in] or None,
+                "dataset": dataset if data is None else f"{data[0].name} ({len(data[0])} training examples, given)",
+                "train_subset": train_subset}
+    identity, settings = runs.resolve(out_dir, identity, dict(settings or {}), resume)
+    if not teachers_in and identity.get("teachers"):  # resumed without --teacher: the run's own
+        if any(t.startswith("module:") for t in identity["teachers"]):
+            raise ValueError("--resume: this run distils from teacher modules given in code; pass them again")
+        teachers_in = list(identity["teachers"])
+    dataset = identity.get("dataset") or dataset or "fashion-mnist"
+    train_subset = identity.get("train_subset")
     base = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if base.task != "classification":
         raise ValueError(f"recipe {base.name!r} is for {base.task} models (see python -m zoo.nlp.pipeline), "
                          "not for image classifiers")
-    recipe_obj, cfg = override(base, TrainConfig(), dict(settings or {}))
-    teachers_in = [] if teacher is None else teacher if isinstance(teacher, list) else [teacher]
+    recipe_obj, cfg = override(base, TrainConfig(), settings)
+    effective = {"recipe": recipe_dict(recipe_obj)}
+    runs.check_effective(out_dir, effective, resume)
+    if resume:  # refuse other training settings before anything is written
+        for stage_dir in (Path(out_dir), Path(out_dir) / "assistant"):
+            runs.check_checkpoint_config(stage_dir / STATE_FILE, cfg)
     if recipe_obj.teachers == 0 and teachers_in:
         raise ValueError(f"recipe {recipe_obj.name!r} is online distillation and takes no teacher")
     if recipe_obj.teachers and len(teachers_in) != recipe_obj.teachers:
@@ -155,6 +187,10 @@ def distill_classifier(
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teachers = _load_teachers(teachers_in, train.name)
     teacher_refs = [_teacher_ref(t) for t in teachers]
+    from zoo.distributed import is_main_process
+
+    if is_main_process():
+        runs.commit(out_dir, identity, settings, effective)
     out = Path(out_dir)
     chain: list[dict[str, Any]] = []
     if recipe_obj.assistant:
@@ -178,12 +214,37 @@ def distill_classifier(
         "finished": result.finished, "step": result.step, "total_steps": result.total_steps,
         "history": result.history, "train_config": asdict(cfg), "dataset": train, "test": test, "device": str(dev),
         "recipe": recipe_dict(recipe_obj), "teachers": teacher_refs, "assistant_chain": chain,
-        "cohort": students,
+        "cohort": students, "command": reproduce_command(identity, settings, out),
     }
     return students[0], info
 
 
-def train_classifier(arch: str, dataset: str = "fashion-mnist", out_dir: str | os.PathLike = "runs/classifier",
-                     cfg: TrainConfig | None = None, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``arch`` from scratch with cross-entropy only: the ``plain`` recipe through the same trainer."""
-    return distill_classifier("plain", None, arch, dataset, out_dir, asdict(cfg or TrainConfig()), **kwargs)
+def reproduce_command(identity: dict[str, Any], settings: dict[str, Any], out: str | os.PathLike) -> str:
+    """The ``zoo train|distill classification ...`` command that runs this run from the start (the whole
+    run's settings, as `zoo.runs` records them; ``max_steps`` and ``progress`` left out)."""
+    import shlex
+
+    from zoo.runs import PER_CALL
+
+    plain = identity["recipe"] == "plain"
+    argv = ["zoo", "train" if plain else "distill", "classification"]
+    argv += ["--arch", identity["student"]] if plain else ["--recipe", str(identity["recipe"]), "--student", identity["student"]]
+    argv += ["--dataset", str(identity["dataset"]), "--out", str(out)]
+    argv += [a for t in identity.get("teachers") or [] for a in ("--teacher", t)]
+    if identity.get("train_subset"):
+        argv += ["--train-subset", str(identity["train_subset"])]
+    argv += [a for k, v in settings.items() if k not in PER_CALL
+             for a in ("--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}")]
+    return shlex.join(argv)
+
+
+def train_classifier(arch: str, dataset: str | None = None, out_dir: str | os.PathLike = "runs/classifier",
+                     cfg: TrainConfig | None = None, settings: dict[str, Any] | None = None,
+                     **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``arch`` from scratch with cross-entropy only: the ``plain`` recipe through the same trainer.
+
+    Give either ``settings`` (only what differs from the defaults) or a whole ``cfg``."""
+    if cfg is not None and settings is not None:
+        raise ValueError("give either cfg or settings")
+    return distill_classifier("plain", None, arch, dataset, out_dir,
+                              asdict(cfg) if cfg is not None else settings, **kwargs)

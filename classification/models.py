@@ -12,6 +12,7 @@ so that taps can address them by path.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -134,3 +135,32 @@ def build_model(arch: str, **config) -> nn.Module:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}") from None
     config.pop("depth", None)
     return builder(**config)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write a run's model (fp32 safetensors, its builder ``config`` in the metadata) atomically.
+
+    The format of intermediate run files (students of a seed, teachers of a table); zoo entries are
+    checkpoint folders with a card (`zoo.hub.save`)."""
+    import json
+
+    from safetensors.torch import save
+
+    from zoo.io import atomic_write
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda f: f.write(save(state, metadata={"config": json.dumps(model.config)})))
+
+
+def load_weights(path: str | os.PathLike) -> nn.Module:
+    """The model a `save_weights` file holds, in eval mode."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        config = json.loads(f.metadata()["config"])
+    model = build_model(f"resnet{config.pop('depth')}", **config)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()

@@ -94,7 +94,7 @@ def distill_pack(members: Sequence[PackMember], teachers: Sequence[nn.Module], t
         recipe = _member_recipe(member, cfg, len(teachers))
         cohorts[member.name] = build_students(recipe, member.student, train, cfg.seed)
         distillers[member.name] = Distiller(cohorts[member.name], [teachers[i] for i in member.teachers], recipe,
-                                            example, num_examples=len(train))
+                                            example, num_examples=len(train), example_labels=train.labels)
     pack = DistillerPack(distillers)
 
     def scores() -> dict[str, list[float]]:

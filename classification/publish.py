@@ -55,7 +55,8 @@ def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLik
             hardware=info.get("hardware") or hardware_description(info["device"]),
             epochs=cfg["epochs"],
             seeds=[cfg["seed"]],
-            wall_time_s=float(info.get("wall_time_s", history[-1]["seconds"] if history else 0.0)),
+            wall_time_s=float(info["wall_time_s"] if "wall_time_s" in info
+                              else history[-1]["seconds"] if history else 0.0),
             date=_dt.date.today().isoformat(),
             config=cfg,
         ),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import shlex
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -126,17 +125,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chen", action="append", default=[], metavar="KEY=VALUE",
                         help=f"a Chen et al. 2017 weight, e.g. --chen gamma=1 (defaults: {CHEN_2017})")
     args = parser.parse_args(argv)
+    from zoo import runs
     from zoo.cli import parse_overrides
+    from zoo.train import STATE_FILE
 
-    cfg = config_from_overrides(DEFAULTS, parse_overrides(args.set))
     chen = parse_overrides(args.chen)
     if set(chen) - set(CHEN_2017):
         parser.error(f"unknown --chen key(s) {sorted(set(chen) - set(CHEN_2017))}; known: {', '.join(CHEN_2017)}")
-    if chen and not args.teacher:
+    # --resume continues the run as it was started (zoo.runs): its identity, --set and --chen settings
+    identity = {"task": "detection", "arch": args.arch, "teacher": args.teacher, "train_count": args.train_count,
+                "test_count": args.test_count}
+    settings = {**parse_overrides(args.set), **{f"chen.{k}": v for k, v in chen.items()}}
+    try:
+        identity, settings = runs.resolve(args.out, identity, settings, args.resume)
+        chen = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("chen.")}
+        cfg = config_from_overrides(DEFAULTS, {k: v for k, v in settings.items() if not k.startswith("chen.")})
+        if args.resume:
+            runs.check_checkpoint_config(Path(args.out) / STATE_FILE, cfg)
+    except ValueError as e:
+        parser.error(str(e))
+    if chen and not identity.get("teacher"):
         parser.error("--chen sets distillation weights and needs --teacher")
-    card = train_detector(args.arch, args.out, teacher=args.teacher, cfg=cfg, train_count=args.train_count,
-                          test_count=args.test_count, resume=args.resume, device=args.device, chen=chen,
-                          command="python -m zoo.detection.train " + shlex.join(sys.argv[1:] if argv is None else argv))
+    if is_main_process():
+        runs.commit(args.out, identity, settings, {"chen2017": {**CHEN_2017, **chen}} if identity.get("teacher") else {})
+    command = ["python", "-m", "zoo.detection.train", "--arch", identity["arch"], "--out", str(args.out)]
+    command += [a for k in ("teacher", "train_count", "test_count") if identity.get(k) is not None
+                for a in (f"--{k.replace('_', '-')}", str(identity[k]))]
+    command += [a for k, v in settings.items() if k not in runs.PER_CALL
+                for a in (("--chen", f"{k[5:]}={v}") if k.startswith("chen.") else ("--set", f"{k}={v}"))]
+    card = train_detector(identity["arch"], args.out, teacher=identity.get("teacher"), cfg=cfg,
+                          train_count=identity.get("train_count"), test_count=identity.get("test_count"),
+                          resume=args.resume, device=args.device, chen=chen, command=shlex.join(command))
     if card is not None:
         print(f"{card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()) + f" -> {args.out}")
 

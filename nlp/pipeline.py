@@ -183,6 +183,26 @@ def run_baseline(args: argparse.Namespace, deadline: float | None) -> bool:
     return True
 
 
+PER_CALL_ARGS = ("stages", "out", "time_budget", "quiet")
+
+
+def check_stage_settings(out: Path, stage: str, args: argparse.Namespace) -> None:
+    """A stage continues with the settings it was started with: they are recorded in ``OUT/<stage>.args.json``
+    when it starts, and a later call that would resume it with other ones stops with both values named."""
+    path = out / f"{stage}.args.json"
+    now = {k: v for k, v in vars(args).items() if k not in PER_CALL_ARGS}
+    if not path.exists():
+        atomic_write_text(path, json.dumps(now, indent=2) + "\n")
+        return
+    saved = json.loads(path.read_text())
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differ:
+        raise SystemExit(f"{stage}: this stage was started with other settings ("
+                         + "; ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} then, {now.get(k)!r} now" for k in differ)
+                         + f"); rerun with the settings in {path} to resume it, or delete {path} and the stage's "
+                         "folder to start it again")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stages", nargs="+", choices=STAGES + ("all",))
@@ -227,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         if (out / f"{stage}.json").exists():
             print(f"{stage}: done already ({out / f'{stage}.json'})")
             continue
+        check_stage_settings(out, stage, args)
         wall_path = out / f"{stage}.wall_seconds"  # summed over the calls that ran this stage
         wall = float(wall_path.read_text()) if wall_path.exists() else 0.0
         t0 = time.perf_counter()

@@ -27,10 +27,10 @@ def _intermediate(m: int, n: int) -> list[Term]:
 
 def recipe(name: str, student_layers: int = 4, teacher_layers: int = 12, temperature: float | None = None) -> Recipe:
     """The transformer recipe ``name`` for a student of ``student_layers`` and a teacher of ``teacher_layers``;
-    ``temperature`` replaces the T of its soft cross-entropy terms (eq. 10's t for ``tinybert-prediction``)."""
+    ``temperature`` replaces the T of its terms that have one (eq. 10's t for ``tinybert-prediction``)."""
     built = _nlp(_build(name, student_layers, teacher_layers))
     if temperature is not None:
-        built.terms = [replace(t, params={**t.params, "T": temperature}) if t.loss == "soft_ce" else t
+        built.terms = [replace(t, params={**t.params, "T": temperature}) if "T" in t.params else t
                        for t in built.terms]
     return built
 
@@ -48,18 +48,22 @@ def _build(name: str, m: int, n: int) -> Recipe:
         return Recipe(name, [Term("soft_ce", params={"T": 1.0}, name="prediction")], task_weight=0.0, paper=TINYBERT,
                       description="[nlp] task distillation, step 2: soft cross-entropy on the logits (eq. 10)")
     if name == "pkd":
-        return Recipe(name, [Term("soft_ce", weight=0.5, params={"T": 10.0}, name="soft"),
+        # The soft term is T^2 * KL (the `kd` term), as the authors' distillation_loss computes it
+        # (intersun/PKD-for-BERT-Model-Compression: KLDivLoss(batchmean) * T * T), for which a = 0.5, T = 10
+        # and beta = 100 were tuned; the patient loss is their mean form (see zoo.nlp.losses.patient_loss).
+        return Recipe(name, [Term("kd", weight=0.5, params={"T": 10.0}, name="soft"),
                              Term("patient", student=[f"hidden.{i}" for i in range(1, m)],
                                   teacher=[f"hidden.{j}" for j in g[:-1]], weight=100.0)],
                       task_weight=0.5, paper="Sun et al. 2019, Patient Knowledge Distillation for BERT Model Compression",
-                      description="[nlp] (1-a) CE + a soft CE(T) + b * [CLS]-state patient loss over the mapped layers "
+                      description="[nlp] (1-a) CE + a T^2 KL(T) + b * [CLS]-state patient loss over the mapped layers "
                                   "(PKD-skip; a = 0.5, T = 10, b = 100)")
     if name == "distilbert-kd":
-        return Recipe(name, [Term("soft_ce", weight=1.0, params={"T": 2.0}, name="soft"),
+        # T^2 * KL(batchmean), as Hugging Face's distiller.py computes DistilBERT's loss_ce
+        return Recipe(name, [Term("kd", weight=1.0, params={"T": 2.0}, name="soft"),
                              Term("cosine_hidden", student=f"hidden.{m}", teacher=f"hidden.{n}", weight=1.0,
                                   name="cosine")],
                       task_weight=1.0, paper="Sanh et al. 2019, DistilBERT, a distilled version of BERT",
-                      description="[nlp] CE + soft CE(T=2) + cosine loss between the last hidden states (task-specific)")
+                      description="[nlp] CE + T^2 KL(T=2) + cosine loss between the last hidden states (task-specific)")
     if name == "finetune":
         return Recipe(name, [], task_weight=1.0, teachers=0,
                       description="[nlp] cross-entropy only: a transformer fine-tuned without distillation")

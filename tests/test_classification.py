@@ -143,8 +143,8 @@ def test_preprocessor_errors_are_clear(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="not a readable image"):
         pre(tmp_path / "bad.png")
-    with pytest.raises(ValueError, match="uint8"):
-        pre(torch.zeros(1, 28, 28))
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):  # e.g. an already normalised batch
+        pre(torch.full((1, 28, 28), -0.5))
     with pytest.raises(TypeError, match="cannot read an image"):
         pre(42)
     with pytest.raises(ValueError, match="no inputs"):

@@ -162,7 +162,10 @@ def test_training_resumes_exactly_and_the_run_loads_and_predicts_through_the_zoo
     main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "whole"), *TINY, "--set", "epochs=2"])
     with pytest.raises(SystemExit, match="--resume"):  # cut after 3 of 4 steps, then resumed
         main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "cut"), *TINY, "--set", "epochs=2", "--set", "max_steps=3"])
-    main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "cut"), *TINY, "--set", "epochs=2", "--resume"])
+    with pytest.raises(SystemExit):  # another schedule is refused, naming both values
+        main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "cut"), "--set", "epochs=3", "--resume"])
+    assert "epochs was 2, now 3" in capsys.readouterr().err
+    main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "cut"), "--resume"])  # the run's own settings
     whole, cut = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
 

@@ -48,24 +48,27 @@ def _assert_teacher_gets_no_grad(loss_fn, student: torch.Tensor, teacher: torch.
 def test_rkd_distance_by_hand():
     # teacher ψ = (1, 3, 2) / 2 = (0.5, 1.5, 1.0); student ψ = (3, 4, 5) / 4 = (0.75, 1.0, 1.25)
     # differences (0.25, -0.5, 0.25), all |d| <= 1 -> Huber 0.5 d² = (0.03125, 0.125, 0.03125)
-    # mean over the pairs: 0.1875 / 3 = 1/16
-    _close(rkd_distance_loss(TRI_345, LINE_013), 1.0 / 16.0)
+    # each unordered pair twice (0.375), averaged over all N² = 9 ordered pairs, the 3 with i = j adding 0
+    # (the authors' normalisation): 0.375 / 9 = 1/24
+    _close(rkd_distance_loss(TRI_345, LINE_013), 1.0 / 24.0)
 
 
 def test_rkd_angle_by_hand_covers_both_huber_branches():
     # student on a line: cos at vertex 0 = 1, at the middle vertex 1 = -1, at vertex 2 = 1
     # teacher right isosceles: cos at (0,0) = 0, at (1,0) and (0,1) = √2/2
     # differences: 1 -> 0.5;  -1 - √2/2 (|d| > 1) -> |d| - 0.5 = 0.5 + √2/2;  1 - √2/2 -> 0.5 (1 - √2/2)²
-    # sum = 1.75 exactly; each vertex appears in 2 ordered triplets, so the mean is 1.75 / 3 = 7/12
-    _close(rkd_angle_loss(LINE_012, RIGHT_ISO), 7.0 / 12.0)
+    # sum = 1.75 exactly; each vertex appears in 2 ordered triplets (3.5), averaged over all N³ = 27 ordered
+    # triplets, those with a repeated index adding 0 (the authors' normalisation): 3.5 / 27 = 7/54
+    _close(rkd_angle_loss(LINE_012, RIGHT_ISO), 7.0 / 54.0)
 
 
 def test_rkd_combined_by_hand():
-    # distance part 1/16 (above); angle: student 3-4-5 cosines (0, 0.6, 0.8) vs teacher line (1, -1, 1)
-    # differences (-1, 1.6, -0.2) -> Huber (0.5, 1.1, 0.02), mean 0.54.  25/16 + 50 * 0.54 = 28.5625
-    _close(rkd_loss(TRI_345, LINE_013), 25.0 / 16.0 + 50.0 * 0.54, tol=1e-4)
-    _close(rkd_loss(TRI_345, LINE_013, w_distance=1.0, w_angle=0.0), 1.0 / 16.0)
-    _close(rkd_loss(TRI_345, LINE_013, w_distance=0.0, w_angle=1.0), 0.54)
+    # distance part 1/24 (above); angle: student 3-4-5 cosines (0, 0.6, 0.8) vs teacher line (1, -1, 1)
+    # differences (-1, 1.6, -0.2) -> Huber (0.5, 1.1, 0.02), 2 ordered triplets each: 3.24 / 27 = 0.12.
+    # 25/24 + 50 * 0.12 = 7.041667
+    _close(rkd_loss(TRI_345, LINE_013), 25.0 / 24.0 + 50.0 * 0.12, tol=1e-4)
+    _close(rkd_loss(TRI_345, LINE_013, w_distance=1.0, w_angle=0.0), 1.0 / 24.0)
+    _close(rkd_loss(TRI_345, LINE_013, w_distance=0.0, w_angle=1.0), 0.12)
 
 
 @pytest.mark.parametrize("fn", [rkd_distance_loss, rkd_angle_loss, rkd_loss])
@@ -285,8 +288,10 @@ def test_contrast_memory_negative_sampling():
     assert torch.equal(rows[:, 0], idx)
     assert (rows[:, 1:] != idx[:, None]).all() and rows.min() >= 0 and rows.max() < 10
     assert torch.equal(rows, mem.sample(idx, torch.Generator().manual_seed(7)))
+    more = ContrastMemory(feat_dim=2, n_data=10, n_negatives=30).sample(idx, torch.Generator().manual_seed(7))
+    assert (more[:, 1:] != idx[:, None]).all()  # negatives are drawn with replacement, as RepDistiller does
     with pytest.raises(ValueError):
-        ContrastMemory(feat_dim=2, n_data=10, n_negatives=10)
+        ContrastMemory(feat_dim=2, n_data=10, n_negatives=0)
 
 
 def test_crd_equal_embeddings_beat_random_ones():

@@ -80,8 +80,9 @@ def test_hidden_mse_and_cosine_by_hand():
 def test_patient_loss_and_soft_cross_entropy_by_hand():
     s = [torch.tensor([[3.0, 4.0]])]
     t = [torch.tensor([[0.0, 2.0]])]
-    # normalised: (0.6, 0.8) vs (0, 1): 0.36 + 0.04
-    assert patient_loss(s, t).item() == pytest.approx(0.40)
+    # normalised: (0.6, 0.8) vs (0, 1): (0.36 + 0.04) / 2 hidden units (the authors' mean form)
+    assert patient_loss(s, t).item() == pytest.approx(0.20)
+    assert patient_loss([x * 2 for x in s], t).item() == pytest.approx(0.20)  # scale-free
     zs, zt = torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([[0.0, 0.0]])
     # teacher uniform: -(0.5 log 0.25 + 0.5 log 0.75)
     assert soft_cross_entropy(zs, zt).item() == pytest.approx(-(0.5 * math.log(0.25) + 0.5 * math.log(0.75)))

@@ -44,13 +44,13 @@ def test_finished_run_exports_a_loadable_checkpoint_with_card(tmp_path):
 def test_resume_without_checkpoint_or_with_changed_schedule_fails(tmp_path):
     assert cli.main(TINY + ["--out", str(tmp_path / "x"), "--resume"]) == 2
     assert cli.main(TINY + ["--out", str(tmp_path / "y"), "--max-steps", "2"]) == 0
-    changed = [a if a != "2" else "3" for a in TINY]  # --epochs 3
-    with pytest.raises(ValueError, match="epochs was 2 in the checkpoint"):
+    with pytest.raises(ValueError, match="epochs was 2, now 3"):
         from zoo.classification.distill import train_classifier
 
         train_classifier("resnet8", out_dir=tmp_path / "y", cfg=TrainConfig(epochs=3, batch_size=32, progress=False),
                          train_subset=256, resume=True)
-    assert changed != TINY
+    changed = [a if a != "2" else "3" for a in TINY]  # --epochs 3 on the command line: refused, exit 2
+    assert changed != TINY and cli.main(changed + ["--out", str(tmp_path / "y"), "--resume"]) == 2
 
 
 class Exploding(torch.nn.Module):

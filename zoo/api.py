@@ -1,10 +1,11 @@
 """The public API: load, save, list_models, card, predict, evaluate, distill."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -50,7 +51,11 @@ def load(name_or_dir: str | os.PathLike, *, progress: bool = True) -> nn.Module:
 
 def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard | None = None, *,
          dtype: torch.dtype | None = None) -> ModelCard:
-    """Save ``model`` as a kdzoo checkpoint directory; ``card`` defaults to the model's own ``.card``."""
+    """Save ``model`` as a kdzoo checkpoint directory; ``card`` defaults to the model's own ``.card``.
+
+    A model wrapped in DataParallel, DistributedDataParallel or ``torch.compile`` is saved as the module
+    it wraps (no ``module.``/``_orig_mod.`` key prefixes), so `load` rebuilds it."""
+    model = hub.unwrap(model)
     card = card or getattr(model, "card", None)
     if card is None:
         raise ValueError("zoo.save needs a ModelCard: pass card=... (models from zoo.load carry one as .card)")
@@ -60,10 +65,33 @@ def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard | None 
 _LOADED: dict[str, nn.Module] = {}
 
 
+@contextlib.contextmanager
+def inference(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` for inference whatever mode it is in: every submodule in eval mode (BatchNorm reads
+    its running statistics and never updates them, dropout is off) and no autograd, then each submodule's
+    own ``training`` flag is restored. Yields ``model``."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 1) -> list[dict[str, Any]]:
-    """Predictions for ``inputs`` (default: the entry's bundled sample inputs), one dict per input."""
+    """Predictions for ``inputs`` (default: the entry's bundled sample inputs), one dict per input.
+
+    ``name_or_model`` is a zoo name (loaded once per process) or a model from `load` (also wrapped in
+    DataParallel/DDP or ``torch.compile``). The prediction does not depend on the model's train/eval
+    mode and leaves its mode and state (BatchNorm statistics included) as they were.
+    Raises ValueError for a module that carries no ``.card`` (not a kdzoo model)."""
     if isinstance(name_or_model, nn.Module):
-        model = name_or_model
+        model = hub.unwrap(name_or_model)
+        if getattr(model, "card", None) is None:
+            raise ValueError(f"zoo.predict needs a kdzoo model (from zoo.load, with .card and .preprocess); got a "
+                             f"{type(model).__name__} without a card")
     else:
         key = str(name_or_model)
         if key not in _LOADED:
@@ -72,7 +100,8 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
     adapter = get_adapter(model.card.task)
     if inputs is None:
         inputs = adapter.sample_inputs(model.card)
-    return adapter.predict(model, inputs, top_k=top_k)
+    with inference(model):
+        return adapter.predict(model, inputs, top_k=top_k)
 
 
 def evaluate(name_or_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "cpu") -> dict[str, Any]:
@@ -103,17 +132,17 @@ class DistillRun:
 
 
 def distill(teacher: str | nn.Module | list[str | nn.Module] | None, student: str, recipe: str = "kd",
-            data: str = "fashion-mnist", *, out: str | os.PathLike = "runs/distill", epochs: int | None = None,
+            data: str | None = None, *, out: str | os.PathLike = "runs/distill", epochs: int | None = None,
             seed: int | None = None, max_steps: int | None = None, train_subset: int | None = None,
             resume: bool = False, settings: dict[str, Any] | None = None, device: str | None = None) -> DistillRun:
     """Distil ``student`` (an architecture, e.g. ``"resnet20"``) from ``teacher`` (zoo names, folders or
     models; a list for multi-teacher recipes, None for online ones) with a named recipe.
 
     The run folder ``out`` receives checkpoints, logs and, once finished, the student as a kdzoo
-    checkpoint with its measured card (the same as ``zoo distill classification ...``).
+    checkpoint with its measured card (the same as ``zoo distill classification ...``). ``data``
+    defaults to fashion-mnist; with ``resume`` the run continues with the settings it was started with
+    (see `zoo.runs`: only some settings, such as ``lr``, may change on resume).
     """
-    import shlex
-
     from .classification.distill import distill_classifier
     from .classification.publish import export_run
 
@@ -125,12 +154,6 @@ def distill(teacher: str | nn.Module | list[str | nn.Module] | None, student: st
                                      resume=resume, device=device)
     run = DistillRun(model, Path(out), info["finished"], info.get("history", []))
     if run.finished:
-        teachers = teacher if isinstance(teacher, list) else [] if teacher is None else [teacher]
-        argv = ["distill", "classification", "--recipe", recipe, "--student", student, "--dataset", data,
-                "--out", str(out)] + [a for t in teachers if isinstance(t, (str, os.PathLike)) for a in ("--teacher", str(t))]
-        argv += [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
-        if train_subset:
-            argv += ["--train-subset", str(train_subset)]
-        export_run(model, info, out, command="zoo " + shlex.join(argv))
+        export_run(model, info, out, command=info["command"])
         run.card = hub.read_card(out)
     return run

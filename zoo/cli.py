@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +27,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 JSON_SCHEMA_VERSION = 1
 LIST_FIELDS = ("name", "aliases", "task", "architecture", "method", "dataset", "split", "metrics", "params",
-               "flops", "latency_ms", "teacher", "source", "metrics_source")
+               "flops", "latency_ms", "teacher", "source", "metrics_source", "baseline")
 
 
 def _print_json(obj: Any) -> None:
@@ -55,10 +54,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not cards:
         print("no zoo entries match")
         return 0
-    rows = [("name", "task", "method", "dataset", "metrics", "params", "FLOPs", "source")]
+    from .compare import twin_gain
+
+    rows = [("name", "task", "method", "dataset", "metrics", "vs plain twin", "params", "FLOPs", "source")]
     for c in cards:
         metrics = " ".join(f"{k}={v:.4f}" for k, v in c.metrics.items())
-        rows.append((c.name, c.task, c.method, c.dataset, metrics, _fmt_num(c.params), _fmt_num(c.flops), c.source))
+        rows.append((c.name, c.task, c.method, c.dataset, metrics, twin_gain(c), _fmt_num(c.params), _fmt_num(c.flops),
+                     c.source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
@@ -156,7 +158,7 @@ def _finish_run(model: Any, info: dict[str, Any], args: argparse.Namespace) -> i
         return 0
     from .classification.publish import export_run
 
-    path = export_run(model, info, args.out, command="zoo " + shlex.join(args.argv))
+    path = export_run(model, info, args.out, command=info["command"])
     print(f"saved {path}")
     return 0
 
@@ -172,11 +174,9 @@ def _device(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, config_from_overrides
     from .classification.distill import train_classifier
 
-    cfg = config_from_overrides(TrainConfig(), _settings(args))
-    model, info = train_classifier(args.arch, args.dataset, args.out, cfg, data_root=args.data_root,
+    model, info = train_classifier(args.arch, args.dataset, args.out, settings=_settings(args), data_root=args.data_root,
                                    download=args.download, train_subset=args.train_subset, resume=args.resume,
                                    device=_device(args))
     return _finish_run(model, info, args)
@@ -206,7 +206,8 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=["classification"])
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | cifar10 | cifar100")
+    p.add_argument("--dataset", default=None,
+                   help="fashion-mnist (default) | cifar10 | cifar100; with --resume, the run's")
     p.add_argument("--data-root", default=None, help="dataset directory (default: standard locations)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network)")
     p.add_argument("--epochs", type=int, default=None)
@@ -283,9 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv  # recorded on cards as the command that reproduces a run
+    from .train import NonFiniteLossError
+
     try:
         return args.func(args)
+    except NonFiniteLossError as e:  # a diverged run: the message says how to resume it
+        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, KeyError, ConnectionError, TypeError) as e:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2

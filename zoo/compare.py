@@ -18,8 +18,8 @@ def _millions(n: int | None) -> str:
 
 def markdown_table(cards: Iterable[ModelCard]) -> str:
     """One row per entry: task metric, params, FLOPs and CPU latency, all read from the cards."""
-    rows = ["| name | task | method | teacher | dataset (split) | metric | params | FLOPs | CPU latency bs1 / bs32 |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| name | task | method | teacher | dataset (split) | metric | vs plain twin | params | FLOPs | CPU latency bs1 / bs32 |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cards:
         shown = [k for k in TASK_METRICS.get(c.task, ()) if k in c.metrics] or list(c.metrics)  # the task's headline
         metric = ", ".join(f"{k} {v * 100:.2f}%" if 0 <= v <= 1 else f"{k} {v:.3f}"
@@ -29,8 +29,20 @@ def markdown_table(cards: Iterable[ModelCard]) -> str:
                    if {"cpu_bs1", "cpu_bs32"} <= set(lat) else "-")
         teacher = f"`{c.teacher.name}`" if c.teacher else "-"
         rows.append(f"| `{c.name}` | {c.task} | {c.method} | {teacher} | {c.dataset} ({c.split}) | {metric} | "
-                    f"{_millions(c.params)} | {_millions(c.flops)} | {latency} |")
+                    f"{twin_gain(c)} | {_millions(c.params)} | {_millions(c.flops)} | {latency} |")
     return "\n".join(rows)
+
+
+def twin_gain(card: ModelCard) -> str:
+    """``+1.23 (n=3)``: the card's headline metric minus its plain twin's mean (`ModelCard.baseline`), in
+    points for fractions; ``-`` without a baseline."""
+    gain = card.gain_over_baseline()
+    if gain is None:
+        return "-"
+    metric = next(k for k in TASK_METRICS.get(card.task, ()) if k in card.metrics)
+    twin = card.baseline["metrics"][metric]
+    scale = 100 if 0 <= card.metrics[metric] <= 1 else 1
+    return f"{gain * scale:+.2f} (twin {twin['mean'] * scale:.2f} ± {twin.get('std', 0) * scale:.2f}, n={twin.get('n', '?')})"
 
 
 def readme_block(cards: Iterable[ModelCard]) -> str:

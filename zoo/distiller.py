@@ -29,20 +29,29 @@ class TermContext:
     teacher: list[torch.Tensor]  # probe outputs for the term's teacher specs
     num_examples: int
     num_classes: int
+    example_labels: torch.Tensor | None = None  # the class of every training example (CRD's negatives)
 
 
 class TermModule(nn.Module):
     """A built loss term. Subclasses define ``forward(student_inputs, teacher_inputs, batch) -> scalar``,
-    the inputs being lists of the tapped outputs named by the term's student and teacher specs."""
+    the inputs being lists of the tapped outputs named by the term's student and teacher specs.
+
+    ``min_batch`` is the fewest samples per micro-batch (per process) for which the loss carries any
+    signal: a relation between samples needs pairs or triplets (RKD's normalised distances and angles
+    are constant below 3 samples, SPKD's normalised similarity below 2), and the trainer refuses a
+    smaller micro-batch up front instead of training on a silently zero term."""
+
+    min_batch: int = 1
 
 
 class FunctionTerm(TermModule):
     """A pure loss function applied to the tapped inputs, optionally with labels."""
 
     def __init__(self, fn: Callable[..., torch.Tensor], params: dict[str, Any], *, labels: bool = False,
-                 lists: bool = False) -> None:
+                 lists: bool = False, min_batch: int = 1) -> None:
         super().__init__()
         self.fn, self.params, self.labels, self.lists = fn, dict(params), labels, lists
+        self.min_batch = min_batch
 
     def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
         args = [student, teacher] if self.lists else [*student, *teacher]
@@ -87,6 +96,7 @@ class Distiller(nn.Module):
 
     def __init__(self, students: nn.Module | Sequence[nn.Module], teachers: nn.Module | Sequence[nn.Module] | None,
                  recipe: Recipe, example_batch: dict[str, Any], *, num_examples: int = 0,
+                 example_labels: torch.Tensor | None = None,
                  teacher_cache: TeacherOutputCache | ExampleOutputCache | None = None) -> None:
         super().__init__()
         students = [students] if isinstance(students, nn.Module) else list(students)
@@ -114,7 +124,7 @@ class Distiller(nn.Module):
             if term.loss not in TERM_BUILDERS:
                 raise ValueError(f"term {term.name!r}: unknown loss {term.loss!r}; known: {', '.join(sorted(TERM_BUILDERS))}")
             ctx = TermContext(term, self._gather(term.student, probe[0]), self._gather(term.teacher, probe[1]),
-                              num_examples, num_classes)
+                              num_examples, num_classes, example_labels)
             self.terms[term.name] = TERM_BUILDERS[term.loss](ctx)
 
     # ------------------------------------------------------------------ plumbing
@@ -173,6 +183,18 @@ class Distiller(nn.Module):
         for t in self._teachers:
             t._apply(fn, recurse)  # .to(device) / .half() move the teachers too
         return self
+
+    def batch_requirements(self) -> list[tuple[int, str]]:
+        """(fewest samples per micro-batch, why): its BatchNorm layers' (students and term modules) and each
+        term's that relates samples (`TermModule.min_batch`); read by `zoo.train.min_micro_batch`."""
+        from .train import batchnorm_requirement
+
+        who = f"recipe {self.recipe.name!r}"
+        needs = batchnorm_requirement(self, who)
+        needs += [(self.terms[t.name].min_batch, f"{who} needs at least {self.terms[t.name].min_batch}: its term "
+                   f"{t.name!r} ({t.loss}) relates the samples of a micro-batch and is constant with fewer")
+                  for t in self.recipe.terms if self.terms[t.name].min_batch > 1]
+        return needs
 
     @property
     def may_skip_parameters(self) -> bool:
@@ -251,7 +273,7 @@ class Distiller(nn.Module):
             value = self.terms[term.name](self._gather(term.student, student_out),
                                           self._gather(term.teacher, teacher_out), batch)
             parts[term.name] = value.detach()
-            total = total + term.weight * value
+            total = total + term.weight * term.ramp(self.progress) * value
         return {"loss": total, **parts}
 
     def compilable_networks(self) -> list[nn.Module]:

@@ -83,6 +83,12 @@ def render_card(card: ModelCard) -> str:
     if card.teacher:
         tm = ", ".join(f"{k} {v:.4f}" for k, v in card.teacher.metrics.items())
         lines.append(f"- **Teacher:** `{card.teacher.name}`" + (f" ({tm})" if tm else ""))
+    if card.baseline:
+        for k, v in card.baseline["metrics"].items():
+            gain = card.metrics[k] - v["mean"] if k in card.metrics else None
+            lines.append(f"- **Plain twin:** " + (f"`{card.baseline['name']}`, " if card.baseline.get("name") else "")
+                         + f"{k} {v['mean']:.4f} ± {v.get('std', 0):.4f} over {v.get('n', '?')} seeds"
+                         + (f"; this student {gain:+.4f}" if gain is not None else ""))
     lines.append(f"- **Params:** {card.params:,}" + (f", **FLOPs:** {card.flops:,}" if card.flops else ""))
     if card.latency_ms:
         lat = ", ".join(f"{k} {v:.2f} ms" for k, v in card.latency_ms.items())
@@ -125,17 +131,40 @@ def read_card(directory: str | os.PathLike) -> ModelCard:
 
 
 # ---------------------------------------------------------------- save
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DataParallel / DistributedDataParallel (``.module``) and ``torch.compile``'s
+    OptimizedModule (``._orig_mod``), however nested; other modules are returned as they are."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif hasattr(torch, "_dynamo") and isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard, *,
          dtype: torch.dtype | None = None) -> ModelCard:
     """Write ``model`` to ``directory`` as safetensors + config.json + card README; returns the final card.
 
     Floating-point tensors are cast to ``dtype`` when given (the zoo ships float16). Each file is
-    written atomically, and the card records the weights' sha256 and size.
+    written atomically, and the card records the weights' sha256 and size. A model wrapped in
+    DataParallel/DDP/``torch.compile`` is saved as the module it wraps (`unwrap`); a model with a NaN
+    or inf in its state is refused (ValueError), so a diverged run never gets a card.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    model = unwrap(model)
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"refusing to save {card.name!r}: {len(bad)} tensor(s) hold NaN or inf ({', '.join(bad[:5])}"
+                         + (" ..." if len(bad) > 5 else "") + ")" + (f" after the cast to {dtype}" if dtype else "")
+                         + "; the training diverged (or the values overflow the dtype)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     blob = save_safetensors_bytes(state, metadata={"format": "pt", "kdzoo": __version__, "name": card.name})
     atomic_write_bytes(directory / WEIGHTS_FILE, blob)
     ref = FileRef(WEIGHTS_FILE, hashlib.sha256(blob).hexdigest(), len(blob))
@@ -178,11 +207,29 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], what: s
             return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "none"
 
         detail = [f"missing keys: {show(missing)}", f"unexpected keys: {show(unexpected)}"]
+        prefix = _common_prefix_difference(set(expected), set(state))
+        if prefix:
+            detail.insert(0, f"the key sets differ only by the prefix {prefix!r}"
+                             + (" (a DataParallel/DDP or torch.compile wrapper was saved; save the module it wraps, "
+                                "as zoo.save does)" if prefix.strip(".") in ("module", "_orig_mod") else ""))
         if shapes:
             detail.append("shape mismatches: " + ", ".join(
                 f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in shapes[:8]))
         raise StateDictMismatchError(f"the {what} does not fit {type(model).__name__}: " + "; ".join(detail))
     model.load_state_dict(state, strict=True)
+
+
+def _common_prefix_difference(expected: set[str], found: set[str]) -> str | None:
+    """The prefix that, stripped from (or added to) every found key, makes the two key sets equal."""
+    if not expected or not found or expected == found:
+        return None
+    for a, b in ((found, expected), (expected, found)):
+        first = next(iter(a))
+        for cut in range(1, len(first)):
+            prefix = first[:cut]
+            if prefix.endswith(".") and all(k.startswith(prefix) for k in a) and {k[cut:] for k in a} == b:
+                return prefix
+    return None
 
 
 def load_dir(directory: str | os.PathLike, card: ModelCard | None = None) -> nn.Module:

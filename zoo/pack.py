@@ -91,6 +91,35 @@ class DistillerPack(nn.Module):
     def may_skip_parameters(self) -> bool:
         return any(m.may_skip_parameters for m in self.members.values())
 
+    def isolate_nonfinite(self, names: list[str], step: int) -> list[str]:
+        """Called by the trainer before a checkpoint with the names of non-finite state tensors
+        (`zoo.train.nonfinite_state`): a member that owns one is stopped like a member whose loss went
+        non-finite (its weights are reported as failed, never evaluated). Returns the names that belong
+        to no member (none, for a pack)."""
+        members = list(self.members)
+        rest = []
+        for name in names:
+            path = name.split(":")[1] if name.startswith("optimizer:") else name
+            owner = next((i for i, m in enumerate(members) if path.startswith(f"members.{m}.")), None)
+            if owner is None:
+                rest.append(name)
+            elif int(self.failed_at[owner]) < 0:
+                self.failed_at[owner] = step
+                warnings.warn(f"pack member {members[owner]!r}: its state is not finite at step {step} ({path}); "
+                              "it stops training here, the others go on", RuntimeWarning, stacklevel=2)
+        if self.isolate_failures and len(self.failed) == len(members):
+            raise RuntimeError(f"every member of the pack has failed: {self.failed}")
+        if not self.isolate_failures:
+            return names
+        if self._deferred:
+            self._known_failed = None  # re-read failed_at at the next step
+        return rest
+
+    def batch_requirements(self) -> list[tuple[int, str]]:
+        """Every member's (see `Distiller.batch_requirements`), named by member."""
+        return [(n, f"pack member {name!r}, {why}") for name, m in self.members.items()
+                for n, why in m.batch_requirements()]
+
     @property
     def part_names(self) -> list[str]:
         return [f"{name}/{part}" for name, m in self.members.items() for part in ["loss", *m.part_names]]

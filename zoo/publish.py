@@ -31,12 +31,13 @@ def publish(run_dir: str | os.PathLike, name: str, *, dest_root: str | os.PathLi
             aliases: list[str] | None = None, description: str = "", notes: str = "",
             dtype: torch.dtype = torch.float16, data_root: str | None = None,
             extra: dict[str, Any] | None = None, command: str | None = None,
-            latency_batch_sizes: tuple[int, ...] = (1, 32)) -> ModelCard:
+            latency_batch_sizes: tuple[int, ...] = (1, 32), baseline: dict[str, Any] | None = None) -> ModelCard:
     """Re-save a run's checkpoint as ``dtype`` under ``dest_root/name`` (default: the bundled ``weights/``).
 
     The card's metrics are measured again on the cast weights, exactly as ``zoo eval`` will load
     them, and params, FLOPs and CPU latency are measured. ``command`` replaces the card's reproduce
-    command (default: the run's command followed by this ``zoo publish``).
+    command (default: the run's command followed by this ``zoo publish``). ``baseline``: the plain
+    twin's record (`zoo.protocol.baseline_record`) for a distilled entry.
     """
     card = hub.read_card(run_dir)
     model = hub.load_dir(run_dir, card)
@@ -50,6 +51,7 @@ def publish(run_dir: str | os.PathLike, name: str, *, dest_root: str | os.PathLi
         training = replace(training, notes=notes or training.notes,
                            command=command or training.command + f" && zoo publish {run_dir} --name {name}")
     new = replace(card, name=name, aliases=aliases or [], metrics={k: round(result[k], 6) for k in card.metrics},
-                  description=description or card.description, training=training, extra=extra, **costs)
+                  description=description or card.description, training=training, extra=extra,
+                  baseline=baseline if baseline is not None else card.baseline, **costs)
     dest = Path(dest_root) if dest_root is not None else hub.bundled_dir()
     return hub.save(cast, dest / name, new, dtype=dtype)

@@ -92,6 +92,9 @@ class ModelCard:
     metrics_source: str = "measured"  # measured (by our eval) | reported (by the publisher)
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # task-specific details (per-class accuracy, ...)
+    # A distilled entry's plain twin (`zoo.protocol`): {"name": zoo name or None, "method": "plain",
+    # "metrics": {metric: {"mean", "std", "n", "spread"}}, "seeds", "budget", "table"}.
+    baseline: dict[str, Any] | None = None
     schema_version: int = CARD_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -122,6 +125,17 @@ class ModelCard:
     def all_names(self) -> list[str]:
         return [self.name, *self.aliases]
 
+    def gain_over_baseline(self, metric: str | None = None) -> float | None:
+        """This card's ``metric`` (default: the first of its task's standard metrics it has) minus its
+        twin's mean, or None without a ``baseline``."""
+        if not self.baseline:
+            return None
+        metric = metric or next((m for m in TASK_METRICS.get(self.task, ()) if m in self.metrics), None)
+        twin = (self.baseline.get("metrics") or {}).get(metric)
+        if metric not in self.metrics or not isinstance(twin, dict) or "mean" not in twin:
+            return None
+        return self.metrics[metric] - twin["mean"]
+
 
 def validate_card_fields(card: ModelCard) -> list[str]:
     """Schema problems of a card (empty when it is valid)."""
@@ -141,6 +155,10 @@ def validate_card_fields(card: ModelCard) -> list[str]:
         problems.append(f"metrics must include one of the standard {card.task} names {TASK_METRICS[card.task]}")
     if card.params is None or card.params <= 0:
         problems.append("params must be positive")
+    if card.baseline is not None:
+        twin = card.baseline.get("metrics") if isinstance(card.baseline, dict) else None
+        if not isinstance(twin, dict) or not twin or not all(isinstance(v, dict) and "mean" in v for v in twin.values()):
+            problems.append("baseline must hold 'metrics': {name: {'mean': ..., 'std': ..., 'n': ...}}")
     if card.metrics_source not in ("measured", "reported"):
         problems.append("metrics_source must be 'measured' or 'reported'")
     if not (card.source == "bundled" or card.source.startswith(("https://", "http://", "hf://"))):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,36 +56,24 @@ def label_predictions(logits: torch.Tensor, labels: list[str], top_k: int = 1) -
 
 
 def read_image(item: Any, channels: int = 3, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """An image path, PIL image, uint8 array (H, W[, C]) or uint8 tensor (C, H, W) as a uint8 (C, H, W)
-    tensor with ``channels`` channels (1: grey, 3: RGB), resized to ``size`` = (width, height) if given."""
-    import numpy as np
+    """An image (path, PIL image, array or tensor; any bit depth, see `zoo.images`) as a uint8
+    ``(C, H, W)`` tensor with ``channels`` channels (1: grey by ITU-R 601-2 luma, as PIL's ``L``; 3:
+    RGB), resized to ``size`` = (width, height) if given. Raises FileNotFoundError, TypeError or
+    ValueError (with what was given) for inputs that are not images."""
     from PIL import Image
 
-    if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        if not path.is_file():
-            raise FileNotFoundError(f"no image file at {path}")
-        try:
-            item = Image.open(path)
-            item.load()
-        except OSError as e:
-            raise ValueError(f"{path} is not a readable image ({e})") from None
-    if isinstance(item, torch.Tensor):
-        if item.dtype != torch.uint8:
-            raise ValueError("tensor inputs must be uint8 images (C, H, W); pass float batches to the model directly")
-        item = item.permute(1, 2, 0).numpy() if item.dim() == 3 else item.numpy()
-    if isinstance(item, np.ndarray):
-        if item.dtype != np.uint8 or item.ndim not in (2, 3):
-            raise ValueError(f"array inputs must be uint8 (H, W) or (H, W, C), got {item.dtype} {item.shape}")
-        item = Image.fromarray(item.squeeze(-1) if item.ndim == 3 and item.shape[-1] == 1 else item)
-    if not isinstance(item, Image.Image):
-        raise TypeError(f"cannot read an image from {type(item).__name__}; pass a path, PIL image, array or uint8 tensor")
-    item = item.convert("L" if channels == 1 else "RGB")
-    if size is not None and item.size != tuple(size):
-        item = item.resize(tuple(size), Image.BILINEAR)
-    arr = np.asarray(item, dtype=np.uint8)
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    from .images import to_uint8_array
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    arr = to_uint8_array(item)
+    image = Image.fromarray(arr[:, :, 0] if arr.shape[-1] == 1 else arr)
+    image = image.convert("L" if channels == 1 else "RGB")
+    if size is not None and image.size != tuple(size):
+        image = image.resize(tuple(size), Image.BILINEAR)
+    out = np.asarray(image, dtype=np.uint8)
+    out = out[:, :, None] if out.ndim == 2 else out
+    return torch.from_numpy(out.copy()).permute(2, 0, 1)
 
 
 def bundled_samples(samples_dir: Path, dataset: str) -> list[Path]:

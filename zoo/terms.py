@@ -74,9 +74,9 @@ def _ce(ctx: TermContext) -> TermModule:
 
 # ---------------------------------------------------------------- features (survey eqs. 2-3, section 2.2)
 class _FitNet(TermModule):
-    def __init__(self, student_shape: torch.Size, teacher_shape: torch.Size) -> None:
+    def __init__(self, student_shape: torch.Size, teacher_shape: torch.Size, relu: bool) -> None:
         super().__init__()
-        self.connector = make_connector(student_shape, teacher_shape)
+        self.connector = make_connector(student_shape, teacher_shape, relu=relu)
 
     def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
         return features.fitnet_loss(self.connector(student[0]), teacher[0])
@@ -85,8 +85,9 @@ class _FitNet(TermModule):
 @term_builder("fitnet")
 def _fitnet(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    _params(ctx)
-    return _FitNet(ctx.student[0].shape, ctx.teacher[0].shape)
+    # relu: the regressor ends in the hint layer's non-linearity (Romero et al. 2015; RepDistiller's ConvReg)
+    p = _params(ctx, relu=True)
+    return _FitNet(ctx.student[0].shape, ctx.teacher[0].shape, p["relu"])
 
 
 @term_builder("at")
@@ -137,32 +138,34 @@ def _afd(ctx: TermContext) -> TermModule:
 @term_builder("rkd")
 def _rkd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    return FunctionTerm(relations.rkd_loss, _params(ctx, w_distance=25.0, w_angle=50.0))
+    return FunctionTerm(relations.rkd_loss, _params(ctx, w_distance=25.0, w_angle=50.0), min_batch=3)
 
 
 @term_builder("rkd_angle")
 def _rkd_angle(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    return FunctionTerm(relations.rkd_angle_loss, _params(ctx))
+    return FunctionTerm(relations.rkd_angle_loss, _params(ctx), min_batch=3)
 
 
 @term_builder("spkd")
 def _spkd(ctx: TermContext) -> TermModule:
     _expect(ctx, len(ctx.teacher), None)
-    return FunctionTerm(relations.spkd_loss, _params(ctx), lists=True)
+    return FunctionTerm(relations.spkd_loss, _params(ctx), lists=True, min_batch=2)
 
 
 @term_builder("irg")
 def _irg(ctx: TermContext) -> TermModule:
     _expect(ctx, len(ctx.teacher), None)
     p = _params(ctx, w_vertex=1.0, w_edge=1.0, w_transform=1.0, normalize=True)
-    return FunctionTerm(relations.irg_loss, p, lists=True)
+    # normalised edges (distances over their mean) are constant for 2 samples
+    return FunctionTerm(relations.irg_loss, p, lists=True, min_batch=3 if p["normalize"] else 2)
 
 
 class _CRD(TermModule):
-    def __init__(self, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...], n_data: int, **params: Any) -> None:
+    def __init__(self, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...], n_data: int,
+                 labels: torch.Tensor | None = None, **params: Any) -> None:
         super().__init__()
-        self.crd = relations.CRDLoss(student_shape, teacher_shape, n_data, **params)
+        self.crd = relations.CRDLoss(student_shape, teacher_shape, n_data, labels=labels, **params)
 
     def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
         return self.crd(student[0], teacher[0], batch["index"])
@@ -173,9 +176,18 @@ def _crd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
     if ctx.num_examples < 2:
         raise ValueError("crd needs the training-set size (num_examples) for its memory bank")
-    p = _params(ctx, feat_dim=128, n_negatives=4096, temperature=0.07, momentum=0.5)
+    p = _params(ctx, feat_dim=128, n_negatives=4096, temperature=0.07, momentum=0.5, negatives="other-class")
+    if p["negatives"] not in ("other-class", "uniform"):
+        raise ValueError(f"crd.negatives must be 'other-class' (RepDistiller's sampling) or 'uniform', got {p['negatives']!r}")
+    labels = None
+    if p.pop("negatives") == "other-class":
+        if ctx.example_labels is None:
+            raise ValueError("crd draws its negatives from the other classes (as the authors' code does), which needs "
+                             "the class of every training example (Distiller(example_labels=...)); "
+                             "set crd.negatives=uniform to draw them from all other examples")
+        labels = ctx.example_labels
     p["n_negatives"] = min(p["n_negatives"], ctx.num_examples - 1)
-    return _CRD(tuple(ctx.student[0].shape[1:]), tuple(ctx.teacher[0].shape[1:]), ctx.num_examples, **p)
+    return _CRD(tuple(ctx.student[0].shape[1:]), tuple(ctx.teacher[0].shape[1:]), ctx.num_examples, labels=labels, **p)
 
 
 # ---------------------------------------------------------------- online distillation (survey eq. 5)

@@ -41,7 +41,13 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+    """The loss became NaN or inf, or the model state did, or the loss exploded (`DivergedError`); the
+    last good checkpoint is kept."""
+
+
+class DivergedError(NonFiniteLossError):
+    """The loss grew past ``divergence_ratio`` times its value at the start of the run: the weights are
+    being ruined although every number is still finite, so no checkpoint is written from there on."""
 
 
 @dataclass
@@ -73,6 +79,7 @@ class TrainConfig:
     compile: str = "off"  # off | default | reduce-overhead | max-autotune: torch.compile the networks (see compile_networks)
     compile_backend: str = "inductor"  # any torch.compile backend; "aot_eager" traces without generating code
     finite_check_every: int = 0  # optimizer steps between NaN/inf checks; 0: every step, but on a GPU every log_every (see fit)
+    divergence_ratio: float = 1000.0  # stop as diverged when the loss exceeds this multiple of its start (see fit); 0: off
 
     def __post_init__(self) -> None:
         problems = []
@@ -90,6 +97,8 @@ class TrainConfig:
             problems.append(f"amp must be auto, bf16, fp16 or off (got {self.amp!r})")
         if self.compile not in COMPILE_MODES:
             problems.append(f"compile must be one of {', '.join(COMPILE_MODES)} (got {self.compile!r})")
+        if self.divergence_ratio < 0 or 0 < self.divergence_ratio <= 1:
+            problems.append(f"divergence_ratio must be 0 (off) or > 1 (got {self.divergence_ratio})")
         if self.finite_check_every < 0:
             problems.append(f"finite_check_every must be >= 0 (got {self.finite_check_every})")
         if self.max_steps is not None and self.max_steps < 1:
@@ -192,6 +201,28 @@ def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter], device: torch.
                            weight_decay=cfg.weight_decay, **fused)
 
 
+def batchnorm_requirement(module: nn.Module, who: str) -> list[tuple[int, str]]:
+    """``[(2, why)]`` when ``module`` holds BatchNorm layers (in training they need more than one value
+    per channel: PyTorch raises on a 1x1 map of one sample), else ``[]``."""
+    norms = [name for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return []
+    shown = ", ".join(norms[:3]) + (f" and {len(norms) - 3} more" if len(norms) > 3 else "")
+    return [(2, f"{who} needs at least 2: its BatchNorm layers ({shown}) need more than one sample per micro-batch")]
+
+
+def min_micro_batch(module: nn.Module) -> tuple[int, str]:
+    """The fewest samples per micro-batch (per process) that ``module`` trains with, and why.
+
+    A module that knows its needs lists them (``module.batch_requirements()``: a Distiller names its
+    recipe, its BatchNorm layers and its terms that relate samples, see
+    `zoo.distiller.TermModule.min_batch`); any other module needs 2 when it holds BatchNorm layers."""
+    needs = [(1, "")]
+    needs += module.batch_requirements() if hasattr(module, "batch_requirements") else \
+        batchnorm_requirement(module, f"the model ({type(module).__name__})")
+    return max(needs, key=lambda x: x[0])
+
+
 def finite_check_interval(cfg: TrainConfig, device: torch.device, scaler_enabled: bool) -> int:
     """Optimizer steps between NaN/inf checks of the loss.
 
@@ -239,6 +270,12 @@ def fit(
     micro = cfg.batch_size // cfg.grad_accum
     if micro % world:
         raise ValueError(f"the micro-batch ({micro}) must divide evenly over {world} processes")
+    need, why = min_micro_batch(module)
+    if micro // world < need:
+        raise ValueError(
+            f"the micro-batch is {micro // world} sample(s) per process (batch_size {cfg.batch_size} / grad_accum "
+            f"{cfg.grad_accum} / {world} process(es)), but {why}. Raise batch_size or lower "
+            f"grad_accum (--set batch_size=... / --set grad_accum=...) so that batch_size / grad_accum / processes >= {need}.")
     steps_per_epoch = len(data) // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"the data has {len(data)} examples, fewer than one batch of {cfg.batch_size}")
@@ -269,6 +306,13 @@ def fit(
         module.defer_finite_checks(deferred)
     # Deferred checks: the step at which the loss first went non-finite (-1: never) and that loss, on the device.
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    # Divergence guard (`divergence_ratio`): the loss of the run's first micro-batch is the reference (kept in
+    # the checkpoint); the largest micro-batch loss since the last check is compared with it at every check.
+    # Packs isolate their members' failures themselves and are not guarded as a whole.
+    guard = cfg.divergence_ratio > 0 and not hasattr(module, "isolate_nonfinite")
+    reference: float | None = None
+    first_loss: torch.Tensor | None = None
+    peak = torch.full((), float("-inf"), device=device)
     bad_loss = torch.zeros((), device=device)
 
     step, history = 0, []
@@ -277,32 +321,61 @@ def fit(
         if not state_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {state_path}")
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved_cfg = state["config"]
-        for key in ("epochs", "batch_size", "seed", "lr", "schedule"):
-            if saved_cfg.get(key) != getattr(cfg, key):
-                raise ValueError(f"--resume: {key} was {saved_cfg.get(key)!r} in the checkpoint, now {getattr(cfg, key)!r}")
-        module.load_state_dict(state["module"])
+        check_resume_config(state["config"], cfg, state_path)
+        try:
+            module.load_state_dict(state["module"])
+        except RuntimeError as e:
+            raise ValueError(f"--resume: the checkpoint {state_path} holds another model than this run builds "
+                             f"(another student, recipe or data?): {str(e).splitlines()[0]}") from None
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"])
         if torch.cuda.is_available() and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"])
         step, history = int(state["step"]), json.loads(state["history"])
+        reference = state.get("loss_reference")
     else:
         torch.manual_seed(cfg.seed)
 
+    def last_good() -> str:
+        if state_path.exists():
+            return (f"The last good checkpoint (every tensor finite) is kept in {state_path}: resume it with a lower "
+                    "lr (--resume --set lr=...), or check the data.")
+        return "No checkpoint was written before that: start again with a lower lr, or check the data."
+
     def check_finite() -> None:
-        """Read the deferred NaN/inf flags (one host sync); raise if the loss went bad since the last check."""
+        """Read the deferred NaN/inf flags (one host sync); raise if the loss went bad since the last check,
+        or grew past ``divergence_ratio`` times the run's first loss."""
+        nonlocal reference, peak
         if hasattr(module, "check_finite"):
             module.check_finite()
         if deferred and int(bad_step) >= 0:
             at = int(bad_step)
             raise NonFiniteLossError(
                 f"loss is {float(bad_loss)} at step {at} (epoch {at // steps_per_epoch}; found at the check after "
-                f"step {step}). The last good checkpoint is kept in {state_path}; lower the lr or check the data.")
+                f"step {step}). {last_good()}")
+        if guard and first_loss is not None:
+            if reference is None:
+                reference = float(first_loss)
+            highest = float(peak)
+            peak = torch.full((), float("-inf"), device=device)
+            limit = cfg.divergence_ratio * max(abs(reference), 1.0)
+            if highest > limit:
+                raise DivergedError(
+                    f"the loss reached {highest:.4g} by step {step} (epoch {(step - 1) // steps_per_epoch}), over "
+                    f"{cfg.divergence_ratio:g} x its value at the start of the run ({reference:.4g}): the training "
+                    f"diverged. {last_good()} (--set divergence_ratio=0 turns this check off.)")
 
     def save_state() -> None:
         check_finite()  # never save weights that a non-finite loss has already updated
+        bad = nonfinite_state(module, optimizer)
+        if bad and hasattr(module, "isolate_nonfinite"):  # a pack stops the members they belong to
+            bad = module.isolate_nonfinite(bad, step)
+        if bad:  # a finite loss in training mode can hide diverged BatchNorm statistics or weights
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise NonFiniteLossError(
+                f"after step {step} (epoch {step // steps_per_epoch}) the model state is not finite: {shown}. The "
+                f"training diverged although the loss stayed finite. {last_good()}")
         if hasattr(module, "on_checkpoint"):  # e.g. the Distiller writes its teacher-output cache
             module.on_checkpoint()
         if rank != 0:
@@ -311,7 +384,7 @@ def fit(
             "module": module.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "step": step, "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-            "config": asdict(cfg), "history": json.dumps(history),
+            "config": asdict(cfg), "history": json.dumps(history), "loss_reference": reference,
         }
         atomic_write(state_path, lambda f: torch.save(state, f))
 
@@ -363,6 +436,9 @@ def fit(
                     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                         outputs = train_module(batch)
                     loss = outputs["loss"]
+                    if guard:  # no host sync: the first loss and the peak stay on the device until a check
+                        first_loss = loss.detach().float() if first_loss is None else first_loss
+                        peak = torch.maximum(peak, loss.detach().float())
                     if deferred:  # no host sync: remember the first bad step on the device
                         newly_bad = (bad_step < 0) & ~torch.isfinite(loss.detach())
                         bad_loss = torch.where(newly_bad, loss.detach().float(), bad_loss)
@@ -371,7 +447,7 @@ def fit(
                         raise NonFiniteLossError(
                             f"loss is {loss.item()} at step {step} (epoch {epoch}); parts: "
                             + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in outputs.items())
-                            + f". The last good checkpoint is kept in {state_path}; lower the lr or check the data."
+                            + f". {last_good()}"
                         )
                     scaler.scale(loss / cfg.grad_accum).backward()
                     if log_now:
@@ -435,6 +511,45 @@ def fit(
         if board is not None:
             board.close()
     return TrainResult(step=step, total_steps=total_steps, finished=step >= total_steps, history=history)
+
+
+def nonfinite_state(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
+    """Names of the floating-point tensors of ``module``'s state (parameters and buffers, e.g. BatchNorm
+    running statistics) and of ``optimizer``'s state (``optimizer:<param name>:<key>``) that hold a NaN
+    or an infinity."""
+    bad = [name for name, t in module.state_dict().items()
+           if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
+    if optimizer is not None:
+        names = {id(p): n for n, p in module.named_parameters()}
+        for p, st in optimizer.state.items():
+            for key, t in st.items():
+                if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+                    bad.append(f"optimizer:{names.get(id(p), '?')}:{key}")
+    return bad
+
+
+def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, where: str | os.PathLike,
+                        report: bool = True) -> None:
+    """Refuse to resume a checkpoint trained with other settings, except those that may change on resume
+    (`zoo.runs.RESUME_MUTABLE`, e.g. ``lr``), which are applied and, with ``report``, printed to stderr
+    (``max_steps`` and ``progress`` belong to each call and are not). Raises ValueError naming each
+    setting and both values."""
+    import sys
+
+    from .runs import PER_CALL, RESUME_MUTABLE
+
+    now = asdict(cfg)
+    if report:
+        for k in sorted(RESUME_MUTABLE - PER_CALL):
+            if k in saved and json.dumps(saved[k]) != json.dumps(now[k]):
+                print(f"resume: {k} changed from {saved[k]!r} to {now[k]!r} (applied)", file=sys.stderr)
+    differ = [k for k in now if k in saved and json.dumps(saved[k]) != json.dumps(now[k]) and k not in RESUME_MUTABLE]
+    if differ:
+        raise ValueError(f"--resume: the checkpoint {where} was trained with "
+                         + "; ".join(f"{k}={saved[k]!r}" for k in differ) + ", this run asks for "
+                         + "; ".join(f"{k}={now[k]!r}" for k in differ)
+                         + f". Resume with the same settings (only {', '.join(sorted(RESUME_MUTABLE))} may change), "
+                         "or start a new run.")
 
 
 def _shard(batch: Any, rank: int, world: int) -> Any:

@@ -120,8 +120,10 @@ def rkd_distance_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
     """RKD distance-wise loss (Park et al., 2019, "Relational Knowledge Distillation", CVPR, eqs. 4-5).
 
     ψ_D(t_i, t_j) = ‖t_i - t_j‖₂ / μ, with μ the mean of the non-zero pairwise distances of the batch;
-    L_RKD-D = mean over ordered pairs i ≠ j of l_δ(ψ_D(t_i, t_j), ψ_D(s_i, s_j)), l_δ the Huber loss
-    with δ = 1 (smooth L1). Invariant to scaling either embedding; dimensions may differ.
+    L_RKD-D = mean over all N² ordered pairs (i, j) of l_δ(ψ_D(t_i, t_j), ψ_D(s_i, s_j)), l_δ the Huber
+    loss with δ = 1 (smooth L1). The N pairs i = j add 0 but count in the mean, as in the authors' code
+    (lenscloth/RKD) and RepDistiller's ``RKDLoss`` (``F.smooth_l1_loss`` over the whole N x N matrix), for
+    which the paper's λ_D = 25 was tuned. Invariant to scaling either embedding; dimensions may differ.
     """
     with _no_autocast(student_emb):
         s, t = _as_matrix(student_emb), _as_matrix(teacher_emb.detach())
@@ -132,15 +134,17 @@ def rkd_distance_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
         off = _off_diagonal(n, s.device)
         psi_s = _mean_normalised(_pairwise_distances(s))
         psi_t = _mean_normalised(_pairwise_distances(t))
-        return _masked_huber_mean(psi_s, psi_t, off, n * (n - 1))
+        return _masked_huber_mean(psi_s, psi_t, off, n * n)
 
 
 def rkd_angle_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
     """RKD angle-wise loss (Park et al., 2019, "Relational Knowledge Distillation", CVPR, eqs. 6-7).
 
     ψ_A(t_i, t_j, t_k) = cos∠t_i t_j t_k = <e_ij, e_kj>, e_ij = (t_i - t_j) / ‖t_i - t_j‖₂;
-    L_RKD-A = mean over ordered triplets of distinct indices (i, j, k) of l_δ(ψ_A(t), ψ_A(s)), Huber
-    with δ = 1. Scale-free; dimensions may differ.
+    L_RKD-A = mean over all N³ ordered triplets (i, j, k) of l_δ(ψ_A(t), ψ_A(s)), Huber with δ = 1. A
+    triplet with a repeated index adds 0 (its cosine is 0, or 1, on both sides) but counts in the mean, as
+    in the authors' code and RepDistiller's ``RKDLoss`` (smooth L1 over the N x N x N cosines), for which
+    the paper's λ_A = 50 was tuned. Scale-free; dimensions may differ.
     """
     with _no_autocast(student_emb):
         s, t = _as_matrix(student_emb), _as_matrix(teacher_emb.detach())
@@ -149,7 +153,7 @@ def rkd_angle_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
         if n < 3:
             return _zero(s)
         mask = _distinct_triplets(n, s.device)
-        return _masked_huber_mean(_angle_cosines(s), _angle_cosines(t), mask, n * (n - 1) * (n - 2))
+        return _masked_huber_mean(_angle_cosines(s), _angle_cosines(t), mask, n ** 3)
 
 
 def rkd_loss(student_emb: Tensor, teacher_emb: Tensor, w_distance: float = 25.0, w_angle: float = 50.0) -> Tensor:
@@ -364,8 +368,11 @@ class ContrastMemory(nn.Module):
     ``forward(student_emb, teacher_emb, indices, generator=None)`` -> ``(student_scores,
     teacher_scores)``, each ``(N, K+1)``: the student anchor s_i scored against teacher-memory rows
     [indices[i], K negatives] and the teacher anchor t_i against the student memory, as
-    exp(<anchor, row>/τ) / Z. Negatives are drawn uniformly from the other n_data - 1 indices (never
-    the positive), with ``generator`` if given (on its device) else the global RNG. Z = M · mean of
+    exp(<anchor, row>/τ) / Z. With ``labels`` (the class of every training index) the K negatives are
+    drawn uniformly, with replacement, from the samples of the *other* classes, as the authors' code
+    samples them (RepDistiller's ``CIFAR100InstanceSample``, ``cls_negative``); without, uniformly from
+    the other n_data - 1 indices (never the positive). Draws use ``generator`` if given (on its device),
+    else the global RNG. Z = M · mean of
     the exponentials of the first batch, estimated once per side and then fixed. After scoring, the
     rows of the batch are updated without gradient:
     row <- normalise(m · row + (1 - m) · embedding). Embeddings are expected L2-normalised.
@@ -377,24 +384,44 @@ class ContrastMemory(nn.Module):
     z_teacher: Tensor
 
     def __init__(self, feat_dim: int, n_data: int, n_negatives: int = 4096, temperature: float = 0.07,
-                 momentum: float = 0.5) -> None:
+                 momentum: float = 0.5, labels: Tensor | None = None) -> None:
         super().__init__()
-        if not 1 <= n_negatives <= n_data - 1:
-            raise ValueError(f"n_negatives must be in [1, n_data - 1] = [1, {n_data - 1}], got {n_negatives}")
+        if n_negatives < 1 or n_data < 2:
+            raise ValueError(f"need n_negatives >= 1 (drawn with replacement) and n_data >= 2, got {n_negatives} and {n_data}")
         self.feat_dim, self.n_data, self.n_negatives = feat_dim, n_data, n_negatives
         self.temperature, self.momentum = temperature, momentum
         self.register_buffer("memory_student", _random_unit_rows(n_data, feat_dim))
         self.register_buffer("memory_teacher", _random_unit_rows(n_data, feat_dim))
         self.register_buffer("z_student", torch.zeros(()))
         self.register_buffer("z_teacher", torch.zeros(()))
+        self.by_class = labels is not None
+        if labels is not None:  # derived from the data on every build: not part of the checkpoint
+            labels = torch.as_tensor(labels).long().flatten()
+            if labels.shape[0] != n_data:
+                raise ValueError(f"labels must give the class of each of the {n_data} training samples, got {labels.shape[0]}")
+            counts = torch.bincount(labels)
+            if int(counts.max()) == n_data:
+                raise ValueError("CRD's other-class negatives need at least two classes in the training data")
+            self.register_buffer("labels", labels, persistent=False)
+            self.register_buffer("class_order", torch.argsort(labels, stable=True), persistent=False)
+            self.register_buffer("class_count", counts, persistent=False)
+            self.register_buffer("class_start", torch.cumsum(counts, 0) - counts, persistent=False)
 
     def sample(self, indices: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``(N, K+1)`` memory rows: the positive ``indices`` then K uniform negatives ≠ the positive."""
+        """``(N, K+1)`` memory rows: the positive ``indices`` then K negatives (other-class samples when the
+        memory knows the labels, else any index but the positive)."""
         device = generator.device if generator is not None else indices.device
         shape = (indices.shape[0], self.n_negatives)
-        draw = torch.randint(0, self.n_data - 1, shape, generator=generator, device=device).to(indices.device)
         positives = indices[:, None]
-        negatives = draw + (draw >= positives).long()
+        if self.by_class:
+            c = self.labels[indices]
+            count, start = self.class_count[c][:, None], self.class_start[c][:, None]
+            u = torch.rand(shape, generator=generator, device=device).to(indices.device)
+            r = (u * (self.n_data - count)).long().clamp_max(self.n_data - count - 1)  # uniform over the other classes
+            negatives = self.class_order[r + (r >= start).long() * count]
+        else:
+            draw = torch.randint(0, self.n_data - 1, shape, generator=generator, device=device).to(indices.device)
+            negatives = draw + (draw >= positives).long()
         return torch.cat([positives, negatives], dim=1)
 
     def _scores(self, anchor: Tensor, memory: Tensor, rows: Tensor, z: Tensor) -> Tensor:
@@ -432,17 +459,18 @@ class CRDLoss(nn.Module):
     ``indices`` are the batch's training-set indices (``(N,)``, in [0, n_data)). The teacher feature
     is detached before g_T: the teacher network gets no gradient, its head g_T does (as in the paper,
     both heads are trained). Defaults: feat_dim 128, K = 4096 negatives (the paper uses 16384),
-    τ = 0.07, momentum 0.5.
+    τ = 0.07, momentum 0.5. ``labels`` (the class of every training index): negatives from the other
+    classes, as the authors' code draws them (see `ContrastMemory`).
     """
 
     def __init__(self, student_shape: int | Sequence[int], teacher_shape: int | Sequence[int], n_data: int,
                  feat_dim: int = 128, n_negatives: int = 4096, temperature: float = 0.07,
-                 momentum: float = 0.5) -> None:
+                 momentum: float = 0.5, labels: Tensor | None = None) -> None:
         super().__init__()
         self.n_data = n_data
         self.embed_student = CRDHead(student_shape, feat_dim)
         self.embed_teacher = CRDHead(teacher_shape, feat_dim)
-        self.memory = ContrastMemory(feat_dim, n_data, n_negatives, temperature, momentum)
+        self.memory = ContrastMemory(feat_dim, n_data, n_negatives, temperature, momentum, labels)
 
     def forward(self, student_feature: Tensor, teacher_feature: Tensor, indices: Tensor,
                 generator: torch.Generator | None = None) -> Tensor:

@@ -1,0 +1,114 @@
+"""The twin protocol from the command line: teacher, plain twin and distilled students on one budget.
+
+    python benchmarks/twins.py --task classification --teacher resnet56.fmnist --student resnet8 \\
+        --recipes kd fitnet at spkd --seeds 0 1 2 --set epochs=10 --set warmup_epochs=1 \\
+        --out runs/twins-fmnist --results benchmarks/results --time-budget 60
+    # the same command again resumes where it stopped; with --publish, once every seed has finished,
+    # the twin and every method that beats it are published to the zoo (the median seed of each)
+
+Writes ``<results>/twins-<dataset>-<teacher>-to-<student>.{md,json}`` (see `zoo.protocol`).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from zoo import protocol
+from zoo.cli import parse_overrides
+from zoo.tasks import get_adapter
+
+SHORT_NAMES = {"fashion-mnist": "fmnist"}
+
+
+def settings_line(spec: protocol.ProtocolSpec, results: list[protocol.SeedResult]) -> str:
+    s = spec.settings
+    steps = {r.steps for r in results}
+    walls = ", ".join(f"seed {r.seed}: {r.wall_seconds / 60:.0f} min" for r in results)
+    hardware = sorted({r.hardware for r in results})
+    return (f"{spec.dataset}" + (f" (first {spec.train_subset} training images)" if spec.train_subset else "")
+            + f"; every arm: {', '.join(f'{k}={v}' for k, v in sorted(s.items()))}"
+            + (f", {steps.pop()} optimizer steps" if len(steps) == 1 else "")
+            + f"; seeds {spec.seeds}; all arms of a seed trained as one pack (one teacher forward per step)"
+            + (f"; wall time per seed ({walls}) on {', '.join(hardware)}" if results else "") + ".")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="classification")
+    p.add_argument("--teacher", required=True, help="zoo name or checkpoint folder of the teacher")
+    p.add_argument("--student", required=True, help="student architecture (e.g. resnet8)")
+    p.add_argument("--recipes", nargs="+", required=True, help="distillation recipes compared with the twin")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="the shared budget: training settings of every arm (epochs, lr, warmup_epochs, ...)")
+    p.add_argument("--out", required=True, help="run folder (resumed when it exists)")
+    p.add_argument("--results", help="where the table goes (default: --out)")
+    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    p.add_argument("--device")
+    p.add_argument("--publish", action="store_true",
+                   help="once every seed is done: publish the twin and each method that beats it (median seed)")
+    p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spec = protocol.ProtocolSpec(args.task, args.teacher, args.student, args.recipes, args.seeds, args.dataset,
+                                 parse_overrides(args.set), args.train_subset)
+    task = get_adapter(spec.task).protocol
+    deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
+    out = Path(args.out)
+    results = protocol.run(spec, task, out, deadline=deadline, device=args.device)
+    line = settings_line(spec, results)
+    table, summary = protocol.write_results(spec, task, results, Path(args.results or out), line)
+    done = len(results) == len(spec.seeds)
+    print(f"{len(results)}/{len(spec.seeds)} seeds done; table in {table}"
+          + ("" if done else "; run the same command again to continue"), flush=True)
+    if not args.publish:
+        return 0
+    if not done or summary is None:
+        raise SystemExit("--publish needs every seed finished; run the protocol to the end first")
+    command = shlex.join(["python", "benchmarks/twins.py", *(sys.argv[1:] if argv is None else argv)])
+    short = SHORT_NAMES.get(spec.dataset, spec.dataset)
+    dest = Path(args.publish_dest) if args.publish_dest else None
+    twin = summary[protocol.TWIN]
+    winners = [arm for arm in spec.recipes if summary[arm].beats_twin]
+    for arm in spec.recipes:
+        if arm not in winners:
+            print(f"not published: {arm} (gain {summary[arm].gain * 100:+.2f} does not exceed the twin's spread "
+                  f"{protocol.twin_spread(twin) * 100:.2f})")
+    if not winners:
+        print("no method beats the twin: nothing published")
+        return 0
+    twin_name = f"{spec.student}.{short}"
+    table_ref = f"benchmarks/results/{spec.slug()}.md"
+    twin_seed = protocol.median_seed(twin)
+    card = task.publish(spec, twin_seed, protocol.TWIN, out / f"seed-{twin_seed}", twin_name, baseline=None,
+                        teacher=None, command=command, dest=dest,
+                        description=f"{spec.student} trained on the task loss only: the plain twin of the "
+                                    f"students distilled from {spec.teacher} on the same budget ({table_ref}).",
+                        notes=f"Twin of the protocol table {table_ref}: {twin.mean * 100:.2f} ± {twin.std * 100:.2f} "
+                              f"over seeds {sorted(twin.values)}; seed {twin_seed} (the median) shipped. {line}")
+    print(f"published {card.name} (twin, seed {twin_seed})")
+    baseline = protocol.baseline_record(spec, summary, task.metric, results[0].steps, twin_name, table_ref)
+    for arm in winners:
+        s = summary[arm]
+        seed = protocol.median_seed(s)
+        name = f"{spec.student}-{arm}.{short}"
+        card = task.publish(spec, seed, arm, out / f"seed-{seed}", name, baseline=baseline, teacher=spec.teacher,
+                            command=command, dest=dest,
+                            description=f"{spec.student} distilled from {spec.teacher} with the {arm} recipe, on "
+                                        f"exactly its plain twin's budget ({table_ref}).",
+                            notes=f"Protocol row: {s.mean * 100:.2f} ± {s.std * 100:.2f} over seeds {sorted(s.values)} "
+                                  f"({s.gain * 100:+.2f} over the twin); seed {seed} (the median) shipped. {line}")
+        print(f"published {card.name}: {task.metric} {card.metrics[task.metric] * 100:.2f} (seed {seed})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

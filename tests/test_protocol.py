@@ -1,0 +1,144 @@
+"""The twin protocol: statistics, the table, resumable runs, publishing with a baseline on the card."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo import protocol
+from zoo.protocol import TWIN, ProtocolSpec, SeedResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spec(**kw) -> ProtocolSpec:
+    fields = dict(task="classification", teacher="resnet56.fmnist", student="resnet8", recipes=["kd", "at"],
+                  seeds=[0, 1, 2], dataset="fashion-mnist", settings={"epochs": 10})
+    fields.update(kw)
+    return ProtocolSpec(**fields)
+
+
+def results(values: dict[str, list[float]]) -> list[SeedResult]:
+    seeds = range(len(next(iter(values.values()))))
+    return [SeedResult(s, {arm: v[s] for arm, v in values.items()}, 100, 1.0, "cpu") for s in seeds]
+
+
+def test_summary_gains_gap_and_the_spread_rule():
+    res = results({TWIN: [0.90, 0.91, 0.92], "kd": [0.93, 0.94, 0.95], "at": [0.915, 0.925, 0.92]})
+    s = protocol.summarize(res, [TWIN, "kd", "at"], teacher_value=0.96)
+    assert s[TWIN].mean == pytest.approx(0.91) and s[TWIN].std == pytest.approx(0.01)
+    assert protocol.twin_spread(s[TWIN]) == pytest.approx(0.02)
+    assert s["kd"].gain == pytest.approx(0.03) and s["kd"].gap_closed == pytest.approx(0.6)
+    assert s["kd"].beats_twin  # +3 points > the twin's 2-point spread
+    assert s["at"].gain == pytest.approx(0.01) and not s["at"].beats_twin  # inside the spread
+    assert protocol.median_seed(s["kd"]) == 1
+    lower = protocol.summarize(results({TWIN: [3.0, 3.1], "kd": [2.0, 2.2]}), [TWIN, "kd"], 1.0, higher_is_better=False)
+    assert lower["kd"].gain == pytest.approx(0.95) and lower["kd"].beats_twin  # lower is better (e.g. a distance)
+
+
+def test_diverged_seeds_are_counted_but_not_averaged():
+    s = protocol.summarize(results({TWIN: [0.9, 0.91], "kd": [math.nan, 0.95]}), [TWIN, "kd"], 0.96)
+    assert s["kd"].n == 1 and s["kd"].diverged == 1 and s["kd"].mean == pytest.approx(0.95)
+    assert "diverged in 1 seed" in protocol.markdown(spec(recipes=["kd"]), s, 0.96, "top1")
+
+
+def test_no_twin_no_table():
+    with pytest.raises(ValueError, match="twin"):
+        protocol.summarize(results({"kd": [0.9, 0.9]}), [TWIN, "kd"], 0.96)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(recipes=[]), "at least one recipe"), (dict(recipes=["plain"]), "always trained"),
+    (dict(seeds=[0]), "at least 2 seeds"), (dict(recipes=["kd", "kd"]), "repeat"),
+])
+def test_bad_specs_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        spec(**bad)
+
+
+def test_markdown_table_and_baseline_record():
+    s = spec()
+    summary = protocol.summarize(results({TWIN: [0.90, 0.91, 0.92], "kd": [0.93, 0.94, 0.95],
+                                          "at": [0.915, 0.925, 0.92]}), s.arms, 0.96)
+    table = protocol.markdown(s, summary, 0.96, "top1", settings_line="budget line")
+    assert "| teacher `resnet56.fmnist` | - | 96.00 | 5.00 |" in table
+    assert "| resnet8 | twin (plain) | 91.00 ± 1.00 (3) | - | - | spread 2.00 |" in table
+    assert "| resnet8 | kd | 94.00 ± 1.00 (3) | +3.00 | 60% | yes |" in table
+    assert "| resnet8 | at | 92.00 ± 0.50 (3) | +1.00 | 20% | no |" in table and "budget line" in table
+    record = protocol.baseline_record(s, summary, "top1", 4680, "resnet8.fmnist", "benchmarks/results/x.md")
+    assert record["name"] == "resnet8.fmnist" and record["seeds"] == [0, 1, 2]
+    assert record["metrics"]["top1"] == {"mean": 0.91, "std": 0.01, "n": 3, "spread": 0.02}
+    assert record["budget"] == {"epochs": 10, "steps": 4680}
+
+
+def test_a_card_baseline_is_validated_and_gives_the_gain(tiny_model):
+    from conftest import make_card
+
+    twin = {"name": "resnet8.fmnist", "metrics": {"top1": {"mean": 0.45, "std": 0.01, "n": 3}}}
+    card = make_card(tiny_model, method="kd", baseline=twin)
+    assert card.gain_over_baseline() == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="baseline must hold"):
+        make_card(tiny_model, baseline={"metrics": {"top1": 0.45}})
+    assert make_card(tiny_model).gain_over_baseline() is None
+
+
+class FakeTask:
+    """A ProtocolTask that 'trains' instantly, stopping at the deadline after the first seed."""
+
+    metric, higher_is_better = "top1", True
+
+    def __init__(self):
+        self.calls = []
+
+    def teacher_metric(self, spec):
+        return 0.96
+
+    def run_seed(self, spec, seed, out_dir, deadline, device):
+        self.calls.append(seed)
+        if len(self.calls) == 2 and deadline is not None:
+            return None  # the time budget ran out in the second seed
+        return SeedResult(seed, {arm: 0.9 + 0.01 * seed + (0.02 if arm != TWIN else 0) for arm in spec.arms},
+                          10, 1.0, "cpu")
+
+
+def test_runs_resume_by_seed_and_refuse_other_settings(tmp_path):
+    import time
+
+    task, s = FakeTask(), spec()
+    done = protocol.run(s, task, tmp_path, deadline=time.monotonic() + 3600)
+    assert [r.seed for r in done] == [0] and task.calls == [0, 1]
+    done = protocol.run(s, task, tmp_path)  # finished seeds are read back, not trained again
+    assert [r.seed for r in done] == [0, 1, 2] and task.calls == [0, 1, 1, 2]
+    table, summary = protocol.write_results(s, task, done, tmp_path / "results")
+    assert summary["kd"].gain == pytest.approx(0.02) and table.exists()
+    saved = json.loads(table.with_suffix(".json").read_text())
+    assert saved["teacher_value"] == 0.96 and len(saved["seeds"]) == 3
+    with pytest.raises(ValueError, match="other settings \\(settings differ"):
+        protocol.run(spec(settings={"epochs": 12}), task, tmp_path)
+
+
+def test_twins_cli_runs_publishes_winners_only(tmp_path):
+    """End to end on real Fashion-MNIST, tiny: 2 seeds, 1 epoch on 256 images (seconds)."""
+    out, dest = tmp_path / "run", tmp_path / "zoo"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "twins.py"), "--teacher", "resnet56.fmnist", "--student", "resnet8",
+           "--recipes", "kd", "--seeds", "0", "1", "--train-subset", "256", "--set", "epochs=1", "--set", "batch_size=64",
+           "--out", str(out), "--publish", "--publish-dest", str(dest)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2/2 seeds done" in r.stdout
+    table = (out / "twins-fashion-mnist-resnet56-fmnist-to-resnet8.md").read_text()
+    assert "| resnet8 | twin (plain) |" in table and "| resnet8 | kd |" in table
+    saved = json.loads((out / "twins-fashion-mnist-resnet56-fmnist-to-resnet8.json").read_text())
+    kd = saved["summary"]["kd"]
+    if kd["beats_twin"]:  # published with its twin as the baseline
+        import zoo
+
+        card = zoo.card(str(dest / "resnet8-kd.fmnist"))
+        assert card.baseline["name"] == "resnet8.fmnist" and card.gain_over_baseline() is not None
+        assert (dest / "resnet8.fmnist" / "README.md").exists()
+    else:
+        assert "not published: kd" in r.stdout and not dest.exists()

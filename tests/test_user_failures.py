@@ -1,0 +1,321 @@
+"""Failures users of other KD projects have reported, each kind checked on kdzoo (issue: correctness
+against references and the failures found when kdzoo was tried as a new user would).
+
+1. images of any mode and bit depth decode to what a viewer shows, or are refused clearly;
+2. prediction neither depends on nor changes the model's train/eval mode and state;
+3. wrapped models (DataParallel, DDP, torch.compile) save and load;
+4. a resumed run continues with the checkpoint's configuration;
+5. a diverged run keeps a finite last checkpoint, resumes with a lower lr, and never gets a card;
+6. a micro-batch too small for the recipe is refused up front.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import zoo
+from test_kd_core import synthetic, teacher
+from zoo.classification.distill import distill_classifier
+from zoo.classification.models import build_model
+from zoo.images import to_uint8_array
+from zoo.runs import ResumeMismatchError
+from zoo.train import STATE_FILE, DivergedError, NonFiniteLossError
+
+SMALL = {"batch_size": 16, "epochs": 2, "progress": False, "log_every": 1}
+
+
+# ------------------------------------------------------------------ 1. image decoding
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    """A bundled Fashion-MNIST sample as uint8 (28, 28)."""
+    from zoo.classification.adapter import SAMPLES_DIR
+
+    path = sorted((SAMPLES_DIR / "fashion-mnist").glob("*.png"))[0]
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def _png(image: Image.Image, **kw) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", **kw)
+    buf.seek(0)
+    return Image.open(buf)
+
+
+def test_every_bit_depth_and_path_gives_the_same_pixels(sample, tmp_path):
+    wide = sample.astype(np.uint16) * 257
+    Image.fromarray(wide).save(tmp_path / "g16.png")  # a 16-bit grey PNG (PIL mode I;16)
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    floats = sample.astype(np.float32) / 255
+    same = [tmp_path / "g16.png", Image.open(tmp_path / "g16.png"), wide, Image.fromarray(floats), floats,
+            floats.astype(np.float64), torch.from_numpy(floats.copy())[None], sample.astype(np.int64),
+            Image.fromarray(sample.astype(np.int32)), torch.from_numpy(sample.copy())[None]]
+    for item in same:
+        got = to_uint8_array(item)
+        assert got.shape == (28, 28, 1) and got.dtype == np.uint8, type(item)
+        assert np.array_equal(got[..., 0], sample), type(item)
+    # Pillow's own conversion clips 16-bit values at 255: what kdzoo must not do
+    assert np.asarray(Image.open(tmp_path / "g16.png").convert("L")).mean() > sample.mean() + 30
+
+
+def test_predictions_agree_across_input_paths(sample, tmp_path):
+    model = zoo.load("resnet20.fmnist")
+    Image.fromarray(sample).save(tmp_path / "g8.png")
+    Image.fromarray(sample.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    inputs = [tmp_path / "g8.png", tmp_path / "g16.png", Image.fromarray(sample.astype(np.float32) / 255),
+              sample.astype(np.uint16) * 257]
+    results = zoo.predict(model, inputs)
+    assert len({(r["label"], round(r["score"], 5)) for r in results}) == 1
+
+
+def test_transparency_exif_and_palettes_decode_as_a_viewer_shows_them():
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:2, :, 3] = 255  # top half opaque red, bottom half fully transparent
+    got = to_uint8_array(Image.fromarray(rgba))
+    assert got.shape == (4, 4, 3)
+    assert (got[:2] == [200, 0, 0]).all() and (got[2:] == 255).all()  # composited over white
+    pal = _png(Image.fromarray(rgba[..., :3]).convert("P"), transparency=0)
+    assert to_uint8_array(pal).shape == (4, 4, 3)
+    # EXIF orientation 6 (rotate 90 degrees clockwise to display): a 2x3 stored image shows as 3x2
+    stored = Image.fromarray(np.arange(6, dtype=np.uint8).reshape(2, 3) * 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, format="PNG", exif=exif.tobytes())
+    shown = to_uint8_array(Image.open(io.BytesIO(buf.getvalue())))
+    assert shown.shape == (3, 2, 1)
+    assert np.array_equal(shown[..., 0], np.rot90(np.asarray(stored), k=-1))
+    assert to_uint8_array(np.ones((2, 2), bool)).max() == 255
+
+
+@pytest.mark.parametrize("item, message", [
+    (np.full((4, 4), -0.5, np.float32), r"in \[0, 1\]"),
+    (np.full((4, 4), 3.0), r"in \[0, 1\]"),
+    (np.full((4, 4), np.nan, np.float32), r"in \[0, 1\]"),
+    (np.full((4, 4), 70000, np.int64), "8-bit .* or 16-bit"),
+    (np.zeros((4, 4, 7), np.uint8), "not an image"),
+    (torch.zeros(5, 4, 4), r"\(C, H, W\) with C in 1..4"),
+    (np.zeros((4, 4), np.complex64), "dtype complex64"),
+    ("no/such/file.png", "no image file"),
+])
+def test_inputs_that_are_not_images_are_refused_clearly(item, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        to_uint8_array(item)
+
+
+def test_unsupported_colour_spaces_are_refused_with_a_fix():
+    with pytest.raises(ValueError, match="convert it to RGB"):
+        to_uint8_array(Image.new("HSV", (4, 4)))
+
+
+# ------------------------------------------------------------------ 2. prediction vs model mode
+def test_predict_ignores_and_keeps_the_model_mode_and_state():
+    model = zoo.load("resnet20.fmnist")
+    expected = zoo.predict(model)
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    assert zoo.predict(model) == expected
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+    model.eval()
+    model.layer1.train()  # a mixed state comes back as it was
+    zoo.predict(model)
+    assert model.layer1.training and not model.training
+
+
+def test_predict_on_a_detector_in_train_mode():
+    det = zoo.load("frcnn-resnet20.fmnist-scenes")
+    expected = zoo.predict(det)
+    det.train()
+    assert zoo.predict(det) == expected and det.training
+
+
+def test_predict_needs_a_zoo_model():
+    with pytest.raises(ValueError, match="kdzoo model"):
+        zoo.predict(torch.nn.Linear(2, 2), [np.zeros((2, 2), np.uint8)])
+
+
+# ------------------------------------------------------------------ 3. wrapped models
+@pytest.mark.parametrize("wrap", [torch.nn.DataParallel, lambda m: torch.compile(m, backend="eager"),
+                                  lambda m: torch.nn.DataParallel(torch.compile(m, backend="eager"))])
+def test_saving_a_wrapped_model_saves_the_model(tiny_model, tmp_path, wrap):
+    from conftest import make_card
+
+    tiny_model.card = make_card(tiny_model)
+    zoo.save(wrap(tiny_model), tmp_path / "c")  # the card is found through the wrapper too
+    loaded = zoo.load(tmp_path / "c")
+    assert set(loaded.state_dict()) == set(tiny_model.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.allclose(loaded(x), tiny_model(x))
+
+
+def test_a_prefixed_state_dict_is_named_as_such():
+    from zoo.hub import StateDictMismatchError, load_state_checked
+
+    model = build_model("resnet8", in_channels=1)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    with pytest.raises(StateDictMismatchError, match="differ only by the prefix 'module.'.*DataParallel"):
+        load_state_checked(build_model("resnet8", in_channels=1), state)
+
+
+def test_ddp_wrappers_are_unwrapped(tiny_model, tmp_path):
+    import torch.distributed as dist
+
+    from zoo.hub import unwrap
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert unwrap(torch.nn.parallel.DistributedDataParallel(tiny_model)) is tiny_model
+    finally:
+        dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------ 4. resume uses the checkpoint's config
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(64), synthetic(20, seed=1)
+
+
+def _weights(out) -> dict[str, torch.Tensor]:
+    return torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)["module"]
+
+
+def test_resume_without_the_flags_continues_the_run_as_started(data, tmp_path):
+    started = {**SMALL, "warmup_epochs": 1.0, "T": 2.0}
+    distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path / "whole", settings={**started, "max_steps": 4},
+                       data=data)
+    distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path / "cut", settings={**started, "max_steps": 3},
+                       data=data)
+    distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path / "cut", settings={**SMALL, "max_steps": 4},
+                       data=data, resume=True)  # without warmup_epochs and T
+    whole, cut = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+@pytest.mark.parametrize("student, settings, message", [
+    ("resnet14", {}, "student was 'resnet8', now 'resnet14'"),
+    ("resnet8", {"optimizer": "adamw"}, "optimizer='sgd'.*optimizer='adamw'"),
+    ("resnet8", {"T": 2.0}, r"terms\[kd\].params.T from 4.0 to 2.0"),
+    ("resnet8", {"batch_size": 32}, "batch_size was 16, now 32"),
+])
+def test_resume_refuses_a_changed_run_naming_both_values(data, tmp_path, student, settings, message):
+    distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={**SMALL, "max_steps": 2}, data=data)
+    state = (tmp_path / STATE_FILE).read_bytes()
+    with pytest.raises((ResumeMismatchError, ValueError), match=message):
+        distill_classifier("kd", teacher(0), student, out_dir=tmp_path, settings={**SMALL, **settings}, data=data,
+                           resume=True)
+    assert (tmp_path / STATE_FILE).read_bytes() == state  # nothing was trained or written
+
+
+def test_resume_applies_and_reports_a_changed_lr(data, tmp_path, capsys):
+    distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={**SMALL, "max_steps": 2}, data=data)
+    distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={"lr": 0.01, "max_steps": 3},
+                       data=data, resume=True)
+    assert "lr changed from 0.1 to 0.01 (applied)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run.json").read_text())["settings"]["lr"] == 0.01  # and kept for the next resume
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["config"]["lr"] == 0.01
+
+
+# ------------------------------------------------------------------ 5. diverged runs
+def _all_finite(out) -> bool:
+    state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+    tensors = list(state["module"].values()) + [t for s in state["optimizer"]["state"].values() for t in s.values()
+                                               if torch.is_tensor(t)]
+    return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+
+
+def test_a_diverged_run_keeps_the_last_good_checkpoint_and_resumes_with_a_lower_lr(data, tmp_path, capsys):
+    distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={**SMALL, "epochs": 6, "max_steps": 8},
+                       data=data)
+    good = _weights(tmp_path)
+    with pytest.raises(DivergedError, match="diverged. The last good checkpoint .* resume it with a lower lr"):
+        distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={"lr": 1000.0}, data=data, resume=True)
+    assert all(torch.equal(good[k], v) for k, v in _weights(tmp_path).items())  # nothing ruined was saved
+    assert _all_finite(tmp_path)
+    # what the message advises is accepted (it was refused: "lr was 1000.0") and finishes the run
+    _, info = distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={"lr": 0.01}, data=data,
+                                 resume=True)
+    assert "lr changed from 0.1 to 0.01 (applied)" in capsys.readouterr().err  # from the good checkpoint's lr
+    assert info["finished"] and _all_finite(tmp_path)
+
+
+@pytest.mark.parametrize("lr", [20.0, 1000.0])
+def test_a_run_that_diverges_from_the_start_stops_without_a_card(data, tmp_path, lr):
+    with pytest.raises(NonFiniteLossError, match="start again with a lower lr|resume it with a lower lr"):
+        distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={**SMALL, "epochs": 6, "lr": lr},
+                           data=data)
+    assert not (tmp_path / "README.md").exists()
+    if (tmp_path / STATE_FILE).exists():
+        assert _all_finite(tmp_path)
+
+
+def test_a_run_with_non_finite_buffers_gets_no_card(data, tmp_path):
+    from conftest import make_card
+
+    model = build_model("resnet8", in_channels=1)
+    model.bn1.running_var.fill_(float("inf"))  # what lr=20 does while the training loss stays finite
+    with pytest.raises(ValueError, match="NaN or inf .*bn1.running_var"):
+        zoo.save(model, tmp_path / "c", make_card(model))
+    assert not (tmp_path / "c" / "README.md").exists()
+    big = build_model("resnet8", in_channels=1)
+    big.fc.weight.data.fill_(1e6)  # finite in fp32, inf once cast to the zoo's fp16
+    with pytest.raises(ValueError, match="after the cast to torch.float16"):
+        zoo.save(big, tmp_path / "d", make_card(big), dtype=torch.float16)
+
+
+def test_pack_members_with_non_finite_state_stop_alone(data):
+    from zoo.pack import DistillerPack
+    from zoo.distiller import Distiller
+    from zoo.recipes import get_recipe
+
+    train, _ = data
+    example = train.batch(torch.arange(8))
+    pack = DistillerPack({r: Distiller([build_model("resnet8", in_channels=1)], [teacher(0)], get_recipe(r), example)
+                          for r in ("kd", "at")})
+    pack.members["at"].students[0].bn1.running_var.fill_(float("nan"))
+    from zoo.train import nonfinite_state
+
+    bad = nonfinite_state(pack)
+    with pytest.warns(RuntimeWarning, match="'at': its state is not finite"):
+        assert pack.isolate_nonfinite(bad, 7) == []
+    assert pack.failed == {"at": 7}
+
+
+# ------------------------------------------------------------------ 6. micro-batches too small
+@pytest.mark.parametrize("recipe, teachers, settings, needs", [
+    ("one", None, {"batch_size": 4, "grad_accum": 4}, "recipe 'one' needs at least 2: its BatchNorm"),
+    ("rkd", 1, {"batch_size": 4, "grad_accum": 2}, "recipe 'rkd' needs at least 3: its term 'rkd'"),
+    ("spkd", 1, {"batch_size": 8, "grad_accum": 8}, "recipe 'spkd' needs at least 2"),
+    ("irg", 1, {"batch_size": 4, "grad_accum": 2}, "recipe 'irg' needs at least 3: its term 'irg'"),
+])
+def test_too_small_micro_batches_are_refused_up_front(data, tmp_path, recipe, teachers, settings, needs):
+    with pytest.raises(ValueError, match=needs + ".*--set batch_size"):
+        distill_classifier(recipe, teacher(0) if teachers else None, "resnet8", out_dir=tmp_path,
+                           settings={**SMALL, **settings}, data=data)
+    assert not (tmp_path / STATE_FILE).exists()
+
+
+def test_fitnet_on_a_one_by_one_tap_is_refused_at_micro_batch_one(data, tmp_path):
+    with pytest.raises(ValueError, match="recipe 'fitnet' needs at least 2: its BatchNorm layers"):
+        distill_classifier("fitnet", teacher(0), "resnet8", out_dir=tmp_path, data=data,
+                           settings={**SMALL, "batch_size": 4, "grad_accum": 4, "fitnet.student": "avgpool",
+                                     "fitnet.teacher": "avgpool"})
+
+
+def test_an_nlp_stage_resumes_only_with_the_settings_it_started_with(tmp_path):
+    import argparse
+
+    from zoo.nlp.pipeline import check_stage_settings
+
+    started = argparse.Namespace(stages=["task"], out=str(tmp_path), time_budget=None, quiet=True, pred_temperature=1.0,
+                                 task_lr=1e-4)
+    check_stage_settings(tmp_path, "task", started)
+    check_stage_settings(tmp_path, "task", argparse.Namespace(**{**vars(started), "time_budget": 5.0, "quiet": False}))
+    with pytest.raises(SystemExit, match="--pred-temperature 1.0 then, 0.5 now"):
+        check_stage_settings(tmp_path, "task", argparse.Namespace(**{**vars(started), "pred_temperature": 0.5}))

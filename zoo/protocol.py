@@ -1,0 +1,254 @@
+"""The twin protocol: a distilled student is only worth publishing if it beats its plain twin.
+
+For one teacher, one student architecture and a list of recipes, the protocol trains, for every seed:
+
+- the **plain twin**: the student architecture on the same data, augmentation, schedule, number of
+  optimizer steps and seed, with the task loss only (the ``plain`` recipe);
+- each **distilled student** (one per recipe), on exactly that budget and data stream.
+
+and writes one table: the teacher, the twin (mean ± sample std over seeds), each method (mean ± std),
+its gain over the twin, and the fraction of the teacher-twin gap it closes. A method *beats its
+twin* when its mean gain exceeds the twin's seed spread (max - min of the twin's seeds): a gain
+inside the spread of the twin itself is not told apart from seed noise.
+
+The protocol is task-agnostic: a task adapter supplies a `ProtocolTask` (``adapter.protocol``)
+that trains one seed's arms (resumably, stopping at a deadline) and publishes a chosen run. This
+module does the bookkeeping, the statistics and the table, and resumes a run folder where it
+stopped (finished seeds are never trained again; a run folder refuses other settings).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .io import atomic_write_text
+
+TWIN = "twin"  # the name of the plain arm in tables and run folders
+SPREAD = "max - min of the twin's seeds"
+
+
+@dataclass
+class ProtocolSpec:
+    """What one protocol run compares. ``settings`` is the budget every arm shares (training settings:
+    ``epochs``, ``batch_size``, ``lr``, ...); ``recipes`` are the distillation recipes (the twin is added)."""
+
+    task: str
+    teacher: str
+    student: str
+    recipes: list[str]
+    seeds: list[int]
+    dataset: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    train_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.recipes:
+            problems.append("give at least one recipe to compare with the twin")
+        if "plain" in self.recipes or TWIN in self.recipes:
+            problems.append("the plain twin is always trained; do not list 'plain' among the recipes")
+        if len(set(self.recipes)) != len(self.recipes):
+            problems.append(f"recipes repeat: {self.recipes}")
+        if len(self.seeds) < 2:
+            problems.append(f"the protocol needs at least 2 seeds (3 where a run costs under ~40 CPU minutes), got {self.seeds}")
+        if len(set(self.seeds)) != len(self.seeds):
+            problems.append(f"seeds repeat: {self.seeds}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def arms(self) -> list[str]:
+        """The twin first, then the recipes."""
+        return [TWIN, *self.recipes]
+
+    def slug(self) -> str:
+        """File stem of the results: ``twins-<dataset>-<teacher>-to-<student>``."""
+        def clean(s: str) -> str:
+            return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-")
+
+        return f"twins-{clean(self.dataset)}-{clean(self.teacher)}-to-{clean(self.student)}"
+
+
+@dataclass
+class SeedResult:
+    """One seed's finished arms: the headline metric of each (NaN: the arm's loss diverged), the number
+    of optimizer steps every arm took, wall time and hardware."""
+
+    seed: int
+    metrics: dict[str, float]
+    steps: int
+    wall_seconds: float
+    hardware: str
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # arm -> per-epoch metrics
+
+
+class ProtocolTask(Protocol):
+    """What a task supplies to the protocol (``get_adapter(task).protocol``)."""
+
+    metric: str  # the headline metric (a card metric name, e.g. top1)
+    higher_is_better: bool
+
+    def teacher_metric(self, spec: ProtocolSpec) -> float:
+        """The teacher's headline metric on the split the arms are evaluated on (a card value)."""
+
+    def run_seed(self, spec: ProtocolSpec, seed: int, out_dir: Path, deadline: float | None,
+                 device: str | None) -> SeedResult | None:
+        """Train (or resume) every arm of ``spec`` for ``seed`` in ``out_dir``; None when stopped at
+        ``deadline`` (``time.monotonic()``). Arms must share data stream, schedule and step count."""
+
+    def publish(self, spec: ProtocolSpec, seed: int, arm: str, out_dir: Path, name: str, *,
+                baseline: dict[str, Any] | None, teacher: str | None, command: str, notes: str,
+                description: str, dest: Path | None) -> Any:
+        """Publish ``arm`` of ``seed`` (trained in ``out_dir``) as zoo entry ``name``; returns its card."""
+
+
+@dataclass
+class ArmSummary:
+    """Mean ± sample std of an arm's metric over its finished seeds (``diverged``: NaN seeds)."""
+
+    arm: str
+    values: dict[int, float]
+    mean: float
+    std: float
+    n: int
+    diverged: int
+    gain: float | None = None  # mean - the twin's mean (sign flipped when lower is better)
+    gap_closed: float | None = None  # gain / (teacher - twin mean)
+    beats_twin: bool | None = None  # gain > the twin's seed spread
+
+
+def summarize(results: list[SeedResult], arms: list[str], teacher_value: float,
+              higher_is_better: bool = True) -> dict[str, ArmSummary]:
+    """Per-arm statistics over seeds, with gains against the twin. Raises ValueError without the twin."""
+    out: dict[str, ArmSummary] = {}
+    for arm in arms:
+        values = {r.seed: r.metrics[arm] for r in results if arm in r.metrics}
+        ok = [v for v in values.values() if math.isfinite(v)]
+        out[arm] = ArmSummary(arm, values, statistics.mean(ok) if ok else math.nan,
+                              statistics.stdev(ok) if len(ok) > 1 else 0.0, len(ok), len(values) - len(ok))
+    if TWIN not in out or not out[TWIN].n:
+        raise ValueError("no finished twin run: the protocol compares every method with its twin")
+    twin = out[TWIN]
+    spread = twin_spread(twin)
+    sign = 1.0 if higher_is_better else -1.0
+    gap = sign * (teacher_value - twin.mean)
+    for arm, s in out.items():
+        if arm == TWIN or not s.n:
+            continue
+        s.gain = sign * (s.mean - twin.mean)
+        s.gap_closed = s.gain / gap if gap > 0 else None
+        s.beats_twin = s.gain > spread and twin.n > 1
+    return out
+
+
+def twin_spread(twin: ArmSummary) -> float:
+    """The twin's seed spread: max - min of its finished seeds (0 for one seed)."""
+    ok = [v for v in twin.values.values() if math.isfinite(v)]
+    return max(ok) - min(ok) if ok else math.nan
+
+
+def median_seed(summary: ArmSummary) -> int:
+    """The seed whose value is the median of the arm's finished seeds (the lower middle for an even
+    count): the run that represents a method without picking its best seed."""
+    ok = sorted((v, s) for s, v in summary.values.items() if math.isfinite(v))
+    if not ok:
+        raise ValueError(f"{summary.arm}: no finished seed")
+    return ok[(len(ok) - 1) // 2][1]
+
+
+def markdown(spec: ProtocolSpec, summary: dict[str, ArmSummary], teacher_value: float, metric: str,
+             scale: float = 100.0, unit: str = "%", settings_line: str = "") -> str:
+    """The protocol's table: teacher, twin, each method with its gain and the gap it closes."""
+    def fmt(v: float) -> str:
+        return f"{v * scale:.2f}"
+
+    twin = summary[TWIN]
+    lines = [f"| model | method | {metric} {unit} (mean ± std, n seeds) | gain over twin | teacher-twin gap closed | beats twin |",
+             "|---|---|---|---|---|---|",
+             f"| teacher `{spec.teacher}` | - | {fmt(teacher_value)} | {fmt(teacher_value - twin.mean)} | - | - |",
+             f"| {spec.student} | twin (plain) | {fmt(twin.mean)} ± {fmt(twin.std)} ({twin.n}) | - | - | "
+             f"spread {fmt(twin_spread(twin))} |"]
+    for arm in spec.recipes:
+        s = summary.get(arm)
+        if s is None or not s.n:
+            lines.append(f"| {spec.student} | {arm} | (not run yet) | | | |")
+            continue
+        closed = f"{s.gap_closed * 100:.0f}%" if s.gap_closed is not None else "-"
+        div = f"; **diverged in {s.diverged} seed(s)**" if s.diverged else ""
+        lines.append(f"| {spec.student} | {arm} | {fmt(s.mean)} ± {fmt(s.std)} ({s.n}){div} | {s.gain * scale:+.2f} "
+                     f"| {closed} | {'yes' if s.beats_twin else 'no'} |")
+    note = (f"\nA method beats its twin when its mean gain exceeds the twin's seed spread ({SPREAD}). "
+            f"Every arm trains on the same data stream, schedule and number of optimizer steps per seed.")
+    return "\n".join(lines) + "\n" + note + (f"\n\n{settings_line}" if settings_line else "") + "\n"
+
+
+def baseline_record(spec: ProtocolSpec, summary: dict[str, ArmSummary], metric: str, steps: int,
+                    twin_name: str | None, table: str) -> dict[str, Any]:
+    """The ``baseline`` field of a distilled card: its twin (zoo name if published), the twin's metric
+    (mean ± std over the seeds), the seeds and the shared budget."""
+    twin = summary[TWIN]
+    return {"name": twin_name, "method": "plain",
+            "metrics": {metric: {"mean": round(twin.mean, 6), "std": round(twin.std, 6), "n": twin.n,
+                                 "spread": round(twin_spread(twin), 6)}},
+            "seeds": sorted(twin.values), "budget": {**spec.settings, "steps": steps,
+                                                     **({"train_subset": spec.train_subset} if spec.train_subset else {})},
+            "table": table}
+
+
+def _spec_record(spec: ProtocolSpec) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(spec)))
+
+
+def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | None = None,
+        device: str | None = None) -> list[SeedResult]:
+    """Train every seed of ``spec`` (resuming ``out`` where it stopped); returns the finished seeds.
+
+    Raises ValueError when ``out`` holds a run of other settings (use a new folder)."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = out / "protocol.json"
+    if spec_path.exists():
+        saved = json.loads(spec_path.read_text())
+        if saved != _spec_record(spec):
+            changed = sorted(k for k in set(saved) | set(_spec_record(spec)) if saved.get(k) != _spec_record(spec).get(k))
+            raise ValueError(f"{out} holds a protocol run with other settings ({', '.join(changed)} differ; "
+                             f"see {spec_path}); use a new output folder")
+    else:
+        atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
+    results = []
+    for seed in spec.seeds:
+        done = out / f"seed-{seed}" / "result.json"
+        if done.exists():
+            results.append(SeedResult(**json.loads(done.read_text())))
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        result = task.run_seed(spec, seed, out / f"seed-{seed}", deadline, device)
+        if result is None:
+            break
+        atomic_write_text(done, json.dumps(asdict(result), indent=2) + "\n")
+        results.append(result)
+    return results
+
+
+def write_results(spec: ProtocolSpec, task: ProtocolTask, results: list[SeedResult], results_dir: Path,
+                  settings_line: str = "") -> tuple[Path, dict[str, ArmSummary] | None]:
+    """``<slug>.md`` (the table) and ``<slug>.json`` (spec, every seed's values, the summary) in ``results_dir``."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    teacher_value = task.teacher_metric(spec)
+    stem = results_dir / spec.slug()
+    summary = None
+    if any(TWIN in r.metrics for r in results):
+        summary = summarize(results, spec.arms, teacher_value, task.higher_is_better)
+        atomic_write_text(stem.with_suffix(".md"), markdown(spec, summary, teacher_value, task.metric,
+                                                            settings_line=settings_line))
+    record = {"spec": _spec_record(spec), "metric": task.metric, "teacher_value": teacher_value,
+              "seeds": [asdict(r) for r in results], "settings_line": settings_line,
+              "summary": {k: asdict(v) for k, v in (summary or {}).items()}, "spread_rule": SPREAD}
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    return stem.with_suffix(".md"), summary
