@@ -80,7 +80,11 @@ def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
     src, dist = tmp_path / "src", tmp_path / "dist"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info",
                                                                "__pycache__", ".pytest_cache", "runs"))
-    _run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src)])
+    build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
+    # every task's package data is declared: setuptools has nothing to warn about ("Package would be ignored")
+    assert "Package would be ignored" not in build.stdout + build.stderr
     wheel = next(dist.glob("kdzoo-*.whl"))
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
