@@ -22,7 +22,7 @@ from typing import Any
 from zoo import hub
 from zoo.detection.train import DEFAULTS, train_detector
 from zoo.io import atomic_write_text
-from zoo.train import STATE_FILE, config_from_overrides
+from zoo.trainer import STATE_FILE, config_from_overrides
 
 RUNS = (("teacher", "frcnn-resnet56", None), ("student", "frcnn-resnet20", None), ("chen2017", "frcnn-resnet20", "teacher"))
 ROW_NAMES = {"teacher": "teacher (ResNet-56)", "student": "student (ResNet-20), no KD",

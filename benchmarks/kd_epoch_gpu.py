@@ -2,7 +2,7 @@
 
     python benchmarks/kd_epoch_gpu.py [--batch-size 512] [--steps 60] [--pack 4] [--out benchmarks/results]
 
-Modes, each `zoo.train.fit` on Fashion-MNIST held on the device (augmented there):
+Modes, each `zoo.trainer.fit` on Fashion-MNIST held on the device (augmented there):
 
 - ``eager``: one student, the ``kd`` recipe (what ``zoo distill`` runs);
 - ``packed``: ``--pack`` students (kd, at, fitnet, rkd, ...) sharing one teacher forward per step
@@ -11,7 +11,7 @@ Modes, each `zoo.train.fit` on Fashion-MNIST held on the device (augmented there
   ``reduce-overhead`` on a GPU, i.e. each compiled forward and backward replayed as CUDA graphs;
   inductor's ``default`` on the CPU);
 - ``eager, NaN check every step``: the eager mode with ``finite_check_every=1``, the trainer's behaviour
-  before its checks were deferred on a GPU (`zoo.train.finite_check_interval`), side by side.
+  before its checks were deferred on a GPU (`zoo.trainer.finite_check_interval`), side by side.
 
 On a GPU the table also counts the host syncs per timed step (``torch.cuda.set_sync_debug_mode``):
 each one stops the host from queueing work while the GPU runs.
@@ -37,7 +37,7 @@ from zoo.classification.models import build_model
 from zoo.classification.pack import PackMember, distill_pack
 from zoo.io import atomic_write_text
 from zoo.metrics import hardware_description
-from zoo.train import COMPILE_MODES, TrainConfig
+from zoo.trainer import COMPILE_MODES, TrainConfig
 
 PACK_RECIPES = ["kd", "at", "fitnet", "rkd", "spkd", "crd", "fsp", "irg"]
 EPOCH_IMAGES = 50_000  # the survey's CIFAR-10 epoch, the unit of the targets

@@ -1,7 +1,7 @@
 """Time one ResNet-56 -> ResNet-20 KD step: kdzoo's trainer vs a minimal hand-written loop vs torchdistill.
 
 All three do the same work on the same batch: teacher forward (no grad), student forward,
-0.1*CE + 0.9*T^2*KL(T=4), backward, SGD step. kdzoo is timed through `zoo.train.fit` itself (the
+0.1*CE + 0.9*T^2*KL(T=4), backward, SGD step. kdzoo is timed through `zoo.trainer.fit` itself (the
 loop users run, Distiller + `kd` recipe), as the difference between two runs of different length,
 so its setup cancels out. torchdistill (PyPI) is timed with its own forward-hook manager and KDLoss.
 Rounds alternate between the variants (at least 7); the table reports, for each, the minimum, median
@@ -29,7 +29,7 @@ from zoo.classification.models import build_model
 from zoo.distiller import Distiller
 from zoo.metrics import cpu_description
 from zoo.recipes import get_recipe
-from zoo.train import TrainConfig, fit
+from zoo.trainer import TrainConfig, fit
 
 
 WARMUP = 3  # untimed steps before each measurement (allocator and kernel caches)
@@ -113,7 +113,7 @@ def kdzoo_fit(batch: dict, steps: int, in_channels: int) -> float:
     return (long - short) / steps
 
 
-VARIANTS = {"minimal PyTorch loop": minimal_loop, "kdzoo (zoo.train.fit + Distiller)": kdzoo_fit,
+VARIANTS = {"minimal PyTorch loop": minimal_loop, "kdzoo (zoo.trainer.fit + Distiller)": kdzoo_fit,
             "torchdistill 1.1.5 (ForwardHookManager + KDLoss)": torchdistill_loop}
 
 

@@ -26,7 +26,7 @@ from zoo.nlp.data import TextBatches, encode, load_task
 from zoo.nlp.models import load_tokenizer_and_config
 from zoo.nlp.recipes import recipe
 from zoo.nlp.train import accuracy, load_classifier, train_text
-from zoo.train import TrainConfig
+from zoo.trainer import TrainConfig
 
 
 def parse_spec(spec: str) -> tuple[bool, float, float | None]:

@@ -5,7 +5,7 @@
     python benchmarks/table1.py --dataset cifar10 --download --out runs/table1-cifar10    # CIFAR-10, online
 
 Every row is trained with the same settings (``--epochs``, ``--batch-size``, ``--lr``, ``--set``) and
-the recipe's published loss weights, through `zoo.train.fit`. Work is split in jobs, each a pack of
+the recipe's published loss weights, through `zoo.trainer.fit`. Work is split in jobs, each a pack of
 runs trained in one process on one data stream (`zoo.pack`), so that a teacher's forward is shared by
 every method distilling from it and small CNNs keep a GPU busy:
 
@@ -44,7 +44,7 @@ from zoo.io import atomic_write, atomic_write_text
 from zoo.metrics import hardware_description
 from zoo.cli import parse_overrides
 from zoo.recipes import get_recipe, override
-from zoo.train import STATE_FILE, TrainConfig
+from zoo.trainer import STATE_FILE, TrainConfig
 
 # Table 1 of the survey: top-1 (%) on CIFAR-10, ResNet-56 -> ResNet-20, mean of 3 runs.
 SURVEY_CIFAR10 = {

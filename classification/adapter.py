@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import bundled_samples, label_predictions, read_image
+from zoo.tasks import TaskAdapter, bundled_samples, label_predictions, read_image
 
 from .data import load_dataset
 from .evaluate import evaluate
@@ -41,7 +41,7 @@ class ClassificationPreprocessor:
         return (batch.float() / 255.0 - self.mean) / self.std
 
 
-class ClassificationAdapter:
+class ClassificationAdapter(TaskAdapter):
     task = "classification"
 
     def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
@@ -72,6 +72,30 @@ class ClassificationAdapter:
         from .protocol import PROTOCOL
 
         return PROTOCOL
+
+    def cli(self, command: str, argv: list[str]) -> int:
+        from .cli import main
+
+        return main(command, argv)
+
+    def distill(self, teacher: Any, student: str, recipe: str, *, data: str | None = None, out: str | os.PathLike,
+                settings: dict[str, Any], train_subset: int | None = None, resume: bool = False,
+                device: str | None = None) -> Any:
+        """`zoo.distill` for classification: distil (or, with the ``plain`` recipe, train) and export the
+        finished run with its measured card."""
+        from zoo import hub
+        from zoo.api import DistillRun
+
+        from .distill import distill_classifier
+        from .publish import export_run
+
+        model, info = distill_classifier(recipe, teacher, student, data, out, settings, train_subset=train_subset,
+                                         resume=resume, device=device)
+        run = DistillRun(model, Path(out), info["finished"], info.get("history", []))
+        if run.finished:
+            export_run(model, info, out, command=info["command"])
+            run.card = hub.read_card(out)
+        return run
 
 
 ADAPTER = ClassificationAdapter()

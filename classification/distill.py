@@ -15,7 +15,7 @@ from torch import nn
 from zoo.distiller import Distiller
 from zoo.recipes import Recipe, get_recipe, override, recipe_dict
 from zoo.teacher_cache import TeacherOutputCache, weights_fingerprint
-from zoo.train import STATE_FILE, TrainConfig, fit, resolve_amp
+from zoo.trainer import STATE_FILE, TrainConfig, fit, resolve_amp
 
 from .data import ImageDataset, load_dataset
 from .evaluate import evaluate
@@ -68,7 +68,7 @@ def _teacher_cache(teachers: list[nn.Module], train: ImageDataset, cfg: TrainCon
 def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: ImageDataset, test: ImageDataset,
                cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device,
                eval_batch_size: int) -> tuple[list[nn.Module], Any]:
-    """Build the students and the Distiller, and train through `zoo.train.fit`."""
+    """Build the students and the Distiller, and train through `zoo.trainer.fit`."""
     students = build_students(recipe, arch, train, cfg.seed)
     example = train.batch(torch.arange(min(8, len(train))))
     cache = _teacher_cache(teachers, train, cfg, device) if cfg.teacher_cache and teachers else None

@@ -24,7 +24,7 @@ from torch import nn
 from zoo.distiller import Distiller
 from zoo.pack import DistillerPack
 from zoo.recipes import Recipe, get_recipe, override
-from zoo.train import TrainConfig, fit
+from zoo.trainer import TrainConfig, fit
 
 from .data import ImageDataset
 from .distill import build_students, deployable
@@ -79,7 +79,7 @@ def distill_pack(members: Sequence[PackMember], teachers: Sequence[nn.Module], t
                  device: str | torch.device | None = None, deadline: float | None = None,
                  eval_batch_size: int = 1000, eval_every_epoch: bool = False,
                  on_step_end: Callable[[int], None] | None = None) -> PackResult:
-    """Train ``members`` together through `zoo.train.fit`; test top-1 after the last epoch (every epoch
+    """Train ``members`` together through `zoo.trainer.fit`; test top-1 after the last epoch (every epoch
     with ``eval_every_epoch``). Stops resumably at ``deadline`` (``time.monotonic()``); ``on_step_end``
     goes to `fit`."""
     names = [m.name for m in members]

@@ -19,7 +19,7 @@ from zoo.metrics import hardware_description
 from zoo.protocol import TWIN, ProtocolSpec, SeedResult
 from zoo.recipes import get_recipe, override, recipe_dict
 from zoo.registry import ModelCard
-from zoo.train import STATE_FILE, TrainConfig
+from zoo.trainer import STATE_FILE, TrainConfig
 
 from .data import ImageDataset, load_dataset
 from .models import load_weights, save_weights

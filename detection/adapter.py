@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import bundled_samples, read_image
+from zoo.tasks import TaskAdapter, bundled_samples, read_image
 
 from .data import SCENE_COUNTS, SCENES, load_scenes
 from .evaluate import evaluate
@@ -33,7 +33,7 @@ class DetectionPreprocessor:
         return [read_image(x, 3).float() / 255.0 for x in items]
 
 
-class DetectionAdapter:
+class DetectionAdapter(TaskAdapter):
     task = "detection"
 
     def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
@@ -73,6 +73,26 @@ class DetectionAdapter:
     def sample_inputs(self, card: ModelCard) -> list[Any]:
         """Bundled test scenes of the card's dataset (the default input of `zoo predict`)."""
         return bundled_samples(SAMPLES_DIR, card.dataset)
+
+
+    def describe(self, prediction: dict[str, Any]) -> str:
+        found = [f"{d['label']} ({d['score']:.3f}) at {d['box']}" for d in prediction["detections"]]
+        return "; ".join(found) or "nothing found"
+
+    def cli(self, command: str, argv: list[str]) -> int:
+        """``zoo train detection ...`` / ``zoo distill detection --teacher T ...``: `zoo.detection.train`."""
+        from .train import main
+
+        if command == "distill" and "--teacher" not in argv and not {"-h", "--help"} & set(argv):
+            raise ValueError("zoo distill detection needs --teacher (a zoo name or a run folder)")
+        try:
+            main(argv)
+        except SystemExit as e:  # argparse errors and "stopped at step ...; continue with --resume"
+            if isinstance(e.code, str):
+                print(e.code)
+                return 0 if "--resume" in e.code else 2
+            return int(e.code or 0)
+        return 0
 
 
 ADAPTER = DetectionAdapter()

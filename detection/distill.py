@@ -1,4 +1,4 @@
-"""Faster R-CNN training and distillation as one trainable module for `zoo.train.fit`.
+"""Faster R-CNN training and distillation as one trainable module for `zoo.trainer.fit`.
 
 `DetectionDistiller(student, teacher)` runs the student's detector piece by piece (backbone, RPN,
 RoI head) so that the teacher can be asked about the very anchors and proposals the student is

@@ -6,7 +6,7 @@
     torchrun --nproc_per_node 4 -m zoo.detection.train ...   # DDP, one process per GPU
 
 ``--teacher`` takes a finished run directory or a zoo name. The run resumes exactly with ``--resume``
-(`zoo.train.fit`), evaluates box mAP on the test scenes after every epoch, and ends by writing the
+(`zoo.trainer.fit`), evaluates box mAP on the test scenes after every epoch, and ends by writing the
 student as a kdzoo checkpoint (safetensors + model card with the measured metrics) in ``--out``.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from zoo import hub
 from zoo.distributed import init_from_env, is_main_process
 from zoo.metrics import count_params, hardware_description
 from zoo.registry import ModelCard, TeacherRef, TrainingRecord
-from zoo.train import TrainConfig, config_from_overrides, fit
+from zoo.trainer import TrainConfig, config_from_overrides, fit
 
 from .data import SCENE_COUNTS, DetectionDataset, load_scenes
 from .distill import CHEN_2017, DetectionDistiller
@@ -121,13 +121,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="training setting, e.g. --set epochs=12 (see zoo.train.TrainConfig)")
+                        help="training setting, e.g. --set epochs=12 (see zoo.trainer.TrainConfig)")
     parser.add_argument("--chen", action="append", default=[], metavar="KEY=VALUE",
                         help=f"a Chen et al. 2017 weight, e.g. --chen gamma=1 (defaults: {CHEN_2017})")
     args = parser.parse_args(argv)
     from zoo import runs
     from zoo.cli import parse_overrides
-    from zoo.train import STATE_FILE
+    from zoo.trainer import STATE_FILE
 
     chen = parse_overrides(args.chen)
     if set(chen) - set(CHEN_2017):

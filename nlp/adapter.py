@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import label_predictions
+from zoo.tasks import TaskAdapter, label_predictions
 
 from .data import TextBatches, encode, load_task
 from .models import TextClassifier, encoder_from_config
@@ -58,7 +58,7 @@ class TextPreprocessor:
         return batch["inputs"]
 
 
-class NlpAdapter:
+class NlpAdapter(TaskAdapter):
     task = "nlp"
 
     def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
@@ -91,6 +91,21 @@ class NlpAdapter:
         if card.dataset not in SAMPLE_TEXTS:
             raise FileNotFoundError(f"no bundled sample texts for dataset {card.dataset!r}; pass texts")
         return list(SAMPLE_TEXTS[card.dataset])
+
+
+    def cli(self, command: str, argv: list[str]) -> int:
+        """``zoo train|distill nlp STAGES ...``: the staged pipeline (`python -m zoo.nlp.pipeline`)."""
+        from .pipeline import main
+
+        return main(argv)
+
+    def publish_run(self, run_dir: str | os.PathLike, name: str, **kwargs: Any) -> ModelCard | None:
+        """A pipeline run folder (``task.json`` + ``student.safetensors``): see `zoo.nlp.publish`."""
+        if not ((Path(run_dir) / "task.json").exists() and (Path(run_dir) / "student.safetensors").exists()):
+            return None
+        from .publish import publish
+
+        return publish(run_dir, name, **kwargs)
 
 
 ADAPTER = NlpAdapter()

@@ -248,7 +248,7 @@ def load_corpus(name: str = "gcide", path: str | os.PathLike | None = None) -> l
 
 # --------------------------------------------------------------------------- tokenized batches
 class TextBatches:
-    """Tokenized examples for `zoo.train.fit`: ``batch(indices)`` pads to the longest in the batch.
+    """Tokenized examples for `zoo.trainer.fit`: ``batch(indices)`` pads to the longest in the batch.
 
     Returns ``{"inputs": {"input_ids", "attention_mask"}, "labels", "index"}``; ``labels`` is -1 for an
     unlabelled corpus. ``augment`` is accepted for the trainer's interface; text augmentation is done

@@ -6,7 +6,7 @@
     plain      the same student shape fine-tuned without distillation (the benchmark's no-KD row)
     baseline   TF-IDF + logistic regression and the majority class (the benchmark's linear rows)
 
-Each stage trains through `zoo.train.fit` in ``OUT/<stage>/`` and resumes there exactly after an
+Each stage trains through `zoo.trainer.fit` in ``OUT/<stage>/`` and resumes there exactly after an
 interruption (run the same command again); ``--time-budget`` minutes stops it cleanly. Settings are
 recorded in ``OUT/<stage>.json`` with the measured accuracies.
 """
@@ -27,7 +27,7 @@ import torch
 from zoo.io import atomic_write_text
 from zoo.metrics import hardware_description
 from zoo.recipes import get_recipe
-from zoo.train import STATE_FILE, TrainConfig
+from zoo.trainer import STATE_FILE, TrainConfig
 
 from .data import TextBatches, encode, load_corpus, load_task
 from .models import TextClassifier, load_encoder, load_tokenizer_and_config, student_encoder

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from zoo.recipes import RECIPES, Recipe, Term, register_recipe
 
+from . import terms as _terms  # noqa: F401  (registers the transformer loss terms with the core)
 from .losses import layer_map
 
 TINYBERT = "Jiao et al. 2020, TinyBERT: Distilling BERT for Natural Language Understanding"
@@ -76,5 +77,5 @@ def _nlp(built: Recipe) -> Recipe:
 
 
 for _name in NLP_RECIPES:
-    if _name not in RECIPES:
+    if not dict.__contains__(RECIPES, _name):
         register_recipe(recipe(_name))

@@ -1,4 +1,4 @@
-"""Train text classifiers and distil them through the core's trainer (`zoo.train.fit` + `zoo.distiller`)."""
+"""Train text classifiers and distil them through the core's trainer (`zoo.trainer.fit` + `zoo.distiller`)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +16,7 @@ from zoo.io import atomic_write, atomic_write_text
 from zoo.recipes import Recipe
 from zoo.hub import cache_dir
 from zoo.teacher_cache import ExampleOutputCache, weights_fingerprint
-from zoo.train import TrainConfig, TrainResult, fit, resolve_amp
+from zoo.trainer import TrainConfig, TrainResult, fit, resolve_amp
 
 from .data import TextBatches
 

@@ -8,7 +8,7 @@ from zoo.classification.data import ImageDataset
 from zoo.distiller import Distiller
 from zoo.distributed import init_from_env, is_main_process
 from zoo.recipes import get_recipe
-from zoo.train import TrainConfig, fit
+from zoo.trainer import TrainConfig, fit
 
 
 def net(seed: int, width: int) -> nn.Module:

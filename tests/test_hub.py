@@ -154,7 +154,7 @@ def test_a_failed_save_leaves_no_temp_file(tmp_path, tiny_model, monkeypatch):
 def test_card_validation_rejects_bad_fields(tiny_model):
     with pytest.raises(ValueError, match="task must be one of"):
         make_card(tiny_model, task="classify")
-    with pytest.raises(ValueError, match="must be a fraction"):
+    with pytest.raises(ValueError, match=r"top1=93.1 is outside its range \[0.0, 1.0\] \(a fraction\)"):
         make_card(tiny_model, metrics={"top1": 93.1})
     with pytest.raises(ValueError, match="standard classification names"):
         make_card(tiny_model, metrics={"acc": 0.9})

@@ -9,7 +9,7 @@ from zoo.classification.models import build_model
 from zoo.distiller import Distiller
 from zoo.recipes import RECIPES, Recipe, Term, get_recipe, list_recipes, override
 from zoo.taps import Taps
-from zoo.train import TrainConfig
+from zoo.trainer import TrainConfig
 
 
 def synthetic(n: int = 64, size: int = 16, seed: int = 0) -> ImageDataset:
@@ -237,7 +237,7 @@ def test_compiled_networks_train_like_eager_ones(name, data, tmp_path):
 
 def test_compile_networks_compiles_a_shared_teacher_once_and_rejects_unknown_modes():
     from zoo.pack import DistillerPack
-    from zoo.train import compile_networks
+    from zoo.trainer import compile_networks
 
     t = teacher(0)
     example = synthetic(8).batch(torch.arange(8))

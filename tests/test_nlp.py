@@ -19,7 +19,7 @@ from zoo.nlp.models import TextClassifier, student_encoder  # noqa: E402
 from zoo.nlp.recipes import NLP_RECIPES, recipe  # noqa: E402
 from zoo.nlp.train import load_classifier, save_classifier, train_text  # noqa: E402
 from zoo.taps import Taps  # noqa: E402
-from zoo.train import TrainConfig  # noqa: E402
+from zoo.trainer import TrainConfig  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WORDS = ("a the of and to in is dog cat run fast food made from flour small animal pet move quickly "

@@ -10,7 +10,7 @@ from test_train import reads_per_step
 from zoo.classification.distill import build_students, distill_classifier
 from zoo.recipes import get_recipe
 from zoo.classification.pack import PackMember, distill_pack
-from zoo.train import TrainConfig
+from zoo.trainer import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from zoo import cli
-from zoo.train import NonFiniteLossError, TrainConfig, config_from_overrides, fit, lr_at
+from zoo.trainer import NonFiniteLossError, TrainConfig, config_from_overrides, fit, lr_at
 
 TINY = ["train", "classification", "--arch", "resnet8", "--train-subset", "256", "--batch-size", "32",
         "--epochs", "2", "--set", "progress=false"]

@@ -25,7 +25,7 @@ from zoo.classification.distill import distill_classifier
 from zoo.classification.models import build_model
 from zoo.images import to_uint8_array
 from zoo.runs import ResumeMismatchError
-from zoo.train import STATE_FILE, DivergedError, NonFiniteLossError
+from zoo.trainer import STATE_FILE, DivergedError, NonFiniteLossError
 
 SMALL = {"batch_size": 16, "epochs": 2, "progress": False, "log_every": 1}
 
@@ -279,7 +279,7 @@ def test_pack_members_with_non_finite_state_stop_alone(data):
     pack = DistillerPack({r: Distiller([build_model("resnet8", in_channels=1)], [teacher(0)], get_recipe(r), example)
                           for r in ("kd", "at")})
     pack.members["at"].students[0].bn1.running_var.fill_(float("nan"))
-    from zoo.train import nonfinite_state
+    from zoo.trainer import nonfinite_state
 
     bad = nonfinite_state(pack)
     with pytest.warns(RuntimeWarning, match="'at': its state is not finite"):

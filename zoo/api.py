@@ -1,4 +1,4 @@
-"""The public API: load, save, list_models, card, predict, evaluate, distill."""
+"""The public API: load, save, list_models, card, predict, evaluate, train, distill."""
 from __future__ import annotations
 
 import contextlib
@@ -131,29 +131,43 @@ class DistillRun:
     card: ModelCard | None = None
 
 
-def distill(teacher: str | nn.Module | list[str | nn.Module] | None, student: str, recipe: str = "kd",
-            data: str | None = None, *, out: str | os.PathLike = "runs/distill", epochs: int | None = None,
-            seed: int | None = None, max_steps: int | None = None, train_subset: int | None = None,
-            resume: bool = False, settings: dict[str, Any] | None = None, device: str | None = None) -> DistillRun:
-    """Distil ``student`` (an architecture, e.g. ``"resnet20"``) from ``teacher`` (zoo names, folders or
-    models; a list for multi-teacher recipes, None for online ones) with a named recipe.
-
-    The run folder ``out`` receives checkpoints, logs and, once finished, the student as a kdzoo
-    checkpoint with its measured card (the same as ``zoo distill classification ...``). ``data``
-    defaults to fashion-mnist; with ``resume`` the run continues with the settings it was started with
-    (see `zoo.runs`: only some settings, such as ``lr``, may change on resume).
-    """
-    from .classification.distill import distill_classifier
-    from .classification.publish import export_run
-
+def _settings(settings: dict[str, Any] | None, epochs: int | None, seed: int | None,
+              max_steps: int | None) -> dict[str, Any]:
     settings = dict(settings or {})
     for key, value in (("epochs", epochs), ("seed", seed), ("max_steps", max_steps)):
         if value is not None:
             settings[key] = value
-    model, info = distill_classifier(recipe, teacher, student, data, out, settings, train_subset=train_subset,
+    return settings
+
+
+def train(task: str, architecture: str, data: str | None = None, *, out: str | os.PathLike = "runs/train",
+          epochs: int | None = None, seed: int | None = None, max_steps: int | None = None,
+          train_subset: int | None = None, resume: bool = False, settings: dict[str, Any] | None = None,
+          device: str | None = None) -> DistillRun:
+    """Train ``architecture`` of ``task`` with the task loss only (a plain model, the twin of distilled
+    students), through the task's adapter; the arguments are `distill`'s. Raises ValueError for an
+    unknown task."""
+    return get_adapter(task).distill(None, architecture, "plain", data=data, out=out,
+                                     settings=_settings(settings, epochs, seed, max_steps), train_subset=train_subset,
                                      resume=resume, device=device)
-    run = DistillRun(model, Path(out), info["finished"], info.get("history", []))
-    if run.finished:
-        export_run(model, info, out, command=info["command"])
-        run.card = hub.read_card(out)
-    return run
+
+
+def distill(teacher: str | nn.Module | list[str | nn.Module] | None, student: str, recipe: str = "kd",
+            data: str | None = None, *, out: str | os.PathLike = "runs/distill", epochs: int | None = None,
+            seed: int | None = None, max_steps: int | None = None, train_subset: int | None = None,
+            resume: bool = False, settings: dict[str, Any] | None = None, device: str | None = None) -> DistillRun:
+    """Distil ``student`` (an architecture of the recipe's task, e.g. ``"resnet20"``) from ``teacher`` (zoo
+    names, folders or models; a list for multi-teacher recipes, None for online ones) with a named recipe.
+
+    The recipe names the task; its adapter runs the distillation (`zoo.tasks.TaskAdapter.distill`). The
+    run folder ``out`` receives checkpoints, logs and, once finished, the student as a kdzoo checkpoint
+    with its measured card (the same as ``zoo distill TASK ...``). ``data`` defaults to the task's own
+    data set; with ``resume`` the run continues with the settings it was started with (see `zoo.runs`:
+    only some settings, such as ``lr``, may change on resume).
+    """
+    from .recipes import get_recipe
+
+    adapter = get_adapter(get_recipe(recipe).task)
+    return adapter.distill(teacher, student, recipe, data=data, out=out,
+                           settings=_settings(settings, epochs, seed, max_steps), train_subset=train_subset,
+                           resume=resume, device=device)

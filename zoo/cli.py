@@ -86,18 +86,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .tasks import get_adapter
 
     inputs = args.inputs or get_adapter(model.card.task).sample_inputs(model.card)
-    results = zoo.predict(model, [str(i) for i in inputs], top_k=args.top_k)
+    results = zoo.predict(model, list(inputs), top_k=args.top_k)
     if args.json:
         _print_json({"schema_version": JSON_SCHEMA_VERSION, "name": model.card.name,
                      "predictions": [{"input": str(i), **r} for i, r in zip(inputs, results)]})
     else:
+        adapter = get_adapter(model.card.task)
         for i, r in zip(inputs, results):
-            if "detections" in r:  # detection: every box found
-                found = [f"{d['label']} ({d['score']:.3f}) at {d['box']}" for d in r["detections"]]
-                print(f"{i}: " + ("; ".join(found) or "nothing found"))
-                continue
-            ranked = r.get("top_k") or [{"label": r["label"], "score": r["score"]}]
-            print(f"{i}: " + ", ".join(f"{t['label']} ({t['score']:.3f})" for t in ranked))
+            print(f"{i}: {adapter.describe(r)}")
     return 0
 
 
@@ -122,14 +118,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from .hub import read_card
+    from .hub import CARD_FILE, read_card
+    from .tasks import get_adapter, known_tasks
 
-    if (Path(args.run_dir) / "task.json").exists() and (Path(args.run_dir) / "student.safetensors").exists():
-        from .nlp.publish import publish as publish_nlp  # a `python -m zoo.nlp.pipeline` run
-
-        card = publish_nlp(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias, notes=args.notes or "")
-        print(f"published {card.name}: accuracy {card.metrics['accuracy']:.4f}; {card.extra['ratios']}")
-        return 0
+    if not (Path(args.run_dir) / CARD_FILE).exists():  # a task's own kind of run folder (e.g. a pipeline's)
+        for task in known_tasks():
+            card = get_adapter(task).publish_run(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias,
+                                                 notes=args.notes or "")
+            if card is not None:
+                print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
+                return 0
     read_card(args.run_dir)  # a clear error for a directory that is not a kdzoo run
     from .publish import publish
 
@@ -139,56 +137,14 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """--set pairs plus the dedicated flags (--epochs, --seed, ...), the flags winning."""
-    settings = parse_overrides(args.set)
-    for key in ("epochs", "seed", "max_steps", "batch_size", "lr"):
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
-    return settings
+def _cmd_run(args: argparse.Namespace) -> int:
+    """``zoo train|distill TASK ...``: the task's own command line (`zoo.tasks.TaskAdapter.cli`)."""
+    from .tasks import get_adapter
 
-
-def _finish_run(model: Any, info: dict[str, Any], args: argparse.Namespace) -> int:
-    from .distributed import is_main_process
-
-    if not is_main_process():
-        return 0
-    if not info["finished"]:
-        print(f"stopped at step {info['step']}/{info['total_steps']}; continue with the same command plus --resume")
-        return 0
-    from .classification.publish import export_run
-
-    path = export_run(model, info, args.out, command=info["command"])
-    print(f"saved {path}")
-    return 0
-
-
-def _device(args: argparse.Namespace) -> str | None:
-    """--device, or this process's device under torchrun."""
-    from .distributed import init_from_env
-
-    _, world, device = init_from_env()
-    if world > 1 and args.device is not None:
-        raise ValueError("under torchrun each process picks its own device; drop --device")
-    return str(device) if device is not None else args.device
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .classification.distill import train_classifier
-
-    model, info = train_classifier(args.arch, args.dataset, args.out, settings=_settings(args), data_root=args.data_root,
-                                   download=args.download, train_subset=args.train_subset, resume=args.resume,
-                                   device=_device(args))
-    return _finish_run(model, info, args)
-
-
-def _cmd_distill(args: argparse.Namespace) -> int:
-    from .classification.distill import distill_classifier
-
-    model, info = distill_classifier(args.recipe, args.teacher or None, args.student, args.dataset, args.out,
-                                     _settings(args), data_root=args.data_root, download=args.download,
-                                     train_subset=args.train_subset, resume=args.resume, device=_device(args))
-    return _finish_run(model, info, args)
+    if args.task is None:
+        args.parser.print_help()
+        return 0 if args.help else 2
+    return get_adapter(args.task).cli(args.command, list(args.args))
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
@@ -202,25 +158,6 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
         terms = " + ".join(f"{t.weight:g}*{t.name}" for t in r.terms)
         print(f"{name:14s} {r.task_weight:g}*task" + (f" + {terms}" if terms else "") + (f"   ({r.paper})" if r.paper else ""))
     return 0
-
-
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=["classification"])
-    p.add_argument("--dataset", default=None,
-                   help="fashion-mnist (default) | cifar10 | cifar100; with --resume, the run's")
-    p.add_argument("--data-root", default=None, help="dataset directory (default: standard locations)")
-    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (resumable)")
-    p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", required=True, help="output directory (checkpoint, card, logs)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training setting, a recipe field, T, or TERM.FIELD (e.g. kd.weight=0.9)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="run a zoo model on inputs (default: its bundled sample inputs)")
     pr.add_argument("name")
-    pr.add_argument("inputs", nargs="*", help="input files (images for classification) or texts (nlp)")
+    pr.add_argument("inputs", nargs="*", help="inputs as the task takes them (image files, texts, ...)")
     pr.add_argument("--top-k", type=int, default=1)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_cmd_predict)
@@ -263,17 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--description", default=None)
     pb.set_defaults(func=_cmd_publish)
 
-    t = sub.add_parser("train", help="train a model from scratch with the plain (no-KD) recipe")
-    _add_run_args(t)
-    t.add_argument("--arch", required=True, help="architecture, e.g. resnet56")
-    t.set_defaults(func=_cmd_train)
+    from .tasks import known_tasks
 
-    d = sub.add_parser("distill", help="distil a student from zoo teacher(s) with a recipe")
-    _add_run_args(d)
-    d.add_argument("--recipe", required=True, help="recipe name (`zoo recipes` lists them)")
-    d.add_argument("--teacher", action="append", default=[], help="teacher: zoo name or checkpoint folder (repeat for several)")
-    d.add_argument("--student", required=True, help="student architecture, e.g. resnet20")
-    d.set_defaults(func=_cmd_distill)
+    for command, what in (("train", "train a model of TASK from scratch, task loss only"),
+                          ("distill", "distil a student of TASK from teacher(s) with a recipe")):
+        r = sub.add_parser(command, help=what, add_help=False,  # --help after TASK is the task's
+                           description=f"{what}; `zoo {command} TASK --help` shows the task's options")
+        r.add_argument("-h", "--help", action="store_true", help="show this help")
+        r.add_argument("task", nargs="?", choices=known_tasks(), help="the task (its adapter parses the rest)")
+        r.add_argument("args", nargs=argparse.REMAINDER, help="the task's own options")
+        r.set_defaults(func=_cmd_run, parser=r)
 
     rc = sub.add_parser("recipes", help="list the KD recipes")
     rc.add_argument("--json", action="store_true")
@@ -284,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from .train import NonFiniteLossError
+    from .trainer import NonFiniteLossError
 
     try:
         return args.func(args)

@@ -1,6 +1,6 @@
 """The Distiller: frozen eval-mode teacher(s) + student cohort + loss terms, as one trainable module.
 
-``Distiller(students, teachers, recipe, example_batch)`` opens taps on every module the recipe names,
+``Distiller(students, teachers, recipe, example_batch, task_loss=...)`` opens taps on every module the recipe names,
 probes the shapes of the tapped features with one forward, and builds each term (with connectors,
 memory banks, discriminators... sized from those shapes). Its ``forward(batch)`` returns
 ``{"loss": total, "task": ..., <term name>: ...}``; the trainer optimises every parameter that
@@ -60,6 +60,12 @@ class FunctionTerm(TermModule):
         return self.fn(*args, **self.params)
 
 
+def cross_entropy_task_loss(logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """The default task loss of a student: cross-entropy of its output ``(N, C)`` logits against
+    ``batch["labels"]`` ``(N,)``, in float32."""
+    return F.cross_entropy(logits.float(), batch["labels"])
+
+
 TermBuilder = Callable[[TermContext], TermModule]
 TERM_BUILDERS: dict[str, TermBuilder] = {}
 
@@ -97,8 +103,11 @@ class Distiller(nn.Module):
     def __init__(self, students: nn.Module | Sequence[nn.Module], teachers: nn.Module | Sequence[nn.Module] | None,
                  recipe: Recipe, example_batch: dict[str, Any], *, num_examples: int = 0,
                  example_labels: torch.Tensor | None = None,
-                 teacher_cache: TeacherOutputCache | ExampleOutputCache | None = None) -> None:
+                 teacher_cache: TeacherOutputCache | ExampleOutputCache | None = None,
+                 task_loss: Callable[[torch.Tensor, dict[str, Any]], torch.Tensor] | None = None) -> None:
         super().__init__()
+        # the task's own loss of a student's output against the batch (default: cross-entropy on the labels)
+        self.task_loss = task_loss or cross_entropy_task_loss
         students = [students] if isinstance(students, nn.Module) else list(students)
         teachers = [] if teachers is None else [teachers] if isinstance(teachers, nn.Module) else list(teachers)
         if not students:
@@ -186,8 +195,8 @@ class Distiller(nn.Module):
 
     def batch_requirements(self) -> list[tuple[int, str]]:
         """(fewest samples per micro-batch, why): its BatchNorm layers' (students and term modules) and each
-        term's that relates samples (`TermModule.min_batch`); read by `zoo.train.min_micro_batch`."""
-        from .train import batchnorm_requirement
+        term's that relates samples (`TermModule.min_batch`); read by `zoo.trainer.min_micro_batch`."""
+        from .trainer import batchnorm_requirement
 
         who = f"recipe {self.recipe.name!r}"
         needs = batchnorm_requirement(self, who)
@@ -264,7 +273,7 @@ class Distiller(nn.Module):
         parts: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=batch["labels"].device)
         if self.recipe.task_weight:
-            task = sum(F.cross_entropy(o["logits"].float(), batch["labels"]) for o in student_out)
+            task = sum(self.task_loss(o["logits"], batch) for o in student_out)
             parts["task"] = task.detach()
             total = total + self.recipe.task_weight * task
         for term in self.recipe.terms:
@@ -277,7 +286,7 @@ class Distiller(nn.Module):
         return {"loss": total, **parts}
 
     def compilable_networks(self) -> list[nn.Module]:
-        """The students and teachers, for `zoo.train.compile_networks`."""
+        """The students and teachers, for `zoo.trainer.compile_networks`."""
         return [*self.students, *self._teachers]
 
     def on_checkpoint(self) -> None:
@@ -294,4 +303,3 @@ class Distiller(nn.Module):
 
 
 from . import terms as _terms  # noqa: E402,F401  (registers the term builders)
-from .nlp import terms as _nlp_terms  # noqa: E402,F401  (registers the transformer terms)

@@ -30,9 +30,6 @@ from .registry import FileRef, ModelCard
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
-HF_TASKS = {"classification": "image-classification", "detection": "object-detection",
-            "segmentation": "image-segmentation", "face": "image-feature-extraction", "gan": "image-to-image",
-            "nlp": "text-classification"}
 
 
 class ChecksumError(ValueError):
@@ -56,17 +53,20 @@ def bundled_dir() -> Path:
 # ---------------------------------------------------------------- card <-> README
 def render_card(card: ModelCard) -> str:
     """The README.md of a checkpoint: HF model-index front matter + a human-readable card."""
+    from .tasks import task_spec
+
+    tag = task_spec(card.task).pipeline_tag or card.task
     metrics = [{"type": "accuracy" if k == "top1" else k, "value": v, "name": k} for k, v in card.metrics.items()]
     front = {
         "license": card.license.lower(),
         "library_name": "kdzoo",
-        "pipeline_tag": HF_TASKS.get(card.task, card.task),
+        "pipeline_tag": tag,
         "tags": ["kdzoo", "knowledge-distillation", card.task, card.method],
         "datasets": [card.dataset],
         "model-index": [{
             "name": card.name,
             "results": [{
-                "task": {"type": HF_TASKS.get(card.task, card.task)},
+                "task": {"type": tag},
                 "dataset": {"name": card.dataset, "type": card.dataset, "split": card.split},
                 "metrics": metrics,
             }],

@@ -74,10 +74,11 @@ def _from_uint16(arr: np.ndarray) -> np.ndarray:
 def _from_floats(arr: np.ndarray, what: str) -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{what} is empty")
-    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        raise ValueError(f"{what} holds floats from {lo:.4g} to {hi:.4g}: float images must hold values in [0, 1] "
-                         "(a normalised batch goes to the model directly, not through preprocessing)")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} holds NaN or infinite values: float images must hold values in [0, 1]")
+    if arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"{what} holds floats from {float(arr.min()):.4g} to {float(arr.max()):.4g}: float images must "
+                         "hold values in [0, 1] (a normalised batch goes to the model directly, not through preprocessing)")
     return np.rint(arr.astype(np.float64) * 255).astype(np.uint8)
 
 

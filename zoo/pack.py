@@ -12,11 +12,11 @@ trained alone on the same data stream (tested bit for bit), except for losses th
 global random generator (CRD's negatives), whose draws interleave differently. With fp16 autocast
 one grad scaler serves the pack (an overflow in one member skips the step for all); bf16 needs none.
 
-`zoo.train.fit` trains a pack like any Distiller: loss parts are logged as ``member/part``. A member
+`zoo.trainer.fit` trains a pack like any Distiller: loss parts are logged as ``member/part``. A member
 whose loss becomes NaN/inf is stopped (``failed_at`` records the step, in the checkpoint too) while
 the others go on, so one diverging method does not end a whole table run. Checked every step (on the
 CPU), a failed member is dropped from that very step's loss and keeps the weights it had. With the
-trainer's deferred checks (on a GPU, `zoo.train.finite_check_interval`: no host sync per step) its
+trainer's deferred checks (on a GPU, `zoo.trainer.finite_check_interval`: no host sync per step) its
 loss is masked out on the device from the step it fails at, and it leaves the forward at the next
 check; until then its own weights take the non-finite update (they are reported as failed, never
 evaluated), while the others' gradients are untouched.
@@ -53,7 +53,7 @@ class DistillerPack(nn.Module):
         self._running_index: tuple[list[int], torch.Tensor] | None = None
 
     def defer_finite_checks(self, deferred: bool) -> None:
-        """Called by `zoo.train.fit`: check members' losses on the device (read at `check_finite`) or every step."""
+        """Called by `zoo.trainer.fit`: check members' losses on the device (read at `check_finite`) or every step."""
         self._deferred = deferred
         self._known_failed = None
 
@@ -93,7 +93,7 @@ class DistillerPack(nn.Module):
 
     def isolate_nonfinite(self, names: list[str], step: int) -> list[str]:
         """Called by the trainer before a checkpoint with the names of non-finite state tensors
-        (`zoo.train.nonfinite_state`): a member that owns one is stopped like a member whose loss went
+        (`zoo.trainer.nonfinite_state`): a member that owns one is stopped like a member whose loss went
         non-finite (its weights are reported as failed, never evaluated). Returns the names that belong
         to no member (none, for a pack)."""
         members = list(self.members)

@@ -44,7 +44,7 @@ def publish(run_dir: str | os.PathLike, name: str, *, dest_root: str | os.PathLi
     cast = model.to(dtype).float()  # the round trip the shipped weights go through
     result = get_adapter(card.task).evaluate(cast, card, data_root=data_root)
     costs = measure_costs(cast, tuple(card.preprocessing["input_size"]), latency_batch_sizes)
-    details = {k: result[k] for k in ("per_class", "confusion") if k in result}  # classification's breakdown
+    details = {k: v for k, v in result.items() if k not in card.metrics and k != "n"}  # the task's breakdown
     extra = {**card.extra, **details, **{f"{k}_fp32": v for k, v in card.metrics.items()}, **(extra or {})}
     training = card.training
     if training is not None:

@@ -13,16 +13,6 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
 CARD_SCHEMA_VERSION = 1
-TASKS = ("classification", "detection", "segmentation", "face", "gan", "nlp")
-# Standard metric names per task; every value is a fraction (or a plain number where noted).
-TASK_METRICS = {
-    "classification": ("top1", "top5"),
-    "detection": ("bbox_mAP", "bbox_mAP_50"),
-    "segmentation": ("mIoU", "pixel_accuracy"),
-    "face": ("verification_accuracy", "tar_at_far_1e-3"),
-    "gan": ("fid", "psnr", "ssim", "lpips"),
-    "nlp": ("accuracy", "f1"),
-}
 
 
 class UnknownModelError(KeyError):
@@ -125,16 +115,28 @@ class ModelCard:
     def all_names(self) -> list[str]:
         return [self.name, *self.aliases]
 
+    @property
+    def headline(self) -> str:
+        """The name of the card's headline metric: the first of its task's metrics (`zoo.tasks.TaskSpec`)
+        that it has, else its first metric."""
+        from .tasks import task_spec
+
+        return next((m.name for m in task_spec(self.task).metrics if m.name in self.metrics), next(iter(self.metrics)))
+
     def gain_over_baseline(self, metric: str | None = None) -> float | None:
-        """This card's ``metric`` (default: the first of its task's standard metrics it has) minus its
-        twin's mean, or None without a ``baseline``."""
+        """How much better than its plain twin's mean this card's ``metric`` (default: the headline) is,
+        in the metric's own units and direction (positive: better), or None without a ``baseline``."""
         if not self.baseline:
             return None
-        metric = metric or next((m for m in TASK_METRICS.get(self.task, ()) if m in self.metrics), None)
+        from .tasks import task_spec
+
+        metric = metric or self.headline
         twin = (self.baseline.get("metrics") or {}).get(metric)
         if metric not in self.metrics or not isinstance(twin, dict) or "mean" not in twin:
             return None
-        return self.metrics[metric] - twin["mean"]
+        info = task_spec(self.task).metric(metric)
+        sign = -1.0 if info is not None and not info.higher_is_better else 1.0
+        return sign * (self.metrics[metric] - twin["mean"])
 
 
 def validate_card_fields(card: ModelCard) -> list[str]:
@@ -142,17 +144,20 @@ def validate_card_fields(card: ModelCard) -> list[str]:
     problems = []
     if not card.name or any(c.isspace() for c in card.name):
         problems.append("name must be non-empty without spaces")
-    if card.task not in TASKS:
-        problems.append(f"task must be one of {TASKS}, got {card.task!r}")
+    from .tasks import known_tasks, task_spec
+
+    spec = task_spec(card.task) if card.task in known_tasks() else None
+    if spec is None:
+        problems.append(f"task must be one of {tuple(known_tasks())}, got {card.task!r}")
     if not card.metrics:
         problems.append("metrics must not be empty")
     for key, value in card.metrics.items():
-        if not isinstance(value, (int, float)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             problems.append(f"metric {key} must be a number")
-        elif card.task in TASK_METRICS and key in TASK_METRICS[card.task] and key not in ("fid",) and not 0 <= value <= 1:
-            problems.append(f"metric {key}={value} must be a fraction in [0, 1]")
-    if card.task in TASK_METRICS and not set(card.metrics) & set(TASK_METRICS[card.task]):
-        problems.append(f"metrics must include one of the standard {card.task} names {TASK_METRICS[card.task]}")
+        elif spec is not None and spec.metric(key) is not None and (problem := spec.metric(key).check(value)):
+            problems.append(problem)
+    if spec is not None and not set(card.metrics) & {m.name for m in spec.metrics}:
+        problems.append(f"metrics must include one of the standard {card.task} names {tuple(m.name for m in spec.metrics)}")
     if card.params is None or card.params <= 0:
         problems.append("params must be positive")
     if card.baseline is not None:

@@ -7,7 +7,7 @@ started (``--set``, ``--epochs``, ...) are stored in ``OUT/run.json`` with what 
 - with the stored value: nothing to say;
 - with another value, for a setting in `RESUME_MUTABLE` (e.g. ``lr``, to continue a diverged run
   with a lower learning rate, as the trainer's NaN message advises): applied, and reported by the
-  trainer (`zoo.train.check_resume_config`);
+  trainer (`zoo.trainer.check_resume_config`);
 - with another value, for any other setting or for the run's identity (another ``--student``,
   ``--set optimizer=adamw``, ``--set T=2``): refused, naming the setting and both values.
 
@@ -92,10 +92,10 @@ def commit(out_dir: str | os.PathLike, identity: dict[str, Any], settings: dict[
 
 def check_checkpoint_config(checkpoint: str | os.PathLike, cfg: Any) -> None:
     """Before a resume writes anything: the trainer's own check of ``cfg`` against the checkpoint's
-    training settings (`zoo.train.check_resume_config`). Nothing happens without a checkpoint."""
+    training settings (`zoo.trainer.check_resume_config`). Nothing happens without a checkpoint."""
     import torch
 
-    from .train import check_resume_config
+    from .trainer import check_resume_config
 
     path = Path(checkpoint)
     if path.exists():

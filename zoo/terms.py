@@ -291,7 +291,7 @@ def _attention_kd(ctx: TermContext) -> TermModule:
 
 
 # ---------------------------------------------------------------- adversarial (survey eqs. 9-10)
-class _GAN(TermModule):
+class _LogitAdversarial(TermModule):
     def __init__(self, num_classes: int, hidden: tuple[int, ...], conditional: bool) -> None:
         super().__init__()
         self.disc = adversarial.LogitDiscriminator(num_classes, hidden=hidden, conditional=conditional)
@@ -304,8 +304,9 @@ class _GAN(TermModule):
                 + adversarial.discriminator_loss(self.disc, s, t, labels))
 
 
-@term_builder("gan")
-def _gan(ctx: TermContext) -> TermModule:
+@term_builder("logit_adversarial")
+def _logit_adversarial(ctx: TermContext) -> TermModule:
+    """Xu et al. 2018: a (conditional) discriminator tells the teacher's logits from the student's."""
     _expect(ctx, 1, 1)
     p = _params(ctx, hidden=[128, 128], conditional=True)
-    return _GAN(ctx.num_classes, tuple(p["hidden"]), p["conditional"])
+    return _LogitAdversarial(ctx.num_classes, tuple(p["hidden"]), p["conditional"])

@@ -1,0 +1,183 @@
+"""The task seam: a task defined in this file (tiny regression) trains, distils, publishes, loads, predicts
+and evaluates through `zoo.*` and the CLI, with nothing under zoo/ knowing about it; and the core names
+no task (issue: one seam for tasks)."""
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import zoo
+from zoo import cli
+from zoo.distiller import TERM_BUILDERS, FunctionTerm, term_builder
+from zoo.recipes import RECIPES, Recipe, Term, register_recipe
+from zoo.tasks import MetricInfo, TaskAdapter, TaskSpec, known_tasks, register_task, unregister_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Lines:
+    """y = x . w + 0.05 noise, x in R^4: a batch source of the toy task."""
+
+    def __init__(self, n: int, seed: int, split: str) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.05 * torch.randn(n, generator=g)
+        self.name, self.split = "toy-lines", split
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, indices, generator=None, augment=False, device=None) -> dict[str, torch.Tensor]:
+        return {"inputs": self.x[indices].to(device or "cpu"), "labels": self.y[indices].to(device or "cpu"),
+                "index": indices}
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.config = {"hidden": hidden}
+        self.body = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ToyAdapter(TaskAdapter):
+    def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
+        return MLP(**config)
+
+    def preprocessor(self, card, directory=None):
+        return lambda rows: torch.as_tensor(rows, dtype=torch.float32)
+
+    def predict(self, model, inputs, top_k=1):
+        return [{"label": None, "index": None, "score": float(v)} for v in model(model.preprocess(inputs)).flatten()]
+
+    def describe(self, prediction):
+        return f"y = {prediction['score']:.3f}"
+
+    def evaluate(self, model, card, *, data_root=None, device="cpu"):
+        return self.evaluate_model(model, self.datasets(card.dataset)[1], device=device)
+
+    def sample_inputs(self, card):
+        return [[0.1, 0.2, 0.3, 0.4], [1.0, 0.0, -1.0, 0.5]]
+
+    # the generic run path
+    task_loss = staticmethod(lambda out, batch: F.mse_loss(out.float().flatten(), batch["labels"]))
+
+    def datasets(self, data=None, *, train_subset=None):
+        if data not in (None, "toy-lines"):
+            raise ValueError(f"unknown toy data {data!r}")
+        return Lines(256 if not train_subset else train_subset, 0, "train"), Lines(64, 1, "test")
+
+    def build_student(self, architecture, train):
+        return MLP(int(architecture.split("-")[1]))
+
+    @torch.no_grad()
+    def evaluate_model(self, model, data, *, device="cpu"):
+        model.eval()
+        return {"mse": float(F.mse_loss(model(data.x).flatten(), data.y))}
+
+    def card_fields(self, train):
+        return {"preprocessing": {"input_size": [4]}, "labels": []}
+
+
+@pytest.fixture
+def toy_task():
+    register_task(TaskSpec("toyreg", metrics=(MetricInfo("mse", higher_is_better=False, low=0.0, high=None, unit="",
+                                                        percent=False),), adapter=ToyAdapter()))
+
+    @term_builder("toy_output_mse")
+    def _toy_output_mse(ctx):  # a task brings its own loss terms too
+        return FunctionTerm(lambda s, t: F.mse_loss(s.float(), t.float()), {})
+
+    register_recipe(Recipe("toyreg-kd", [Term("toy_output_mse", weight=1.0)], task_weight=1.0, task="toyreg"))
+    yield
+    unregister_task("toyreg")
+    dict.pop(RECIPES, "toyreg-kd", None)
+    TERM_BUILDERS.pop("toy_output_mse", None)
+
+
+FAST = {"epochs": 30, "batch_size": 32, "lr": 0.05, "progress": False, "optimizer": "adamw", "weight_decay": 0.0}
+
+
+def test_a_task_defined_outside_zoo_runs_through_the_api(toy_task, tmp_path):
+    assert "toyreg" in known_tasks()
+    teacher = zoo.train("toyreg", "mlp-64", out=tmp_path / "teacher", settings=FAST)
+    assert teacher.finished and teacher.card.task == "toyreg" and teacher.card.method == "plain"
+    assert teacher.card.metrics["mse"] < 0.5  # it learnt the line
+    kd = zoo.distill(str(tmp_path / "teacher"), "mlp-4", "toyreg-kd", out=tmp_path / "kd", settings=FAST)
+    assert kd.card.method == "toyreg-kd" and kd.card.teacher.name == teacher.card.name
+    assert "zoo distill toyreg --recipe toyreg-kd --student mlp-4" in kd.card.training.command
+
+    from zoo.publish import publish
+
+    card = publish(tmp_path / "kd", "mlp4-kd.toy", dest_root=tmp_path / "zoo", latency_batch_sizes=(1,))
+    model = zoo.load(tmp_path / "zoo" / "mlp4-kd.toy")
+    assert model.card.metrics == card.metrics and card.params == sum(p.numel() for p in model.parameters())
+    [first, second] = zoo.predict(model)
+    assert isinstance(first["score"], float)
+    assert zoo.evaluate(tmp_path / "zoo" / "mlp4-kd.toy")["measured"] == pytest.approx(card.metrics, abs=1e-3)
+
+
+def test_the_same_task_through_the_command_line(toy_task, tmp_path, capsys):
+    sets = [a for k, v in FAST.items() for a in ("--set", f"{k}={str(v).lower()}")]
+    assert cli.main(["train", "toyreg", "--arch", "mlp-32", "--out", str(tmp_path / "t"), *sets]) == 0
+    assert cli.main(["distill", "toyreg", "--recipe", "toyreg-kd", "--student", "mlp-4", "--teacher",
+                     str(tmp_path / "t"), "--out", str(tmp_path / "s"), *sets]) == 0
+    assert cli.main(["publish", str(tmp_path / "s"), "--name", "mlp4.toy", "--dest", str(tmp_path / "zoo")]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(tmp_path / "zoo" / "mlp4.toy")]) == 0
+    assert re.search(r"y = -?\d+\.\d{3}", capsys.readouterr().out)
+    assert cli.main(["eval", str(tmp_path / "zoo" / "mlp4.toy")]) == 0
+    # a wrong task or recipe is a clear error, not a traceback
+    assert cli.main(["distill", "toyreg", "--recipe", "kd", "--student", "mlp-4", "--teacher", str(tmp_path / "t"),
+                     "--out", str(tmp_path / "x"), *sets]) == 2
+    assert "recipe 'kd' is for task 'classification', not 'toyreg'" in capsys.readouterr().err
+
+
+def test_metric_metadata_directs_gains_and_formats(toy_task, tiny_model):
+    from zoo.compare import twin_gain
+    from zoo.registry import ModelCard
+
+    card = ModelCard(name="m.toy", task="toyreg", architecture="mlp-4", dataset="toy-lines", split="test",
+                     metrics={"mse": 0.20}, params=10, method="toyreg-kd",
+                     baseline={"metrics": {"mse": {"mean": 0.25, "std": 0.01, "n": 3}}})
+    assert card.gain_over_baseline() == pytest.approx(0.05)  # lower is better: 0.05 better than the twin
+    assert twin_gain(card).startswith("+0.05 (twin 0.25")
+    with pytest.raises(ValueError, match="mse=-1.0 is outside its range"):
+        ModelCard(name="m.toy", task="toyreg", architecture="mlp-4", dataset="toy-lines", split="test",
+                  metrics={"mse": -1.0}, params=10)
+    assert card.headline == "mse"
+
+
+TASK_NAMES = ("classification", "detection", "nlp", "segmentation", "face", "gan")
+
+
+def test_the_core_names_no_task():
+    """No task name in zoo/'s code: identifiers, strings and help texts (docstrings and comments aside)."""
+    found = []
+    for path in sorted((ROOT / "zoo").rglob("*.py")):
+        tokens = list(tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline))
+        for i, tok in enumerate(tokens):
+            if tok.type == tokenize.STRING:
+                j = i - 1
+                while j >= 0 and tokens[j].type in (tokenize.NL, tokenize.COMMENT):
+                    j -= 1
+                if j < 0 or tokens[j].type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+                    continue  # a docstring
+                hits = [n for n in TASK_NAMES if re.search(rf"\b{n}\b", tok.string.lower())]
+            elif tok.type == tokenize.NAME:
+                hits = [n for n in TASK_NAMES if n in tok.string.lower().split("_")]
+            else:
+                continue
+            if hits:
+                found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}: {tok.string[:60]}")
+    assert not found, "task names in the core:\n" + "\n".join(found)

@@ -1,0 +1,227 @@
+"""One path for every task from a recipe to a published checkpoint.
+
+    run = zoo.runner.distill(adapter, teacher, "resnet8", "kd", data="fashion-mnist", out="runs/kd")
+    run.card                      # measured on the task's test split, saved with the student in runs/kd
+
+`distill` records the run (`zoo.runs`: resume continues it as started), builds the students through the
+task's adapter, trains the `zoo.distiller.Distiller` through `zoo.trainer.fit`, and, once finished, hands a
+typed `RunRecord` to `export_run`: the adapter measures the card's metrics, `make_card` writes the
+card, `zoo.hub.save` the checkpoint. The run's command (no absolute paths unless the user gave them)
+is the ``zoo distill TASK ...`` / ``zoo train TASK ...`` line of `cli` that reproduces it.
+
+What a task supplies for this (`zoo.tasks.TaskAdapter`): ``datasets(data, train_subset)`` -> (train,
+test) batch sources with ``name`` and ``split``; ``build_student(architecture, train)``;
+``evaluate_model(model, test, device)`` -> metrics; ``card_fields(train)`` -> preprocessing and labels;
+optionally ``task_loss(logits, batch)`` (default: cross-entropy). A task whose runs need more (cohorts of
+multi-branch students, detection's proposal sampling) keeps its own `distill` and still ends in
+`export_run`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from . import hub, runs
+from .metrics import count_params, hardware_description
+from .registry import ModelCard, TeacherRef, TrainingRecord
+
+
+@dataclass
+class RunRecord:
+    """Everything a finished run tells its card (what `make_card` turns into a `ModelCard`)."""
+
+    task: str
+    model: nn.Module
+    architecture: str
+    config: dict[str, Any]
+    dataset: str
+    split: str
+    method: str = "plain"
+    paper: str = ""
+    teachers: list[TeacherRef] = field(default_factory=list)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    command: str = ""
+    hardware: str = ""
+    wall_time_s: float = 0.0
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    recipe: dict[str, Any] | None = None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_name(self) -> str:
+        return (f"{self.architecture}-{self.method}.{self.dataset}" if self.method != "plain"
+                else f"{self.architecture}.{self.dataset}")
+
+
+def make_card(record: RunRecord, metrics: dict[str, float], name: str | None = None) -> ModelCard:
+    """The card of a finished run; ``metrics`` are what the task's evaluation measured."""
+    cfg = record.train_config
+    return ModelCard(
+        name=name or record.default_name, task=record.task, architecture=record.architecture,
+        config=dict(record.config), dataset=record.dataset, split=record.split,
+        metrics={k: round(float(v), 6) for k, v in metrics.items()}, params=count_params(record.model),
+        method=record.method, paper=record.paper, teacher=record.teachers[0] if record.teachers else None,
+        preprocessing=dict(record.preprocessing), labels=list(record.labels), description=record.description,
+        training=TrainingRecord(command=record.command, hardware=record.hardware, epochs=cfg.get("epochs", 0),
+                                seeds=[cfg.get("seed", 0)], wall_time_s=round(record.wall_time_s, 1),
+                                date=_dt.date.today().isoformat(), config=cfg),
+        extra={"history": [dict(h) for h in record.history],
+               **({"recipe": record.recipe, "teachers": [asdict(t) for t in record.teachers]} if record.recipe else {}),
+               **record.extra},
+    )
+
+
+def export_run(adapter: Any, record: RunRecord, out_dir: str | os.PathLike, test: Any, *, name: str | None = None,
+               device: str = "cpu") -> ModelCard:
+    """Measure ``record.model`` on ``test`` with the task's evaluation, then save it with its card."""
+    model = record.model.to(device).eval()
+    measured = adapter.evaluate_model(model, test, device=device)
+    metrics = {k: v for k, v in measured.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
+    return hub.save(model.to("cpu"), out_dir, make_card(record, metrics, name))
+
+
+def _teacher_id(teacher: Any) -> str:
+    if isinstance(teacher, nn.Module):
+        from .teacher_cache import weights_fingerprint
+
+        return f"module:{weights_fingerprint(teacher)}"
+    return str(teacher)
+
+
+def _load_teacher(ref: Any) -> nn.Module:
+    if isinstance(ref, nn.Module):
+        return ref
+    import zoo
+
+    return zoo.load(ref)
+
+
+def reproduce_command(task: str, identity: dict[str, Any], settings: dict[str, Any], out: str | os.PathLike) -> str:
+    """The ``zoo train|distill TASK ...`` line (`cli`) that runs this run from the start."""
+    plain = identity.get("recipe") in (None, "plain")
+    argv = ["zoo", "train" if plain else "distill", task]
+    argv += ["--arch", identity["student"]] if plain else ["--recipe", str(identity["recipe"]), "--student", identity["student"]]
+    argv += [a for t in identity.get("teachers") or [] for a in ("--teacher", t)]
+    if identity.get("data") is not None:
+        argv += ["--data", str(identity["data"])]
+    if identity.get("train_subset"):
+        argv += ["--train-subset", str(identity["train_subset"])]
+    argv += ["--out", str(out)]
+    argv += [a for k, v in settings.items() if k not in runs.PER_CALL for a in ("--set", f"{k}={v}")]
+    return shlex.join(argv)
+
+
+def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, data: Any = None,
+            out: str | os.PathLike, settings: dict[str, Any] | None = None, train_subset: int | None = None,
+            resume: bool = False, device: str | None = None) -> Any:
+    """Train ``student`` (an architecture of the task) with ``recipe`` (None: the task loss only) from
+    ``teacher`` (zoo names, folders or modules; a list for several), on ``data`` (the task's default
+    when None); the run folder ``out`` receives checkpoints, logs, ``run.json`` and, once finished, the
+    student with its measured card. Returns a `zoo.api.DistillRun`.
+
+    Raises ValueError for a recipe of another task, a wrong number of teachers, or (with ``resume``) a
+    run started otherwise (`zoo.runs`)."""
+    from .api import DistillRun
+    from .distiller import Distiller
+    from .distributed import is_main_process
+    from .recipes import Recipe, get_recipe, override, recipe_dict
+    from .trainer import STATE_FILE, TrainConfig, fit
+
+    task = adapter.task
+    base = Recipe("plain", [], task_weight=1.0, teachers=0, task=task,
+                  description="the task loss only") if recipe in (None, "plain") else get_recipe(recipe)
+    if base.task != task:
+        raise ValueError(f"recipe {base.name!r} is for task {base.task!r}, not {task!r}")
+    teachers_in = [] if teacher is None else list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    identity = {"task": task, "recipe": base.name, "student": student, "data": data if data is None or isinstance(data, str)
+                else f"{type(data).__name__} (given)", "train_subset": train_subset,
+                "teachers": [_teacher_id(t) for t in teachers_in] or None}
+    identity, settings = runs.resolve(out, identity, dict(settings or {}), resume)
+    if not teachers_in and identity.get("teachers"):
+        teachers_in = list(identity["teachers"])
+    recipe_obj, cfg = override(base, TrainConfig(), settings)
+    effective = {"recipe": recipe_dict(recipe_obj)}
+    runs.check_effective(out, effective, resume)
+    if resume:
+        runs.check_checkpoint_config(Path(out) / STATE_FILE, cfg)
+    if len(teachers_in) != recipe_obj.teachers:
+        raise ValueError(f"recipe {recipe_obj.name!r} takes {recipe_obj.teachers} teacher(s), got {len(teachers_in)}")
+    train, test = adapter.datasets(data if isinstance(data, str) or data is None else data,
+                                   train_subset=identity.get("train_subset"))
+    teachers = [_load_teacher(t) for t in teachers_in]
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    students = [adapter.build_student(student, train) for _ in range(recipe_obj.cohort)]
+    example = train.batch(torch.arange(min(8, len(train))))
+    distiller = Distiller(students, teachers, recipe_obj, example, num_examples=len(train),
+                          example_labels=getattr(train, "labels", None), task_loss=getattr(adapter, "task_loss", None))
+    if is_main_process():
+        runs.commit(out, identity, settings, effective)
+    started = time.perf_counter()
+    try:
+        result = fit(distiller, train, cfg, out, evaluate=lambda: adapter.evaluate_model(students[0], test, device=dev),
+                     resume=resume, device=dev)
+    finally:
+        distiller.close()
+    model = students[0].to("cpu").eval()
+    run = DistillRun(model, Path(out), result.finished, result.history)
+    if result.finished and is_main_process():
+        record = RunRecord(
+            task=task, model=model, architecture=student, config=adapter.model_config(model),
+            dataset=train.name, split=test.split, method=recipe_obj.name, paper=recipe_obj.paper,
+            teachers=[TeacherRef(t.card.name, dict(t.card.metrics), t.card.params) if getattr(t, "card", None)
+                      else TeacherRef(type(t).__name__, {}, count_params(t)) for t in teachers],
+            train_config=asdict(cfg), history=result.history,
+            command=reproduce_command(task, identity, settings, out), hardware=hardware_description(dev),
+            wall_time_s=time.perf_counter() - started, recipe=recipe_dict(recipe_obj) if recipe_obj.terms else None,
+            **adapter.card_fields(train))
+        run.card = export_run(adapter, record, out, test)
+    return run
+
+
+def parser(task: str, command: str) -> argparse.ArgumentParser:
+    """The generic ``zoo train|distill TASK`` options."""
+    p = argparse.ArgumentParser(prog=f"zoo {command} {task}")
+    if command == "train":
+        p.add_argument("--arch", required=True, help="the architecture to train")
+    else:
+        p.add_argument("--recipe", required=True, help="recipe name (`zoo recipes`)")
+        p.add_argument("--student", required=True, help="the student architecture")
+        p.add_argument("--teacher", action="append", default=[], help="teacher: zoo name or folder (repeat for several)")
+    p.add_argument("--data", default=None, help="the task's data set (default: its own)")
+    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out as it was started")
+    p.add_argument("--device", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training setting, recipe field, T or TERM.FIELD")
+    return p
+
+
+def cli(adapter: Any, command: str, argv: Sequence[str]) -> int:
+    """``zoo train|distill TASK ARGV`` for a task that uses the generic runner; the exit code."""
+    from .cli import parse_overrides
+
+    args = parser(adapter.task, command).parse_args(list(argv))
+    recipe = None if command == "train" else args.recipe
+    student = args.arch if command == "train" else args.student
+    run = distill(adapter, args.teacher if command == "distill" and args.teacher else None, student, recipe,
+                  data=args.data, out=args.out, settings=parse_overrides(args.set), train_subset=args.train_subset,
+                  resume=args.resume, device=args.device)
+    if not run.finished:
+        print("stopped before the end; continue with the same command plus --resume")
+    elif run.card is not None:
+        print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()))
+    return 0
