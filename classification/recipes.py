@@ -13,8 +13,8 @@ from zoo.recipes import Recipe, Term, register_recipe
 TASK = "classification"
 
 
-def _kd(weight: float = 0.9, T: float = 4.0, **kw: Any) -> Term:
-    return Term("kd", weight=weight, params={"T": T}, **kw)
+def _kd(weight: float = 0.9, **kw: Any) -> Term:
+    return Term("kd", weight=weight, **kw)
 
 
 _STAGES = ["layer1", "layer2", "layer3"]
@@ -29,13 +29,13 @@ for _recipe in [
     # CE weight 1, alpha 1, T 4, the DKD weight ramped over the first 20 of 240 epochs (warmup 1/12), and
     # beta 2, its tuned value for the zoo's pair ResNet-56 -> ResNet-20 (res56_res20.yaml; beta 8 is the
     # paper's value for its other CIFAR-100 pairs: --set dkd.beta=8).
-    Recipe("dkd", [Term("dkd", params={"alpha": 1.0, "beta": 2.0, "T": 4.0}, warmup=20 / 240)],
+    Recipe("dkd", [Term("dkd", params={"beta": 2.0}, warmup=20 / 240)],
            paper="Zhao et al. 2022, Decoupled Knowledge Distillation",
            description="target-class and non-target-class KD weighted separately, ramped in over 1/12 of training"),
-    Recipe("gated-kd", [Term("gated_kd", weight=0.9, params={"T": 4.0})], task_weight=0.1,
+    Recipe("gated-kd", [Term("gated_kd", weight=0.9)], task_weight=0.1,
            paper="Meng et al. 2019 (survey section 2.1)",
            description="KD only where the teacher is right; the true label where it is wrong"),
-    Recipe("adaptive-kd", [Term("adaptive_kd", weight=0.9, params={"T": 4.0, "beta": 2.0, "gamma": 2.0})],
+    Recipe("adaptive-kd", [Term("adaptive_kd", weight=0.9)],
            task_weight=0.1, paper="Wen et al. 2021, Preparing lessons (dynamic temperature distillation)",
            description="KD with a per-sample temperature set from the teacher's confidence"),
     Recipe("fitnet", [Term("fitnet", student="layer2", teacher="layer2", weight=100.0)],
@@ -54,7 +54,7 @@ for _recipe in [
     # 60 steps, its features collapsed), weight 5 at 46%, weight 1 at 72% (Fashion-MNIST, 2560 images).
     # FSP matching alone (the paper's first stage) stalled at the same loss within 20 steps at weights 1
     # and 50, so no two-stage recipe is offered until that is understood.
-    Recipe("fsp", [Term("fsp", student=_STAGES, teacher=_STAGES, weight=1.0)],
+    Recipe("fsp", [Term("fsp", student=_STAGES, teacher=_STAGES, weight=1.0, params={"entry_mean": True})],
            paper="Yim et al. 2017, A Gift from Knowledge Distillation",
            description="CE + FSP (Gram) matrices between consecutive stages"),
     Recipe("afd", [Term("afd", student="layer3", teacher="layer3", weight=100.0)],
@@ -72,8 +72,7 @@ for _recipe in [
 
 _PEERS_AND_FEATURES = ["branches.0", "branches.1", "branches.2", "branches.0.pool", "branches.1.pool"]
 for _recipe in [
-    Recipe("rkd", [Term("rkd", student="avgpool", teacher="avgpool", weight=1.0,
-                        params={"w_distance": 25.0, "w_angle": 50.0})],
+    Recipe("rkd", [Term("rkd", student="avgpool", teacher="avgpool", weight=1.0)],
            paper="Park et al. 2019b, Relational Knowledge Distillation",
            description="CE + distance- and angle-wise relations between the samples' embeddings"),
     Recipe("spkd", [Term("spkd", student="layer3", teacher="layer3", weight=3000.0)],
@@ -86,26 +85,24 @@ for _recipe in [
     Recipe("crd", [Term("crd", student="avgpool", teacher="avgpool", weight=0.8)],
            paper="Tian, Krishnan & Isola 2020, Contrastive Representation Distillation",
            description="CE + contrastive (NCE) objective with a memory bank of embeddings"),
-    Recipe("dml", [Term("dml", student="logits@*", teacher=None, params={"T": 1.0})], task_weight=0.0,
+    Recipe("dml", [Term("dml", student="logits@*", teacher=None)], task_weight=0.0,
            cohort=3, teachers=0, paper="Zhang et al. 2018, Deep Mutual Learning",
            description="3 students learn together, each from the others' predictions (survey eq. 5)"),
-    Recipe("one", [Term("one", student=["branches.0", "branches.1", "branches.2", "gate"], teacher=None,
-                        params={"T": 3.0})], task_weight=0.0, teachers=0, branches=3, gate=True,
+    Recipe("one", [Term("one", student=["branches.0", "branches.1", "branches.2", "gate"], teacher=None)], task_weight=0.0, teachers=0, branches=3, gate=True,
            paper="Lan, Zhu & Gong 2018, Knowledge Distillation by On-the-Fly Native Ensemble",
            description="3 branches on a shared trunk distil from their gated ensemble; branch 0 is deployed"),
-    Recipe("okddip", [Term("okddip", student=_PEERS_AND_FEATURES, teacher=None, params={"T": 3.0})],
+    Recipe("okddip", [Term("okddip", student=_PEERS_AND_FEATURES, teacher=None)],
            task_weight=0.0, teachers=0, branches=3,
            paper="Chen et al. 2020a, Online Knowledge Distillation with Diverse Peers",
            description="2 peers with attention-weighted targets + a group leader (branch 2, deployed)"),
-    Recipe("byot", [Term("byot", student=["layer1", "layer2", "layer3", "logits"], teacher=None,
-                         params={"alpha": 0.3, "lam": 0.03, "T": 3.0})], task_weight=0.0, teachers=0,
+    Recipe("byot", [Term("byot", student=["layer1", "layer2", "layer3", "logits"], teacher=None)], task_weight=0.0, teachers=0,
            paper="Zhang et al. 2019, Be Your Own Teacher",
            description="shallow-section classifiers learn from the deepest one (survey eq. 6)"),
-    Recipe("avg-kd", [Term("avg_kd", student="logits", teacher="logits@*", weight=0.9, params={"T": 4.0})],
+    Recipe("avg-kd", [Term("avg_kd", student="logits", teacher="logits@*", weight=0.9)],
            task_weight=0.1, teachers=3, paper="You et al. 2017, Learning from Multiple Teacher Networks",
            description="KD from the average of 3 teachers' soft targets (survey eq. 7)"),
     Recipe("altkd", [Term("attention_kd", student=["logits", "avgpool"], teacher=["logits@*", "avgpool@*"],
-                          weight=0.9, params={"T": 4.0})]
+                          weight=0.9)]
            + [Term("fitnet", student="layer2", teacher=f"layer2@{k}", weight=100.0 / 3, name=f"hint{k}")
               for k in range(3)]
            + [Term("rkd_angle", student="avgpool", teacher=f"avgpool@{k}", weight=50.0 / 3, name=f"angle{k}")
@@ -113,10 +110,10 @@ for _recipe in [
            task_weight=0.1, teachers=3,
            paper="Liu, Zhang & Wang 2020d, Adaptive multi-teacher multi-level knowledge distillation",
            description="KD from attention-weighted teachers + hint and angle losses to each teacher"),
-    Recipe("gan-kd", [Term("logit_adversarial", weight=1.0, params={"hidden": [128, 128], "conditional": True}), _kd()],
+    Recipe("gan-kd", [Term("logit_adversarial", weight=1.0, params={"conditional": True}), _kd()],
            task_weight=0.1, paper="Xu et al. 2018, KD with conditional adversarial networks (survey eqs. 9-10)",
            description="KD + a conditional discriminator telling teacher from student logits"),
-    Recipe("rco", [Term("kd", teacher=f"logits@{k}", weight=0.9, params={"T": 4.0}, start=k / 3,
+    Recipe("rco", [Term("kd", teacher=f"logits@{k}", weight=0.9, start=k / 3,
                         stop=(k + 1) / 3, name=f"kd{k}") for k in range(3)],
            task_weight=0.1, teachers=3,
            paper="Jin et al. 2019, Knowledge Distillation via Route Constrained Optimization (survey eq. 8)",

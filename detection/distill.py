@@ -48,7 +48,7 @@ class DetectionDistiller(nn.Module):
         self._teacher = [] if teacher is None else [teacher]  # kept out of parameters() and state_dict()
         self.mu, self.nu, self.lam, self.gamma, self.margin = mu, nu, lam, gamma, margin
         self.background_weight = background_weight
-        self.adaptation: nn.Module | None = None
+        self.connector: nn.Module | None = None
         if teacher is not None:
             teacher.eval().requires_grad_(False)
             s_anchors = student.rpn.anchor_generator.num_anchors_per_location()
@@ -56,7 +56,7 @@ class DetectionDistiller(nn.Module):
             if s_anchors != t_anchors:
                 raise ValueError(f"student and teacher need the same anchors per location, got {s_anchors} and {t_anchors}")
             if example_batch is None:
-                raise ValueError("a teacher needs an example_batch to size the hint's adaptation layer")
+                raise ValueError("a teacher needs an example_batch to size the hint's connector")
             was_training = student.training
             student.eval()  # the probe must not move the student's BatchNorm statistics
             with torch.no_grad():
@@ -66,8 +66,8 @@ class DetectionDistiller(nn.Module):
             student.train(was_training)
             if s_shape[-2:] != t_shape[-2:]:
                 raise ValueError(f"student and teacher feature maps must have the same stride: {tuple(s_shape)} vs {tuple(t_shape)}")
-            # Chen et al. use an adaptation layer even when the channel counts agree (sec. 3.3).
-            self.adaptation = make_connector(s_shape, t_shape)
+            # Chen et al. use an adaptation layer (kdzoo: a connector) even when the channel counts agree (sec. 3.3).
+            self.connector = make_connector(s_shape, t_shape)
 
     @property
     def teacher(self) -> nn.Module | None:
@@ -145,7 +145,7 @@ class DetectionDistiller(nn.Module):
         parts["rcn_bounded"] = bounded_regression_loss(
             box_deltas.reshape(len(labels), -1, 4)[positive, cls], t_box_deltas.reshape(len(labels), -1, 4)[positive, cls],
             torch.cat(roi_targets)[positive], self.margin) / labels.numel()
-        parts["hint"] = fitnet_loss(self.adaptation(feat_s), feat_t)
+        parts["hint"] = fitnet_loss(self.connector(feat_s), feat_t)
 
         mu = self.mu
         rpn = mu * parts["rpn_cls"] + (1 - mu) * parts["rpn_soft"] + self.lam * (parts["rpn_reg"] + self.nu * parts["rpn_bounded"])

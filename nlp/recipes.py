@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from zoo.recipes import RECIPES, Recipe, Term, register_recipe
+from zoo.recipes import RECIPES, Recipe, Term, register_recipe, term_params
 
 from . import terms as _terms  # noqa: F401  (registers the transformer loss terms with the core)
 from .losses import layer_map
@@ -31,7 +31,7 @@ def recipe(name: str, student_layers: int = 4, teacher_layers: int = 12, tempera
     ``temperature`` replaces the T of its terms that have one (eq. 10's t for ``tinybert-prediction``)."""
     built = _nlp(_build(name, student_layers, teacher_layers))
     if temperature is not None:
-        built.terms = [replace(t, params={**t.params, "T": temperature}) if "T" in t.params else t
+        built.terms = [replace(t, params={**t.params, "T": temperature}) if "T" in term_params(t) else t
                        for t in built.terms]
     return built
 
@@ -46,7 +46,7 @@ def _build(name: str, m: int, n: int) -> Recipe:
         return Recipe(name, _intermediate(m, n), task_weight=0.0, paper=TINYBERT,
                       description="[nlp] task distillation, step 1: the intermediate layers (eqs. 7-9) on the task data")
     if name == "tinybert-prediction":
-        return Recipe(name, [Term("soft_ce", params={"T": 1.0}, name="prediction")], task_weight=0.0, paper=TINYBERT,
+        return Recipe(name, [Term("soft_ce", name="prediction")], task_weight=0.0, paper=TINYBERT,
                       description="[nlp] task distillation, step 2: soft cross-entropy on the logits (eq. 10)")
     if name == "pkd":
         # The soft term is T^2 * KL (the `kd` term), as the authors' distillation_loss computes it

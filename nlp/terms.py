@@ -24,11 +24,9 @@ def _pairs(ctx: TermContext) -> int:
     return len(ctx.student)
 
 
-def _no_params(ctx: TermContext, **allowed: Any) -> dict[str, Any]:
-    unknown = set(ctx.term.params) - set(allowed)
-    if unknown:
-        raise ValueError(f"term {ctx.term.name!r}: unknown parameter(s) {sorted(unknown)}; valid: {sorted(allowed)}")
-    return {**allowed, **ctx.term.params}
+def _no_params(ctx: TermContext) -> dict[str, Any]:
+    """The term's resolved hyperparameters (`zoo.recipes.term_params` refused any it does not take)."""
+    return dict(ctx.params)
 
 
 class _ProjectedPairs(TermModule):
@@ -36,15 +34,15 @@ class _ProjectedPairs(TermModule):
 
     def __init__(self, student_dim: int, teacher_dim: int, loss: str) -> None:
         super().__init__()
-        self.project = nn.Linear(student_dim, teacher_dim)
+        self.connector = nn.Linear(student_dim, teacher_dim)
         self.loss = loss
 
     def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
         mask = batch["inputs"]["attention_mask"]
         if self.loss == "patient":
-            return losses.patient_loss([self.project(s[:, 0]) for s in student], [t[:, 0] for t in teacher])
+            return losses.patient_loss([self.connector(s[:, 0]) for s in student], [t[:, 0] for t in teacher])
         fn = losses.hidden_mse if self.loss == "mse" else losses.cosine_hidden_loss
-        return sum(fn(self.project(s), t, mask) for s, t in zip(student, teacher))
+        return sum(fn(self.connector(s), t, mask) for s, t in zip(student, teacher))
 
 
 def _projected(ctx: TermContext, loss: str) -> TermModule:
@@ -86,6 +84,6 @@ def _attention_mse(ctx: TermContext) -> TermModule:
     return _AttentionScores()
 
 
-@term_builder("soft_ce")
+@term_builder("soft_ce", soft_cross_entropy)
 def _soft_ce(ctx: TermContext) -> TermModule:
-    return FunctionTerm(soft_cross_entropy, _no_params(ctx, T=1.0))
+    return FunctionTerm(soft_cross_entropy, _no_params(ctx))

@@ -105,7 +105,7 @@ def test_plain_losses_equal_torchvisions_own_training_losses(scenes):
     assert torch.isclose(ours["loss"].detach(), sum(theirs.values()).detach(), rtol=1e-5)
 
 
-def test_chen2017_terms_train_the_student_and_adaptation_never_the_teacher(scenes):
+def test_chen2017_terms_train_the_student_and_connector_never_the_teacher(scenes):
     student, teacher = build_detector("frcnn-resnet20"), build_detector("frcnn-resnet56")
     module = DetectionDistiller(student, teacher, example_batch=scenes.batch(torch.arange(2))).train()
     out = module(scenes.batch(torch.arange(6)))
@@ -113,7 +113,7 @@ def test_chen2017_terms_train_the_student_and_adaptation_never_the_teacher(scene
     assert all(torch.isfinite(v) for v in out.values())
     out["loss"].backward()
     assert all(p.grad is None for p in teacher.parameters())
-    assert module.adaptation.conv.weight.grad is not None and student.backbone.conv1.weight.grad is not None
+    assert module.connector.conv.weight.grad is not None and student.backbone.conv1.weight.grad is not None
     assert not any(k.startswith("_teacher") for k in module.state_dict())
     assert not teacher.training
 

@@ -43,16 +43,11 @@ def test_taps_record_every_call_and_see_through_ddp_wrappers():
         assert len(calls) == 2 and torch.equal(taps["0"], out)
     assert not shared._forward_hooks  # hooks removed on exit
 
-    class Wrapper(nn.Module):  # quacks like DDP for resolve()
-        def __init__(self, m):
-            super().__init__()
-            self.module = m
-
     wrapped = nn.DataParallel(model)
     with Taps(wrapped, ["module.2"]) as taps:
         model(x)
         assert taps["module.2"].shape == (2, 3)
-    with pytest.raises(ValueError, match="no submodule 'layer9'.*did you mean|no submodule 'layer9'"):
+    with pytest.raises(ValueError, match="no submodule 'layer9'; did you mean layer3, layer2, layer1"):
         Taps(build_model("resnet8"), ["layer9"])
 
 
@@ -158,7 +153,11 @@ def test_takd_distils_the_assistant_then_the_student(data, tmp_path):
     assert info["finished"]
     assert (tmp_path / "assistant" / "train_state.pt").exists() and (tmp_path / "train_state.pt").exists()
     chain = info["assistant_chain"]
-    assert chain[0]["name"] == "resnet14 (assistant)" and 0 <= chain[0]["metrics"]["top1"] <= 1
+    assistant = torch.load(tmp_path / "assistant" / "train_state.pt", weights_only=True)
+    import json
+
+    assert chain[0]["name"] == "resnet14 (assistant)"
+    assert chain[0]["metrics"]["top1"] == json.loads(assistant["history"])[-1]["top1"]  # the assistant's own eval
     assert student.config["depth"] == 8
 
 

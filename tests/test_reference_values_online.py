@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.losses import online
-from zoo.recipes import RECIPES
+from zoo.recipes import RECIPES, term_params
 
 REL = 1e-6
 REL_EPS = 5e-6  # the references' +1e-7 on the target probabilities (see the module docstring)
@@ -44,7 +44,7 @@ def test_online_recipes_use_the_settings_compared_here():
     for name, T in [("dml", 1.0), ("one", 3.0), ("okddip", 3.0)]:
         recipe = RECIPES[name]
         (term,) = recipe.terms
-        assert recipe.task_weight == 0.0 and term.weight == 1.0 and term.params["T"] == T
+        assert recipe.task_weight == 0.0 and term.weight == 1.0 and term_params(term)["T"] == T
         assert term.warmup == 0.0 and (term.start, term.stop) == (0.0, 1.0)
 
 

@@ -8,14 +8,14 @@ requires grad (students + term modules), never the teachers'.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .recipes import Recipe, Term
+from .recipes import Recipe, Term, term_params
 from .taps import Taps
 from .teacher_cache import ExampleOutputCache, TeacherOutputCache
 
@@ -30,6 +30,7 @@ class TermContext:
     num_examples: int
     num_classes: int
     example_labels: torch.Tensor | None = None  # the class of every training example (CRD's negatives)
+    params: dict[str, Any] = field(default_factory=dict)  # the term's hyperparameters, defaults resolved
 
 
 class TermModule(nn.Module):
@@ -70,9 +71,16 @@ TermBuilder = Callable[[TermContext], TermModule]
 TERM_BUILDERS: dict[str, TermBuilder] = {}
 
 
-def term_builder(name: str) -> Callable[[TermBuilder], TermBuilder]:
+def term_builder(name: str, *defaults_from: Callable[..., Any], **extra: Any) -> Callable[[TermBuilder], TermBuilder]:
+    """Register the builder of loss term ``name``. Its hyperparameters and their defaults are the keyword
+    defaults of ``defaults_from`` (the loss function, the term module's classes) plus ``extra`` (defaults
+    the term itself adds, e.g. the FitNet connector's ReLU): the one place each default is written
+    (`zoo.recipes.TERM_DEFAULTS`). The builder reads the resolved values from ``ctx.params``."""
+    from .recipes import TERM_DEFAULTS, keyword_defaults
+
     def register(fn: TermBuilder) -> TermBuilder:
         TERM_BUILDERS[name] = fn
+        TERM_DEFAULTS[name] = {**keyword_defaults(*defaults_from), **extra}
         return fn
 
     return register
@@ -133,7 +141,7 @@ class Distiller(nn.Module):
             if term.loss not in TERM_BUILDERS:
                 raise ValueError(f"term {term.name!r}: unknown loss {term.loss!r}; known: {', '.join(sorted(TERM_BUILDERS))}")
             ctx = TermContext(term, self._gather(term.student, probe[0]), self._gather(term.teacher, probe[1]),
-                              num_examples, num_classes, example_labels)
+                              num_examples, num_classes, example_labels, term_params(term))
             self.terms[term.name] = TERM_BUILDERS[term.loss](ctx)
 
     # ------------------------------------------------------------------ plumbing

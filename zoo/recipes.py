@@ -74,6 +74,42 @@ class Recipe:
         raise KeyError(f"recipe {self.name!r} has no term {name!r}; terms: {', '.join(t.name for t in self.terms)}")
 
 
+# Loss name -> its hyperparameters and their defaults: the loss function's own keyword defaults (and the
+# term module's, e.g. a connector's), recorded by `zoo.distiller.term_builder`. The one place a default
+# lives; recipes list only what they change.
+TERM_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+
+def keyword_defaults(*functions: Any, skip: tuple[str, ...] = ("reduction", "labels", "self")) -> dict[str, Any]:
+    """The keyword parameters with defaults of ``functions`` (later ones win), e.g. ``{"T": 4.0}`` for kd_loss."""
+    import inspect
+
+    out: dict[str, Any] = {}
+    for fn in functions:
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.default is not inspect.Parameter.empty and name not in skip:
+                out[name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return out
+
+
+def _load_terms() -> None:
+    from . import terms  # noqa: F401  (the core terms register their defaults)
+
+
+def term_params(term: "Term") -> dict[str, Any]:
+    """The term's hyperparameters: its loss's defaults with the recipe's values on top. Raises ValueError
+    for a parameter the loss does not take. A loss with no registered builder keeps its own params."""
+    _load_terms()
+    defaults = TERM_DEFAULTS.get(term.loss)
+    if defaults is None:
+        return dict(term.params)
+    unknown = sorted(set(term.params) - set(defaults))
+    if unknown:
+        raise ValueError(f"term {term.name!r} ({term.loss}): unknown parameter(s) {unknown}; "
+                         f"valid: {', '.join(sorted(defaults)) or 'none'}")
+    return {**defaults, **term.params}
+
+
 class _Recipes(dict):
     """Name -> Recipe. Tasks register their recipes (`register_recipe`) when their recipes module is
     imported; reading this mapping first imports every known task's recipes (`zoo.tasks`)."""
@@ -187,29 +223,35 @@ def override(recipe: Recipe, cfg: TrainConfig, settings: dict[str, Any]) -> tupl
         elif key in recipe_keys:
             setattr(recipe, key, _coerce(value, getattr(recipe, key), key))
         elif key == "T":
-            hits = [t for t in recipe.terms if "T" in t.params]
+            hits = [t for t in recipe.terms if "T" in term_params(t)]
             if not hits:
                 raise ValueError(f"recipe {recipe.name!r} has no term with a temperature T")
             for t in hits:
-                t.params["T"] = _coerce(value, t.params["T"], key)
+                t.params["T"] = _coerce(value, term_params(t)["T"], key)
         elif "." in key:
             term_name, attr = key.split(".", 1)
             term = recipe.term(term_name)
+            params = term_params(term)
             if attr in term_fields:
                 setattr(term, attr, _coerce(value, getattr(term, attr), key))
-            elif attr in term.params:
-                term.params[attr] = _coerce(value, term.params[attr], key)
+            elif attr in params:
+                term.params[attr] = _coerce(value, params[attr], key)
             else:
-                valid = sorted(term_fields | set(term.params))
+                valid = sorted(term_fields | set(params))
                 raise ValueError(f"term {term_name!r} has no setting {attr!r}; valid: {', '.join(valid)}")
             Term.__post_init__(term)
         else:
-            valid = sorted(train_keys | recipe_keys | {"T"}) + [f"{t.name}.{{{','.join(sorted(term_fields | set(t.params)))}}}" for t in recipe.terms]
+            valid = sorted(train_keys | recipe_keys | {"T"}) + [f"{t.name}.{{{','.join(sorted(term_fields | set(term_params(t))))}}}"
+                                                               for t in recipe.terms]
             raise ValueError(f"unknown setting {key!r}; valid: {', '.join(valid)}")
     merged = {**asdict(cfg), **recipe.train, **train_updates}
     return recipe, TrainConfig(**merged)
 
 
 def recipe_dict(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as plain data (for cards and logs)."""
-    return asdict(recipe)
+    """The recipe as plain data (for cards, logs and run records), each term with all its
+    hyperparameters: the loss's defaults and the recipe's values (`term_params`)."""
+    data = asdict(recipe)
+    for term, out in zip(recipe.terms, data["terms"]):
+        out["params"] = term_params(term)
+    return data

@@ -16,11 +16,9 @@ from .distiller import FunctionTerm, TermContext, TermModule, term_builder
 from .losses import adversarial, features, logits, multi_teacher, online, relations, self_distill
 
 
-def _params(ctx: TermContext, **defaults: Any) -> dict[str, Any]:
-    unknown = set(ctx.term.params) - set(defaults)
-    if unknown:
-        raise ValueError(f"term {ctx.term.name!r}: unknown parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(defaults))}")
-    return {**defaults, **ctx.term.params}
+def _params(ctx: TermContext) -> dict[str, Any]:
+    """The term's hyperparameters, its registration's defaults resolved (`zoo.recipes.term_params`)."""
+    return dict(ctx.params)
 
 
 def _expect(ctx: TermContext, n_student: int | None, n_teacher: int | None) -> None:
@@ -34,28 +32,28 @@ def _expect(ctx: TermContext, n_student: int | None, n_teacher: int | None) -> N
 
 
 # ---------------------------------------------------------------- logits (survey eq. 1, section 2.1)
-@term_builder("kd")
+@term_builder("kd", logits.kd_loss)
 def _kd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    return FunctionTerm(logits.kd_loss, _params(ctx, T=4.0))
+    return FunctionTerm(logits.kd_loss, _params(ctx))
 
 
-@term_builder("dkd")
+@term_builder("dkd", logits.dkd_loss)
 def _dkd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    return FunctionTerm(logits.dkd_loss, _params(ctx, alpha=1.0, beta=8.0, T=4.0), labels=True)
+    return FunctionTerm(logits.dkd_loss, _params(ctx), labels=True)
 
 
-@term_builder("gated_kd")
+@term_builder("gated_kd", logits.teacher_gated_kd_loss)
 def _gated_kd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    return FunctionTerm(logits.teacher_gated_kd_loss, _params(ctx, T=4.0), labels=True)
+    return FunctionTerm(logits.teacher_gated_kd_loss, _params(ctx), labels=True)
 
 
-@term_builder("adaptive_kd")
+@term_builder("adaptive_kd", logits.adaptive_temperature_kd_loss)
 def _adaptive_kd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    p = _params(ctx, T=4.0, beta=2.0, gamma=2.0, confidence="focal", t_min=1.0, t_max=10.0)
+    p = _params(ctx)
     return FunctionTerm(logits.adaptive_temperature_kd_loss, p, labels=True)
 
 
@@ -82,18 +80,18 @@ class _FitNet(TermModule):
         return features.fitnet_loss(self.connector(student[0]), teacher[0])
 
 
-@term_builder("fitnet")
+# relu: the regressor ends in the hint layer's non-linearity (Romero et al. 2015; RepDistiller's ConvReg)
+@term_builder("fitnet", relu=True)
 def _fitnet(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    # relu: the regressor ends in the hint layer's non-linearity (Romero et al. 2015; RepDistiller's ConvReg)
-    p = _params(ctx, relu=True)
+    p = _params(ctx)
     return _FitNet(ctx.student[0].shape, ctx.teacher[0].shape, p["relu"])
 
 
-@term_builder("at")
+@term_builder("at", features.at_loss)
 def _at(ctx: TermContext) -> TermModule:
     _expect(ctx, len(ctx.teacher), None)
-    return FunctionTerm(features.at_loss, _params(ctx, p=2, squared=True), lists=True)
+    return FunctionTerm(features.at_loss, _params(ctx), lists=True)
 
 
 class _FSP(TermModule):
@@ -108,12 +106,12 @@ class _FSP(TermModule):
                                  entry_mean=self.entry_mean)
 
 
-@term_builder("fsp")
+@term_builder("fsp", features.fsp_loss)
 def _fsp(ctx: TermContext) -> TermModule:
     _expect(ctx, len(ctx.teacher), None)
     if len(ctx.student) < 2:
         raise ValueError(f"term {ctx.term.name!r} (fsp) needs at least 2 taps per side to form layer pairs")
-    return _FSP(**_params(ctx, entry_mean=True))
+    return _FSP(**_params(ctx))
 
 
 class _AFD(TermModule):
@@ -126,19 +124,19 @@ class _AFD(TermModule):
         return features.afd_loss(student[0], teacher[0], self.student_selector, self.teacher_selector)
 
 
-@term_builder("afd")
+@term_builder("afd", num_maps=0)
 def _afd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    p = _params(ctx, num_maps=0)
+    p = _params(ctx)
     c_s, c_t = ctx.student[0].shape[1], ctx.teacher[0].shape[1]
     return _AFD(c_s, c_t, p["num_maps"] or min(c_s, c_t) // 2)
 
 
 # ---------------------------------------------------------------- structural knowledge (survey eq. 4)
-@term_builder("rkd")
+@term_builder("rkd", relations.rkd_loss)
 def _rkd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    return FunctionTerm(relations.rkd_loss, _params(ctx, w_distance=25.0, w_angle=50.0), min_batch=3)
+    return FunctionTerm(relations.rkd_loss, _params(ctx), min_batch=3)
 
 
 @term_builder("rkd_angle")
@@ -153,10 +151,10 @@ def _spkd(ctx: TermContext) -> TermModule:
     return FunctionTerm(relations.spkd_loss, _params(ctx), lists=True, min_batch=2)
 
 
-@term_builder("irg")
+@term_builder("irg", relations.irg_loss)
 def _irg(ctx: TermContext) -> TermModule:
     _expect(ctx, len(ctx.teacher), None)
-    p = _params(ctx, w_vertex=1.0, w_edge=1.0, w_transform=1.0, normalize=True)
+    p = _params(ctx)
     # normalised edges (distances over their mean) are constant for 2 samples
     return FunctionTerm(relations.irg_loss, p, lists=True, min_batch=3 if p["normalize"] else 2)
 
@@ -171,12 +169,12 @@ class _CRD(TermModule):
         return self.crd(student[0], teacher[0], batch["index"])
 
 
-@term_builder("crd")
+@term_builder("crd", relations.CRDLoss.__init__, negatives="other-class")
 def _crd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
     if ctx.num_examples < 2:
         raise ValueError("crd needs the training-set size (num_examples) for its memory bank")
-    p = _params(ctx, feat_dim=128, n_negatives=4096, temperature=0.07, momentum=0.5, negatives="other-class")
+    p = _params(ctx)
     if p["negatives"] not in ("other-class", "uniform"):
         raise ValueError(f"crd.negatives must be 'other-class' (RepDistiller's sampling) or 'uniform', got {p['negatives']!r}")
     labels = None
@@ -191,10 +189,10 @@ def _crd(ctx: TermContext) -> TermModule:
 
 
 # ---------------------------------------------------------------- online distillation (survey eq. 5)
-@term_builder("dml")
+@term_builder("dml", online.dml_loss)
 def _dml(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 0)
-    return FunctionTerm(online.dml_loss, _params(ctx, T=1.0), labels=True)
+    return FunctionTerm(online.dml_loss, _params(ctx), labels=True)
 
 
 class _ONE(TermModule):
@@ -208,10 +206,10 @@ class _ONE(TermModule):
         return online.one_loss(student[:-1], student[-1], batch["labels"], T=self.T)
 
 
-@term_builder("one")
+@term_builder("one", online.one_loss)
 def _one(ctx: TermContext) -> TermModule:
     _expect(ctx, None, 0)
-    return _ONE(**_params(ctx, T=3.0))
+    return _ONE(**_params(ctx))
 
 
 class _OKDDip(TermModule):
@@ -229,13 +227,13 @@ class _OKDDip(TermModule):
                                   gamma=self.gamma)
 
 
-@term_builder("okddip")
+@term_builder("okddip", online.okddip_loss)
 def _okddip(ctx: TermContext) -> TermModule:
     _expect(ctx, None, 0)
     if len(ctx.student) < 5 or len(ctx.student) % 2 == 0:
         raise ValueError("okddip taps: M >= 2 peer logits, the leader's logits, then the M peers' features")
     m = (len(ctx.student) - 1) // 2
-    return _OKDDip(m, ctx.student[m + 1].flatten(1).shape[1], **_params(ctx, T=3.0, beta=1.0, gamma=1.0))
+    return _OKDDip(m, ctx.student[m + 1].flatten(1).shape[1], **_params(ctx))
 
 
 # ---------------------------------------------------------------- self-distillation (survey eq. 6)
@@ -254,20 +252,20 @@ class _BYOT(TermModule):
                                       batch["labels"], **self.params)
 
 
-@term_builder("byot")
+@term_builder("byot", self_distill.byot_loss)
 def _byot(ctx: TermContext) -> TermModule:
     _expect(ctx, None, 0)
     if len(ctx.student) < 3:
         raise ValueError("byot taps: one or more shallow sections, the deepest section, then 'logits'")
-    p = _params(ctx, alpha=0.3, lam=0.03, T=3.0)
+    p = _params(ctx)
     return _BYOT(ctx.student[:-2], ctx.student[-2], ctx.num_classes, **p)
 
 
 # ---------------------------------------------------------------- multi-teacher (survey eq. 7)
-@term_builder("avg_kd")
+@term_builder("avg_kd", multi_teacher.averaged_teacher_kd_loss)
 def _avg_kd(ctx: TermContext) -> TermModule:
     _expect(ctx, 1, 1)
-    return FunctionTerm(multi_teacher.averaged_teacher_kd_loss, _params(ctx, T=4.0))
+    return FunctionTerm(multi_teacher.averaged_teacher_kd_loss, _params(ctx))
 
 
 class _AttentionKD(TermModule):
@@ -283,18 +281,19 @@ class _AttentionKD(TermModule):
         return multi_teacher.attention_weighted_kd_loss(student[0], teacher[0], weights, T=self.T)
 
 
-@term_builder("attention_kd")
+@term_builder("attention_kd", multi_teacher.attention_weighted_kd_loss, multi_teacher.TeacherAttention.__init__)
 def _attention_kd(ctx: TermContext) -> TermModule:
     _expect(ctx, 2, 2)
-    p = _params(ctx, T=4.0, embed_dim=128)
+    p = _params(ctx)
     return _AttentionKD(ctx.student[1].flatten(1).shape[1], [t.flatten(1).shape[1] for t in ctx.teacher[1]], **p)
 
 
 # ---------------------------------------------------------------- adversarial (survey eqs. 9-10)
 class _LogitAdversarial(TermModule):
-    def __init__(self, num_classes: int, hidden: tuple[int, ...], conditional: bool) -> None:
+    def __init__(self, num_classes: int, hidden: tuple[int, ...], conditional: bool, negative_slope: float) -> None:
         super().__init__()
-        self.disc = adversarial.LogitDiscriminator(num_classes, hidden=hidden, conditional=conditional)
+        self.disc = adversarial.LogitDiscriminator(num_classes, hidden=hidden, conditional=conditional,
+                                                   negative_slope=negative_slope)
 
     def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
         labels = batch["labels"] if self.disc.conditional else None
@@ -304,9 +303,9 @@ class _LogitAdversarial(TermModule):
                 + adversarial.discriminator_loss(self.disc, s, t, labels))
 
 
-@term_builder("logit_adversarial")
+@term_builder("logit_adversarial", adversarial.LogitDiscriminator.__init__)
 def _logit_adversarial(ctx: TermContext) -> TermModule:
     """Xu et al. 2018: a (conditional) discriminator tells the teacher's logits from the student's."""
     _expect(ctx, 1, 1)
-    p = _params(ctx, hidden=[128, 128], conditional=True)
-    return _LogitAdversarial(ctx.num_classes, tuple(p["hidden"]), p["conditional"])
+    p = _params(ctx)
+    return _LogitAdversarial(ctx.num_classes, tuple(p["hidden"]), p["conditional"], p["negative_slope"])

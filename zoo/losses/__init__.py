@@ -11,5 +11,6 @@ Contract shared by every module here:
 
 Families: ``logits`` (eq. 1), ``features`` (feature fitting, eq. 2, and features extracted from maps,
 eq. 3), ``relations`` (structural knowledge, eq. 4), ``online`` (eq. 5), ``self_distill`` (eq. 6),
-``multi_teacher`` (eq. 7), ``progressive`` (eq. 8), ``adversarial`` (eqs. 9-10).
+``multi_teacher`` (eq. 7), ``adversarial`` (eqs. 9-10). Progressive distillation (eq. 8) needs no loss
+of its own: the ``rco`` recipe schedules plain KD against the teacher's snapshots (`zoo.recipes.Term` start/stop).
 """
