@@ -24,6 +24,7 @@ from torch import nn
 from zoo.connectors import make_connector
 from zoo.losses.features import fitnet_loss
 from zoo.losses.logits import soft_cross_entropy
+from zoo.trainer import TrainModule
 
 from .data import targets_from_batch
 from .losses import BACKGROUND_WEIGHT, bounded_regression_loss, class_weights, objectness_soft_loss
@@ -33,7 +34,7 @@ from .losses import BACKGROUND_WEIGHT, bounded_regression_loss, class_weights, o
 CHEN_2017 = {"mu": 0.5, "nu": 0.5, "lam": 1.0, "gamma": 0.5, "margin": 0.0, "background_weight": BACKGROUND_WEIGHT}
 
 
-class DetectionDistiller(nn.Module):
+class DetectionDistiller(TrainModule):
     """A torchvision Faster R-CNN student trained on its own losses, plus Chen et al. 2017's terms when a
     (frozen, eval-mode) teacher with the same anchors and feature stride is given."""
 

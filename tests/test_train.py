@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from zoo import cli
-from zoo.trainer import NonFiniteLossError, TrainConfig, config_from_overrides, fit, lr_at
+from zoo.trainer import NonFiniteLossError, TrainConfig, TrainModule, config_from_overrides, fit, lr_at
 
 TINY = ["train", "classification", "--arch", "resnet8", "--train-subset", "256", "--batch-size", "32",
         "--epochs", "2", "--set", "progress=false"]
@@ -194,3 +194,74 @@ def test_snapshots_are_loadable_checkpoints(tmp_path):
     assert [s.name for s in snaps] == ["epoch001"]  # the final epoch is the run itself
     snap = zoo.load(snaps[0])
     assert snap.card.training.epochs == 1 and snap.card.name == "resnet8.fashion-mnist.epoch1"
+
+
+class TwoPlayers(TrainModule):
+    """A toy adversarial pair: the discriminator learns to tell data from the generator's output, then the
+    generator learns to fool it; each stage has its own optimizer (`TrainModule.stages`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.generator = torch.nn.Linear(2, 2)
+        self.discriminator = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        self.calls: list[str] = []
+
+    def stages(self):
+        return ("discriminator", "generator")
+
+    def stage_parameters(self, stage):
+        return list(getattr(self, stage).parameters())
+
+    def forward(self, batch, stage):
+        self.calls.append(stage)
+        real = batch["inputs"]
+        fake = self.generator(torch.randn(real.shape, generator=torch.Generator().manual_seed(len(self.calls))))
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        if stage == "discriminator":
+            d_real, d_fake = self.discriminator(real), self.discriminator(fake.detach())
+            loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        else:
+            d_fake = self.discriminator(fake)
+            loss = bce(d_fake, torch.ones_like(d_fake))
+        return {"loss": loss}
+
+
+class Points:
+    def __init__(self, n: int = 64) -> None:
+        self.x = torch.randn(n, 2, generator=torch.Generator().manual_seed(1)) * 0.5 + 2.0
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, indices, generator=None, augment=False, device=None):
+        return {"inputs": self.x[indices], "labels": torch.zeros(len(indices))}
+
+
+def test_stages_step_their_own_optimizers_in_order_and_resume_exactly(tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, optimizer="adamw", progress=False, log_every=1,
+                      channels_last=False, amp="off")
+    whole = TwoPlayers()
+    before = {k: v.clone() for k, v in whole.state_dict().items()}
+    fit(whole, Points(), cfg, tmp_path / "whole")
+    assert whole.calls[:4] == ["discriminator", "generator", "discriminator", "generator"]
+    assert all(not torch.equal(before[k], v) for k, v in whole.state_dict().items())  # both players learnt
+    state = torch.load(tmp_path / "whole" / "train_state.pt", weights_only=True)
+    assert set(state["optimizers"]) == {"discriminator", "generator"} and "optimizer" not in state
+    header = (tmp_path / "whole" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"loss", "discriminator/loss", "generator/loss"} <= set(header)
+
+    fit(TwoPlayers(), Points(), TrainConfig(**{**cfg.__dict__, "max_steps": 3}), tmp_path / "cut")
+    cut = TwoPlayers()
+    cut.calls = ["x"] * 6  # the noise of step 4 on depends on the call count, as after 3 steps
+    fit(cut, Points(), cfg, tmp_path / "cut", resume=True)
+    assert all(torch.equal(v, cut.state_dict()[k]) for k, v in whole.state_dict().items())
+
+
+def test_a_stage_without_parameters_is_refused(tmp_path):
+    class Empty(TwoPlayers):
+        def stage_parameters(self, stage):
+            return [] if stage == "generator" else super().stage_parameters(stage)
+
+    with pytest.raises(ValueError, match="no trainable parameters in stage 'generator'"):
+        fit(Empty(), Points(), TrainConfig(epochs=1, batch_size=16, progress=False), tmp_path)

@@ -17,6 +17,7 @@ from torch import nn
 
 from .recipes import Recipe, Term, term_params
 from .taps import Taps
+from .trainer import TrainModule
 from .teacher_cache import ExampleOutputCache, TeacherOutputCache
 
 
@@ -105,7 +106,7 @@ def _features(output: Any) -> Any:
     return output
 
 
-class Distiller(nn.Module):
+class Distiller(TrainModule):
     """Students (a cohort of one or more) learn from frozen teachers through the recipe's terms."""
 
     def __init__(self, students: nn.Module | Sequence[nn.Module], teachers: nn.Module | Sequence[nn.Module] | None,

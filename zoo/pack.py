@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from .distiller import Distiller
+from .trainer import TrainModule
 
 
-class DistillerPack(nn.Module):
+class DistillerPack(TrainModule):
     """Named Distillers trained together on one batch stream, each distinct teacher run once per step."""
 
     def __init__(self, members: Mapping[str, Distiller], *, isolate_failures: bool = True) -> None:
@@ -90,6 +91,10 @@ class DistillerPack(nn.Module):
     @property
     def may_skip_parameters(self) -> bool:
         return any(m.may_skip_parameters for m in self.members.values())
+
+    @property
+    def isolates_failures(self) -> bool:  # (TrainModule) a failing member stops alone, the others go on
+        return self.isolate_failures
 
     def isolate_nonfinite(self, names: list[str], step: int) -> list[str]:
         """Called by the trainer before a checkpoint with the names of non-finite state tensors

@@ -161,6 +161,83 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per evaluated epoch
 
 
+class TrainModule(nn.Module):
+    """What `fit` trains: ``forward(batch)`` returns ``{"loss": scalar, <part>: value, ...}``; with several
+    `stages` (e.g. a discriminator, then a generator), ``forward(batch, stage=name)`` returns that stage's
+    loss, and each stage has its own optimizer over `stage_parameters`, stepped in the order of `stages`.
+
+    Every hook has a default that does nothing; the `zoo.distiller.Distiller`, the
+    `zoo.pack.DistillerPack` and a task's own modules override what they need. A plain ``nn.Module``
+    given to `fit` gets these defaults (`hooks_of`)."""
+
+    def stages(self) -> tuple[str, ...]:
+        """The optimizer stages, in the order they step each iteration (default: one, ``main``)."""
+        return ("main",)
+
+    def stage_parameters(self, stage: str) -> list[nn.Parameter]:
+        """The parameters stage ``stage`` optimizes (default: every one that requires grad)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Called before each optimizer step (term schedules read it)."""
+
+    @property
+    def part_names(self) -> list[str]:
+        """The loss parts ``forward`` can return (columns of ``log.csv`` from the first row on)."""
+        return []
+
+    @property
+    def may_skip_parameters(self) -> bool:
+        """Whether a step can leave parameters without gradients (DDP must then look for them)."""
+        return False
+
+    def compilable_networks(self) -> list[nn.Module]:
+        """The networks `compile_networks` compiles (default: the module itself)."""
+        return [self]
+
+    def batch_requirements(self) -> list[tuple[int, str]]:
+        """(fewest samples per micro-batch and process, why) pairs (default: its BatchNorm layers')."""
+        return batchnorm_requirement(self, f"the model ({type(self).__name__})")
+
+    def defer_finite_checks(self, deferred: bool) -> None:
+        """Told whether NaN/inf checks are deferred (on a GPU: read every few steps, see `fit`)."""
+
+    def check_finite(self) -> None:
+        """Called at every NaN/inf check (a pack reads which members failed)."""
+
+    isolates_failures: bool = False  # True: the module stops failing parts itself (`isolate_nonfinite`)
+
+    def isolate_nonfinite(self, names: list[str], step: int) -> list[str]:
+        """Given the non-finite state tensors before a checkpoint, stop what owns them and return the
+        names left for the trainer to refuse (default: all of them)."""
+        return names
+
+    def on_checkpoint(self) -> None:
+        """Called with each checkpoint (a Distiller writes its teacher-output cache)."""
+
+
+class PlainHooks(TrainModule):
+    """`TrainModule`'s defaults for a plain ``nn.Module`` (it is not wrapped: its state dict keeps its keys)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "_module", module)  # not a submodule
+
+    def stage_parameters(self, stage: str) -> list[nn.Parameter]:
+        return [p for p in self._module.parameters() if p.requires_grad]
+
+    def compilable_networks(self) -> list[nn.Module]:
+        return [self._module]
+
+    def batch_requirements(self) -> list[tuple[int, str]]:
+        return batchnorm_requirement(self._module, f"the model ({type(self._module).__name__})")
+
+
+def hooks_of(module: nn.Module) -> TrainModule:
+    """``module`` itself if it is a `TrainModule`, else its default hooks (`PlainHooks`)."""
+    return module if isinstance(module, TrainModule) else PlainHooks(module)
+
+
 def compile_networks(module: nn.Module, mode: str, backend: str = "inductor") -> list[nn.Module]:
     """``torch.compile`` each network ``module`` runs, in place (`nn.Module.compile`: parameter names, and so
     checkpoints, are unchanged; the Distiller's taps, forward hooks, are traced with the network).
@@ -176,7 +253,7 @@ def compile_networks(module: nn.Module, mode: str, backend: str = "inductor") ->
     # instance of a class (say, a student tapped at its logits only) would be reused for another whose
     # hooks differ, and its taps would stay empty: guard on them.
     torch._dynamo.config.skip_nnmodule_hook_guards = False
-    networks = module.compilable_networks() if hasattr(module, "compilable_networks") else [module]
+    networks = hooks_of(module).compilable_networks()
     done: list[nn.Module] = []
     for net in networks:
         if any(net is d for d in done):
@@ -212,15 +289,10 @@ def batchnorm_requirement(module: nn.Module, who: str) -> list[tuple[int, str]]:
 
 
 def min_micro_batch(module: nn.Module) -> tuple[int, str]:
-    """The fewest samples per micro-batch (per process) that ``module`` trains with, and why.
-
-    A module that knows its needs lists them (``module.batch_requirements()``: a Distiller names its
-    recipe, its BatchNorm layers and its terms that relate samples, see
-    `zoo.distiller.TermModule.min_batch`); any other module needs 2 when it holds BatchNorm layers."""
-    needs = [(1, "")]
-    needs += module.batch_requirements() if hasattr(module, "batch_requirements") else \
-        batchnorm_requirement(module, f"the model ({type(module).__name__})")
-    return max(needs, key=lambda x: x[0])
+    """The fewest samples per micro-batch (per process) that ``module`` trains with, and why
+    (`TrainModule.batch_requirements`: a Distiller names its recipe, its BatchNorm layers and its terms
+    that relate samples, see `zoo.distiller.TermModule.min_batch`; a plain module its BatchNorm layers)."""
+    return max([(1, ""), *hooks_of(module).batch_requirements()], key=lambda x: x[0])
 
 
 def finite_check_interval(cfg: TrainConfig, device: torch.device, scaler_enabled: bool) -> int:
@@ -238,6 +310,96 @@ def finite_check_interval(cfg: TrainConfig, device: torch.device, scaler_enabled
     return cfg.log_every if device.type == "cuda" and not scaler_enabled else 1
 
 
+class _Log:
+    """``log.csv`` (and TensorBoard) of rank 0: one row per logged step, columns fixed by the first row
+    and the module's `TrainModule.part_names` (parts that switch on later keep their column)."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool, part_names: list[str]) -> None:
+        self.file = open(out / "log.csv", "a", newline="") if enabled else None
+        self.writer: csv.DictWriter | None = None
+        self.part_names = part_names
+        self.board = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError("tensorboard=true needs the `tensorboard` package: pip install 'kdzoo[tensorboard]'") from None
+            self.board = SummaryWriter(str(out / "tensorboard"))
+
+    def row(self, row: dict[str, Any], step: int) -> None:
+        if self.file is None:
+            return
+        if self.writer is None:
+            names = ["step", "epoch", "lr", "loss", *self.part_names]
+            names += [k for k in row if k not in names]
+            self.writer = csv.DictWriter(self.file, fieldnames=names, extrasaction="ignore")
+            if self.file.tell() == 0:
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+        self.scalars("train", {k: v for k, v in row.items() if k not in ("step", "epoch")}, step)
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        if self.board is not None:
+            for key, value in values.items():
+                self.board.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _device_of(device: torch.device | str | None) -> torch.device:
+    device = torch.device(device) if device is not None else torch.device(
+        f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _check_micro_batch(module: nn.Module, cfg: TrainConfig, world: int) -> None:
+    micro = cfg.batch_size // cfg.grad_accum
+    if micro % world:
+        raise ValueError(f"the micro-batch ({micro}) must divide evenly over {world} processes")
+    need, why = min_micro_batch(module)
+    if micro // world < need:
+        raise ValueError(
+            f"the micro-batch is {micro // world} sample(s) per process (batch_size {cfg.batch_size} / grad_accum "
+            f"{cfg.grad_accum} / {world} process(es)), but {why}. Raise batch_size or lower "
+            f"grad_accum (--set batch_size=... / --set grad_accum=...) so that batch_size / grad_accum / processes >= {need}.")
+
+
+def _optimizers(cfg: TrainConfig, hooks: TrainModule, device: torch.device) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per stage over that stage's parameters (a parameter belongs to one stage)."""
+    optimizers, seen = {}, set()
+    for stage in hooks.stages():
+        params = [p for p in hooks.stage_parameters(stage) if id(p) not in seen]
+        if not params:
+            raise ValueError(f"the module has no trainable parameters" + (f" in stage {stage!r}" if stage != "main" else ""))
+        seen |= {id(p) for p in params}
+        optimizers[stage] = _make_optimizer(cfg, params, device)
+    return optimizers
+
+
+def _optimizer_state(optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    """The checkpoint's optimizer entries: ``optimizer`` for one stage (the format of every earlier
+    checkpoint), ``optimizers`` (stage -> state) for several."""
+    if list(optimizers) == ["main"]:
+        return {"optimizer": optimizers["main"].state_dict()}
+    return {"optimizers": {k: o.state_dict() for k, o in optimizers.items()}}
+
+
+def _load_optimizers(optimizers: dict[str, torch.optim.Optimizer], state: dict[str, Any], where: Path) -> None:
+    saved = {"main": state["optimizer"]} if "optimizer" in state else state.get("optimizers", {})
+    if set(saved) != set(optimizers):
+        raise ValueError(f"--resume: the checkpoint {where} has optimizer stages {sorted(saved)}, this module "
+                         f"trains {sorted(optimizers)}")
+    for stage, opt in optimizers.items():
+        opt.load_state_dict(saved[stage])
+
+
 def fit(
     module: nn.Module,
     data: BatchSource,
@@ -253,29 +415,25 @@ def fit(
 ) -> TrainResult:
     """Train ``module`` on ``data`` with ``cfg``; checkpoints and logs go to ``out_dir``.
 
+    ``module`` is a `TrainModule` (or a plain ``nn.Module``, which gets its defaults); each of its
+    `TrainModule.stages` has its own optimizer, stepped in order on the same micro-batches.
     ``evaluate`` is called after each epoch (on rank 0) and its metrics are logged; then
     ``on_epoch_end(epoch, history)`` (rank 0; e.g. to export snapshots); ``on_step_end(step)`` after each
     optimizer step, before any logging or checkpoint (e.g. to time steps). With ``resume=True``
     training continues exactly from ``out_dir/train_state.pt``. ``deadline`` (a ``time.monotonic()``
     value) stops training resumably at the first step that ends after it: a checkpoint is written
     and the result says ``finished=False`` (to fit a run into a time-limited GPU lease).
+
+    Raises ValueError for settings the module cannot train with (a micro-batch too small, a checkpoint of
+    another run) and `NonFiniteLossError` / `DivergedError` when the training goes bad.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = _rank_world()
-    device = torch.device(device) if device is not None else torch.device(
-        f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = _device_of(device)
+    hooks = hooks_of(module)
+    _check_micro_batch(module, cfg, world)
     micro = cfg.batch_size // cfg.grad_accum
-    if micro % world:
-        raise ValueError(f"the micro-batch ({micro}) must divide evenly over {world} processes")
-    need, why = min_micro_batch(module)
-    if micro // world < need:
-        raise ValueError(
-            f"the micro-batch is {micro // world} sample(s) per process (batch_size {cfg.batch_size} / grad_accum "
-            f"{cfg.grad_accum} / {world} process(es)), but {why}. Raise batch_size or lower "
-            f"grad_accum (--set batch_size=... / --set grad_accum=...) so that batch_size / grad_accum / processes >= {need}.")
     steps_per_epoch = len(data) // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"the data has {len(data)} examples, fewer than one batch of {cfg.batch_size}")
@@ -287,33 +445,31 @@ def fit(
     if cfg.compile != "off":
         compile_networks(module, cfg.compile, cfg.compile_backend)
     cuda_graphs = cfg.compile == "reduce-overhead" and device.type == "cuda"
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the module has no trainable parameters")
-    optimizer = _make_optimizer(cfg, params, device)
+    stages = hooks.stages()
+    staged = list(stages) != ["main"]
+    optimizers = _optimizers(cfg, hooks, device)
     amp_dtype = resolve_amp(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     train_module: nn.Module = module
     if world > 1:
         train_module = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None,
-            # terms switched off by a schedule leave parameters without gradients
-            find_unused_parameters=getattr(module, "may_skip_parameters", False))
+            # terms switched off by a schedule, or a stage using part of the module, leave parameters without gradients
+            find_unused_parameters=hooks.may_skip_parameters or staged)
 
     check_every = finite_check_interval(cfg, device, scaler.is_enabled())
     deferred = check_every > 1
-    if hasattr(module, "defer_finite_checks"):  # e.g. a pack masks failed members on the device
-        module.defer_finite_checks(deferred)
+    hooks.defer_finite_checks(deferred)  # e.g. a pack masks failed members on the device
     # Deferred checks: the step at which the loss first went non-finite (-1: never) and that loss, on the device.
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    bad_loss = torch.zeros((), device=device)
     # Divergence guard (`divergence_ratio`): the loss of the run's first micro-batch is the reference (kept in
     # the checkpoint); the largest micro-batch loss since the last check is compared with it at every check.
-    # Packs isolate their members' failures themselves and are not guarded as a whole.
-    guard = cfg.divergence_ratio > 0 and not hasattr(module, "isolate_nonfinite")
+    # Modules that isolate their failing parts themselves (packs) are not guarded as a whole.
+    guard = cfg.divergence_ratio > 0 and not hooks.isolates_failures
     reference: float | None = None
     first_loss: torch.Tensor | None = None
     peak = torch.full((), float("-inf"), device=device)
-    bad_loss = torch.zeros((), device=device)
 
     step, history = 0, []
     state_path = out / STATE_FILE
@@ -327,7 +483,7 @@ def fit(
         except RuntimeError as e:
             raise ValueError(f"--resume: the checkpoint {state_path} holds another model than this run builds "
                              f"(another student, recipe or data?): {str(e).splitlines()[0]}") from None
-        optimizer.load_state_dict(state["optimizer"])
+        _load_optimizers(optimizers, state, state_path)
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"])
         if torch.cuda.is_available() and state.get("rng_cuda") is not None:
@@ -347,8 +503,7 @@ def fit(
         """Read the deferred NaN/inf flags (one host sync); raise if the loss went bad since the last check,
         or grew past ``divergence_ratio`` times the run's first loss."""
         nonlocal reference, peak
-        if hasattr(module, "check_finite"):
-            module.check_finite()
+        hooks.check_finite()
         if deferred and int(bad_step) >= 0:
             at = int(bad_step)
             raise NonFiniteLossError(
@@ -368,36 +523,26 @@ def fit(
 
     def save_state() -> None:
         check_finite()  # never save weights that a non-finite loss has already updated
-        bad = nonfinite_state(module, optimizer)
-        if bad and hasattr(module, "isolate_nonfinite"):  # a pack stops the members they belong to
-            bad = module.isolate_nonfinite(bad, step)
+        bad = nonfinite_state(module, list(optimizers.values()))
+        if bad:  # a pack stops the members they belong to
+            bad = hooks.isolate_nonfinite(bad, step)
         if bad:  # a finite loss in training mode can hide diverged BatchNorm statistics or weights
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise NonFiniteLossError(
                 f"after step {step} (epoch {step // steps_per_epoch}) the model state is not finite: {shown}. The "
                 f"training diverged although the loss stayed finite. {last_good()}")
-        if hasattr(module, "on_checkpoint"):  # e.g. the Distiller writes its teacher-output cache
-            module.on_checkpoint()
+        hooks.on_checkpoint()  # e.g. the Distiller writes its teacher-output cache
         if rank != 0:
             return
         state = {
-            "module": module.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "module": module.state_dict(), **_optimizer_state(optimizers), "scaler": scaler.state_dict(),
             "step": step, "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
             "config": asdict(cfg), "history": json.dumps(history), "loss_reference": reference,
         }
         atomic_write(state_path, lambda f: torch.save(state, f))
 
-    log_path = out / "log.csv"
-    log_file = open(log_path, "a", newline="") if rank == 0 else None
-    board = None
-    if rank == 0 and cfg.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ImportError("tensorboard=true needs the `tensorboard` package: pip install 'kdzoo[tensorboard]'") from None
-        board = SummaryWriter(str(out / "tensorboard"))
-    log_writer: csv.DictWriter | None = None
+    log = _Log(out, rank == 0, cfg.tensorboard, hooks.part_names)
     bar = None
     if rank == 0 and cfg.progress:
         from tqdm.auto import tqdm
@@ -411,51 +556,55 @@ def fit(
             train_module.train()
             while pos < steps_per_epoch and step < stop_at:
                 lr = lr_at(cfg, step, total_steps, steps_per_epoch)
-                if hasattr(module, "set_progress"):  # e.g. the Distiller's term schedules
-                    module.set_progress(step, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                hooks.set_progress(step, total_steps)  # e.g. the Distiller's term schedules
+                for opt in optimizers.values():
+                    for group in opt.param_groups:
+                        group["lr"] = lr
                 gen = _generator(cfg.seed, 1_000_003, step)
                 global_idx = order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
                 # Loss parts are gathered (on the device) only for a step that is logged: on a GPU each
                 # gathered part would cost kernel launches every step.
                 log_now = rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == stop_at)
                 parts: dict[str, torch.Tensor] = {}
-                for k in range(cfg.grad_accum):
-                    idx = global_idx[k * micro:(k + 1) * micro]
-                    # Every rank draws the augmentation of the whole micro-batch, then keeps its share,
-                    # so the global batch is the same for any number of processes.
-                    if cuda_graphs:  # a new iteration: earlier CUDA-graph outputs may be overwritten
-                        torch.compiler.cudagraph_mark_step_begin()
-                    batch = data.batch(idx, gen, augment=True, device=device)
-                    batch = _shard(batch, rank, world)
-                    if isinstance(batch, dict):  # where this micro-batch sits in the run (teacher-output cache)
-                        batch = {**batch, "position": (step, k)}
-                    if cfg.channels_last:
-                        batch = _channels_last(batch)
-                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        outputs = train_module(batch)
-                    loss = outputs["loss"]
-                    if guard:  # no host sync: the first loss and the peak stay on the device until a check
-                        first_loss = loss.detach().float() if first_loss is None else first_loss
-                        peak = torch.maximum(peak, loss.detach().float())
-                    if deferred:  # no host sync: remember the first bad step on the device
-                        newly_bad = (bad_step < 0) & ~torch.isfinite(loss.detach())
-                        bad_loss = torch.where(newly_bad, loss.detach().float(), bad_loss)
-                        bad_step = torch.where(newly_bad, step, bad_step)
-                    elif not torch.isfinite(loss.detach()).all():
-                        raise NonFiniteLossError(
-                            f"loss is {loss.item()} at step {step} (epoch {epoch}); parts: "
-                            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in outputs.items())
-                            + f". {last_good()}"
-                        )
-                    scaler.scale(loss / cfg.grad_accum).backward()
-                    if log_now:
-                        for name, value in outputs.items():
-                            parts[name] = parts.get(name, 0.0) + value.detach().float() / cfg.grad_accum
-                scaler.step(optimizer)
+                batches: list[Any] = []
+                for stage, optimizer in optimizers.items():
+                    if staged:  # clear what other stages' backward left on this stage's parameters
+                        optimizer.zero_grad(set_to_none=True)
+                    for k in range(cfg.grad_accum):
+                        if len(batches) <= k:
+                            idx = global_idx[k * micro:(k + 1) * micro]
+                            # Every rank draws the augmentation of the whole micro-batch, then keeps its share,
+                            # so the global batch is the same for any number of processes.
+                            batch = _shard(data.batch(idx, gen, augment=True, device=device), rank, world)
+                            if isinstance(batch, dict):  # where this micro-batch sits in the run (teacher-output cache)
+                                batch = {**batch, "position": (step, k)}
+                            batches.append(_channels_last(batch) if cfg.channels_last else batch)
+                        if cuda_graphs:  # a new iteration: earlier CUDA-graph outputs may be overwritten
+                            torch.compiler.cudagraph_mark_step_begin()
+                        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                            outputs = train_module(batches[k], stage=stage) if staged else train_module(batches[k])
+                        loss = outputs["loss"]
+                        if guard:  # no host sync: the first loss and the peak stay on the device until a check
+                            first_loss = loss.detach().float() if first_loss is None else first_loss
+                            peak = torch.maximum(peak, loss.detach().float())
+                        if deferred:  # no host sync: remember the first bad step on the device
+                            newly_bad = (bad_step < 0) & ~torch.isfinite(loss.detach())
+                            bad_loss = torch.where(newly_bad, loss.detach().float(), bad_loss)
+                            bad_step = torch.where(newly_bad, step, bad_step)
+                        elif not torch.isfinite(loss.detach()).all():
+                            raise NonFiniteLossError(
+                                f"loss is {loss.item()} at step {step} (epoch {epoch})" + (f", stage {stage}" if staged else "")
+                                + "; parts: " + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in outputs.items())
+                                + f". {last_good()}")
+                        scaler.scale(loss / cfg.grad_accum).backward()
+                        if log_now:
+                            for name, value in outputs.items():
+                                key = f"{stage}/{name}" if staged else name
+                                parts[key] = parts.get(key, 0.0) + value.detach().float() / cfg.grad_accum
+                    scaler.step(optimizer)
                 scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+                for optimizer in optimizers.values():
+                    optimizer.zero_grad(set_to_none=True)
                 step += 1
                 pos += 1
                 if on_step_end is not None:
@@ -464,20 +613,9 @@ def fit(
                     check_finite()
                 if log_now:
                     logged = {k: float(v) for k, v in parts.items()}
-                    row = {"step": step, "epoch": epoch, "lr": lr, **logged}
-                    if log_writer is None:
-                        # Terms that switch on later (two-stage recipes) need their column from the start.
-                        names = ["step", "epoch", "lr", "loss", *getattr(module, "part_names", [])]
-                        names += [k for k in row if k not in names]
-                        log_writer = csv.DictWriter(log_file, fieldnames=names, extrasaction="ignore")
-                        if log_file.tell() == 0:
-                            log_writer.writeheader()
-                    log_writer.writerow(row)
-                    log_file.flush()
-                    if board is not None:
-                        for key, value in row.items():
-                            if key not in ("step", "epoch"):
-                                board.add_scalar(f"train/{key}", value, step)
+                    if staged:
+                        logged = {"loss": sum(logged[f"{s}/loss"] for s in stages), **logged}
+                    log.row({"step": step, "epoch": epoch, "lr": lr, **logged}, step)
                     if bar is not None:
                         bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items()}, refresh=False)
                 if bar is not None:
@@ -490,9 +628,7 @@ def fit(
                         if bar is not None:
                             bar.write(f"epoch {epoch + 1}/{cfg.epochs}: "
                                       + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-                        if board is not None:
-                            for key, value in metrics.items():
-                                board.add_scalar(f"eval/{key}", value, step)
+                        log.scalars("eval", metrics, step)
                         train_module.train()
                     if on_epoch_end is not None and rank == 0:
                         on_epoch_end(epoch + 1, history)
@@ -506,21 +642,20 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-        if log_file is not None:
-            log_file.close()
-        if board is not None:
-            board.close()
+        log.close()
     return TrainResult(step=step, total_steps=total_steps, finished=step >= total_steps, history=history)
 
 
-def nonfinite_state(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
+def nonfinite_state(module: nn.Module, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer] | None = None
+                    ) -> list[str]:
     """Names of the floating-point tensors of ``module``'s state (parameters and buffers, e.g. BatchNorm
-    running statistics) and of ``optimizer``'s state (``optimizer:<param name>:<key>``) that hold a NaN
+    running statistics) and of the ``optimizers``' state (``optimizer:<param name>:<key>``) that hold a NaN
     or an infinity."""
     bad = [name for name, t in module.state_dict().items()
            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
-    if optimizer is not None:
-        names = {id(p): n for n, p in module.named_parameters()}
+    optimizers = [] if optimizers is None else [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else optimizers
+    names = {id(p): n for n, p in module.named_parameters()}
+    for optimizer in optimizers:
         for p, st in optimizer.state.items():
             for key, t in st.items():
                 if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
