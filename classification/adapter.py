@@ -59,7 +59,14 @@ class ClassificationAdapter(TaskAdapter):
 
     def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
                  device: str = "cpu") -> dict[str, Any]:
-        data = load_dataset(card.dataset, card.split, data_root)
+        if os.path.isdir(card.dataset):  # an image folder of the user's: read as the model was trained
+            from .folders import load_image_folder
+
+            p = card.preprocessing
+            data = load_image_folder(card.dataset, card.split, channels=p["input_size"][0], size=p["input_size"][-1],
+                                     mean=tuple(p["mean"]), std=tuple(p["std"]))
+        else:
+            data = load_dataset(card.dataset, card.split, data_root)
         return evaluate(model.to(device), data, device=device)
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:
@@ -78,7 +85,7 @@ class ClassificationAdapter(TaskAdapter):
 
         return main(command, argv)
 
-    def distill(self, teacher: Any, student: str, recipe: str, *, data: str | None = None, out: str | os.PathLike,
+    def distill(self, teacher: Any, student: str | nn.Module, recipe: str, *, data: Any = None, out: str | os.PathLike,
                 settings: dict[str, Any], train_subset: int | None = None, resume: bool = False,
                 device: str | None = None) -> Any:
         """`zoo.distill` for classification: distil (or, with the ``plain`` recipe, train) and export the
@@ -89,8 +96,10 @@ class ClassificationAdapter(TaskAdapter):
         from .distill import distill_classifier
         from .publish import export_run
 
-        model, info = distill_classifier(recipe, teacher, student, data, out, settings, train_subset=train_subset,
-                                         resume=resume, device=device)
+        named = data is None or isinstance(data, (str, os.PathLike))
+        model, info = distill_classifier(recipe, teacher, student, str(data) if named and data is not None else None,
+                                         out, settings, train_subset=train_subset, resume=resume, device=device,
+                                         data=None if named else data)
         run = DistillRun(model, Path(out), info["finished"], info.get("history", []))
         if run.finished:
             export_run(model, info, out, command=info["command"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.distiller import Distiller
@@ -19,27 +20,44 @@ from zoo.trainer import STATE_FILE, TrainConfig, fit, resolve_amp
 
 from .data import ImageDataset, load_dataset
 from .evaluate import evaluate
-from .models import build_model
+from .models import build_model, describe_model
 from .multibranch import MultiBranchResNet
 
 
-def _load_teachers(teachers: list[str | nn.Module], dataset: str) -> list[nn.Module]:
+def _class_key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+def _load_teachers(teachers: list[str | nn.Module], train: ImageDataset) -> tuple[list[nn.Module], list[Any]]:
+    """Teachers by zoo name, folder or module, and the hooks to remove after the run. A teacher trained on
+    another data set must predict the same classes (names compared without case and punctuation: a
+    folder ``T-shirt-top`` is the class ``T-shirt/top``); when its order differs (an image folder's
+    classes are sorted by name), a forward hook puts its outputs in the data's order for the run. Its
+    inputs are converted to its own (`teacher_input`)."""
     import zoo
 
-    loaded = []
+    loaded, hooks = [], []
     for t in teachers:
         model = zoo.load(t) if not isinstance(t, nn.Module) else t
         card = getattr(model, "card", None)
-        if card is not None and card.dataset != dataset:
-            raise ValueError(f"teacher {card.name!r} was trained on {card.dataset!r}, not {dataset!r}")
+        if card is not None and card.dataset != train.name:
+            theirs, ours = [_class_key(c) for c in card.labels], [_class_key(c) for c in train.classes]
+            if sorted(theirs) != sorted(ours) or len(set(ours)) != len(ours):
+                raise ValueError(f"teacher {card.name!r} was trained on {card.dataset!r} with classes {list(card.labels)}; "
+                                 f"the data {train.name!r} has {list(train.classes)}: distillation needs the same classes")
+            if theirs != ours:
+                order = torch.tensor([theirs.index(c) for c in ours])
+                hooks.append(model.register_forward_hook(lambda m, i, out, order=order: out[:, order.to(out.device)]))
         loaded.append(model)
-    return loaded
+    return loaded, hooks
 
 
 def _teacher_id(teacher: str | os.PathLike | nn.Module) -> str:
-    """How a run records its teacher: the zoo name or folder as given, or a module's weights fingerprint."""
+    """How a run records its teacher: the zoo name or folder as given, a zoo model's name, or another
+    module's weights fingerprint."""
     if isinstance(teacher, nn.Module):
-        return f"module:{weights_fingerprint(teacher)}"
+        card = getattr(teacher, "card", None)
+        return card.name if card is not None else f"module:{weights_fingerprint(teacher)}"
     return str(teacher)
 
 
@@ -65,7 +83,68 @@ def _teacher_cache(teachers: list[nn.Module], train: ImageDataset, cfg: TrainCon
     return TeacherOutputCache(cache_dir() / "teacher-outputs", key)
 
 
-def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: ImageDataset, test: ImageDataset,
+class TeacherInput(nn.Module):
+    """Re-express a batch normalised for the student's data as the input a teacher was trained on: undo the
+    data's normalisation, convert grey <-> RGB (ITU-R 601-2 luma, as PIL), resize (bilinear), and apply
+    the teacher's card normalisation. So a grey 28 px Fashion-MNIST teacher can teach an RGB student on
+    your own 32 px image folder."""
+
+    def __init__(self, data_mean: tuple[float, ...], data_std: tuple[float, ...], channels: int, size: int,
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("data_mean", torch.tensor(data_mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("data_std", torch.tensor(data_std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.channels, self.size = channels, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = x * self.data_std.to(x) + self.data_mean.to(x)  # in [0, 1]
+        if pixels.shape[1] == 3 and self.channels == 1:
+            pixels = (pixels * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+                      ).sum(1, keepdim=True)
+        elif pixels.shape[1] == 1 and self.channels == 3:
+            pixels = pixels.expand(-1, 3, -1, -1)
+        if pixels.shape[-1] != self.size or pixels.shape[-2] != self.size:
+            pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (pixels - self.mean.to(x)) / self.std.to(x)
+
+
+def teacher_input(train: ImageDataset, teacher: nn.Module) -> TeacherInput | None:
+    """The `TeacherInput` a teacher needs on ``train``'s batches (None when its card's preprocessing is
+    the data's own, or when it has no card to say)."""
+    card = getattr(teacher, "card", None)
+    pre = getattr(card, "preprocessing", None) or {}
+    if not {"input_size", "mean", "std"} <= set(pre):
+        return None
+    channels, size = int(pre["input_size"][0]), int(pre["input_size"][-1])
+    same = (channels == train.in_channels and size == train.image_size
+            and tuple(pre["mean"]) == tuple(train.mean) and tuple(pre["std"]) == tuple(train.std))
+    return None if same else TeacherInput(train.mean, train.std, channels, size, tuple(pre["mean"]), tuple(pre["std"]))
+
+
+def resolve_data(dataset: str | None, data: Any, data_root: str | None, download: bool
+                 ) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) from a data set name, an image folder path (`zoo.classification.folders`), or ``data``:
+    a (train, test) pair of `ImageDataset`s or torch Datasets of (image, label)."""
+    from .folders import from_torch_dataset, load_image_folder
+
+    if data is not None:
+        train, test = data
+        if not isinstance(train, ImageDataset):
+            train = from_torch_dataset(train, getattr(train, "name", type(train).__name__), "train")
+        if not isinstance(test, ImageDataset):
+            test = from_torch_dataset(test, train.name, "test", channels=train.in_channels, size=train.image_size,
+                                      mean=train.mean, std=train.std)
+        return train, test
+    if dataset is not None and os.path.isdir(dataset):
+        train = load_image_folder(dataset, "train")
+        return train, load_image_folder(dataset, "test", channels=train.in_channels, size=train.image_size,
+                                        mean=train.mean, std=train.std)
+    return load_dataset(dataset, "train", data_root, download), load_dataset(dataset, "test", data_root, download)
+
+
+def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str | nn.Module, train: ImageDataset, test: ImageDataset,
                cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device,
                eval_batch_size: int) -> tuple[list[nn.Module], Any]:
     """Build the students and the Distiller, and train through `zoo.trainer.fit`."""
@@ -73,7 +152,8 @@ def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: Imag
     example = train.batch(torch.arange(min(8, len(train))))
     cache = _teacher_cache(teachers, train, cfg, device) if cfg.teacher_cache and teachers else None
     distiller = Distiller(students, teachers, recipe, example, num_examples=len(train),
-                          example_labels=train.labels, teacher_cache=cache)
+                          example_labels=train.labels, teacher_cache=cache,
+                          teacher_inputs=[teacher_input(train, t) for t in teachers])
 
     def epoch_eval() -> dict[str, float]:
         scores = [evaluate(s, test, batch_size=eval_batch_size, device=device)["top1"] for s in deployable(students)]
@@ -100,8 +180,14 @@ def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str, train: Imag
     return [s.to("cpu", memory_format=torch.contiguous_format).eval() for s in deployable(students)], result
 
 
-def build_students(recipe: Recipe, arch: str, train: ImageDataset, seed: int) -> list[nn.Module]:
-    """The recipe's students (a cohort, or one multi-branch network), initialised from ``seed``."""
+def build_students(recipe: Recipe, arch: str | nn.Module, train: ImageDataset, seed: int) -> list[nn.Module]:
+    """The recipe's students (a cohort, or one multi-branch network), initialised from ``seed``; a module
+    given as ``arch`` is the student itself (as initialised by its owner)."""
+    if isinstance(arch, nn.Module):
+        if recipe.cohort > 1 or recipe.branches:
+            raise ValueError(f"recipe {recipe.name!r} trains {recipe.cohort} students or a multi-branch network built "
+                             "from an architecture name; give the student as a name (e.g. torchvision:mobilenet_v3_small)")
+        return [arch]
     torch.manual_seed(seed)  # the students' initial weights are part of what the seed fixes
     config = {"num_classes": len(train.classes), "in_channels": train.in_channels}
     if recipe.branches:
@@ -124,7 +210,7 @@ def deployable(students: list[nn.Module]) -> list[nn.Module]:
 def distill_classifier(
     recipe: str | Recipe,
     teacher: str | nn.Module | list[str | nn.Module] | None,
-    student: str,
+    student: str | nn.Module,
     dataset: str | None = None,
     out_dir: str | os.PathLike = "runs/distill",
     settings: dict[str, Any] | None = None,
@@ -140,8 +226,11 @@ def distill_classifier(
     """Distil ``student`` (an architecture name) from ``teacher`` (zoo names, folders or models) with ``recipe``.
 
     ``settings`` are ``--set`` overrides (training settings, recipe fields, ``T``, ``TERM.FIELD``).
-    ``dataset`` defaults to fashion-mnist; ``data`` = (train, test) datasets replaces loading it by name
-    (your own data). With ``resume`` the run in ``out_dir`` continues with the settings it was started
+    ``student`` is an architecture name (``resnet20``, ``torchvision:mobilenet_v3_small``) or a module
+    (a torchvision classifier, or any module with ``architecture`` and ``config``). ``dataset`` is a data
+    set name (default fashion-mnist) or an image folder (`zoo.classification.folders`); ``data`` = (train,
+    test), `ImageDataset`s or torch Datasets of (image, label), replaces it (your own data). A teacher
+    trained on other inputs (grey, another size) gets the batches converted to its own (`TeacherInput`). With ``resume`` the run in ``out_dir`` continues with the settings it was started
     with; ``dataset``, ``train_subset`` and the teachers default to the run's, and a setting or identity
     that differs from the run's is refused unless it may change on resume (`zoo.runs`).
     Returns the (first) student in eval mode on the CPU and an ``info`` dict for its card. With a
@@ -153,8 +242,10 @@ def distill_classifier(
     if not resume:
         dataset = dataset or "fashion-mnist"
     identity = {"task": "classification", "recipe": recipe if isinstance(recipe, str) else recipe_dict(recipe),
-                "student": student, "teachers": [_teacher_id(t) for t in teachers_in] or None,
-                "dataset": dataset if data is None else f"{data[0].name} ({len(data[0])} training examples, given)",
+                "student": student if isinstance(student, str) else describe_model(student)[0],
+                "teachers": [_teacher_id(t) for t in teachers_in] or None,
+                "dataset": dataset if data is None else f"{getattr(data[0], 'name', type(data[0]).__name__)} "
+                                                        f"({len(data[0])} training examples, given)",
                 "train_subset": train_subset}
     identity, settings = runs.resolve(out_dir, identity, dict(settings or {}), resume)
     if not teachers_in and identity.get("teachers"):  # resumed without --teacher: the run's own
@@ -177,46 +268,46 @@ def distill_classifier(
         raise ValueError(f"recipe {recipe_obj.name!r} is online distillation and takes no teacher")
     if recipe_obj.teachers and len(teachers_in) != recipe_obj.teachers:
         raise ValueError(f"recipe {recipe_obj.name!r} needs {recipe_obj.teachers} teacher(s) (--teacher), got {len(teachers_in)}")
-    if data is not None:
-        train, test = data
-    else:
-        train = load_dataset(dataset, "train", data_root, download)
-        test = load_dataset(dataset, "test", data_root, download)
+    train, test = resolve_data(dataset, data, data_root, download)
     if train_subset:
         train = train.subset(train_subset)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    teachers = _load_teachers(teachers_in, train.name)
-    teacher_refs = [_teacher_ref(t) for t in teachers]
-    from zoo.distributed import is_main_process
+    teachers, class_order_hooks = _load_teachers(teachers_in, train)
+    try:
+        teacher_refs = [_teacher_ref(t) for t in teachers]
+        from zoo.distributed import is_main_process
 
-    if is_main_process():
-        runs.commit(out_dir, identity, settings, effective)
-    out = Path(out_dir)
-    chain: list[dict[str, Any]] = []
-    if recipe_obj.assistant:
-        stage = replace(recipe_obj, assistant=None)
-        resume_assistant = resume and (out / "assistant" / STATE_FILE).exists()
-        if resume and not resume_assistant and not (out / STATE_FILE).exists():
-            raise FileNotFoundError(f"--resume: no checkpoint under {out}")
-        assistants, stage_result = _run_stage(stage, teachers, recipe_obj.assistant, train, test, cfg,
-                                              out / "assistant", resume_assistant, dev, eval_batch_size)
-        if not stage_result.finished:
-            return assistants[0], {"finished": False, "step": stage_result.step, "total_steps": stage_result.total_steps * 2,
-                                   "stage": "assistant"}
-        assistant = assistants[0]
-        chain.append({"name": f"{recipe_obj.assistant} (assistant)", "params": sum(p.numel() for p in assistant.parameters()),
-                      "metrics": {"top1": stage_result.history[-1]["top1"]} if stage_result.history else {}})
-        assistant.requires_grad_(False)
-        teachers = [assistant.to(dev)]
-        resume = resume and (out / STATE_FILE).exists()
-    students, result = _run_stage(recipe_obj, teachers, student, train, test, cfg, out, resume, dev, eval_batch_size)
-    info = {
-        "finished": result.finished, "step": result.step, "total_steps": result.total_steps,
-        "history": result.history, "train_config": asdict(cfg), "dataset": train, "test": test, "device": str(dev),
-        "recipe": recipe_dict(recipe_obj), "teachers": teacher_refs, "assistant_chain": chain,
-        "cohort": students, "command": reproduce_command(identity, settings, out),
-    }
-    return students[0], info
+        if is_main_process():
+            runs.commit(out_dir, identity, settings, effective)
+        out = Path(out_dir)
+        chain: list[dict[str, Any]] = []
+        if recipe_obj.assistant:
+            stage = replace(recipe_obj, assistant=None)
+            resume_assistant = resume and (out / "assistant" / STATE_FILE).exists()
+            if resume and not resume_assistant and not (out / STATE_FILE).exists():
+                raise FileNotFoundError(f"--resume: no checkpoint under {out}")
+            assistants, stage_result = _run_stage(stage, teachers, recipe_obj.assistant, train, test, cfg,
+                                                  out / "assistant", resume_assistant, dev, eval_batch_size)
+            if not stage_result.finished:
+                return assistants[0], {"finished": False, "step": stage_result.step, "total_steps": stage_result.total_steps * 2,
+                                       "stage": "assistant"}
+            assistant = assistants[0]
+            chain.append({"name": f"{recipe_obj.assistant} (assistant)", "params": sum(p.numel() for p in assistant.parameters()),
+                          "metrics": {"top1": stage_result.history[-1]["top1"]} if stage_result.history else {}})
+            assistant.requires_grad_(False)
+            teachers = [assistant.to(dev)]
+            resume = resume and (out / STATE_FILE).exists()
+        students, result = _run_stage(recipe_obj, teachers, student, train, test, cfg, out, resume, dev, eval_batch_size)
+        info = {
+            "finished": result.finished, "step": result.step, "total_steps": result.total_steps,
+            "history": result.history, "train_config": asdict(cfg), "dataset": train, "test": test, "device": str(dev),
+            "recipe": recipe_dict(recipe_obj), "teachers": teacher_refs, "assistant_chain": chain,
+            "cohort": students, "command": reproduce_command(identity, settings, out),
+        }
+        return students[0], info
+    finally:
+        for hook in class_order_hooks:  # the teachers are the caller's again
+            hook.remove()
 
 
 def reproduce_command(identity: dict[str, Any], settings: dict[str, Any], out: str | os.PathLike) -> str:

@@ -127,14 +127,62 @@ def _builder(depth: int) -> Callable[..., CifarResNet]:
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {f"resnet{d}": _builder(d) for d in DEPTHS}
 
 
+EXTERNAL = "torchvision:"  # architectures of torchvision's model zoo: "torchvision:mobilenet_v3_small"
+
+
 def build_model(arch: str, **config) -> nn.Module:
-    """Build a classification architecture by name, e.g. ``build_model("resnet20", in_channels=1)``."""
+    """Build a classification architecture by name, e.g. ``build_model("resnet20", in_channels=1)``, or
+    any of torchvision's classifiers as ``"torchvision:NAME"`` (random init; ``num_classes`` in config).
+    The model carries ``architecture`` and ``config`` (what a card records to rebuild it)."""
+    if arch.startswith(EXTERNAL):
+        import torchvision
+
+        name = arch[len(EXTERNAL):]
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"torchvision has no classification model {name!r}; see torchvision.models.list_models()")
+        if config.get("in_channels", 3) != 3:
+            raise ValueError(f"{arch} takes 3-channel images; load the data with 3 channels (image folders: channels=3)")
+        config = {k: v for k, v in config.items() if k != "in_channels"}
+        model = torchvision.models.get_model(name, weights=None, **config)
+        model.architecture, model.config = arch, dict(config)
+        return model
     try:
         builder = ARCHITECTURES[arch]
     except KeyError:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}") from None
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}, "
+                         f"or torchvision's as {EXTERNAL}NAME") from None
     config.pop("depth", None)
-    return builder(**config)
+    model = builder(**config)
+    model.architecture = arch
+    return model
+
+
+def describe_model(model: nn.Module) -> tuple[str, dict]:
+    """(architecture, config) that `build_model` rebuilds ``model`` from: a kdzoo model's own, or, for a
+    torchvision classifier built by the user, the torchvision builder whose model has exactly its
+    parameter names and shapes. Raises ValueError for a module it cannot describe."""
+    if getattr(model, "architecture", None) and isinstance(getattr(model, "config", None), dict):
+        return model.architecture, dict(model.config)
+    if isinstance(model, CifarResNet):
+        return f"resnet{model.config['depth']}", dict(model.config)
+    import inspect
+
+    import torchvision
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        for name in torchvision.models.list_models(module=torchvision.models):
+            builder = torchvision.models.get_model_builder(name)
+            returns = inspect.signature(builder).return_annotation
+            if getattr(returns, "__name__", returns) != type(model).__name__:
+                continue
+            candidate = builder(weights=None, num_classes=linears[-1].out_features)
+            if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
+                return EXTERNAL + name, {"num_classes": linears[-1].out_features}
+    raise ValueError(f"cannot describe a {type(model).__name__} so that zoo.load can rebuild it: give the student "
+                     f"as an architecture name ({', '.join(ARCHITECTURES)} or {EXTERNAL}NAME), or give the module "
+                     "`architecture` and `config` attributes that build_model understands")
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:

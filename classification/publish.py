@@ -13,8 +13,15 @@ from zoo.metrics import count_params, hardware_description
 from zoo.registry import ModelCard, TeacherRef, TrainingRecord
 
 from .evaluate import evaluate
+from .models import describe_model
 
 CIFAR_RESNET_PAPER = "He et al. 2016, Deep Residual Learning for Image Recognition (CIFAR ResNet, sec. 4.2)"
+
+
+def default_name(arch: str, method: str, dataset: str) -> str:
+    """``resnet20-kd.fashion-mnist``; an image folder's base name stands for its path, ``:`` becomes ``-``."""
+    data = Path(dataset).name if os.path.isdir(dataset) else dataset
+    return (f"{arch}-{method}.{data}" if method != "plain" else f"{arch}.{data}").replace(":", "-")
 
 
 def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLike, *, command: str,
@@ -31,15 +38,15 @@ def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLik
     paper = recipe["paper"] if recipe and recipe.get("paper") else CIFAR_RESNET_PAPER
     extra_run = ({"recipe": recipe, "teachers": teachers, "assistant_chain": info.get("assistant_chain")}
                  if method != "plain" else {})
-    arch = f"resnet{model.config['depth']}" if hasattr(model, "config") else type(model).__name__
+    arch, config = describe_model(model)
     result = evaluate(model, test)
     history = info["history"]
     cfg = info["train_config"]
     card = ModelCard(
-        name=name or (f"{arch}-{method}.{data.name}" if method != "plain" else f"{arch}.{data.name}"),
+        name=name or default_name(arch, method, data.name),
         task="classification",
         architecture=arch,
-        config=dict(model.config),
+        config=config,
         dataset=data.name,
         split=test.split,
         metrics={"top1": round(result["top1"], 6)},

@@ -152,12 +152,14 @@ def train(task: str, architecture: str, data: str | None = None, *, out: str | o
                                      resume=resume, device=device)
 
 
-def distill(teacher: str | nn.Module | list[str | nn.Module] | None, student: str, recipe: str = "kd",
-            data: str | None = None, *, out: str | os.PathLike = "runs/distill", epochs: int | None = None,
+def distill(teacher: str | nn.Module | list[str | nn.Module] | None, student: str | nn.Module, recipe: str = "kd",
+            data: Any = None, *, out: str | os.PathLike = "runs/distill", epochs: int | None = None,
             seed: int | None = None, max_steps: int | None = None, train_subset: int | None = None,
             resume: bool = False, settings: dict[str, Any] | None = None, device: str | None = None) -> DistillRun:
-    """Distil ``student`` (an architecture of the recipe's task, e.g. ``"resnet20"``) from ``teacher`` (zoo
-    names, folders or models; a list for multi-teacher recipes, None for online ones) with a named recipe.
+    """Distil ``student`` (an architecture of the recipe's task, e.g. ``"resnet20"``, or a model, e.g. a
+    torchvision classifier) from ``teacher`` (zoo names, folders or models; a list for multi-teacher
+    recipes, None for online ones) with a named recipe, on ``data``: a data set name, or what the task
+    reads (classification: an image folder, or a (train, test) pair of torch Datasets).
 
     The recipe names the task; its adapter runs the distillation (`zoo.tasks.TaskAdapter.distill`). The
     run folder ``out`` receives checkpoints, logs and, once finished, the student as a kdzoo checkpoint

@@ -113,7 +113,8 @@ class Distiller(TrainModule):
                  recipe: Recipe, example_batch: dict[str, Any], *, num_examples: int = 0,
                  example_labels: torch.Tensor | None = None,
                  teacher_cache: TeacherOutputCache | ExampleOutputCache | None = None,
-                 task_loss: Callable[[torch.Tensor, dict[str, Any]], torch.Tensor] | None = None) -> None:
+                 task_loss: Callable[[torch.Tensor, dict[str, Any]], torch.Tensor] | None = None,
+                 teacher_inputs: Sequence[Callable[[Any], Any] | None] | None = None) -> None:
         super().__init__()
         # the task's own loss of a student's output against the batch (default: cross-entropy on the labels)
         self.task_loss = task_loss or cross_entropy_task_loss
@@ -135,6 +136,13 @@ class Distiller(TrainModule):
         self.teacher_cache = teacher_cache
         self._student_taps = [Taps(s, self._paths("student", i)).open() for i, s in enumerate(students)]
         self._teacher_taps = [Taps(t, self._paths("teacher", i)).open() for i, t in enumerate(teachers)]
+        # per teacher: the batch's inputs as that teacher takes them (None: as they are), e.g. another
+        # image size or channel count than the student's data; modules among them move with the Distiller
+        self.teacher_inputs = nn.ModuleList(f if isinstance(f, nn.Module) else nn.Identity()
+                                            for f in (teacher_inputs or [None] * len(teachers)))
+        self._teacher_input_fns = [f if f is not None else (lambda x: x) for f in (teacher_inputs or [None] * len(teachers))]
+        if len(self._teacher_input_fns) != len(teachers):
+            raise ValueError(f"teacher_inputs gives {len(self._teacher_input_fns)} functions for {len(teachers)} teachers")
         probe = self._probe(example_batch)
         num_classes = probe[0][0]["logits"].shape[-1]
         self.terms = nn.ModuleDict()
@@ -185,7 +193,8 @@ class Distiller(TrainModule):
         for s in self.students:
             s.eval()
         students = [self._run(s, tp, batch["inputs"]) for s, tp in zip(self.students, self._student_taps)]
-        teachers = [self._run(t, tp, batch["inputs"]) for t, tp in zip(self._teachers, self._teacher_taps)]
+        teachers = [self._run(t, tp, f(batch["inputs"]))
+                    for t, tp, f in zip(self._teachers, self._teacher_taps, self._teacher_input_fns)]
         for s, m in zip(self.students, modes):
             s.train(m)
         return students, teachers
@@ -268,7 +277,7 @@ class Distiller(TrainModule):
                     out["logits"] = shared[id(t)]
                     outputs.append(out)
                 else:
-                    outputs.append(self._run(t, tp, batch["inputs"]))
+                    outputs.append(self._run(t, tp, self._teacher_input_fns[i](batch["inputs"])))
                     if shared is not None:
                         shared[id(t)] = outputs[-1]["logits"]
         if cache is not None:

@@ -1,0 +1,116 @@
+"""Your own student and your own data: a torchvision MobileNetV3 (random init) distilled from a zoo
+teacher on an image folder written here, published, loaded, used (issue: one seam for tasks, item 2)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import zoo
+from zoo.classification.data import FASHION_MNIST_CLASSES, load_dataset
+
+FAST = {"epochs": 1, "batch_size": 8, "progress": False, "lr": 0.02}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """60 real Fashion-MNIST test images as 32 px RGB PNGs in ImageFolder layout (class folders named
+    without the '/' of 'T-shirt/top'; sorted by name, so in another order than the teacher's classes)."""
+    root = tmp_path_factory.mktemp("images") / "my-clothes"
+    test = load_dataset("fashion-mnist", "test")
+    counts = {}
+    for image, label in zip(test.images[:200], test.labels[:200].tolist()):
+        if counts.get(label, 0) == 6:
+            continue
+        counts[label] = counts.get(label, 0) + 1
+        cls = root / FASHION_MNIST_CLASSES[label].replace("/", "-")
+        cls.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy()).convert("RGB").resize((32, 32)).save(cls / f"{counts[label]:02d}.png")
+    assert len(counts) == 10
+    return root
+
+
+def test_a_torchvision_student_learns_from_a_zoo_teacher_on_an_image_folder(folder, tmp_path):
+    torch.manual_seed(0)
+    student = torchvision.models.mobilenet_v3_small(num_classes=10)  # the model a user deploys
+    teacher = zoo.load("resnet56.fmnist")
+    run = zoo.distill(teacher, student, "kd", data=str(folder), out=tmp_path / "run", settings=FAST)
+    assert run.finished
+    assert not teacher._forward_hooks  # the run reordered its classes with a hook, and took it off again
+    card = run.card
+    assert card.architecture == "torchvision:mobilenet_v3_small" and card.config == {"num_classes": 10}
+    assert card.dataset == str(folder) and card.teacher.name == "resnet56.fmnist"
+    assert card.preprocessing["input_size"] == [3, 32, 32] and len(card.labels) == 10
+    assert card.training.command.startswith("zoo distill classification --recipe kd --student torchvision:mobilenet_v3_small")
+    assert "--teacher resnet56.fmnist" in card.training.command
+
+    from zoo.publish import publish
+
+    shipped = publish(tmp_path / "run", "mobilenet-kd.my-clothes", dest_root=tmp_path / "zoo", latency_batch_sizes=(1,))
+    model = zoo.load(tmp_path / "zoo" / "mobilenet-kd.my-clothes")
+    assert isinstance(model, torchvision.models.MobileNetV3)
+    image = next((folder / "Sneaker").glob("*.png"))
+    [prediction] = zoo.predict(model, [image])
+    assert prediction["label"] in card.labels
+    measured = zoo.evaluate(tmp_path / "zoo" / "mobilenet-kd.my-clothes")["measured"]["top1"]
+    assert measured == pytest.approx(shipped.metrics["top1"], abs=1e-6)  # zoo eval reproduces the card
+
+
+def test_the_teacher_sees_its_own_inputs():
+    from zoo.classification.distill import TeacherInput, teacher_input
+    from zoo.classification.folders import load_image_folder
+
+    teacher = zoo.load("resnet56.fmnist")
+    x = torch.rand(2, 3, 32, 32)
+    adapt = TeacherInput((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 1, 28, (0.286,), (0.353,))
+    out = adapt((x - 0.5) / 0.25)
+    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    expected = (torch.nn.functional.interpolate(grey, size=(28, 28), mode="bilinear", align_corners=False) - 0.286) / 0.353
+    assert out.shape == (2, 1, 28, 28) and torch.allclose(out, expected, atol=1e-5)
+    same = load_dataset("fashion-mnist", "test").subset(8)
+    assert teacher_input(same, teacher) is None  # its own data needs no conversion
+
+
+def test_torch_datasets_are_data_too(tmp_path):
+    class Pairs(torch.utils.data.Dataset):
+        classes = list(FASHION_MNIST_CLASSES)
+
+        def __init__(self, start):
+            self.data = load_dataset("fashion-mnist", "test")
+            self.start = start
+
+        def __len__(self):
+            return 24
+
+        def __getitem__(self, i):  # PIL images of any mode, int labels
+            return Image.fromarray(self.data.images[self.start + i, 0].numpy()), int(self.data.labels[self.start + i])
+
+    run = zoo.distill("resnet56.fmnist", "resnet8", "kd", data=(Pairs(0), Pairs(24)), out=tmp_path,
+                      settings={**FAST, "batch_size": 8})
+    assert run.finished and run.card.metrics["top1"] >= 0
+
+
+def test_bad_folders_and_mismatched_teachers_are_refused(folder, tmp_path):
+    from zoo.classification.folders import load_image_folder
+
+    (tmp_path / "one" / "cats").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "cats" / "a.png")
+    with pytest.raises(ValueError, match="has 1 image"):
+        load_image_folder(tmp_path / "one")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no class folders"):
+        load_image_folder(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no image folder"):
+        load_image_folder(tmp_path / "missing")
+    other = tmp_path / "animals"
+    for cls in ("cat", "dog"):
+        (other / cls).mkdir(parents=True)
+        for k in range(3):
+            Image.new("RGB", (8, 8), (k * 40, 0, 0)).save(other / cls / f"{k}.png")
+    with pytest.raises(ValueError, match="distillation needs the same classes"):
+        zoo.distill("resnet56.fmnist", "resnet8", "kd", data=str(other), out=tmp_path / "x", settings=FAST)
+    with pytest.raises(ValueError, match="cannot describe a Sequential"):
+        zoo.distill("resnet56.fmnist", torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10)), "kd",
+                    data=str(folder), out=tmp_path / "y", settings=FAST)
