@@ -12,7 +12,6 @@ student as a kdzoo checkpoint (safetensors + model card with the measured metric
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import shlex
 import time
 from dataclasses import asdict
@@ -24,8 +23,8 @@ from torch import nn
 
 from zoo import hub
 from zoo.distributed import init_from_env, is_main_process
-from zoo.metrics import count_params, hardware_description
-from zoo.registry import ModelCard, TeacherRef, TrainingRecord
+from zoo.metrics import hardware_description
+from zoo.registry import ModelCard, TeacherRef
 from zoo.trainer import TrainConfig, config_from_overrides, fit
 
 from .data import SCENE_COUNTS, DetectionDataset, load_scenes
@@ -87,28 +86,25 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
 def export_run(model: nn.Module, train: DetectionDataset, test: DetectionDataset, out_dir: Path, *,
                cfg: TrainConfig, history: list[dict[str, Any]], teacher: nn.Module | None,
                chen: dict[str, float] | None, command: str, wall_time_s: float, device: torch.device) -> ModelCard:
-    """Write the trained detector and its card (metrics measured now on the test scenes)."""
+    """Write the trained detector and its card (metrics measured now on the test scenes) through the one
+    path of every task (`zoo.runner`: run record -> card -> checkpoint)."""
+    from zoo.runner import RunRecord, make_card
+
     metrics = evaluate(model, test, device=device)
-    arch = model.architecture
-    method = "chen2017" if teacher is not None else "plain"
     teacher_card = getattr(teacher, "card", None)
-    card = ModelCard(
-        name=f"{arch}-{method}.{train.name}" if teacher is not None else f"{arch}.{train.name}",
-        task="detection", architecture=arch, config=dict(model.config), dataset=train.name, split=test.split,
-        metrics=metrics, params=count_params(model), method=method,
+    record = RunRecord(
+        task="detection", model=model, architecture=model.architecture, config=dict(model.config),
+        dataset=train.name, split=test.split, method="chen2017" if teacher is not None else "plain",
         paper=CHEN_PAPER if teacher is not None else FASTER_RCNN_PAPER,
-        teacher=TeacherRef(teacher_card.name, dict(teacher_card.metrics), teacher_card.params) if teacher_card else None,
-        preprocessing={"input_size": [3, *train.image_size], "scale": "pixels / 255; the model normalises"},
+        teachers=[TeacherRef(teacher_card.name, dict(teacher_card.metrics), teacher_card.params)] if teacher_card else [],
+        train_config=asdict(cfg), history=history, command=command, hardware=hardware_description(device),
+        wall_time_s=wall_time_s, preprocessing={"input_size": [3, *train.image_size],
+                                                 "scale": "pixels / 255; the model normalises"},
         labels=list(train.classes),
-        training=TrainingRecord(command=command, hardware=hardware_description(device), epochs=cfg.epochs,
-                                seeds=[cfg.seed], wall_time_s=round(wall_time_s, 1),
-                                date=_dt.date.today().isoformat(), config=asdict(cfg)),
         description=("Synthetic scenes of real parts: Fashion-MNIST items on crops of two real photographs "
                      f"({len(train)} train / {len(test)} test scenes, {train.image_size[0]} px); not a standard benchmark."),
-        extra={"history": history, "data": {"train": train.meta, "test": test.meta},
-               **({"chen2017": chen} if chen else {})},
-    )
-    return hub.save(model, out_dir, card)
+        extra={"data": {"train": train.meta, "test": test.meta}, **({"chen2017": chen} if chen else {})})
+    return hub.save(model, out_dir, make_card(record, metrics))
 
 
 def main(argv: list[str] | None = None) -> None:
