@@ -2,7 +2,7 @@
 
     python benchmarks/twins.py --task classification --teacher resnet56.fmnist --student resnet8 \\
         --recipes kd fitnet at spkd --seeds 0 1 2 --set epochs=10 --set warmup_epochs=1 \\
-        --out runs/twins-fmnist --results benchmarks/results --time-budget 60
+        --out runs/twins-fmnist --results benchmarks/results --time-budget 600
     # the same command again resumes where it stopped; with --publish, once every seed has finished,
     # the twin and every method that beats it are published to the zoo (the median seed of each)
 

@@ -5,11 +5,13 @@ import argparse
 from typing import Any, Sequence
 
 from zoo.cli import parse_overrides
+from zoo.runs import read_record
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None,
-                   help="fashion-mnist (default) | cifar10 | cifar100; with --resume, the run's")
+                   help="fashion-mnist (default) | cifar10 | cifar100 | an image folder (ImageFolder layout); "
+                        "with --resume, the run's")
     p.add_argument("--data-root", default=None, help="dataset directory (default: standard locations)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network)")
     p.add_argument("--epochs", type=int, default=None)
@@ -31,12 +33,12 @@ def parser(command: str) -> argparse.ArgumentParser:
                                 if command == "train" else "distil a classifier from zoo teacher(s) with a recipe")
     _add_run_args(p)
     if command == "train":
-        p.add_argument("--arch", required=True, help="architecture, e.g. resnet56")
+        p.add_argument("--arch", help="architecture, e.g. resnet56 or torchvision:mobilenet_v3_small (with --resume: the run's)")
     else:
-        p.add_argument("--recipe", required=True, help="recipe name (`zoo recipes` lists them)")
+        p.add_argument("--recipe", help="recipe name (`zoo recipes` lists them; with --resume: the run's)")
         p.add_argument("--teacher", action="append", default=[],
-                       help="teacher: zoo name or checkpoint folder (repeat for several)")
-        p.add_argument("--student", required=True, help="student architecture, e.g. resnet20")
+                       help="teacher: zoo name or checkpoint folder (repeat for several; with --resume: the run's)")
+        p.add_argument("--student", help="student architecture, e.g. resnet20 (with --resume: the run's)")
     return p
 
 
@@ -66,7 +68,21 @@ def main(command: str, argv: Sequence[str]) -> int:
     from .distill import distill_classifier
     from .publish import export_run
 
-    args = parser(command).parse_args(list(argv))
+    p = parser(command)
+    args = p.parse_args(list(argv))
+    if args.resume:  # what the run was started with fills in what is not given (zoo.runs)
+        record = read_record(args.out) or {}
+        started = record.get("identity", {})
+        if command == "train":
+            args.arch = args.arch or started.get("student")
+        else:
+            args.recipe = args.recipe or started.get("recipe")
+            args.student = args.student or started.get("student")
+    needed = ["arch"] if command == "train" else ["recipe", "student"]
+    missing = [f"--{k}" for k in needed if not getattr(args, k)]
+    if missing:
+        p.error(f"the following arguments are required: {', '.join(missing)}"
+                + (f" (no run record in {args.out} to take them from)" if args.resume else ""))
     if command == "train":
         recipe, teachers, student = "plain", None, args.arch
     else:
@@ -77,7 +93,8 @@ def main(command: str, argv: Sequence[str]) -> int:
     if not is_main_process():
         return 0
     if not info["finished"]:
-        print(f"stopped at step {info['step']}/{info['total_steps']}; continue with the same command plus --resume")
+        print(f"stopped at step {info['step']}/{info['total_steps']}; continue with --resume (and a larger --max-steps, "
+              "or none to run to the end)")
         return 0
     print(f"saved {export_run(model, info, args.out, command=info['command'])}")
     return 0

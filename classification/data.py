@@ -217,4 +217,5 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         return load_fashion_mnist(split, root)
     if key in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
         return load_cifar(key.replace("-", ""), split, root, download)
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or the path of an image folder "
+                     "(ImageFolder layout, see zoo.classification.folders)")

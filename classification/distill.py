@@ -241,6 +241,8 @@ def distill_classifier(
     teachers_in = [] if teacher is None else teacher if isinstance(teacher, list) else [teacher]
     if not resume:
         dataset = dataset or "fashion-mnist"
+    if dataset is not None and os.path.isdir(dataset):  # an image folder: recorded by its full path
+        dataset = os.path.abspath(dataset)
     identity = {"task": "classification", "recipe": recipe if isinstance(recipe, str) else recipe_dict(recipe),
                 "student": student if isinstance(student, str) else describe_model(student)[0],
                 "teachers": [_teacher_id(t) for t in teachers_in] or None,
@@ -261,9 +263,10 @@ def distill_classifier(
     recipe_obj, cfg = override(base, TrainConfig(), settings)
     effective = {"recipe": recipe_dict(recipe_obj)}
     runs.check_effective(out_dir, effective, resume)
+    resumed_at = None
     if resume:  # refuse other training settings before anything is written
-        for stage_dir in (Path(out_dir), Path(out_dir) / "assistant"):
-            runs.check_checkpoint_config(stage_dir / STATE_FILE, cfg)
+        for stage_dir in (Path(out_dir) / "assistant", Path(out_dir)):
+            resumed_at = runs.check_checkpoint_config(stage_dir / STATE_FILE, cfg) or resumed_at
     if recipe_obj.teachers == 0 and teachers_in:
         raise ValueError(f"recipe {recipe_obj.name!r} is online distillation and takes no teacher")
     if recipe_obj.teachers and len(teachers_in) != recipe_obj.teachers:
@@ -277,8 +280,9 @@ def distill_classifier(
         teacher_refs = [_teacher_ref(t) for t in teachers]
         from zoo.distributed import is_main_process
 
+        record = {"started_with": settings, "changes": []}
         if is_main_process():
-            runs.commit(out_dir, identity, settings, effective)
+            record = runs.commit(out_dir, identity, settings, effective, step=resumed_at)
         out = Path(out_dir)
         chain: list[dict[str, Any]] = []
         if recipe_obj.assistant:
@@ -302,7 +306,8 @@ def distill_classifier(
             "finished": result.finished, "step": result.step, "total_steps": result.total_steps,
             "history": result.history, "train_config": asdict(cfg), "dataset": train, "test": test, "device": str(dev),
             "recipe": recipe_dict(recipe_obj), "teachers": teacher_refs, "assistant_chain": chain,
-            "cohort": students, "command": reproduce_command(identity, settings, out),
+            "cohort": students, "command": reproduce_command(identity, record["started_with"], out),
+            "notes": runs.describe_changes(record["changes"]),
         }
         return students[0], info
     finally:

@@ -42,7 +42,8 @@ def run_record(model: nn.Module, info: dict[str, Any], *, command: str) -> RunRe
         preprocessing={"input_size": [data.in_channels, data.image_size, data.image_size],
                        "mean": list(data.mean), "std": list(data.std)},
         labels=list(data.classes), recipe=recipe if method != "plain" else None,
-        extra={"assistant_chain": info.get("assistant_chain")} if method != "plain" else {})
+        extra={"assistant_chain": info.get("assistant_chain")} if method != "plain" else {},
+        notes=info.get("notes", ""))
 
 
 def export_run(model: nn.Module, info: dict[str, Any], out_dir: str | os.PathLike, *, command: str,

@@ -12,6 +12,7 @@ student as a kdzoo checkpoint (safetensors + model card with the measured metric
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
 from dataclasses import asdict
@@ -136,18 +137,19 @@ def main(argv: list[str] | None = None) -> None:
         identity, settings = runs.resolve(args.out, identity, settings, args.resume)
         chen = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("chen.")}
         cfg = config_from_overrides(DEFAULTS, {k: v for k, v in settings.items() if not k.startswith("chen.")})
-        if args.resume:
-            runs.check_checkpoint_config(Path(args.out) / STATE_FILE, cfg)
+        resumed_at = runs.check_checkpoint_config(Path(args.out) / STATE_FILE, cfg) if args.resume else None
     except ValueError as e:
         parser.error(str(e))
     if chen and not identity.get("teacher"):
         parser.error("--chen sets distillation weights and needs --teacher")
-    if is_main_process():
-        runs.commit(args.out, identity, settings, {"chen2017": {**CHEN_2017, **chen}} if identity.get("teacher") else {})
+    record = {"started_with": settings, "changes": []}
+    if os.environ.get("RANK", "0") == "0":  # (before torchrun's process group exists: the environment says)
+        record = runs.commit(args.out, identity, settings,
+                             {"chen2017": {**CHEN_2017, **chen}} if identity.get("teacher") else {}, step=resumed_at)
     command = ["python", "-m", "zoo.detection.train", "--arch", identity["arch"], "--out", str(args.out)]
     command += [a for k in ("teacher", "train_count", "test_count") if identity.get(k) is not None
                 for a in (f"--{k.replace('_', '-')}", str(identity[k]))]
-    command += [a for k, v in settings.items() if k not in runs.PER_CALL
+    command += [a for k, v in record["started_with"].items() if k not in runs.PER_CALL
                 for a in (("--chen", f"{k[5:]}={v}") if k.startswith("chen.") else ("--set", f"{k}={v}"))]
     card = train_detector(identity["arch"], args.out, teacher=identity.get("teacher"), cfg=cfg,
                           train_count=identity.get("train_count"), test_count=identity.get("test_count"),

@@ -82,7 +82,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pat
         fit(module, Rows(), cfg, tmp_path)
     assert "last good checkpoint" in str(err.value)
     state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    # the step-4 checkpoint was confirmed by step 5's sane loss; step 6's forward is the NaN one
     assert state["step"] == 4 and torch.isfinite(state["module"]["w"]).all()
+    assert not (tmp_path / "train_state.pt.pending").exists()
 
 
 def test_deferred_nan_check_names_the_exact_step_and_saves_nothing_after_it(tmp_path):
@@ -91,7 +93,9 @@ def test_deferred_nan_check_names_the_exact_step_and_saves_nothing_after_it(tmp_
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5 .*found at the check after step 6"):
         fit(Exploding(blow_up_at=6), Rows(), cfg, tmp_path)
     state = torch.load(tmp_path / "train_state.pt", weights_only=True)
-    assert state["step"] == 4 and torch.isfinite(state["module"]["w"]).all()
+    # the step-4 checkpoint was still pending (the step after it failed its check), so step 2's is kept
+    assert state["step"] == 2 and torch.isfinite(state["module"]["w"]).all()
+    assert not (tmp_path / "train_state.pt.pending").exists()
 
 
 class HostReads:

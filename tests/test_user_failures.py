@@ -230,6 +230,23 @@ def _all_finite(out) -> bool:
     return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
 
 
+def test_a_checkpoint_right_before_a_divergence_is_not_kept(data, tmp_path, capsys):
+    """The update just before a checkpoint is judged by the next step's loss: with a checkpoint at every
+    step, lr 1000 ruins the weights at once, and the kept checkpoint must still be the sane one."""
+    distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={**SMALL, "epochs": 6, "max_steps": 8},
+                       data=data)
+    good = _weights(tmp_path)
+    with pytest.raises(DivergedError):
+        distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, data=data, resume=True,
+                           settings={"lr": 1000.0, "checkpoint_every": 1})
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["step"] == 8
+    assert all(torch.equal(good[k], v) for k, v in _weights(tmp_path).items())
+    assert not (tmp_path / (STATE_FILE + ".pending")).exists()
+    _, info = distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={"lr": 0.01}, data=data,
+                                 resume=True)
+    assert info["finished"] and _all_finite(tmp_path)
+
+
 def test_a_diverged_run_keeps_the_last_good_checkpoint_and_resumes_with_a_lower_lr(data, tmp_path, capsys):
     distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={**SMALL, "epochs": 6, "max_steps": 8},
                        data=data)
@@ -319,3 +336,33 @@ def test_an_nlp_stage_resumes_only_with_the_settings_it_started_with(tmp_path):
     check_stage_settings(tmp_path, "task", argparse.Namespace(**{**vars(started), "time_budget": 5.0, "quiet": False}))
     with pytest.raises(SystemExit, match="--pred-temperature 1.0 then, 0.5 now"):
         check_stage_settings(tmp_path, "task", argparse.Namespace(**{**vars(started), "pred_temperature": 0.5}))
+
+
+def test_a_new_run_never_overwrites_a_run_folder(data, tmp_path):
+    from zoo.runs import RunExistsError
+
+    distill_classifier("kd", teacher(0), "resnet8", out_dir=tmp_path, settings={**SMALL, "max_steps": 2}, data=data)
+    state = (tmp_path / STATE_FILE).read_bytes()
+    with pytest.raises(RunExistsError, match="already holds a run .*pass --resume"):
+        distill_classifier("plain", None, "resnet14", out_dir=tmp_path, settings=SMALL, data=data)
+    assert (tmp_path / STATE_FILE).read_bytes() == state
+
+
+def test_resume_on_the_command_line_needs_only_the_folder(tmp_path, capsys):
+    from zoo import cli
+
+    started = ["distill", "classification", "--recipe", "kd", "--teacher", "resnet56.fmnist", "--student", "resnet8",
+               "--train-subset", "64", "--set", "batch_size=32", "--set", "progress=false", "--epochs", "1",
+               "--out", str(tmp_path)]
+    assert cli.main(started + ["--max-steps", "1"]) == 0
+    assert "continue with --resume (and a larger --max-steps, or none" in capsys.readouterr().out
+    assert cli.main(["distill", "classification", "--out", str(tmp_path), "--resume"]) == 0  # the run's own settings
+    assert zoo.card(str(tmp_path)).training.epochs == 1
+    with pytest.raises(SystemExit, match="2"):  # nothing to resume: argparse's usage error
+        cli.main(["distill", "classification", "--out", str(tmp_path / "none"), "--resume"])
+    assert "no run record in" in capsys.readouterr().err
+
+
+def test_too_little_data_for_a_batch_says_what_to_change(data, tmp_path):
+    with pytest.raises(ValueError, match="fewer than one batch of 128: lower batch_size"):
+        distill_classifier("plain", None, "resnet8", out_dir=tmp_path, settings={"epochs": 1, "progress": False}, data=data)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -98,10 +98,14 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
             _LOADED[key] = load(key)
         model = _LOADED[key]
     adapter = get_adapter(model.card.task)
-    if inputs is None:
+    samples = inputs is None
+    if samples:
         inputs = adapter.sample_inputs(model.card)
     with inference(model):
-        return adapter.predict(model, inputs, top_k=top_k)
+        results = adapter.predict(model, inputs, top_k=top_k)
+    if samples:  # say which sample each prediction is for
+        results = [{"input": str(x), **r} for x, r in zip(inputs, results)]
+    return results
 
 
 def evaluate(name_or_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "cpu") -> dict[str, Any]:
@@ -124,7 +128,7 @@ def evaluate(name_or_dir: str | os.PathLike, *, data_root: str | None = None, de
 class DistillRun:
     """The outcome of `distill`: the (first) student, its card once the run finished, and the run folder."""
 
-    student: nn.Module
+    student: nn.Module = field(repr=False)
     out_dir: Path
     finished: bool
     history: list[dict[str, Any]]

@@ -153,10 +153,12 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"schema_version": JSON_SCHEMA_VERSION, "recipes": [recipe_dict(RECIPES[n]) for n in sorted(RECIPES)]})
         return 0
-    for name in sorted(RECIPES):
+    width = max(len(n) for n in RECIPES)
+    for name in sorted(RECIPES, key=lambda n: (RECIPES[n].task, n)):
         r = RECIPES[name]
         terms = " + ".join(f"{t.weight:g}*{t.name}" for t in r.terms)
-        print(f"{name:14s} {r.task_weight:g}*task" + (f" + {terms}" if terms else "") + (f"   ({r.paper})" if r.paper else ""))
+        print(f"{r.task:15s} {name:{width}s} {r.task_weight:g}*task" + (f" + {terms}" if terms else "")
+              + (f"   ({r.paper})" if r.paper else ""))
     return 0
 
 
@@ -227,9 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as e:  # a diverged run: the message says how to resume it
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, KeyError, ConnectionError, TypeError) as e:
+    except (ValueError, FileNotFoundError, KeyError, ConnectionError, TypeError, ImportError) as e:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `zoo list | head`: the reader has gone; not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ def render_card(card: ModelCard) -> str:
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in card.metrics.items()]
     lines.append(f"\nMetrics {card.metrics_source} on the {card.split} split"
-                 + (" by kdzoo's own evaluation (`zoo eval " + card.name + "`)." if card.metrics_source == "measured" else "."))
+                 + (" by kdzoo's own evaluation; `zoo eval` on this checkpoint (its folder, or its zoo name once it "
+                    "is in the zoo) measures them again." if card.metrics_source == "measured" else "."))
     if card.training:
         t = card.training
         lines += ["", "## Training", "", f"- hardware: {t.hardware}", f"- epochs: {t.epochs}, seeds: {t.seeds}",

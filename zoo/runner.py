@@ -58,6 +58,7 @@ class RunRecord:
     recipe: dict[str, Any] | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""  # e.g. the settings changed on resume (`zoo.runs.describe_changes`)
 
     @property
     def default_name(self) -> str:
@@ -76,7 +77,7 @@ def make_card(record: RunRecord, metrics: dict[str, float], name: str | None = N
         preprocessing=dict(record.preprocessing), labels=list(record.labels), description=record.description,
         training=TrainingRecord(command=record.command, hardware=record.hardware, epochs=cfg.get("epochs", 0),
                                 seeds=[cfg.get("seed", 0)], wall_time_s=round(record.wall_time_s, 1),
-                                date=_dt.date.today().isoformat(), config=cfg),
+                                date=_dt.date.today().isoformat(), config=cfg, notes=record.notes),
         extra={"history": [dict(h) for h in record.history],
                **({"recipe": record.recipe, "teachers": [asdict(t) for t in record.teachers]} if record.recipe else {}),
                **record.extra},
@@ -154,8 +155,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     recipe_obj, cfg = override(base, TrainConfig(), settings)
     effective = {"recipe": recipe_dict(recipe_obj)}
     runs.check_effective(out, effective, resume)
-    if resume:
-        runs.check_checkpoint_config(Path(out) / STATE_FILE, cfg)
+    resumed_at = runs.check_checkpoint_config(Path(out) / STATE_FILE, cfg) if resume else None
     if len(teachers_in) != recipe_obj.teachers:
         raise ValueError(f"recipe {recipe_obj.name!r} takes {recipe_obj.teachers} teacher(s), got {len(teachers_in)}")
     train, test = adapter.datasets(data if isinstance(data, str) or data is None else data,
@@ -167,8 +167,9 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     example = train.batch(torch.arange(min(8, len(train))))
     distiller = Distiller(students, teachers, recipe_obj, example, num_examples=len(train),
                           example_labels=getattr(train, "labels", None), task_loss=getattr(adapter, "task_loss", None))
+    record_ = {"started_with": settings, "changes": []}
     if is_main_process():
-        runs.commit(out, identity, settings, effective)
+        record_ = runs.commit(out, identity, settings, effective, step=resumed_at)
     started = time.perf_counter()
     try:
         result = fit(distiller, train, cfg, out, evaluate=lambda: adapter.evaluate_model(students[0], test, device=dev),
@@ -184,7 +185,8 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
             teachers=[TeacherRef(t.card.name, dict(t.card.metrics), t.card.params) if getattr(t, "card", None)
                       else TeacherRef(type(t).__name__, {}, count_params(t)) for t in teachers],
             train_config=asdict(cfg), history=result.history,
-            command=reproduce_command(task, identity, settings, out), hardware=hardware_description(dev),
+            command=reproduce_command(task, identity, record_["started_with"], out), hardware=hardware_description(dev),
+            notes=runs.describe_changes(record_["changes"]),
             wall_time_s=time.perf_counter() - started, recipe=recipe_dict(recipe_obj) if recipe_obj.terms else None,
             **adapter.card_fields(train))
         run.card = export_run(adapter, record, out, test)

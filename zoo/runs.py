@@ -32,14 +32,42 @@ class ResumeMismatchError(ValueError):
     """``--resume`` was asked to continue a run with another identity or a setting that cannot change."""
 
 
+class RunExistsError(ValueError):
+    """A new run was asked to start in a folder that already holds one: nothing is overwritten."""
+
+
+RUN_FILES = ("train_state.pt", "model.safetensors")  # a folder with one of these holds a run (a record alone
+# is what a run that failed before its first checkpoint leaves: starting again over it is allowed)
+
+
+def refuse_existing(out_dir: str | os.PathLike) -> None:
+    """Raise `RunExistsError` when ``out_dir`` holds a run (a checkpoint or an exported model). Checked by
+    the main process only (``RANK`` 0 under torchrun), before any process writes."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    found = [f for f in RUN_FILES if (Path(out_dir) / f).exists()]
+    if found:
+        raise RunExistsError(f"{out_dir} already holds a run ({', '.join(found)}); pass --resume (resume=True) to "
+                             "continue it, or give another output folder. Nothing was overwritten.")
+
+
 def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
 def read_record(out_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The run record of ``out_dir`` (None for a folder without one)."""
+    """The run record of ``out_dir`` (None for a folder without one); ValueError naming the file when it
+    is not a run record."""
     path = Path(out_dir) / RUN_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable run record ({e}); restore it or start a new run") from None
+    if not isinstance(record, dict) or not {"identity", "settings"} <= set(record):
+        raise ValueError(f"{path} is not a run record (it needs 'identity' and 'settings'); restore it or start a new run")
+    return record
 
 
 def resolve(out_dir: str | os.PathLike, identity: dict[str, Any], settings: dict[str, Any], resume: bool
@@ -50,21 +78,24 @@ def resolve(out_dir: str | os.PathLike, identity: dict[str, Any], settings: dict
     settings given on this call. A resume merges them with the record: the stored settings apply
     unless given again; a given one that differs from the stored value is allowed only for
     `RESUME_MUTABLE` settings (the trainer reports it), and any other difference, in a setting or in
-    the identity, raises `ResumeMismatchError` naming each and both values. A run folder from before
+    the identity, raises `ResumeMismatchError` naming each and both values. A new run in a folder that
+    holds one raises `RunExistsError` (nothing is overwritten). A run folder from before
     run records existed resumes with the settings given (the trainer still refuses a checkpoint whose
     training settings differ).
     """
     identity, settings = _plain(identity), _plain(settings)
+    if not resume:
+        refuse_existing(out_dir)
     saved = read_record(out_dir) if resume else None
     if saved is None:
         return identity, settings
     problems = []
     resolved = dict(saved["identity"])
     for key, value in identity.items():
-        if value is None:
+        if value is None:  # not given: the run's own
             continue
-        if key in resolved and resolved[key] != value:
-            problems.append(f"{key} was {resolved[key]!r}, now {value!r}")
+        if resolved.get(key) != value:  # (a key the run was started without counts as None)
+            problems.append(f"{key} was {resolved.get(key)!r}, now {value!r}")
         resolved[key] = value
     merged = dict(saved["settings"])
     for key, value in settings.items():
@@ -80,26 +111,45 @@ def resolve(out_dir: str | os.PathLike, identity: dict[str, Any], settings: dict
 
 
 def commit(out_dir: str | os.PathLike, identity: dict[str, Any], settings: dict[str, Any],
-           effective: dict[str, Any]) -> None:
-    """Write the run record once a (fresh or resumed) run's settings have passed every check:
-    its identity, the settings given (`PER_CALL` ones left out, so the next resume continues with what
-    this call applied) and the effective method configuration (`check_effective`)."""
-    record = {"identity": {k: v for k, v in _plain(identity).items() if v is not None},
-              "settings": {k: v for k, v in _plain(settings).items() if k not in PER_CALL},
-              "effective": _plain(effective)}
-    atomic_write_text(Path(out_dir) / RUN_FILE, json.dumps(record, indent=2) + "\n")
+           effective: dict[str, Any], *, step: int | None = None) -> dict[str, Any]:
+    """Write the run record once a (fresh or resumed) run's settings have passed every check: its
+    identity, the settings in force (`PER_CALL` ones left out, so the next resume continues with what this
+    call applied), the effective method configuration (`check_effective`), the settings it was started
+    with (``started_with``, what reproduces it) and, for each resume that changed a setting, the step
+    and the change (``changes``). ``step``: where a resume continues. Returns the record."""
+    path = Path(out_dir) / RUN_FILE
+    previous = read_record(out_dir) if step is not None else None
+    current = {k: v for k, v in _plain(settings).items() if k not in PER_CALL}
+    record = {"identity": _plain(identity), "settings": current, "effective": _plain(effective),
+              "started_with": current, "changes": []}
+    if previous is not None:
+        before = previous["settings"]
+        changed = {k: [before.get(k), v] for k, v in current.items() if before.get(k) != v}
+        record["started_with"] = previous.get("started_with", before)
+        record["changes"] = previous.get("changes", []) + ([{"step": step, **changed}] if changed else [])
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return record
 
 
-def check_checkpoint_config(checkpoint: str | os.PathLike, cfg: Any) -> None:
+def describe_changes(changes: list[dict[str, Any]]) -> str:
+    """``resumed at step 120 with lr 0.1 -> 0.01`` for the card's notes (the reproduce command is the run
+    as started)."""
+    return "; ".join(f"resumed at step {c['step']} with " + ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in c.items()
+                                                                      if k != "step") for c in changes)
+
+
+def check_checkpoint_config(checkpoint: str | os.PathLike, cfg: Any) -> int | None:
     """Before a resume writes anything: the trainer's own check of ``cfg`` against the checkpoint's
-    training settings (`zoo.trainer.check_resume_config`). Nothing happens without a checkpoint."""
-    import torch
-
-    from .trainer import check_resume_config
+    training settings (`zoo.trainer.check_resume_config`); returns the checkpoint's step (None without a
+    checkpoint). ValueError naming the file for one that cannot be read."""
+    from .trainer import check_resume_config, read_checkpoint
 
     path = Path(checkpoint)
-    if path.exists():
-        check_resume_config(torch.load(path, map_location="cpu", weights_only=True)["config"], cfg, path, report=False)
+    if not path.exists():
+        return None
+    state = read_checkpoint(path)
+    check_resume_config(state["config"], cfg, path, report=False)
+    return int(state["step"])
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

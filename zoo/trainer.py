@@ -323,7 +323,8 @@ class _Log:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ImportError("tensorboard=true needs the `tensorboard` package: pip install 'kdzoo[tensorboard]'") from None
+                raise ImportError("tensorboard=true needs the `tensorboard` package: pip install tensorboard "
+                                  "(or, in a checkout, .venv/bin/pip install -e '.[tensorboard]')") from None
             self.board = SummaryWriter(str(out / "tensorboard"))
 
     def row(self, row: dict[str, Any], step: int) -> None:
@@ -436,7 +437,8 @@ def fit(
     micro = cfg.batch_size // cfg.grad_accum
     steps_per_epoch = len(data) // cfg.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"the data has {len(data)} examples, fewer than one batch of {cfg.batch_size}")
+        raise ValueError(f"the data has {len(data)} examples, fewer than one batch of {cfg.batch_size}: lower "
+                         f"batch_size (--set batch_size=N, settings={{'batch_size': N}}) to at most {len(data)}")
     total_steps = cfg.epochs * steps_per_epoch
 
     module.to(device)
@@ -473,11 +475,18 @@ def fit(
 
     step, history = 0, []
     state_path = out / STATE_FILE
+    # A checkpoint is written as pending and becomes the checkpoint only once the steps after it have passed
+    # their NaN/divergence check: the update just before a checkpoint is judged by the next forward, so a
+    # run that diverges keeps the last state that trained on sanely, and resuming it with a lower lr works.
+    pending_path = out / (STATE_FILE + ".pending")
     if resume:
         if not state_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {state_path}")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(state_path)
         check_resume_config(state["config"], cfg, state_path)
+        if state.get("data_size") not in (None, len(data)):
+            raise ValueError(f"--resume: the checkpoint {state_path} was trained on {state['data_size']} examples, "
+                             f"this run's data has {len(data)}: resume it with the same data (or start a new run)")
         try:
             module.load_state_dict(state["module"])
         except RuntimeError as e:
@@ -520,6 +529,12 @@ def fit(
                     f"the loss reached {highest:.4g} by step {step} (epoch {(step - 1) // steps_per_epoch}), over "
                     f"{cfg.divergence_ratio:g} x its value at the start of the run ({reference:.4g}): the training "
                     f"diverged. {last_good()} (--set divergence_ratio=0 turns this check off.)")
+        confirm_checkpoint()
+
+    def confirm_checkpoint() -> None:
+        """The pending checkpoint passed the checks of the steps after it: it becomes the checkpoint."""
+        if rank == 0 and pending_path.exists():
+            os.replace(pending_path, state_path)
 
     def save_state() -> None:
         check_finite()  # never save weights that a non-finite loss has already updated
@@ -529,7 +544,7 @@ def fit(
         if bad:  # a finite loss in training mode can hide diverged BatchNorm statistics or weights
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise NonFiniteLossError(
-                f"after step {step} (epoch {step // steps_per_epoch}) the model state is not finite: {shown}. The "
+                f"after step {step} (epoch {(step - 1) // steps_per_epoch}) the model state is not finite: {shown}. The "
                 f"training diverged although the loss stayed finite. {last_good()}")
         hooks.on_checkpoint()  # e.g. the Distiller writes its teacher-output cache
         if rank != 0:
@@ -539,8 +554,9 @@ def fit(
             "step": step, "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
             "config": asdict(cfg), "history": json.dumps(history), "loss_reference": reference,
+            "data_size": len(data),
         }
-        atomic_write(state_path, lambda f: torch.save(state, f))
+        atomic_write(pending_path, lambda f: torch.save(state, f))
 
     log = _Log(out, rank == 0, cfg.tensorboard, hooks.part_names)
     bar = None
@@ -639,6 +655,11 @@ def fit(
                     if pos != steps_per_epoch:  # an epoch end has just been saved
                         save_state()
                     stop_at = step
+        confirm_checkpoint()  # the run stops here (its end, max_steps or the deadline) in a state it checked
+    except BaseException:
+        if rank == 0:  # an unconfirmed checkpoint (the run failed or was interrupted after it) is not kept
+            pending_path.unlink(missing_ok=True)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -661,6 +682,19 @@ def nonfinite_state(module: nn.Module, optimizers: torch.optim.Optimizer | list[
                 if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
                     bad.append(f"optimizer:{names.get(id(p), '?')}:{key}")
     return bad
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The training state in ``path`` (``torch.load(weights_only=True)``); ValueError naming the file when
+    it is truncated or not a kdzoo checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, empty, or another file: pickle/zip errors of every kind
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); delete it to start again, "
+                         "or restore it") from None
+    if not isinstance(state, dict) or not {"module", "config", "step"} <= set(state):
+        raise ValueError(f"{path} is not a kdzoo training checkpoint")
+    return state
 
 
 def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, where: str | os.PathLike,
