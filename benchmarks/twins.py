@@ -57,6 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except (ValueError, FileNotFoundError, KeyError) as e:  # a bad spec or folder: one line, nothing written
+        print(f"twins.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     spec = protocol.ProtocolSpec(args.task, args.teacher, args.student, args.recipes, args.seeds, args.dataset,
                                  parse_overrides(args.set), args.train_subset)
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     line = settings_line(spec, results)
     table, summary = protocol.write_results(spec, task, results, Path(args.results or out), line)
     done = len(results) == len(spec.seeds)
-    print(f"{len(results)}/{len(spec.seeds)} seeds done; table in {table}"
+    print(f"{len(results)}/{len(spec.seeds)} seeds done" + (f"; table in {table}" if table.exists() else "; no table yet")
           + ("" if done else "; run the same command again to continue"), flush=True)
     if not args.publish:
         return 0
@@ -80,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     winners = [arm for arm in spec.recipes if summary[arm].beats_twin]
     for arm in spec.recipes:
         if arm not in winners:
-            print(f"not published: {arm} (gain {summary[arm].gain * 100:+.2f} does not exceed the twin's spread "
-                  f"{protocol.twin_spread(twin) * 100:.2f})")
+            why = (f"gain {summary[arm].gain * 100:+.2f} does not exceed the twin's spread "
+                   f"{protocol.twin_spread(twin) * 100:.2f}" if summary[arm].gain is not None
+                   else f"it diverged in all {summary[arm].diverged} seeds")
+            print(f"not published: {arm} ({why})")
     if not winners:
         print("no method beats the twin: nothing published")
         return 0

@@ -130,12 +130,18 @@ def resolve_data(dataset: str | None, data: Any, data_root: str | None, download
     from .folders import from_torch_dataset, load_image_folder
 
     if data is not None:
+        if not isinstance(data, (tuple, list)) or len(data) != 2:
+            raise ValueError(f"data must be a (train, test) pair of datasets, got {type(data).__name__}"
+                             + (f" of {len(data)}" if isinstance(data, (tuple, list)) else ""))
         train, test = data
         if not isinstance(train, ImageDataset):
             train = from_torch_dataset(train, getattr(train, "name", type(train).__name__), "train")
         if not isinstance(test, ImageDataset):
             test = from_torch_dataset(test, train.name, "test", channels=train.in_channels, size=train.image_size,
                                       mean=train.mean, std=train.std)
+        if int(test.labels.max()) >= len(train.classes):
+            raise ValueError(f"the test data has label {int(test.labels.max())}, outside the {len(train.classes)} "
+                             "training classes")
         return train, test
     if dataset is not None and os.path.isdir(dataset):
         train = load_image_folder(dataset, "train")
@@ -187,12 +193,33 @@ def build_students(recipe: Recipe, arch: str | nn.Module, train: ImageDataset, s
         if recipe.cohort > 1 or recipe.branches:
             raise ValueError(f"recipe {recipe.name!r} trains {recipe.cohort} students or a multi-branch network built "
                              "from an architecture name; give the student as a name (e.g. torchvision:mobilenet_v3_small)")
+        check_student(arch, train)
         return [arch]
     torch.manual_seed(seed)  # the students' initial weights are part of what the seed fixes
     config = {"num_classes": len(train.classes), "in_channels": train.in_channels}
     if recipe.branches:
         return [MultiBranchResNet(arch, branches=recipe.branches, gate=recipe.gate, **config)]
     return [build_model(arch, **config) for _ in range(recipe.cohort)]
+
+
+@torch.no_grad()
+def check_student(model: nn.Module, train: ImageDataset) -> None:
+    """A student given as a module must take the data's images and predict its classes: ValueError
+    naming the shapes otherwise (before anything trains)."""
+    x = train.batch(torch.arange(min(2, len(train))))["inputs"]
+    mode = model.training
+    model.eval()
+    try:
+        out = model(x)
+    except RuntimeError as e:
+        raise ValueError(f"the student cannot take the data's images {tuple(x.shape)} (N, C, H, W): "
+                         f"{str(e).splitlines()[0]}") from None
+    finally:
+        model.train(mode)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != len(train.classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the student's output is {shape}; the data has {len(train.classes)} classes: build it with "
+                         f"num_classes={len(train.classes)}")
 
 
 def deployable(students: list[nn.Module]) -> list[nn.Module]:

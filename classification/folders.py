@@ -31,7 +31,16 @@ def _class_folders(root: Path) -> list[Path]:
 
 
 def _images_of(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of a class folder (hidden files such as macOS's ``._x.png`` left out)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _interleave(per_class: list[list[tuple[Path, int]]]) -> list[tuple[Path, int]]:
+    """One file of each class in turn, so that the first N examples (``--train-subset``) hold every class."""
+    out: list[tuple[Path, int]] = []
+    for k in range(max((len(f) for f in per_class), default=0)):
+        out += [files[k] for files in per_class if k < len(files)]
+    return out
 
 
 def folder_split_files(root: str | os.PathLike, split: str) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -44,23 +53,31 @@ def folder_split_files(root: str | os.PathLike, split: str) -> tuple[list[str], 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     explicit = {"train": root / "train", "test": root / "test" if (root / "test").is_dir() else root / "val"}
-    if explicit["train"].is_dir() and explicit["test"].is_dir():
-        folders = _class_folders(explicit[split])
+    if explicit["train"].is_dir() and not explicit["test"].is_dir():
+        raise ValueError(f"{root} has a train/ folder but no test/ or val/ folder beside it")
+    if explicit["train"].is_dir():
         classes = [f.name for f in _class_folders(explicit["train"])]
+        folders = _class_folders(explicit[split])
         unknown = [f.name for f in folders if f.name not in classes]
         if unknown:
             raise ValueError(f"{explicit[split]} has classes {unknown} that {explicit['train']} lacks")
-        files = [(img, classes.index(f.name)) for f in folders for img in _images_of(f)]
+        empty = [str(f) for f in _class_folders(explicit["train"]) if not _images_of(f)]
+        if empty:
+            raise ValueError(f"class folder(s) {', '.join(empty)} hold no images ({', '.join(IMAGE_SUFFIXES)})")
+        per_class = [[(img, classes.index(f.name)) for img in _images_of(f)] for f in folders]
     else:
         folders = _class_folders(root)
         classes = [f.name for f in folders]
-        files = []
+        per_class = []
         for i, f in enumerate(folders):
             images = _images_of(f)
             if len(images) < 2:
                 raise ValueError(f"class folder {f} has {len(images)} image(s); each class needs at least 2 "
                                  "(one to train on, one to test), or use train/ and test/ folders")
-            files += [(img, i) for k, img in enumerate(images) if (k % TEST_EVERY == 0) == (split == "test")]
+            per_class.append([(img, i) for k, img in enumerate(images) if (k % TEST_EVERY == 0) == (split == "test")])
+    if len(classes) < 2:
+        raise ValueError(f"{root} has {len(classes)} class folder(s); classification needs at least 2 classes")
+    files = _interleave(per_class)
     if not files:
         raise ValueError(f"the {split} split of {root} has no images ({', '.join(IMAGE_SUFFIXES)})")
     return classes, files
@@ -83,10 +100,7 @@ def load_image_folder(root: str | os.PathLike, split: str = "train", *, channels
         size = max(h, w)
     images = []
     for path, _ in files:
-        try:
-            images.append(read_image(path, channels, (size, size)))
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{path}: {e}") from None
+        images.append(read_image(path, channels, (size, size)))  # its errors name the file
     data = torch.stack(images)
     labels = torch.tensor([c for _, c in files], dtype=torch.int64)
     if mean is None or std is None:
@@ -107,13 +121,19 @@ def from_torch_dataset(dataset: Any, name: str, split: str, *, channels: int = 3
     if len(dataset) == 0:
         raise ValueError(f"dataset {name!r} is empty")
     items = [dataset[i] for i in range(len(dataset))]
-    if not all(isinstance(it, (tuple, list)) and len(it) == 2 for it in items[:1]):
+    if not all(isinstance(it, (tuple, list)) and len(it) == 2 for it in items):
         raise ValueError(f"dataset {name!r} must yield (image, label) pairs")
+    raw = [label.item() if isinstance(label, torch.Tensor) else label for _, label in items]
+    bad = [v for v in raw if isinstance(v, bool) or not float(v).is_integer() or v < 0]
+    if bad:
+        raise ValueError(f"dataset {name!r} has labels that are not class indices (integers >= 0): {bad[:5]}")
     first = read_image(items[0][0], channels)
     size = size or max(first.shape[-2:])
     images = torch.stack([read_image(img, channels, (size, size)) for img, _ in items])
-    labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
+    labels = torch.tensor([int(v) for v in raw], dtype=torch.int64)
     classes = tuple(getattr(dataset, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
+    if int(labels.max()) >= len(classes):
+        raise ValueError(f"dataset {name!r} has label {int(labels.max())} but {len(classes)} classes ({list(classes)[:5]} ...)")
     if mean is None or std is None:
         pixels = images.float().div(255).transpose(0, 1).reshape(channels, -1)
         mean, std = tuple(pixels.mean(1).tolist()), tuple(pixels.std(1).clamp_min(1e-3).tolist())

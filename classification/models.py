@@ -162,7 +162,17 @@ def describe_model(model: nn.Module) -> tuple[str, dict]:
     torchvision classifier built by the user, the torchvision builder whose model has exactly its
     parameter names and shapes. Raises ValueError for a module it cannot describe."""
     if getattr(model, "architecture", None) and isinstance(getattr(model, "config", None), dict):
-        return model.architecture, dict(model.config)
+        arch, config = model.architecture, dict(model.config)
+        try:
+            rebuilt = build_model(arch, **config)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"the model says it is {arch!r} with {config}, which build_model cannot build ({e}); "
+                             "zoo.load could not rebuild it") from None
+        theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} != theirs:
+            raise ValueError(f"the model says it is {arch!r} with {config}, but build_model({arch!r}) has other "
+                             "parameters; zoo.load could not rebuild it")
+        return arch, config
     if isinstance(model, CifarResNet):
         return f"resnet{model.config['depth']}", dict(model.config)
     import inspect

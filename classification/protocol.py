@@ -44,10 +44,12 @@ def _members(spec: ProtocolSpec) -> list[PackMember]:
         recipe = get_recipe(name)
         if recipe.task != "classification":
             raise ValueError(f"recipe {name!r} is for {recipe.task} models, not image classifiers")
-        if recipe.teachers > 1 or recipe.assistant:
-            raise ValueError(f"recipe {name!r} needs {recipe.teachers} teachers or an assistant chain; the protocol "
-                             "compares students of one teacher")
-        members.append(PackMember(name, name, spec.student, (0,) if recipe.teachers else ()))
+        if recipe.teachers != 1 or recipe.assistant:
+            why = ("learns without a teacher (online distillation)" if recipe.teachers == 0 else
+                   f"takes {recipe.teachers} teachers" if recipe.teachers > 1 else "distils through an assistant")
+            raise ValueError(f"recipe {name!r} {why}; the protocol compares students distilled from one teacher "
+                             "with their twin")
+        members.append(PackMember(name, name, spec.student, (0,)))
     return members
 
 
@@ -65,6 +67,24 @@ class ClassificationProtocol:
             raise ValueError(f"teacher {card.name!r} was measured on {card.dataset}/{card.split}, "
                              f"not on the {spec.dataset} test split the arms are evaluated on")
         return card.metrics[self.metric]
+
+    def validate(self, spec: ProtocolSpec) -> None:
+        """Every recipe, the teacher and the settings are checked before the run records anything."""
+        import zoo
+        from zoo.classification.models import ARCHITECTURES
+
+        _members(spec)
+        if spec.student not in ARCHITECTURES:
+            raise ValueError(f"unknown student architecture {spec.student!r}; known: {', '.join(ARCHITECTURES)}")
+        card = zoo.card(spec.teacher)
+        if card.task != "classification":
+            raise ValueError(f"teacher {card.name!r} is a {card.task} model, not an image classifier")
+        for name in spec.recipes:
+            override(get_recipe(name), TrainConfig(), {k: v for k, v in spec.settings.items()})  # bad keys/values
+        cfg = _config(spec, spec.seeds[0])
+        n = spec.train_subset or 60000
+        if n < cfg.batch_size:
+            raise ValueError(f"the first {n} training images are fewer than one batch of {cfg.batch_size}")
 
     def run_seed(self, spec: ProtocolSpec, seed: int, out_dir: Path, deadline: float | None,
                  device: str | None) -> SeedResult | None:

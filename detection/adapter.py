@@ -83,7 +83,7 @@ class DetectionAdapter(TaskAdapter):
         """``zoo train detection ...`` / ``zoo distill detection --teacher T ...``: `zoo.detection.train`."""
         from .train import main
 
-        if command == "distill" and "--teacher" not in argv and not {"-h", "--help"} & set(argv):
+        if command == "distill" and not any(a.startswith("--teacher") for a in argv) and not {"-h", "--help"} & set(argv):
             raise ValueError("zoo distill detection needs --teacher (a zoo name or a run folder)")
         try:
             main(argv)

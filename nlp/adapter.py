@@ -93,6 +93,10 @@ class NlpAdapter(TaskAdapter):
         return list(SAMPLE_TEXTS[card.dataset])
 
 
+    def distill(self, teacher: Any, student: Any, recipe: str | None, **kwargs: Any) -> Any:
+        raise ValueError(f"nlp recipes ({recipe}) run in the staged pipeline, not through zoo.distill: "
+                         "`zoo distill nlp STAGES --out DIR ...` (python -m zoo.nlp.pipeline --help)")
+
     def cli(self, command: str, argv: list[str]) -> int:
         """``zoo train|distill nlp STAGES ...``: the staged pipeline (`python -m zoo.nlp.pipeline`)."""
         from .pipeline import main

@@ -114,3 +114,56 @@ def test_bad_folders_and_mismatched_teachers_are_refused(folder, tmp_path):
     with pytest.raises(ValueError, match="cannot describe a Sequential"):
         zoo.distill("resnet56.fmnist", torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10)), "kd",
                     data=str(folder), out=tmp_path / "y", settings=FAST)
+
+
+def test_folder_layouts_and_their_mistakes(tmp_path):
+    from zoo.classification.folders import load_image_folder
+
+    def make(root, classes, n):
+        for c in classes:
+            (root / c).mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                Image.new("L", (6, 6), k * 20).save(root / c / f"{k}.png")
+        return root
+
+    flat = make(tmp_path / "flat", ["a", "b", "c"], 6)
+    (flat / "a" / "._0.png").write_bytes(b"macOS metadata")  # skipped, as hidden files are
+    train = load_image_folder(flat)
+    assert train.labels[:3].tolist() == [0, 1, 2]  # classes interleaved: a subset holds every class
+    assert len(train) == 3 * 4 and len(load_image_folder(flat, "test")) == 3 * 2  # images 0 and 5 of each class
+    with pytest.raises(ValueError, match="needs at least 2 classes"):
+        load_image_folder(make(tmp_path / "one", ["a"], 4))
+    make(tmp_path / "split" / "train", ["a", "b"], 2)
+    with pytest.raises(ValueError, match="train/ folder but no test/ or val/"):
+        load_image_folder(tmp_path / "split")
+    make(tmp_path / "split" / "val", ["a", "b"], 1)
+    (tmp_path / "split" / "train" / "zzz").mkdir()
+    with pytest.raises(ValueError, match="zzz hold no images"):
+        load_image_folder(tmp_path / "split")
+
+
+def test_students_and_labels_that_do_not_fit_the_data_are_refused(folder, tmp_path):
+    with pytest.raises(ValueError, match=r"output is \(2, 1000\); the data has 10 classes: build it with num_classes=10"):
+        zoo.distill(None, torchvision.models.mobilenet_v3_small(num_classes=1000), "plain", data=str(folder),
+                    out=tmp_path / "a", settings=FAST)
+    from zoo.classification.models import build_model
+
+    with pytest.raises(ValueError, match=r"cannot take the data's images \(2, 3, 32, 32\)"):
+        zoo.distill("resnet56.fmnist", build_model("resnet8", in_channels=1), "kd", data=str(folder),
+                    out=tmp_path / "b", settings=FAST)
+
+    class Bad(torch.utils.data.Dataset):
+        def __init__(self, labels):
+            self.labels = labels
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return np.zeros((8, 8), np.uint8), self.labels[i]
+
+    for labels, message in (([0, 1, -1, 2], "not class indices"), ([0, 1, 2.5, 1], "not class indices")):
+        with pytest.raises(ValueError, match=message):
+            zoo.distill(None, "resnet8", "dml", data=(Bad(labels), Bad([0, 1])), out=tmp_path / "c", settings=FAST)
+    with pytest.raises(ValueError, match=r"data must be a \(train, test\) pair"):
+        zoo.distill(None, "resnet8", "dml", data=Bad([0, 1]), out=tmp_path / "d", settings=FAST)

@@ -130,9 +130,9 @@ def test_twins_cli_runs_publishes_winners_only(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2/2 seeds done" in r.stdout
-    table = (out / "twins-fashion-mnist-resnet56-fmnist-to-resnet8.md").read_text()
+    table = (out / "twins-fashion-mnist-first256-resnet56-fmnist-to-resnet8-kd.md").read_text()
     assert "| resnet8 | twin (plain) |" in table and "| resnet8 | kd |" in table
-    saved = json.loads((out / "twins-fashion-mnist-resnet56-fmnist-to-resnet8.json").read_text())
+    saved = json.loads((out / "twins-fashion-mnist-first256-resnet56-fmnist-to-resnet8-kd.json").read_text())
     kd = saved["summary"]["kd"]
     if kd["beats_twin"]:  # published with its twin as the baseline
         import zoo
@@ -142,3 +142,24 @@ def test_twins_cli_runs_publishes_winners_only(tmp_path):
         assert (dest / "resnet8.fmnist" / "README.md").exists()
     else:
         assert "not published: kd" in r.stdout and not dest.exists()
+
+
+def test_bad_specs_are_refused_before_anything_is_written(tmp_path, capsys):
+    import importlib.util
+
+    spec_file = importlib.util.spec_from_file_location("twins", ROOT / "benchmarks" / "twins.py")
+    twins = importlib.util.module_from_spec(spec_file)
+    spec_file.loader.exec_module(twins)
+    base = ["--teacher", "resnet56.fmnist", "--student", "resnet8", "--seeds", "0", "1", "--out", str(tmp_path / "p")]
+    for recipes, message in ((["nope"], "unknown recipe 'nope'"), (["pkd"], "is for nlp models"),
+                             (["dml"], "learns without a teacher"), (["kd"], "unknown setting 'zzz'")):
+        extra = ["--set", "zzz=1"] if message.startswith("unknown setting") else []
+        assert twins.main(base + ["--recipes", *recipes, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()  # nothing recorded: the corrected command can use the same folder
+
+
+def test_a_method_that_diverged_in_every_seed_is_reported_not_averaged():
+    s = protocol.summarize(results({TWIN: [0.9, 0.91], "kd": [math.nan, math.nan]}), [TWIN, "kd"], 0.96)
+    assert s["kd"].gain is None
+    assert "**diverged in all 2 seed(s)**" in protocol.markdown(spec(recipes=["kd"]), s, 0.96, "top1")

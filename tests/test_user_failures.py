@@ -366,3 +366,38 @@ def test_resume_on_the_command_line_needs_only_the_folder(tmp_path, capsys):
 def test_too_little_data_for_a_batch_says_what_to_change(data, tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch of 128: lower batch_size"):
         distill_classifier("plain", None, "resnet8", out_dir=tmp_path, settings={"epochs": 1, "progress": False}, data=data)
+
+
+@pytest.mark.parametrize("settings, message", [({"log_every": 0}, "log_every and checkpoint_every must be >= 1"),
+                                               ({"epochs": 1.5}, "epochs must be a whole number"),
+                                               ({"warmup_epochs": -1}, "warmup_epochs must be >= 0")])
+def test_impossible_training_settings_are_refused(settings, message):
+    from zoo.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**settings)
+
+
+def test_saving_is_deterministic_and_refuses_integer_casts(tiny_model, tmp_path):
+    from conftest import make_card
+
+    card = make_card(tiny_model)
+    a = zoo.save(tiny_model, tmp_path / "a", card, dtype=torch.float16).files[0].sha256
+    b = zoo.save(tiny_model, tmp_path / "b", card, dtype=torch.float16).files[0].sha256
+    assert a == b  # equal weights, equal bytes (the safetensors header is written in a fixed order)
+    with pytest.raises(ValueError, match="not torch.int8"):
+        zoo.save(tiny_model, tmp_path / "c", card, dtype=torch.int8)
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        zoo.predict(zoo.load(tmp_path / "a"), top_k=0)
+
+
+def test_task_help_after_the_options_and_teacher_equals(capsys):
+    from zoo import cli
+
+    with pytest.raises(SystemExit, match="0"):
+        cli.main(["train", "--help", "classification"])
+    assert "usage: zoo train classification" in capsys.readouterr().out
+    # --teacher=... is a teacher too: the task's own parser then says what else it needs (--out)
+    assert cli.main(["distill", "detection", "--teacher=frcnn-resnet56.fmnist-scenes", "--arch", "frcnn-resnet20"]) == 2
+    err = capsys.readouterr().err
+    assert "needs --teacher" not in err and "required: --out" in err

@@ -97,6 +97,8 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
         if key not in _LOADED:
             _LOADED[key] = load(key)
         model = _LOADED[key]
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
     adapter = get_adapter(model.card.task)
     samples = inputs is None
     if samples:

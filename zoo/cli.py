@@ -144,7 +144,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.task is None:
         args.parser.print_help()
         return 0 if args.help else 2
-    return get_adapter(args.task).cli(args.command, list(args.args))
+    return get_adapter(args.task).cli(args.command, ["--help"] if args.help else list(args.args))
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:

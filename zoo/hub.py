@@ -132,6 +132,17 @@ def read_card(directory: str | os.PathLike) -> ModelCard:
 
 
 # ---------------------------------------------------------------- save
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted, so that equal weights always give
+    equal bytes and an equal sha256 (the library writes its metadata map in no fixed order). The tensor
+    data and its offsets are unchanged; the header keeps its padding to 8 bytes."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 
 
@@ -157,6 +168,9 @@ def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard, *,
     or inf in its state is refused (ValueError), so a diverged run never gets a card.
     """
     model = unwrap(model)
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"zoo.save casts floating-point tensors to a floating-point dtype (float16, bfloat16, float32), "
+                         f"not {dtype}: integer weights would be truncated")
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -166,7 +180,8 @@ def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard, *,
                          + "; the training diverged (or the values overflow the dtype)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    blob = save_safetensors_bytes(state, metadata={"format": "pt", "kdzoo": __version__, "name": card.name})
+    blob = canonical_safetensors(save_safetensors_bytes(state, metadata={"format": "pt", "kdzoo": __version__,
+                                                                          "name": card.name}))
     atomic_write_bytes(directory / WEIGHTS_FILE, blob)
     ref = FileRef(WEIGHTS_FILE, hashlib.sha256(blob).hexdigest(), len(blob))
     card = replace(card, files=[ref] + [f for f in card.files if f.name != WEIGHTS_FILE])

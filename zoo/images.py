@@ -50,6 +50,8 @@ def read_image_file(path: str | os.PathLike) -> Any:
     try:
         image = Image.open(path)
         image.load()
+    except Image.DecompressionBombError as e:  # (a ValueError subclass only in some Pillow versions)
+        raise ValueError(f"{path} is too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL raises all three for broken files
         raise ValueError(f"{path} is not a readable image ({e})") from None
     return image
@@ -71,19 +73,26 @@ def _from_uint16(arr: np.ndarray) -> np.ndarray:
     return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v * 255 / 65535)
 
 
+OVERSHOOT = 0.25  # floats this far outside [0, 1] (bicubic resizing overshoots) are clipped, as a viewer does
+
+
 def _from_floats(arr: np.ndarray, what: str) -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{what} is empty")
     if not np.isfinite(arr).all():
         raise ValueError(f"{what} holds NaN or infinite values: float images must hold values in [0, 1]")
-    if arr.min() < 0 or arr.max() > 1:
-        raise ValueError(f"{what} holds floats from {float(arr.min()):.4g} to {float(arr.max()):.4g}: float images must "
-                         "hold values in [0, 1] (a normalised batch goes to the model directly, not through preprocessing)")
-    return np.rint(arr.astype(np.float64) * 255).astype(np.uint8)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -OVERSHOOT or hi > 1 + OVERSHOOT:
+        raise ValueError(f"{what} holds floats from {lo:.6g} to {hi:.6g}: float images hold values in [0, 1] (slightly "
+                         f"outside, within {OVERSHOOT}, is clipped). Values like these are usually an already normalised "
+                         "batch, which goes to the model directly, not through preprocessing")
+    return np.rint(np.clip(arr.astype(np.float64), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def _array_to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
     """uint8 (H, W) or (H, W, C) from an array of any numeric dtype (see the module's rules)."""
+    if arr.size == 0:
+        raise ValueError(f"{what} of shape {arr.shape} is empty")
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == np.bool_:
@@ -148,9 +157,13 @@ def to_uint8_array(item: Any) -> np.ndarray:
     if isinstance(item, torch.Tensor):
         if item.dim() not in (2, 3) or (item.dim() == 3 and item.shape[0] not in (1, 2, 3, 4)):
             raise ValueError(f"tensor images must be (C, H, W) with C in 1..4 or (H, W), got shape {tuple(item.shape)}")
+        if item.layout != torch.strided or item.device.type == "meta":
+            raise ValueError(f"a {item.layout} tensor on {item.device} is not an image; pass a dense tensor with data")
         t = item.detach().cpu()
-        item = (t.permute(1, 2, 0) if t.dim() == 3 else t).numpy()
         what = f"a {t.dtype} tensor"
+        if t.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16
+            t = t.float()
+        item = (t.permute(1, 2, 0) if t.dim() == 3 else t).numpy()
     elif isinstance(item, np.ndarray):
         what = f"a {item.dtype} array"
     elif isinstance(item, Image.Image):

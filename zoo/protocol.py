@@ -68,11 +68,14 @@ class ProtocolSpec:
         return [TWIN, *self.recipes]
 
     def slug(self) -> str:
-        """File stem of the results: ``twins-<dataset>-<teacher>-to-<student>``."""
+        """File stem of the results: ``twins-<dataset>-<teacher>-to-<student>-<recipes>`` (and the train
+        subset), so that protocol runs of other recipes or data never overwrite each other's tables."""
         def clean(s: str) -> str:
             return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-")
 
-        return f"twins-{clean(self.dataset)}-{clean(self.teacher)}-to-{clean(self.student)}"
+        subset = f"-first{self.train_subset}" if self.train_subset else ""
+        return (f"twins-{clean(self.dataset)}{subset}-{clean(self.teacher)}-to-{clean(self.student)}-"
+                + "-".join(clean(r) for r in self.recipes))
 
 
 @dataclass
@@ -101,6 +104,9 @@ class ProtocolTask(Protocol):
                  device: str | None) -> SeedResult | None:
         """Train (or resume) every arm of ``spec`` for ``seed`` in ``out_dir``; None when stopped at
         ``deadline`` (``time.monotonic()``). Arms must share data stream, schedule and step count."""
+
+    def validate(self, spec: ProtocolSpec) -> None:
+        """Raise ValueError for a spec this task cannot run (unknown recipe or teacher, bad settings)."""
 
     def publish(self, spec: ProtocolSpec, seed: int, arm: str, out_dir: Path, name: str, *,
                 baseline: dict[str, Any] | None, teacher: str | None, command: str, notes: str,
@@ -176,6 +182,9 @@ def markdown(spec: ProtocolSpec, summary: dict[str, ArmSummary], teacher_value: 
              f"spread {fmt(twin_spread(twin))} |"]
     for arm in spec.recipes:
         s = summary.get(arm)
+        if s is not None and not s.n and s.diverged:
+            lines.append(f"| {spec.student} | {arm} | **diverged in all {s.diverged} seed(s)** | - | - | no |")
+            continue
         if s is None or not s.n:
             lines.append(f"| {spec.student} | {arm} | (not run yet) | | | |")
             continue
@@ -210,6 +219,8 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
     """Train every seed of ``spec`` (resuming ``out`` where it stopped); returns the finished seeds.
 
     Raises ValueError when ``out`` holds a run of other settings (use a new folder)."""
+    if hasattr(task, "validate"):  # the task checks the spec (recipes, teacher, settings) before anything is written
+        task.validate(spec)
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "protocol.json"
     if spec_path.exists():

@@ -83,8 +83,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1 (got {self.epochs})")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            problems.append(f"epochs must be a whole number >= 1 (got {self.epochs!r})")
+        if self.warmup_epochs < 0:
+            problems.append(f"warmup_epochs must be >= 0 (got {self.warmup_epochs})")
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            problems.append(f"log_every and checkpoint_every must be >= 1 (got {self.log_every}, {self.checkpoint_every})")
         if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
             problems.append(f"batch_size ({self.batch_size}) must be a positive multiple of grad_accum ({self.grad_accum})")
         if self.lr <= 0:
