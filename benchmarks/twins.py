@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="run folder (resumed when it exists)")
     p.add_argument("--results", help="where the table goes (default: --out)")
     p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    p.add_argument("--only-seeds", type=int, nargs="+",
+                   help="train only these of --seeds in this process (seeds are independent: run several processes, "
+                        "e.g. OMP_NUM_THREADS=1 each, on one --out; a last call without it writes the whole table)")
     p.add_argument("--device")
     p.add_argument("--publish", action="store_true",
                    help="once every seed is done: publish the twin and each method that beats it (median seed)")
@@ -71,7 +74,7 @@ def _main(argv: list[str] | None = None) -> int:
     task = get_adapter(spec.task).protocol
     deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
     out = Path(args.out)
-    results = protocol.run(spec, task, out, deadline=deadline, device=args.device)
+    results = protocol.run(spec, task, out, deadline=deadline, device=args.device, only_seeds=args.only_seeds)
     line = settings_line(spec, results)
     table, summary = protocol.write_results(spec, task, results, Path(args.results or out), line)
     done = len(results) == len(spec.seeds)

@@ -121,6 +121,16 @@ def test_runs_resume_by_seed_and_refuse_other_settings(tmp_path):
         protocol.run(spec(settings={"epochs": 12}), task, tmp_path)
 
 
+def test_only_seeds_trains_just_those_and_reads_the_rest(tmp_path):
+    task, s = FakeTask(), spec()
+    done = protocol.run(s, task, tmp_path, only_seeds=[1])  # another process may be training 0 and 2
+    assert task.calls == [1] and [r.seed for r in done] == [1]
+    done = protocol.run(s, task, tmp_path, only_seeds=[0, 2])
+    assert task.calls == [1, 0, 2] and [r.seed for r in done] == [0, 1, 2]  # seed 1 read back
+    with pytest.raises(ValueError, match="not all among the run's seeds"):
+        protocol.run(s, task, tmp_path, only_seeds=[7])
+
+
 def test_twins_cli_runs_publishes_winners_only(tmp_path):
     """End to end on real Fashion-MNIST, tiny: 2 seeds, 1 epoch on 256 images (seconds)."""
     out, dest = tmp_path / "run", tmp_path / "zoo"

@@ -215,10 +215,14 @@ def _spec_record(spec: ProtocolSpec) -> dict[str, Any]:
 
 
 def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | None = None,
-        device: str | None = None) -> list[SeedResult]:
+        device: str | None = None, only_seeds: list[int] | None = None) -> list[SeedResult]:
     """Train every seed of ``spec`` (resuming ``out`` where it stopped); returns the finished seeds.
+    ``only_seeds`` trains just those (the others are read if finished): seeds are independent, so several
+    processes can share one run folder, each training its own seeds.
 
     Raises ValueError when ``out`` holds a run of other settings (use a new folder)."""
+    if only_seeds is not None and not set(only_seeds) <= set(spec.seeds):
+        raise ValueError(f"--only-seeds {only_seeds} are not all among the run's seeds {spec.seeds}")
     if hasattr(task, "validate"):  # the task checks the spec (recipes, teacher, settings) before anything is written
         task.validate(spec)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,6 +240,8 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
         done = out / f"seed-{seed}" / "result.json"
         if done.exists():
             results.append(SeedResult(**json.loads(done.read_text())))
+            continue
+        if only_seeds is not None and seed not in only_seeds:
             continue
         if deadline is not None and time.monotonic() >= deadline:
             break
