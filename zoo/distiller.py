@@ -45,6 +45,23 @@ class TermModule(nn.Module):
 
     min_batch: int = 1
 
+    # A term with an adversary (a critic or discriminator trained against the student) names the optimizer
+    # stage that trains it: the Distiller then steps that stage after the students' ("main"), with its
+    # own optimizer over `adversary_parameters`, on the same batch, and its loss from `adversary_loss`
+    # on the inputs the term saw in the main stage (detached). ``stage_lr_scale`` sets that optimizer's
+    # learning rate as a multiple of the schedule's. The term's own ``forward`` (the student's side) must
+    # not train the adversary (run it on detached parameters, e.g. with ``torch.func.functional_call``).
+    stage: str | None = None
+    stage_lr_scale: float = 1.0
+
+    def adversary_parameters(self) -> list[nn.Parameter]:
+        """The parameters the term's own stage trains (default: all of the term's)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def adversary_loss(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        """The adversary's loss on the term's (detached) inputs of the main stage."""
+        raise NotImplementedError(f"{type(self).__name__} names stage {self.stage!r} but defines no adversary_loss")
+
 
 class FunctionTerm(TermModule):
     """A pure loss function applied to the tapped inputs, optionally with labels."""
@@ -99,6 +116,16 @@ def _specs(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def _position(batch: dict[str, Any]) -> Any:
+    """Which micro-batch of the run ``batch`` is (the trainer's ``position``), else the batch's identity."""
+    return batch.get("position", id(batch))
+
+
+def _detached(values: list[Any]) -> list[Any]:
+    return [[v.detach() for v in x] if isinstance(x, list) else x.detach() if isinstance(x, torch.Tensor) else x
+            for x in values]
+
+
 def _features(output: Any) -> Any:
     """A tapped module's output, reduced to its main tensor where it returns a tuple or a dict."""
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
@@ -143,6 +170,7 @@ class Distiller(TrainModule):
         self._teacher_input_fns = [f if f is not None else (lambda x: x) for f in (teacher_inputs or [None] * len(teachers))]
         if len(self._teacher_input_fns) != len(teachers):
             raise ValueError(f"teacher_inputs gives {len(self._teacher_input_fns)} functions for {len(teachers)} teachers")
+        self._adversary_inputs: dict[tuple[str, Any], tuple[list[Any], list[Any]]] = {}
         probe = self._probe(example_batch)
         num_classes = probe[0][0]["logits"].shape[-1]
         self.terms = nn.ModuleDict()
@@ -231,11 +259,53 @@ class Distiller(TrainModule):
     @property
     def part_names(self) -> list[str]:
         """Names of the loss parts ``forward`` can return (the columns of the training log)."""
-        return (["task"] if self.recipe.task_weight else []) + [t.name for t in self.recipe.terms]
+        names = (["task"] if self.recipe.task_weight else []) + [t.name for t in self.recipe.terms]
+        if len(self.stages()) == 1:
+            return names
+        # with adversary stages the trainer logs each stage's parts as stage/part
+        return ["main/loss", *(f"main/{n}" for n in names),
+                *(f"{self.terms[t.name].stage}/{t.name}" for t in self._staged_terms())]
 
     def set_progress(self, step: int, total_steps: int) -> None:
         """Called by the trainer before each step: terms with start/stop read it."""
         self.progress = step / max(1, total_steps)
+        self._adversary_inputs.clear()  # what the last step's adversary stages read
+
+    # ------------------------------------------------------------------ optimizer stages (adversarial terms)
+    def _staged_terms(self) -> list[Term]:
+        return [t for t in self.recipe.terms if self.terms[t.name].stage is not None]
+
+    def stages(self) -> tuple[str, ...]:
+        """``main`` (the students and every other term module), then the stage of each term with an
+        adversary (`TermModule.stage`), in the recipe's order."""
+        names = ["main"]
+        for t in self._staged_terms():
+            stage = self.terms[t.name].stage
+            if stage in names:
+                raise ValueError(f"terms of recipe {self.recipe.name!r} share the optimizer stage {stage!r}")
+            names.append(stage)
+        return tuple(names)
+
+    def stage_parameters(self, stage: str) -> list[nn.Parameter]:
+        adversaries = {t.name: self.terms[t.name] for t in self._staged_terms()}
+        owned = {id(p) for m in adversaries.values() for p in m.adversary_parameters()}
+        if stage == "main":
+            return [p for p in self.parameters() if p.requires_grad and id(p) not in owned]
+        return next(m.adversary_parameters() for m in adversaries.values() if m.stage == stage)
+
+    def stage_lr_scale(self, stage: str) -> float:
+        return next((self.terms[t.name].stage_lr_scale for t in self._staged_terms()
+                     if self.terms[t.name].stage == stage), 1.0)
+
+    def _adversary_step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
+        term = next(t for t in self._staged_terms() if self.terms[t.name].stage == stage)
+        module = self.terms[term.name]
+        saved = self._adversary_inputs.get((term.name, _position(batch)))
+        if saved is None:  # the term is off (schedule) or its main stage did not run on this batch
+            zero = sum(p.sum() for p in module.adversary_parameters()) * 0.0
+            return {"loss": zero}
+        value = module.adversary_loss(saved[0], saved[1], batch)
+        return {"loss": value, term.name: value.detach()}
 
     # ------------------------------------------------------------------ the step
     def _needed_teachers(self) -> set[int]:
@@ -284,8 +354,12 @@ class Distiller(TrainModule):
             cache.put(batch, outputs)
         return outputs
 
-    def forward(self, batch: dict[str, Any], shared_teachers: dict[int, torch.Tensor] | None = None
-                ) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, Any], shared_teachers: dict[int, torch.Tensor] | None = None,
+                stage: str = "main") -> dict[str, torch.Tensor]:
+        """``{"loss": total, "task": ..., <term name>: ...}`` of the students' stage; with ``stage`` the name
+        of an adversarial term's stage, that adversary's loss on the inputs the main stage saw."""
+        if stage != "main":
+            return self._adversary_step(batch, stage)
         teacher_out = self.teacher_outputs(batch, shared_teachers)
         student_out = [self._run(s, tp, batch["inputs"]) for s, tp in zip(self.students, self._student_taps)]
         parts: dict[str, torch.Tensor] = {}
@@ -297,8 +371,10 @@ class Distiller(TrainModule):
         for term in self.recipe.terms:
             if not term.active(self.progress):
                 continue
-            value = self.terms[term.name](self._gather(term.student, student_out),
-                                          self._gather(term.teacher, teacher_out), batch)
+            student_in, teacher_in = self._gather(term.student, student_out), self._gather(term.teacher, teacher_out)
+            if self.terms[term.name].stage is not None:  # its adversary's stage reads these, detached
+                self._adversary_inputs[(term.name, _position(batch))] = (_detached(student_in), _detached(teacher_in))
+            value = self.terms[term.name](student_in, teacher_in, batch)
             parts[term.name] = value.detach()
             total = total + term.weight * term.ramp(self.progress) * value
         return {"loss": total, **parts}

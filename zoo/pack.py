@@ -43,6 +43,10 @@ class DistillerPack(TrainModule):
         bad = [name for name in members if not name or "/" in name or "." in name]
         if bad:
             raise ValueError(f"member names must be non-empty and contain no '/' or '.': {bad}")
+        staged = [name for name, m in members.items() if len(m.stages()) > 1]
+        if staged:
+            raise ValueError(f"members {staged} train an adversary in its own optimizer stage, which a pack does not "
+                             "step; distil them alone (zoo.distill)")
         self.members = nn.ModuleDict(dict(members))
         self.isolate_failures = isolate_failures
         # Step at which each member's loss became NaN/inf (-1: never). Part of the checkpoint, so a

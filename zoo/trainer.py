@@ -182,6 +182,11 @@ class TrainModule(nn.Module):
         """The parameters stage ``stage`` optimizes (default: every one that requires grad)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def stage_lr_scale(self, stage: str) -> float:
+        """Stage ``stage``'s learning rate as a multiple of the schedule's (default 1; e.g. a critic
+        stepped at 0.04x the student's rate, as SKD's discriminator is)."""
+        return 1.0
+
     def set_progress(self, step: int, total_steps: int) -> None:
         """Called before each optimizer step (term schedules read it)."""
 
@@ -454,6 +459,7 @@ def fit(
     stages = hooks.stages()
     staged = list(stages) != ["main"]
     optimizers = _optimizers(cfg, hooks, device)
+    lr_scales = {stage: float(hooks.stage_lr_scale(stage)) for stage in stages}
     amp_dtype = resolve_amp(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     train_module: nn.Module = module
@@ -577,9 +583,9 @@ def fit(
             while pos < steps_per_epoch and step < stop_at:
                 lr = lr_at(cfg, step, total_steps, steps_per_epoch)
                 hooks.set_progress(step, total_steps)  # e.g. the Distiller's term schedules
-                for opt in optimizers.values():
+                for stage_name, opt in optimizers.items():
                     for group in opt.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * lr_scales[stage_name]
                 gen = _generator(cfg.seed, 1_000_003, step)
                 global_idx = order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
                 # Loss parts are gathered (on the device) only for a step that is logged: on a GPU each
