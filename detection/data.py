@@ -9,6 +9,12 @@ bounding box after scaling. Model cards trained on it say so.
 
 Boxes are ``(x1, y1, x2, y2)`` in pixels, padded per image to a fixed count with label 0 (torchvision's
 detectors reserve 0 for the background), so that a batch is plain tensors the trainer can shard.
+
+The same generator writes each scene's exact per-pixel class mask (the segmentation task's data, see
+`zoo.segmentation.data`): a pixel belongs to an item where the item's alpha is at least
+``MASK_ALPHA`` (it shows more than the photograph under it), to the background (0) elsewhere; a later
+item covers an earlier one. Drawing the masks takes nothing from the random stream, so the scenes'
+images and boxes are the same with or without them.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ SCENE_SIZE = 96
 MAX_OBJECTS = 3
 OBJECT_SIZES = (20, 44)  # side of the pasted 28x28 item, in pixels
 SCENE_COUNTS = {"train": 4000, "test": 1000}
+MASK_ALPHA = 0.5  # an item's pixels in the mask: where its alpha (1.5 x its grey level, capped at 1) reaches this
 
 
 @dataclass
@@ -42,6 +49,7 @@ class DetectionDataset:
     classes: tuple[str, ...]  # class names of labels 1..C
     source: str = ""
     meta: dict = field(default_factory=dict)
+    masks: torch.Tensor | None = None  # uint8 (N, H, W): 0 background, 1..C the item's class (scenes only)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -119,7 +127,8 @@ def make_scenes(split: str = "train", count: int | None = None, seed: int = 0, s
     """Generate ``count`` scenes of 1..3 Fashion-MNIST items on crops of real photographs.
 
     Deterministic in (split, count, seed, size). Items overlap by at most IoU 0.2. An item's alpha is
-    its own grey level, so the cloth's texture shows, tinted by a random colour.
+    its own grey level, so the cloth's texture shows, tinted by a random colour. The dataset's ``masks``
+    hold every scene's class per pixel (``MASK_ALPHA``).
     """
     if split not in SCENE_COUNTS:
         raise ValueError(f"split must be one of {tuple(SCENE_COUNTS)}, got {split!r}")
@@ -132,6 +141,7 @@ def make_scenes(split: str = "train", count: int | None = None, seed: int = 0, s
     images = torch.empty(count, 3, size, size, dtype=torch.uint8)
     boxes = torch.zeros(count, MAX_OBJECTS, 4)
     labels = torch.zeros(count, MAX_OBJECTS, dtype=torch.long)
+    masks = torch.zeros(count, size, size, dtype=torch.uint8)
     for n in tqdm(range(count), desc=f"scenes/{split}", disable=not progress, leave=False):
         photo = photos[int(torch.randint(len(photos), (1,), generator=g))]
         y0 = int(torch.randint(photo.shape[1] - size + 1, (1,), generator=g))
@@ -162,10 +172,12 @@ def make_scenes(split: str = "train", count: int | None = None, seed: int = 0, s
             canvas[:, oy:oy + side, ox:ox + side] = patch * (1 - alpha) + colour * grey * alpha
             boxes[n, len(placed)] = box
             labels[n, len(placed)] = int(items.labels[item]) + 1
+            region = masks[n, oy:oy + side, ox:ox + side]
+            region[alpha >= MASK_ALPHA] = int(items.labels[item]) + 1
             placed.append(box)
         images[n] = (canvas * 255).round().to(torch.uint8)
     return DetectionDataset(SCENES, split, images, boxes, labels, FASHION_MNIST_CLASSES, items.source,
-                            _scene_meta(split, count, seed, size))
+                            _scene_meta(split, count, seed, size), masks)
 
 
 def _scene_meta(split: str, count: int, seed: int, size: int) -> dict:
@@ -181,7 +193,8 @@ def scenes_cache_path(split: str, count: int, seed: int, size: int) -> Path:
 
 def load_scenes(split: str = "train", count: int | None = None, seed: int = 0, size: int = SCENE_SIZE,
                 root: str | os.PathLike | None = None, cache: bool = True) -> DetectionDataset:
-    """`make_scenes`, cached as safetensors under ``$KDZOO_HOME/data`` (written atomically)."""
+    """`make_scenes`, cached as safetensors under ``$KDZOO_HOME/data`` (written atomically; a cache written
+    before scenes had masks is made again)."""
     from safetensors.torch import load_file, save
 
     from zoo.io import atomic_write_bytes
@@ -190,11 +203,13 @@ def load_scenes(split: str = "train", count: int | None = None, seed: int = 0, s
     path = scenes_cache_path(split, count, seed, size)
     if cache and path.exists():
         t = load_file(str(path))
-        return DetectionDataset(SCENES, split, t["images"], t["boxes"], t["labels"], FASHION_MNIST_CLASSES,
-                                str(path), _scene_meta(split, count, seed, size))
+        if "masks" in t:
+            return DetectionDataset(SCENES, split, t["images"], t["boxes"], t["labels"], FASHION_MNIST_CLASSES,
+                                    str(path), _scene_meta(split, count, seed, size), t["masks"])
     data = make_scenes(split, count, seed, size, root)
     if cache:
-        atomic_write_bytes(path, save({"images": data.images, "boxes": data.boxes, "labels": data.labels}))
+        atomic_write_bytes(path, save({"images": data.images, "boxes": data.boxes, "labels": data.labels,
+                                       "masks": data.masks}))
     return data
 
 

@@ -1,0 +1,161 @@
+"""The segmentation task adapter: LR-ASPP builders, masks from images, mIoU evaluation, and the data of runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.registry import ModelCard
+from zoo.tasks import TaskAdapter, bundled_samples, read_image
+
+from .data import IGNORE_INDEX, SCENES, SegmentationDataset, load_cityscapes, load_mask_folder, load_scenes, load_voc
+from .evaluate import evaluate
+from .models import TEACHERS, build_segmenter
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+SCENE_SPLITS = {"train": 4000, "test": 1000}
+
+
+class SegmentationPreprocessor:
+    """Image paths, PIL images, arrays or tensors -> float (N, 3, H, W) in [0, 1] at the card's input
+    size (the model normalises inside); ``sizes`` gives each input's original (H, W)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.height, self.width = size
+
+    def __repr__(self) -> str:
+        return f"SegmentationPreprocessor(size={(self.height, self.width)}, RGB, pixels / 255)"
+
+    def images(self, inputs: Any) -> list[torch.Tensor]:
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if not items:
+            raise ValueError("no inputs given")
+        return [read_image(x, 3) for x in items]
+
+    def __call__(self, inputs: Any) -> torch.Tensor:
+        return torch.stack([read_image(x, 3, (self.width, self.height)) for x in self.images(inputs)]).float() / 255.0
+
+
+def _folder_data(root: Path, train_subset: int | None) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """VOC (``ImageSets/Segmentation``), Cityscapes (``gtFine``) or ``{train,test}/{images,masks}`` +
+    ``classes.txt`` folders."""
+    if (root / "ImageSets" / "Segmentation").is_dir():
+        train, test = load_voc(root, "train"), load_voc(root, "val")
+    elif (root / "gtFine").is_dir():
+        train, test = load_cityscapes(root, "train"), load_cityscapes(root, "val")
+    else:
+        names = root / "classes.txt"
+        if not names.is_file():
+            raise FileNotFoundError(f"{root} is neither a VOC nor a Cityscapes root, and has no classes.txt (one class "
+                                    f"name per line, index 0 first) beside train/ and test/ image and mask folders")
+        classes = [c.strip() for c in names.read_text().splitlines() if c.strip()]
+        first = load_mask_folder(root / "train" / "images", root / "train" / "masks", classes, split="train",
+                                 name=str(root))
+        size = first.image_size[0] if first.image_size[0] == first.image_size[1] else None
+        train, test = first, load_mask_folder(root / "test" / "images", root / "test" / "masks", classes, split="test",
+                                              name=str(root), size=size)
+    return (train.subset(train_subset) if train_subset else train), test
+
+
+class SegmentationAdapter(TaskAdapter):
+    task = "segmentation"
+
+    # ------------------------------------------------------------------ models
+    def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
+        return build_segmenter(architecture, **config)
+
+    def preprocessor(self, card: ModelCard, directory: str | os.PathLike | None = None) -> Callable[[Any], Any]:
+        size = card.preprocessing.get("input_size", [3, 96, 96])
+        return SegmentationPreprocessor((int(size[1]), int(size[2])))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
+        """One dict per image: ``mask`` (uint8 tensor (H, W) of class indices at the image's own size),
+        ``classes`` ({name: fraction of the pixels}, largest first), and ``label`` / ``index`` /
+        ``score``: the largest class other than class 0 (the background) and its pixels' mean softmax
+        probability (class 0 when nothing else was found). ``top_k`` > 1 lists that many classes."""
+        pre = model.preprocess
+        labels = list(model.card.labels) or [str(i) for i in range(model.card.config.get("num_classes", 0))]
+        results = []
+        for image in pre.images(inputs):
+            h, w = image.shape[-2:]
+            x = F.interpolate(image[None].float() / 255.0, size=(pre.height, pre.width), mode="bilinear",
+                              align_corners=False, antialias=True)
+            logits = F.interpolate(model(x.to(next(model.parameters()).device)).float().cpu(), size=(h, w),
+                                   mode="bilinear", align_corners=False)
+            probs = logits.softmax(1)[0]
+            confidence, mask = probs.max(0)
+            counts = torch.bincount(mask.flatten(), minlength=probs.shape[0]).double() / mask.numel()
+            order = [int(c) for c in counts.argsort(descending=True) if counts[c] > 0]
+            found = [c for c in order if c != 0] or [0]
+            best = found[0]
+            classes = {labels[c]: round(float(counts[c]), 6) for c in order}
+            result = {"label": labels[best], "index": best,
+                      "score": round(float(confidence[mask == best].mean()), 6), "classes": classes,
+                      "mask": mask.to(torch.uint8)}
+            if top_k > 1:
+                result["top_k"] = [{"label": labels[c], "index": c, "fraction": round(float(counts[c]), 6)}
+                                   for c in order[:top_k]]
+            results.append(result)
+        return results
+
+    def describe(self, prediction: dict[str, Any]) -> str:
+        shown = [f"{name} {fraction * 100:.1f}%" for name, fraction in prediction["classes"].items()]
+        return f"mask {tuple(prediction['mask'].shape)}: " + ", ".join(shown)
+
+    def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+        if card.dataset == SCENES:
+            size = card.preprocessing.get("input_size", [3, 96, 96])[-1]
+            data = load_scenes(card.split, SCENE_SPLITS.get(card.split), 0, int(size), root=data_root)
+        elif os.path.isdir(card.dataset):
+            train, test = _folder_data(Path(card.dataset), None)
+            data = test if card.split == test.split else train
+        else:
+            raise ValueError(f"no loader for segmentation dataset {card.dataset!r} (known: {SCENES}, or a folder)")
+        return evaluate(model.to(device), data, device=device)
+
+    def sample_inputs(self, card: ModelCard) -> list[Any]:
+        """Bundled test scenes of the card's dataset (the default input of `zoo predict`)."""
+        return bundled_samples(SAMPLES_DIR, card.dataset)
+
+    # ------------------------------------------------------------------ runs (zoo.runner)
+    def task_loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Per-pixel cross-entropy of (N, C, H, W) logits against (N, H, W) masks, 255 ignored."""
+        return F.cross_entropy(logits.float(), batch["labels"], ignore_index=IGNORE_INDEX)
+
+    def datasets(self, data: Any = None, *, train_subset: int | None = None) -> tuple[Any, Any]:
+        """(train, test): ``None`` / ``"fmnist-scenes"`` the scenes (4,000 / 1,000), a folder path a VOC
+        root, a Cityscapes root or a ``{train,test}/{images,masks}`` folder with ``classes.txt``, or a
+        (train, test) pair of `SegmentationDataset`."""
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, SegmentationDataset) for d in data):
+            train, test = data
+            return (train.subset(train_subset) if train_subset else train), test
+        if data is None or data == SCENES:
+            train = load_scenes("train", SCENE_SPLITS["train"])
+            return (train.subset(train_subset) if train_subset else train), load_scenes("test", SCENE_SPLITS["test"])
+        if isinstance(data, (str, os.PathLike)) and Path(data).is_dir():
+            return _folder_data(Path(data), train_subset)
+        raise ValueError(f"unknown segmentation data {data!r}: use {SCENES!r}, a folder (VOC, Cityscapes, or "
+                         f"train/ and test/ with images/ and masks/ and classes.txt), or a (train, test) pair "
+                         f"of SegmentationDataset")
+
+    def build_student(self, architecture: str, train: Any) -> nn.Module:
+        """An untrained `Segmenter` for ``train``'s classes; the teacher architecture starts from its
+        ImageNet backbone."""
+        return build_segmenter(architecture, train.num_classes, pretrained_backbone=architecture in TEACHERS)
+
+    def evaluate_model(self, model: nn.Module, data: Any, *, device: Any = "cpu") -> dict[str, float]:
+        return {k: v for k, v in evaluate(model, data, device=device).items() if k != "iou"}
+
+    def card_fields(self, train: Any) -> dict[str, Any]:
+        return {"preprocessing": {"input_size": [3, *train.image_size], "scale": "pixels / 255",
+                                  "normalisation": "ImageNet mean and std, inside the model"},
+                "labels": list(train.classes)}
+
+
+ADAPTER = SegmentationAdapter()
