@@ -23,7 +23,7 @@ from zoo.tasks import get_adapter
 SHORT_NAMES = {"fashion-mnist": "fmnist"}
 
 
-def settings_line(spec: protocol.ProtocolSpec, results: list[protocol.SeedResult]) -> str:
+def settings_line(spec: protocol.ProtocolSpec, results: list[protocol.SeedResult], arms_note: str = "") -> str:
     s = spec.settings
     steps = {r.steps for r in results}
     walls = ", ".join(f"seed {r.seed}: {r.wall_seconds / 60:.0f} min" for r in results)
@@ -31,7 +31,7 @@ def settings_line(spec: protocol.ProtocolSpec, results: list[protocol.SeedResult
     return (f"{spec.dataset}" + (f" (first {spec.train_subset} training images)" if spec.train_subset else "")
             + f"; every arm: {', '.join(f'{k}={v}' for k, v in sorted(s.items()))}"
             + (f", {steps.pop()} optimizer steps" if len(steps) == 1 else "")
-            + f"; seeds {spec.seeds}; all arms of a seed trained as one pack (one teacher forward per step)"
+            + f"; seeds {spec.seeds}" + (f"; {arms_note}" if arms_note else "")
             + (f"; wall time per seed ({walls}) on {', '.join(hardware)}" if results else "") + ".")
 
 
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--student", required=True, help="student architecture (e.g. resnet8)")
     p.add_argument("--recipes", nargs="+", required=True, help="distillation recipes compared with the twin")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--dataset", help="the task's data set (default: the task's own, e.g. fashion-mnist)")
     p.add_argument("--train-subset", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="the shared budget: training settings of every arm (epochs, lr, warmup_epochs, ...)")
@@ -69,13 +69,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    spec = protocol.ProtocolSpec(args.task, args.teacher, args.student, args.recipes, args.seeds, args.dataset,
+    task = get_adapter(args.task).protocol
+    if task is None:
+        raise ValueError(f"task {args.task!r} has no twin-protocol plug-in")
+    dataset = args.dataset or getattr(task, "default_dataset", "fashion-mnist")
+    spec = protocol.ProtocolSpec(args.task, args.teacher, args.student, args.recipes, args.seeds, dataset,
                                  parse_overrides(args.set), args.train_subset)
-    task = get_adapter(spec.task).protocol
     deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
     out = Path(args.out)
     results = protocol.run(spec, task, out, deadline=deadline, device=args.device, only_seeds=args.only_seeds)
-    line = settings_line(spec, results)
+    line = settings_line(spec, results, getattr(task, "arms_note", ""))
     table, summary = protocol.write_results(spec, task, results, Path(args.results or out), line)
     done = len(results) == len(spec.seeds)
     print(f"{len(results)}/{len(spec.seeds)} seeds done" + (f"; table in {table}" if table.exists() else "; no table yet")

@@ -58,6 +58,8 @@ class ClassificationProtocol:
 
     metric = "top1"
     higher_is_better = True
+    default_dataset = "fashion-mnist"
+    arms_note = "all arms of a seed trained as one pack (one teacher forward per step)"
 
     def teacher_metric(self, spec: ProtocolSpec) -> float:
         import zoo

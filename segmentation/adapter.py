@@ -158,4 +158,12 @@ class SegmentationAdapter(TaskAdapter):
                 "labels": list(train.classes)}
 
 
+    @property
+    def protocol(self) -> Any:
+        """The twin protocol's plug-in: each arm a run of the generic run path (`zoo.protocol.RunnerProtocol`)."""
+        from zoo.protocol import RunnerProtocol
+
+        return RunnerProtocol(self, SCENES)
+
+
 ADAPTER = SegmentationAdapter()

@@ -127,6 +127,31 @@ def test_a_task_defined_outside_zoo_runs_through_the_api(toy_task, tmp_path):
     assert zoo.evaluate(tmp_path / "zoo" / "mlp4-kd.toy")["measured"] == pytest.approx(card.metrics, abs=1e-3)
 
 
+def test_a_runner_task_gets_the_twin_protocol(toy_task, tmp_path):
+    """`zoo.protocol.RunnerProtocol`: each arm its own run on the seed's data stream, resumable by arm,
+    a lower-is-better metric compared the right way round."""
+    import time
+
+    from zoo import protocol
+
+    zoo.train("toyreg", "mlp-64", out=tmp_path / "teacher", settings=FAST)
+    from zoo.tasks import get_adapter
+
+    plug = protocol.RunnerProtocol(get_adapter("toyreg"), "toy-lines")
+    assert plug.metric == "mse" and plug.higher_is_better is False
+    spec = protocol.ProtocolSpec("toyreg", str(tmp_path / "teacher"), "mlp-4", ["toyreg-kd"], [0, 1], "toy-lines",
+                                 {**FAST, "epochs": 5})
+    assert protocol.run(spec, plug, tmp_path / "tw", deadline=time.monotonic() - 1) == []  # stopped at once
+    results = protocol.run(spec, plug, tmp_path / "tw")
+    assert [r.seed for r in results] == [0, 1] and all(r.steps == 40 for r in results)
+    assert (tmp_path / "tw" / "seed-0" / "twin" / "README.md").exists()
+    assert results[0].metrics["twin"] != results[1].metrics["twin"]  # the seed reaches the arms
+    table, summary = protocol.write_results(spec, plug, results, tmp_path / "res")
+    assert summary["toyreg-kd"].gain == pytest.approx(summary["twin"].mean - summary["toyreg-kd"].mean)
+    with pytest.raises(ValueError, match="not toyreg ones"):
+        plug.validate(protocol.ProtocolSpec("toyreg", str(tmp_path / "teacher"), "mlp-4", ["kd"], [0, 1], "toy-lines"))
+
+
 def test_the_same_task_through_the_command_line(toy_task, tmp_path, capsys):
     sets = [a for k, v in FAST.items() for a in ("--set", f"{k}={str(v).lower()}")]
     assert cli.main(["train", "toyreg", "--arch", "mlp-32", "--out", str(tmp_path / "t"), *sets]) == 0

@@ -269,3 +269,94 @@ def write_results(spec: ProtocolSpec, task: ProtocolTask, results: list[SeedResu
               "summary": {k: asdict(v) for k, v in (summary or {}).items()}, "spread_rule": SPREAD}
     atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     return stem.with_suffix(".md"), summary
+
+
+class RunnerProtocol:
+    """The `ProtocolTask` of a task on the generic run path (`zoo.runner`: ``datasets``,
+    ``build_student``, ``evaluate_model``): each arm of a seed is a run of its own in
+    ``seed-<n>/<arm>``, trained one after another with the seed's settings. The trainer draws the data
+    order and the augmentation from the seed alone, so every arm sees the same batches for the same number
+    of optimizer steps; a stopped arm resumes where it stopped."""
+
+    arms_note = "the arms of a seed trained one after another on the same batches (same seed)"
+
+    def __init__(self, adapter: Any, dataset: str) -> None:
+        from .tasks import task_spec
+
+        self.adapter = adapter
+        self.default_dataset = dataset
+        info = task_spec(adapter.task).headline
+        self.metric, self.higher_is_better = info.name, info.higher_is_better
+
+    def _teacher_card(self, spec: ProtocolSpec) -> Any:
+        import zoo
+
+        card = zoo.card(spec.teacher)
+        if card.task != self.adapter.task:
+            raise ValueError(f"teacher {card.name!r} is a {card.task} model, not a {self.adapter.task} one")
+        return card
+
+    def teacher_metric(self, spec: ProtocolSpec) -> float:
+        card = self._teacher_card(spec)
+        if card.dataset != spec.dataset or card.split != "test":
+            raise ValueError(f"teacher {card.name!r} was measured on {card.dataset}/{card.split}, not on the "
+                             f"{spec.dataset} test split the arms are evaluated on")
+        return card.metrics[self.metric]
+
+    def validate(self, spec: ProtocolSpec) -> None:
+        from .recipes import get_recipe, override
+        from .trainer import TrainConfig
+
+        for name in spec.recipes:
+            recipe = get_recipe(name)
+            if recipe.task != self.adapter.task:
+                raise ValueError(f"recipe {name!r} is for {recipe.task} models, not {self.adapter.task} ones")
+            if recipe.teachers != 1 or recipe.cohort != 1:
+                raise ValueError(f"recipe {name!r} does not distil one student from one teacher; the protocol "
+                                 "compares such students with their twin")
+            override(recipe, TrainConfig(), dict(spec.settings))  # unknown keys and bad values
+        self._teacher_card(spec)
+
+    def _settings(self, spec: ProtocolSpec, seed: int) -> dict[str, Any]:
+        return {**spec.settings, "seed": seed, "progress": False}
+
+    def run_seed(self, spec: ProtocolSpec, seed: int, out_dir: Path, deadline: float | None,
+                 device: str | None) -> SeedResult | None:
+        from .metrics import hardware_description
+        from .runner import distill
+        from .trainer import STATE_FILE
+
+        metrics, history, steps, wall = {}, {}, set(), 0.0
+        for arm in spec.arms:
+            run_dir = out_dir / arm
+            from .hub import CARD_FILE, read_card
+
+            finished = (run_dir / CARD_FILE).exists()  # the card is written last, once the run finished
+            t0 = time.perf_counter()
+            if not finished:
+                run = distill(self.adapter, None if arm == TWIN else spec.teacher, spec.student,
+                              None if arm == TWIN else arm, data=spec.dataset, out=run_dir,
+                              settings=self._settings(spec, seed), train_subset=spec.train_subset,
+                              resume=(run_dir / STATE_FILE).exists(), device=device, deadline=deadline)
+                if not run.finished:
+                    print(f"seed {seed}: {arm} stopped (time budget); run again to resume", flush=True)
+                    return None
+            card = read_card(run_dir)
+            metrics[arm] = card.metrics[self.metric]
+            history[arm] = [{k: h[k] for k in ("epoch", "step", self.metric) if k in h}
+                            for h in card.extra.get("history", [])]
+            steps |= {h["step"] for h in card.extra.get("history", [])[-1:]}
+            wall += card.training.wall_time_s if card.training else time.perf_counter() - t0
+        if len(steps) > 1:
+            raise RuntimeError(f"seed {seed}: the arms took different numbers of steps {sorted(steps)}")
+        print(f"seed {seed}: " + ", ".join(f"{a}={v:.4f}" for a, v in metrics.items()), flush=True)
+        return SeedResult(seed, metrics, steps.pop() if steps else 0, round(wall, 1), hardware_description(device),
+                          history)
+
+    def publish(self, spec: ProtocolSpec, seed: int, arm: str, out_dir: Path, name: str, *,
+                baseline: dict[str, Any] | None, teacher: str | None, command: str, notes: str,
+                description: str, dest: Path | None) -> Any:
+        from .publish import publish
+
+        return publish(out_dir / arm, name, dest_root=dest, command=command, notes=notes, description=description,
+                       baseline=baseline)

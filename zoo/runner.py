@@ -126,11 +126,12 @@ def reproduce_command(task: str, identity: dict[str, Any], settings: dict[str, A
 
 def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, data: Any = None,
             out: str | os.PathLike, settings: dict[str, Any] | None = None, train_subset: int | None = None,
-            resume: bool = False, device: str | None = None) -> Any:
+            resume: bool = False, device: str | None = None, deadline: float | None = None) -> Any:
     """Train ``student`` (an architecture of the task) with ``recipe`` (None: the task loss only) from
     ``teacher`` (zoo names, folders or modules; a list for several), on ``data`` (the task's default
     when None); the run folder ``out`` receives checkpoints, logs, ``run.json`` and, once finished, the
-    student with its measured card. Returns a `zoo.api.DistillRun`.
+    student with its measured card. ``deadline`` (``time.monotonic()``) stops resumably. Returns a
+    `zoo.api.DistillRun`.
 
     Raises ValueError for a recipe of another task, a wrong number of teachers, or (with ``resume``) a
     run started otherwise (`zoo.runs`)."""
@@ -173,7 +174,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     started = time.perf_counter()
     try:
         result = fit(distiller, train, cfg, out, evaluate=lambda: adapter.evaluate_model(students[0], test, device=dev),
-                     resume=resume, device=dev)
+                     resume=resume, device=dev, deadline=deadline)
     finally:
         distiller.close()
     model = students[0].to("cpu").eval()
