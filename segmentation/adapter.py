@@ -12,7 +12,8 @@ from torch import nn
 from zoo.registry import ModelCard
 from zoo.tasks import TaskAdapter, bundled_samples, read_image
 
-from .data import IGNORE_INDEX, SCENES, SegmentationDataset, load_cityscapes, load_mask_folder, load_scenes, load_voc
+from .data import (IGNORE_INDEX, NUCLEI, SCENES, SegmentationDataset, load_cityscapes, load_mask_folder, load_nuclei,
+                   load_scenes, load_voc)
 from .evaluate import evaluate
 from .models import TEACHERS, build_segmenter
 
@@ -112,11 +113,13 @@ class SegmentationAdapter(TaskAdapter):
         if card.dataset == SCENES:
             size = card.preprocessing.get("input_size", [3, 96, 96])[-1]
             data = load_scenes(card.split, SCENE_SPLITS.get(card.split), 0, int(size), root=data_root)
+        elif card.dataset == NUCLEI:
+            data = load_nuclei(card.split, int(card.preprocessing.get("input_size", [3, 64, 64])[-1]))
         elif os.path.isdir(card.dataset):
             train, test = _folder_data(Path(card.dataset), None)
             data = test if card.split == test.split else train
         else:
-            raise ValueError(f"no loader for segmentation dataset {card.dataset!r} (known: {SCENES}, or a folder)")
+            raise ValueError(f"no loader for segmentation dataset {card.dataset!r} (known: {SCENES}, {NUCLEI}, or a folder)")
         return evaluate(model.to(device), data, device=device)
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:
@@ -129,7 +132,8 @@ class SegmentationAdapter(TaskAdapter):
         return F.cross_entropy(logits.float(), batch["labels"], ignore_index=IGNORE_INDEX)
 
     def datasets(self, data: Any = None, *, train_subset: int | None = None) -> tuple[Any, Any]:
-        """(train, test): ``None`` / ``"fmnist-scenes"`` the scenes (4,000 / 1,000), a folder path a VOC
+        """(train, test): ``None`` / ``"fmnist-scenes"`` the scenes (4,000 / 1,000), ``"stardist-nuclei"`` the
+        real nuclei tiles (48 / 16), a folder path a VOC
         root, a Cityscapes root or a ``{train,test}/{images,masks}`` folder with ``classes.txt``, or a
         (train, test) pair of `SegmentationDataset`."""
         if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, SegmentationDataset) for d in data):
@@ -138,9 +142,12 @@ class SegmentationAdapter(TaskAdapter):
         if data is None or data == SCENES:
             train = load_scenes("train", SCENE_SPLITS["train"])
             return (train.subset(train_subset) if train_subset else train), load_scenes("test", SCENE_SPLITS["test"])
+        if data == NUCLEI:
+            train = load_nuclei("train")
+            return (train.subset(train_subset) if train_subset else train), load_nuclei("test")
         if isinstance(data, (str, os.PathLike)) and Path(data).is_dir():
             return _folder_data(Path(data), train_subset)
-        raise ValueError(f"unknown segmentation data {data!r}: use {SCENES!r}, a folder (VOC, Cityscapes, or "
+        raise ValueError(f"unknown segmentation data {data!r}: use {SCENES!r}, {NUCLEI!r}, a folder (VOC, Cityscapes, or "
                          f"train/ and test/ with images/ and masks/ and classes.txt), or a (train, test) pair "
                          f"of SegmentationDataset")
 
@@ -153,9 +160,12 @@ class SegmentationAdapter(TaskAdapter):
         return {k: v for k, v in evaluate(model, data, device=device).items() if k != "iou"}
 
     def card_fields(self, train: Any) -> dict[str, Any]:
-        return {"preprocessing": {"input_size": [3, *train.image_size], "scale": "pixels / 255",
-                                  "normalisation": "ImageNet mean and std, inside the model"},
-                "labels": list(train.classes)}
+        fields = {"preprocessing": {"input_size": [3, *train.image_size], "scale": "pixels / 255",
+                                    "normalisation": "ImageNet mean and std, inside the model"},
+                  "labels": list(train.classes)}
+        if train.meta.get("license"):
+            fields["extra"] = {"data_license": train.meta["license"]}
+        return fields
 
 
     @property

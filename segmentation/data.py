@@ -25,6 +25,10 @@ from zoo.classification.data import FASHION_MNIST_CLASSES, DataNotFoundError
 
 IGNORE_INDEX = 255
 SCENES = "fmnist-scenes"
+NUCLEI = "stardist-nuclei"
+NUCLEI_CLASSES = ("background", "nucleus")
+NUCLEI_LICENSE = ("BSD-3-Clause: the 2-D example image and its labels shipped in the PyPI package stardist 0.9.2 "
+                  "(stardist/data/images/img2d.tif, mask2d.tif)")
 SCENE_CLASSES = ("background", *FASHION_MNIST_CLASSES)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -245,3 +249,39 @@ def load_cityscapes(root: str | os.PathLike, split: str = "val", *, size: int | 
             raise DataNotFoundError(f"{m} has no image {image}")
         pairs.append((image, m))
     return load_pairs(pairs, CITYSCAPES_CLASSES, size=size, name="cityscapes", split=split, source=str(root))
+
+
+def _stardist_images() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("stardist")  # located, not imported (stardist imports TensorFlow)
+    folder = Path(spec.origin).parent / "data" / "images" if spec is not None and spec.origin else None
+    if folder is None or not (folder / "img2d.tif").is_file():
+        raise DataNotFoundError("the nuclei image comes with the PyPI package stardist: pip install --no-deps "
+                                "stardist==0.9.2 (scripts/setup.sh does; only its data files are read)")
+    return folder
+
+
+def load_nuclei(split: str = "train", tile: int = 64) -> SegmentationDataset:
+    """A real-mask check: the labelled fluorescence-nuclei image shipped with stardist (512 x 512, 125
+    nuclei; ``NUCLEI_LICENSE``), cut into ``tile`` x ``tile`` tiles, nucleus vs background. The left three
+    quarters of the image are the train split (48 tiles of 64 px), the right quarter the test split (16).
+    The grey image is scaled to 0..255 by its own minimum and maximum and repeated to RGB."""
+    from PIL import Image
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, got {split!r}")
+    folder = _stardist_images()
+    image = np.asarray(Image.open(folder / "img2d.tif")).astype(np.float64)
+    labels = np.asarray(Image.open(folder / "mask2d.tif"))
+    if image.shape != labels.shape or 512 % tile:
+        raise ValueError(f"unexpected nuclei files: image {image.shape}, mask {labels.shape}, tile {tile}")
+    grey = np.round(255 * (image - image.min()) / max(1e-9, image.max() - image.min())).astype(np.uint8)
+    mask = (labels > 0).astype(np.uint8)
+    cut = 512 * 3 // 4
+    columns = range(0, cut, tile) if split == "train" else range(cut, 512, tile)
+    tiles = [(y, x) for y in range(0, 512, tile) for x in columns]
+    images = torch.stack([torch.from_numpy(grey[y:y + tile, x:x + tile].copy()).expand(3, tile, tile) for y, x in tiles])
+    masks = torch.stack([torch.from_numpy(mask[y:y + tile, x:x + tile].copy()) for y, x in tiles])
+    return SegmentationDataset(NUCLEI, split, images.contiguous(), masks, NUCLEI_CLASSES, str(folder),
+                               {"tile": tile, "count": len(tiles), "license": NUCLEI_LICENSE})

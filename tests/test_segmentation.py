@@ -270,3 +270,17 @@ def test_load_predict_and_eval_a_trained_run(tmp_path):
     assert sum(pred["classes"].values()) == pytest.approx(1.0, abs=1e-5)
     assert len(pred["top_k"]) <= 3 and pred["label"] in model.card.labels
     assert model.card.dataset == "fmnist-scenes" and model.card.labels[0] == "background"
+
+
+def test_real_nuclei_masks_load_with_their_license():
+    from zoo.segmentation.adapter import ADAPTER
+    from zoo.segmentation.data import NUCLEI_LICENSE, load_nuclei
+
+    train, test = ADAPTER.datasets("stardist-nuclei")
+    assert train.images.shape == (48, 3, 64, 64) and test.images.shape == (16, 3, 64, 64)
+    assert set(train.masks.unique().tolist()) == {0, 1} and 0.1 < float(test.masks.float().mean()) < 0.4
+    assert not any(torch.equal(a, b) for a in test.images[:4] for b in train.images)  # other tiles
+    assert ADAPTER.card_fields(train)["extra"]["data_license"] == NUCLEI_LICENSE
+    assert load_nuclei("test", tile=128).images.shape == (4, 3, 128, 128)
+    with pytest.raises(ValueError, match="split"):
+        load_nuclei("val")
