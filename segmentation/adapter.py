@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +20,21 @@ from .models import TEACHERS, build_segmenter
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 SCENE_SPLITS = {"train": 4000, "test": 1000}
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """Pascal VOC's colour map, (n, 3) uint8: class k's colour spreads the bits of k over R, G and B
+    from the most significant bit down (class 0 black, 1 dark red, 2 dark green, ...)."""
+    palette = np.zeros((n, 3), np.uint8)
+    for k in range(n):
+        c, r, g, b = k, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette[k] = (r, g, b)
+    return palette
 
 
 class SegmentationPreprocessor:
@@ -103,6 +119,34 @@ class SegmentationAdapter(TaskAdapter):
                                    for c in order[:top_k]]
             results.append(result)
         return results
+
+    def save_prediction(self, prediction: dict[str, Any], source: Any, directory: Path) -> list[Path]:
+        """``<name>.mask.png`` (the class indices as a palette PNG: an index mask that also shows in
+        colour, VOC's palette) and ``<name>.overlay.png`` (the image with the classes' colours at 50%
+        over every pixel not of class 0), ``<name>`` being the input file's stem (``input`` otherwise)."""
+        import io
+
+        from PIL import Image
+
+        from zoo.io import atomic_write_bytes
+
+        mask = prediction["mask"].numpy()
+        palette = voc_palette()
+        stem = Path(source).stem if isinstance(source, (str, os.PathLike)) else "input"
+        image = read_image(source, 3).permute(1, 2, 0).numpy().astype(np.float32)
+        colours = palette.reshape(-1, 3)[mask].astype(np.float32)
+        blend = np.where((mask > 0)[..., None], 0.5 * image + 0.5 * colours, image)
+        written = []
+        for suffix, picture in (("mask", Image.fromarray(mask, mode="P")),
+                                ("overlay", Image.fromarray(blend.round().astype(np.uint8)))):
+            if suffix == "mask":
+                picture.putpalette(palette.flatten().tolist())
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            path = Path(directory) / f"{stem}.{suffix}.png"
+            atomic_write_bytes(path, buffer.getvalue())
+            written.append(path)
+        return written
 
     def describe(self, prediction: dict[str, Any]) -> str:
         shown = [f"{name} {fraction * 100:.1f}%" for name, fraction in prediction["classes"].items()]

@@ -251,7 +251,7 @@ def test_skd_trains_its_critic_in_its_own_stage_and_resumes(tmp_path):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), k
 
 
-def test_load_predict_and_eval_a_trained_run(tmp_path):
+def test_load_predict_and_save_a_trained_run(tmp_path, capsys):
     """A tiny trained run loads with zoo.load and predicts masks at the input's own size."""
     from PIL import Image
 
@@ -270,6 +270,26 @@ def test_load_predict_and_eval_a_trained_run(tmp_path):
     assert sum(pred["classes"].values()) == pytest.approx(1.0, abs=1e-5)
     assert len(pred["top_k"]) <= 3 and pred["label"] in model.card.labels
     assert model.card.dataset == "fmnist-scenes" and model.card.labels[0] == "background"
+
+    # zoo predict --save: the mask (a palette PNG holding the indices) and an overlay; --json holds the mask
+    import json
+
+    from zoo.cli import main
+    from zoo.segmentation.data import read_mask
+
+    assert main(["predict", str(tmp_path / "run"), str(path), "--save", str(tmp_path / "out"), "--json"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["predictions"]
+    saved = read_mask(tmp_path / "out" / "odd.mask.png")
+    assert np.array_equal(saved, pred["mask"].numpy()) and np.array_equal(np.array(shown["mask"]), saved)
+    assert Image.open(tmp_path / "out" / "odd.overlay.png").size == (70, 50)
+    assert shown["saved"] == [str(tmp_path / "out" / "odd.mask.png"), str(tmp_path / "out" / "odd.overlay.png")]
+
+
+def test_predict_save_is_refused_where_a_task_renders_nothing(tmp_path, capsys):
+    from zoo.cli import main
+
+    assert main(["predict", "resnet20.fmnist", "--save", str(tmp_path)]) == 2
+    assert "does not save predictions" in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 
 def test_real_nuclei_masks_load_with_their_license():

@@ -30,8 +30,15 @@ LIST_FIELDS = ("name", "aliases", "task", "architecture", "method", "dataset", "
                "flops", "latency_ms", "teacher", "source", "metrics_source", "baseline")
 
 
+def _jsonable(value: Any) -> Any:
+    """Tensors and arrays in predictions (e.g. a segmentation mask) as nested lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2))
+    print(json.dumps(obj, indent=2, default=_jsonable))
 
 
 def _fmt_num(n: int | None) -> str:
@@ -85,15 +92,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model = zoo.load(args.name)
     from .tasks import get_adapter
 
-    inputs = args.inputs or get_adapter(model.card.task).sample_inputs(model.card)
+    adapter = get_adapter(model.card.task)
+    inputs = args.inputs or adapter.sample_inputs(model.card)
     results = zoo.predict(model, list(inputs), top_k=args.top_k)
+    if args.save:  # the task renders each prediction into files (masks, overlays, ...)
+        for i, r in zip(inputs, results):
+            r["saved"] = [str(p) for p in adapter.save_prediction(r, i, Path(args.save))]
     if args.json:
         _print_json({"schema_version": JSON_SCHEMA_VERSION, "name": model.card.name,
                      "predictions": [{"input": str(i), **r} for i, r in zip(inputs, results)]})
     else:
-        adapter = get_adapter(model.card.task)
         for i, r in zip(inputs, results):
-            print(f"{i}: {adapter.describe(r)}")
+            print(f"{i}: {adapter.describe(r)}" + (f" -> {', '.join(r['saved'])}" if r.get("saved") else ""))
     return 0
 
 
@@ -183,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="*", help="inputs as the task takes them (image files, texts, ...)")
     pr.add_argument("--top-k", type=int, default=1)
     pr.add_argument("--json", action="store_true")
+    pr.add_argument("--save", metavar="DIR", help="write each prediction as files into DIR (segmentation: the mask "
+                                                  "and a colour overlay PNG), where the task renders predictions")
     pr.set_defaults(func=_cmd_predict)
 
     ev = sub.add_parser("eval", help="re-measure a card's metrics with kdzoo's eval on its dataset split")
@@ -229,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as e:  # a diverged run: the message says how to resume it
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, KeyError, ConnectionError, TypeError, ImportError) as e:
+    except (ValueError, FileNotFoundError, KeyError, ConnectionError, TypeError, ImportError, NotImplementedError) as e:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `zoo list | head`: the reader has gone; not an error of ours

@@ -124,6 +124,11 @@ class TaskAdapter:
         """The inputs `zoo predict` uses when given none."""
         raise NotImplementedError(f"task {self.task!r} ships no sample inputs; pass inputs")
 
+    def save_prediction(self, prediction: dict[str, Any], source: Any, directory: Path) -> list[Path]:
+        """Render ``prediction`` of input ``source`` into files in ``directory`` (`zoo predict --save`);
+        returns the paths written. Raises NotImplementedError for a task that renders nothing."""
+        raise NotImplementedError(f"task {self.task!r} does not save predictions as files; drop --save")
+
     def describe(self, prediction: dict[str, Any]) -> str:
         """One line for `zoo predict`'s text output."""
         ranked = prediction.get("top_k") or [{"label": prediction["label"], "score": prediction["score"]}]
