@@ -313,13 +313,13 @@ def test_the_committed_detection_results_are_in_the_readme_and_match_the_bundled
     md = (root / "benchmarks" / "results" / "detection-fmnist-scenes.md").read_text(encoding="utf-8")
     assert md.strip() in (root / "README.md").read_text(encoding="utf-8"), "stale: copy the results .md into README.md"
     results = json.loads((root / "benchmarks" / "results" / "detection-fmnist-scenes.json").read_text(encoding="utf-8"))
-    names = {"teacher": "frcnn-resnet56.fmnist-scenes", "student": "frcnn-resnet20.fmnist-scenes",
-             "chen2017": "frcnn-resnet20-chen2017.fmnist-scenes"}
+    names = {"teacher": "frcnn-resnet56.fmnist-scenes", "student": "frcnn-resnet20.fmnist-scenes"}
     for role, name in names.items():
         card = zoo.card(name)
         row = results["rows"][role]
         assert card.method == row["method"] and card.params == row["params"]
         assert card.extra["bbox_mAP_fp32"] == row["metrics"]["bbox_mAP"]  # shipped from that very run
         assert abs(card.metrics["bbox_mAP"] - row["metrics"]["bbox_mAP"]) < 0.003  # fp16 cast, re-measured
-    kd = zoo.card(names["chen2017"])
-    assert kd.teacher.name == names["teacher"] and kd.extra["chen2017"]["gamma"] == 0.5
+    # the distilled student is below its plain twin: a benchmark row, not a zoo entry
+    assert results["rows"]["chen2017"]["metrics"]["bbox_mAP"] < results["rows"]["student"]["metrics"]["bbox_mAP"]
+    assert "frcnn-resnet20-chen2017.fmnist-scenes" not in {c.name for c in zoo.list_models()}

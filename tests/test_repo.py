@@ -18,7 +18,7 @@ from zoo.tasks import task_spec
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = hub.discover_bundled()
 EXPECTED = {"resnet20.fmnist", "resnet32.fmnist", "resnet56.fmnist", "tinybert-kd", "frcnn-resnet56.fmnist-scenes",
-            "frcnn-resnet20.fmnist-scenes", "frcnn-resnet20-chen2017.fmnist-scenes"}
+            "frcnn-resnet20.fmnist-scenes"}
 
 
 def test_the_bundled_zoo_has_the_fashion_mnist_resnets_tinybert_and_the_detectors():

@@ -75,13 +75,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 PUBLISHED_TABLES = sorted(p.stem for p in RESULTS.glob("table1-*.csv"))
 
 
-def test_both_table_variants_and_their_students_are_published():
+def test_both_table_variants_are_benchmarks_not_zoo_entries():
+    """Table 1's students did not beat their plain twin (reduced budget, a teacher barely ahead): the tables
+    stay as benchmarks, and their students left the zoo (the twin protocol's students replace them)."""
     import zoo
 
     assert PUBLISHED_TABLES == ["table1-fmnist", "table1-fmnist-teacher-resnet56-fmnist"]
-    cards = [c for c in zoo.list_models() if "table1" in c.extra]
-    assert {c.extra["table1"]["method"] for c in cards} >= {"takd_assistant"} and len(cards) >= 3
-    assert all(c.extra["table1"].get("table", "table1-fmnist") in PUBLISHED_TABLES for c in cards)
+    assert not [c.name for c in zoo.list_models() if "table1" in c.extra and c.method != "plain"]
 
 
 @pytest.mark.parametrize("stem", PUBLISHED_TABLES)

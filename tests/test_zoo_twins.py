@@ -1,0 +1,47 @@
+"""Every distilled entry of the zoo beats its plain twin (the twin protocol, `zoo.protocol`).
+
+A distilled entry (method other than ``plain``) must carry a ``baseline``: its twin trained on the same budget
+and seeds, and the protocol table it comes from. Its headline metric must be above the twin's mean, and the
+table must say the method beats the twin (its mean gain over the seeds exceeds the twin's seed spread).
+Negative results belong in the README and ``benchmarks/results``, not in the zoo.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zoo import hub
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = hub.discover_bundled()
+DISTILLED = [c for c in BUNDLED if c.method != "plain"]
+
+# Entries made before the protocol that are still to be re-made under it, each with the reason it is still
+# shipped. This list may only shrink; a new distilled entry must come from the protocol.
+NOT_YET_REMADE = {
+    "tinybert-kd": "the README's main command loads it; its re-make needs the text teacher fine-tuned fully "
+                   "(issue 14, text part), and until then it is 74.53% against its no-KD twin's 75.72% (README, NLP)",
+}
+
+
+def test_the_exceptions_are_real_and_few():
+    names = {c.name for c in DISTILLED}
+    assert set(NOT_YET_REMADE) <= names, "an exception that is no longer in the zoo: remove it from NOT_YET_REMADE"
+    assert len(NOT_YET_REMADE) <= 1
+
+
+@pytest.mark.parametrize("card", [c for c in DISTILLED if c.name not in NOT_YET_REMADE], ids=lambda c: c.name)
+def test_a_distilled_entry_beats_its_twin(card):
+    assert card.baseline, f"{card.name} is distilled but records no plain twin (baseline); publish it through the protocol"
+    gain = card.gain_over_baseline()
+    twin = card.baseline["metrics"][card.headline]
+    assert gain is not None and gain > 0, f"{card.name}: {card.headline} is not above its twin's mean {twin['mean']}"
+    table = ROOT / Path(card.baseline["table"]).with_suffix(".json")
+    summary = json.loads(table.read_text())["summary"]
+    assert summary[card.method]["beats_twin"], f"{card.name}: the protocol table {table.name} says it does not beat its twin"
+    assert summary[card.method]["gain"] > twin["spread"]
+    if card.baseline.get("name"):  # the twin is an entry: it is the same architecture, trained plain
+        twin_card = next(c for c in BUNDLED if c.name == card.baseline["name"])
+        assert twin_card.method == "plain" and twin_card.architecture == card.architecture
