@@ -304,3 +304,24 @@ def test_real_nuclei_masks_load_with_their_license():
     assert load_nuclei("test", tile=128).images.shape == (4, 3, 128, 128)
     with pytest.raises(ValueError, match="split"):
         load_nuclei("val")
+
+
+@pytest.mark.slow
+def test_the_segmentation_benchmark_end_to_end(tmp_path):
+    """benchmarks/segmentation_kd.py at toy size: teacher, protocol table over two seeds, the figure (~90 s)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "segmentation_kd.py"
+    spec = importlib.util.spec_from_file_location("segmentation_kd", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--out", str(tmp_path / "run"), "--results", str(tmp_path / "res"), "--train-subset", "16",
+            "--teacher-set", "epochs=1", "--teacher-set", "batch_size=8", "--set", "epochs=1", "--set", "batch_size=8",
+            "--seeds", "0", "1", "--recipes", "cwd", "skd"]
+    assert bench.main(args) == 0
+    (table,) = (tmp_path / "res").glob("twins-*.json")
+    record = json.loads(table.read_text())
+    assert len(record["seeds"]) == 2 and set(record["summary"]) == {"twin", "cwd", "skd"}
+    assert (tmp_path / "res" / "segmentation-fmnist-scenes.png").stat().st_size > 10_000

@@ -1,0 +1,165 @@
+"""Segmentation distillation under the twin protocol: teacher, plain twin, SKD and CWD students, one table.
+
+    python benchmarks/segmentation_kd.py --out runs/seg --results benchmarks/results --time-budget 120
+    # the same command again resumes where it stopped (teacher first, then seed after seed);
+    # add --publish once it has finished to put the teacher, the twin and every winner in the zoo
+
+1. The teacher, ``lraspp-mobilenetv2`` on torchvision's ImageNet MobileNetV2, is fine-tuned on the scenes
+   (``--teacher-set``), resumably, in ``OUT/teacher``.
+2. `benchmarks/twins.py` (the twin protocol, `zoo.protocol.RunnerProtocol`) trains the plain twin and
+   each recipe's student (``--recipes``) for every seed on one budget (``--set``) and writes
+   ``twins-<data>-...{md,json}`` in ``--results``.
+3. Once every seed is done: a figure of a few test scenes (image, ground truth, teacher, twin, each
+   recipe's median-seed student) in ``--results/segmentation-<data>.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.cli import parse_overrides
+from zoo.tasks import get_adapter
+
+HERE = Path(__file__).resolve().parent
+TEACHER_SETTINGS = {"epochs": 12, "lr": 0.01, "batch_size": 32, "warmup_epochs": 1}
+RUN_SETTINGS = {"epochs": 12, "lr": 0.05, "batch_size": 32, "warmup_epochs": 1}
+
+
+def _twins():
+    spec = importlib.util.spec_from_file_location("kdzoo_twins", HERE / "twins.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="run folder (resumed when it exists)")
+    p.add_argument("--results", default="benchmarks/results")
+    p.add_argument("--data", default="fmnist-scenes", help="fmnist-scenes, stardist-nuclei or a folder")
+    p.add_argument("--teacher-arch", default="lraspp-mobilenetv2")
+    p.add_argument("--student", default="lraspp-resnet8")
+    p.add_argument("--recipes", nargs="+", default=["skd", "cwd", "pixel-kd", "pair-kd", "cwd+pixel"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"teacher training settings (default {TEACHER_SETTINGS})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"every arm's shared budget (default {RUN_SETTINGS})")
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    p.add_argument("--device")
+    p.add_argument("--publish", action="store_true", help="once finished: teacher, twin and winners into the zoo")
+    p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
+    return p.parse_args(argv)
+
+
+def train_teacher(args: argparse.Namespace, deadline: float | None) -> Path | None:
+    """The teacher's run folder once finished, else None (stopped at the deadline)."""
+    from zoo.hub import CARD_FILE
+    from zoo.runner import distill
+    from zoo.trainer import STATE_FILE
+
+    out = Path(args.out) / "teacher"
+    if (out / CARD_FILE).exists():
+        return out
+    settings = {**TEACHER_SETTINGS, **parse_overrides(args.teacher_set)}
+    run = distill(get_adapter("segmentation"), None, args.teacher_arch, None, data=args.data, out=out,
+                  settings=settings, train_subset=args.train_subset, resume=(out / STATE_FILE).exists(),
+                  device=args.device, deadline=deadline)
+    if not run.finished:
+        print("teacher: stopped (time budget); run the same command again to resume", flush=True)
+        return None
+    print(f"teacher: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()), flush=True)
+    return out
+
+
+def figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, path: Path, count: int = 4) -> Path:
+    """Test scenes side by side: image, ground truth, teacher, twin and each recipe's median-seed student."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import zoo
+    from zoo import protocol
+    from zoo.segmentation.adapter import voc_palette
+
+    record = json.loads(table_json.read_text())
+    summary = {arm: protocol.ArmSummary(**s) for arm, s in record["summary"].items()}
+    _, test = get_adapter("segmentation").datasets(args.data)
+    batch = test.batch(torch.arange(count))
+    columns: list[tuple[str, Any]] = [("image", None), ("ground truth", batch["labels"])]
+    models = [("teacher", zoo.load(teacher_dir))]
+    for arm in [protocol.TWIN, *args.recipes]:
+        if arm in summary and summary[arm].values:
+            seed = protocol.median_seed(summary[arm])
+            models.append((f"{arm} (seed {seed})", zoo.load(Path(args.out) / "twins" / f"seed-{seed}" / arm)))
+    with torch.no_grad():
+        for name, model in models:
+            columns.append((f"{name}\nmIoU {model.card.metrics['mIoU'] * 100:.1f}", model(batch["inputs"]).argmax(1)))
+    palette = voc_palette()
+    fig, axes = plt.subplots(count, len(columns), figsize=(1.6 * len(columns), 1.6 * count), squeeze=False)
+    for row in range(count):
+        for col, (title, masks) in enumerate(columns):
+            ax = axes[row][col]
+            shown = batch["inputs"][row].permute(1, 2, 0).numpy() if masks is None else palette[masks[row].numpy()]
+            ax.imshow(shown)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
+    teacher_dir = train_teacher(args, deadline)
+    if teacher_dir is None:
+        return 0
+    twins = _twins()
+    remaining = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 60)
+    settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
+    twin_args = ["--task", "segmentation", "--teacher", str(teacher_dir), "--student", args.student,
+                 "--recipes", *args.recipes, "--seeds", *map(str, args.seeds), "--dataset", args.data,
+                 "--out", str(Path(args.out) / "twins"), "--results", args.results,
+                 *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+    twin_args += ["--train-subset", str(args.train_subset)] if args.train_subset else []
+    twin_args += ["--time-budget", f"{remaining:.3f}"] if remaining is not None else []
+    twin_args += ["--device", args.device] if args.device else []
+    if args.publish:
+        from zoo.hub import read_card
+        from zoo.publish import publish
+
+        name = f"{args.teacher_arch}.{args.data}"
+        card = publish(teacher_dir, name, dest_root=args.publish_dest, description=(
+            f"The segmentation teacher: {args.teacher_arch} (ImageNet MobileNetV2 backbone) fine-tuned on {args.data}."))
+        print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
+        twin_args += ["--publish"] + (["--publish-dest", args.publish_dest] if args.publish_dest else [])
+    code = twins.main(twin_args)
+    if code:
+        return code
+    from zoo import protocol
+
+    spec = protocol.ProtocolSpec("segmentation", str(teacher_dir), args.student, args.recipes, args.seeds, args.data,
+                                 settings, args.train_subset)
+    table_json = Path(args.results) / f"{spec.slug()}.json"
+    record = json.loads(table_json.read_text())
+    if len(record["seeds"]) == len(args.seeds):
+        print(f"figure: {figure(args, teacher_dir, table_json, Path(args.results) / f'segmentation-{args.data}.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
