@@ -95,4 +95,12 @@ class DetectionAdapter(TaskAdapter):
         return 0
 
 
+    @property
+    def protocol(self) -> Any:
+        """The twin protocol's plug-in (`zoo.detection.protocol.DetectionProtocol`)."""
+        from .protocol import DetectionProtocol
+
+        return DetectionProtocol(self)
+
+
 ADAPTER = DetectionAdapter()

@@ -53,11 +53,12 @@ def load_teacher(ref: str | nn.Module) -> nn.Module:
 def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module | None = None,
                    cfg: TrainConfig = DEFAULTS, train_count: int | None = None, test_count: int | None = None,
                    resume: bool = False, device: str | torch.device = "cpu", command: str = "",
-                   chen: dict[str, float] | None = None) -> ModelCard | None:
+                   chen: dict[str, float] | None = None, deadline: float | None = None) -> ModelCard | None:
     """Train ``arch`` on the scenes (distilled from ``teacher`` when given) and export it to ``out_dir``.
 
     Under ``torchrun`` every process trains its share of each batch (DDP); rank 0 exports and returns the
-    card, the others return None."""
+    card, the others return None. With a ``deadline`` (``time.monotonic()``) a run stopped by it returns
+    None (resume it with ``resume=True``); without one, a stopped run raises SystemExit."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown detection architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     out = Path(out_dir)
@@ -75,7 +76,9 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
     device = torch.device(device)
     started = time.perf_counter()
     result = fit(module, train, cfg, out, evaluate=lambda: evaluate(student, test, device=device), resume=resume,
-                 device=device)
+                 device=device, deadline=deadline)
+    if not result.finished and deadline is not None:
+        return None
     if not result.finished:
         raise SystemExit(f"stopped at step {result.step} of {result.total_steps}; continue with --resume")
     if not is_main_process():

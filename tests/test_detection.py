@@ -343,3 +343,25 @@ def test_the_committed_detection_results_are_in_the_readme_and_match_the_bundled
     # the distilled student is below its plain twin: a benchmark row, not a zoo entry
     assert results["rows"]["chen2017"]["metrics"]["bbox_mAP"] < results["rows"]["student"]["metrics"]["bbox_mAP"]
     assert "frcnn-resnet20-chen2017.fmnist-scenes" not in {c.name for c in zoo.list_models()}
+
+
+@pytest.mark.slow
+def test_the_twin_protocol_runs_detection(tmp_path):
+    """benchmarks/twins.py --task detection at toy size: twin and chen2017 per seed, one table (~4 min on a CPU)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "twins.py"
+    spec = importlib.util.spec_from_file_location("twins", path)
+    twins = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(twins)
+    args = ["--task", "detection", "--teacher", "frcnn-resnet56.fmnist-scenes", "--student", "frcnn-resnet20",
+            "--recipes", "chen2017", "--seeds", "0", "1", "--train-subset", "16", "--set", "epochs=1",
+            "--set", "batch_size=8", "--out", str(tmp_path / "run"), "--results", str(tmp_path / "res")]
+    assert twins.main(args) == 0
+    (table,) = (tmp_path / "res").glob("twins-fmnist-scenes-*.json")
+    record = json.loads(table.read_text())
+    assert [s["seed"] for s in record["seeds"]] == [0, 1] and set(record["summary"]) == {"twin", "chen2017"}
+    bad = [*args[:7], "kd", *args[8:-4], "--out", str(tmp_path / "bad"), "--results", str(tmp_path / "bad")]
+    assert twins.main(bad) == 2 and not (tmp_path / "bad").exists()  # detection distils with chen2017 only

@@ -304,11 +304,11 @@ class RunnerProtocol:
         return card.metrics[self.metric]
 
     def validate(self, spec: ProtocolSpec) -> None:
-        from .recipes import get_recipe, override
+        from .recipes import override
         from .trainer import TrainConfig
 
         for name in spec.recipes:
-            recipe = get_recipe(name)
+            recipe = self.recipe(name)
             if recipe.task != self.adapter.task:
                 raise ValueError(f"recipe {name!r} is for {recipe.task} models, not {self.adapter.task} ones")
             if recipe.teachers != 1 or recipe.cohort != 1:
@@ -317,14 +317,31 @@ class RunnerProtocol:
             override(recipe, TrainConfig(), dict(spec.settings))  # unknown keys and bad values
         self._teacher_card(spec)
 
+    def recipe(self, name: str) -> Any:
+        """The `zoo.recipes.Recipe` called ``name`` (a task whose methods are not registered recipes
+        overrides this)."""
+        from .recipes import get_recipe
+
+        return get_recipe(name)
+
     def _settings(self, spec: ProtocolSpec, seed: int) -> dict[str, Any]:
         return {**spec.settings, "seed": seed, "progress": False}
+
+    def train_arm(self, spec: ProtocolSpec, arm: str, seed: int, run_dir: Path, deadline: float | None,
+                  device: str | None) -> bool:
+        """Train (or resume) one arm in ``run_dir`` until its card is written; False when stopped at the
+        deadline. The default: `zoo.runner.distill` (a task that trains its own way overrides this)."""
+        from .runner import distill
+        from .trainer import STATE_FILE
+
+        run = distill(self.adapter, None if arm == TWIN else spec.teacher, spec.student, None if arm == TWIN else arm,
+                      data=spec.dataset, out=run_dir, settings=self._settings(spec, seed), train_subset=spec.train_subset,
+                      resume=(run_dir / STATE_FILE).exists(), device=device, deadline=deadline)
+        return run.finished
 
     def run_seed(self, spec: ProtocolSpec, seed: int, out_dir: Path, deadline: float | None,
                  device: str | None) -> SeedResult | None:
         from .metrics import hardware_description
-        from .runner import distill
-        from .trainer import STATE_FILE
 
         metrics, history, steps, wall = {}, {}, set(), 0.0
         for arm in spec.arms:
@@ -333,14 +350,9 @@ class RunnerProtocol:
 
             finished = (run_dir / CARD_FILE).exists()  # the card is written last, once the run finished
             t0 = time.perf_counter()
-            if not finished:
-                run = distill(self.adapter, None if arm == TWIN else spec.teacher, spec.student,
-                              None if arm == TWIN else arm, data=spec.dataset, out=run_dir,
-                              settings=self._settings(spec, seed), train_subset=spec.train_subset,
-                              resume=(run_dir / STATE_FILE).exists(), device=device, deadline=deadline)
-                if not run.finished:
-                    print(f"seed {seed}: {arm} stopped (time budget); run again to resume", flush=True)
-                    return None
+            if not finished and not self.train_arm(spec, arm, seed, run_dir, deadline, device):
+                print(f"seed {seed}: {arm} stopped (time budget); run again to resume", flush=True)
+                return None
             card = read_card(run_dir)
             metrics[arm] = card.metrics[self.metric]
             history[arm] = [{k: h[k] for k in ("epoch", "step", self.metric) if k in h}

@@ -1,0 +1,51 @@
+"""The twin protocol (`zoo.protocol`) for detectors: the plain twin and the Chen et al. 2017 student of each
+seed, trained one after another by `zoo.detection.train.train_detector` on the same scenes, batches and steps."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from zoo.protocol import TWIN, ProtocolSpec, RunnerProtocol
+from zoo.recipes import Recipe, override
+
+from .data import SCENES
+from .train import CHEN_PAPER, DEFAULTS, train_detector
+
+METHOD = "chen2017"
+
+
+class DetectionProtocol(RunnerProtocol):
+    """`zoo.protocol.ProtocolTask` for detection: box mAP on the scenes' test split; the one method is
+    ``chen2017`` (hint + RPN + RoI-head distillation, `zoo.detection.distill`)."""
+
+    arms_note = "the arms of a seed trained one after another on the same batches (same seed)"
+
+    def __init__(self, adapter: Any) -> None:
+        super().__init__(adapter, SCENES)
+
+    def recipe(self, name: str) -> Recipe:
+        if name != METHOD:
+            raise ValueError(f"detection distils with {METHOD!r} only (Chen et al. 2017), not {name!r}")
+        return Recipe(METHOD, [], teachers=1, paper=CHEN_PAPER, task="detection")
+
+    def validate(self, spec: ProtocolSpec) -> None:
+        from .models import ARCHITECTURES
+
+        super().validate(spec)
+        if spec.student not in ARCHITECTURES:
+            raise ValueError(f"unknown detection architecture {spec.student!r}; known: {', '.join(ARCHITECTURES)}")
+
+    def train_arm(self, spec: ProtocolSpec, arm: str, seed: int, run_dir: Path, deadline: float | None,
+                  device: str | None) -> bool:
+        from zoo.trainer import STATE_FILE
+
+        _, cfg = override(self.recipe(METHOD), DEFAULTS, self._settings(spec, seed))
+        argv = ["python", "-m", "zoo.detection.train", "--arch", spec.student, "--out", str(run_dir)]
+        argv += ["--teacher", spec.teacher] if arm != TWIN else []
+        argv += ["--train-count", str(spec.train_subset)] if spec.train_subset else []
+        argv += [a for k, v in self._settings(spec, seed).items() if k != "progress" for a in ("--set", f"{k}={v}")]
+        card = train_detector(spec.student, run_dir, teacher=None if arm == TWIN else spec.teacher, cfg=cfg,
+                              train_count=spec.train_subset, resume=(run_dir / STATE_FILE).exists(),
+                              device=device or "cpu", command=shlex.join(argv), deadline=deadline)
+        return card is not None
