@@ -325,3 +325,25 @@ def test_the_segmentation_benchmark_end_to_end(tmp_path):
     record = json.loads(table.read_text())
     assert len(record["seeds"]) == 2 and set(record["summary"]) == {"twin", "cwd", "skd"}
     assert (tmp_path / "res" / "segmentation-fmnist-scenes.png").stat().st_size > 10_000
+
+
+def test_a_pack_refuses_members_with_an_adversary_stage():
+    from zoo.distiller import Distiller
+    from zoo.pack import DistillerPack
+    from zoo.recipes import get_recipe
+    from zoo.segmentation.data import load_scenes
+    from zoo.segmentation.models import build_segmenter
+    from zoo.tasks import load_all_recipes
+
+    load_all_recipes()
+    batch = load_scenes("test", 4).batch(torch.arange(4))
+    teacher = build_segmenter("lraspp-resnet8")
+    skd = Distiller(build_segmenter("lraspp-resnet8"), teacher, get_recipe("skd"), batch)
+    cwd = Distiller(build_segmenter("lraspp-resnet8"), teacher, get_recipe("cwd"), batch)
+    assert skd.stages() == ("main", "critic") and cwd.stages() == ("main",)
+    critic = {id(p) for p in skd.terms["holistic"].critic.parameters()}
+    assert critic == {id(p) for p in skd.stage_parameters("critic")}
+    assert not critic & {id(p) for p in skd.stage_parameters("main")}
+    assert DistillerPack({"cwd": cwd})  # no adversary: fine
+    with pytest.raises(ValueError, match=r"members \['skd'\] train an adversary"):
+        DistillerPack({"cwd": cwd, "skd": skd})
