@@ -29,10 +29,11 @@ class DetectionProtocol(RunnerProtocol):
             raise ValueError(f"detection distils with {METHOD!r} only (Chen et al. 2017), not {name!r}")
         return Recipe(METHOD, [], teachers=1, paper=CHEN_PAPER, task="detection")
 
-    def validate(self, spec: ProtocolSpec) -> None:
+    def check_data_and_student(self, spec: ProtocolSpec) -> None:
         from .models import ARCHITECTURES
 
-        super().validate(spec)
+        if spec.dataset != SCENES:
+            raise ValueError(f"the detection protocol trains on {SCENES!r}, not {spec.dataset!r}")
         if spec.student not in ARCHITECTURES:
             raise ValueError(f"unknown detection architecture {spec.student!r}; known: {', '.join(ARCHITECTURES)}")
 

@@ -14,7 +14,7 @@ from zoo.registry import ModelCard
 from zoo.tasks import TaskAdapter, bundled_samples, read_image
 
 from .data import (IGNORE_INDEX, NUCLEI, SCENES, SegmentationDataset, load_cityscapes, load_mask_folder, load_nuclei,
-                   load_scenes, load_voc)
+                   load_scenes, load_voc, read_classes)
 from .evaluate import evaluate
 from .models import TEACHERS, build_segmenter
 
@@ -60,6 +60,7 @@ class SegmentationPreprocessor:
 def _folder_data(root: Path, train_subset: int | None) -> tuple[SegmentationDataset, SegmentationDataset]:
     """VOC (``ImageSets/Segmentation``), Cityscapes (``gtFine``) or ``{train,test}/{images,masks}`` +
     ``classes.txt`` folders."""
+    root = root.resolve()  # cards record the absolute folder, so `zoo eval` finds it from anywhere
     if (root / "ImageSets" / "Segmentation").is_dir():
         train, test = load_voc(root, "train"), load_voc(root, "val")
     elif (root / "gtFine").is_dir():
@@ -69,17 +70,20 @@ def _folder_data(root: Path, train_subset: int | None) -> tuple[SegmentationData
         if not names.is_file():
             raise FileNotFoundError(f"{root} is neither a VOC nor a Cityscapes root, and has no classes.txt (one class "
                                     f"name per line, index 0 first) beside train/ and test/ image and mask folders")
-        classes = [c.strip() for c in names.read_text().splitlines() if c.strip()]
-        first = load_mask_folder(root / "train" / "images", root / "train" / "masks", classes, split="train",
-                                 name=str(root))
+        classes = read_classes(names)
+        first = load_mask_folder(root / "train" / "images", root / "train" / "masks", classes, split="train")
         size = first.image_size[0] if first.image_size[0] == first.image_size[1] else None
         train, test = first, load_mask_folder(root / "test" / "images", root / "test" / "masks", classes, split="test",
-                                              name=str(root), size=size)
+                                              size=size)
+    train.name = test.name = str(root)
     return (train.subset(train_subset) if train_subset else train), test
 
 
 class SegmentationAdapter(TaskAdapter):
     task = "segmentation"
+
+    def __init__(self) -> None:
+        self._saved: dict[Path, set[str]] = {}  # stems written by save_prediction in this process, per folder
 
     # ------------------------------------------------------------------ models
     def build_model(self, architecture: str, config: dict[str, Any]) -> nn.Module:
@@ -93,8 +97,8 @@ class SegmentationAdapter(TaskAdapter):
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
         """One dict per image: ``mask`` (uint8 tensor (H, W) of class indices at the image's own size),
         ``classes`` ({name: fraction of the pixels}, largest first), and ``label`` / ``index`` /
-        ``score``: the largest class other than class 0 (the background) and its pixels' mean softmax
-        probability (class 0 when nothing else was found). ``top_k`` > 1 lists that many classes."""
+        ``score``: the largest class (other than class 0 when it is named background) and its pixels'
+        mean softmax probability. ``top_k`` > 1 lists that many classes."""
         pre = model.preprocess
         labels = list(model.card.labels) or [str(i) for i in range(model.card.config.get("num_classes", 0))]
         results = []
@@ -108,7 +112,8 @@ class SegmentationAdapter(TaskAdapter):
             confidence, mask = probs.max(0)
             counts = torch.bincount(mask.flatten(), minlength=probs.shape[0]).double() / mask.numel()
             order = [int(c) for c in counts.argsort(descending=True) if counts[c] > 0]
-            found = [c for c in order if c != 0] or [0]
+            background = labels[0].lower() in ("background", "bg", "_background_")
+            found = [c for c in order if c != 0 or not background] or [0]
             best = found[0]
             classes = {labels[c]: round(float(counts[c]), 6) for c in order}
             result = {"label": labels[best], "index": best,
@@ -133,6 +138,14 @@ class SegmentationAdapter(TaskAdapter):
         mask = prediction["mask"].numpy()
         palette = voc_palette()
         stem = Path(source).stem if isinstance(source, (str, os.PathLike)) else "input"
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"--save {directory}: a file is there, not a folder")
+        taken = self._saved.setdefault(directory.resolve(), set())  # two inputs of one stem in one call
+        base, k = stem, 1
+        while stem in taken:
+            stem, k = f"{base}-{k}", k + 1
+        taken.add(stem)
         image = read_image(source, 3).permute(1, 2, 0).numpy().astype(np.float32)
         colours = palette.reshape(-1, 3)[mask].astype(np.float32)
         blend = np.where((mask > 0)[..., None], 0.5 * image + 0.5 * colours, image)

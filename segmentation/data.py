@@ -62,11 +62,15 @@ class SegmentationDataset:
                              f"in count or size (masks must be (N, H, W) of the images' N, H, W)")
         if not 2 <= len(self.classes) <= IGNORE_INDEX:
             raise ValueError(f"{where}: need 2..{IGNORE_INDEX} class names, got {len(self.classes)}")
-        bad = self.masks.unique()
-        bad = bad[(bad >= len(self.classes)) & (bad != IGNORE_INDEX)]
+        if isinstance(self.classes, str) or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"{where}: classes must be distinct names, one per class index, got {self.classes!r}")
+        values = self.masks.unique()
+        bad = values[(values >= len(self.classes)) & (values != IGNORE_INDEX)]
         if len(bad):
             raise ValueError(f"{where}: mask values {bad.tolist()} exceed the {len(self.classes)} classes "
                              f"(0..{len(self.classes) - 1}, and {IGNORE_INDEX} = ignore)")
+        if values.tolist() == [IGNORE_INDEX]:
+            raise ValueError(f"{where}: every pixel of every mask is {IGNORE_INDEX} (ignore): nothing to learn or measure")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -125,19 +129,27 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     """An index mask file as a uint8 (H, W) array of class indices: a palette PNG's indices (VOC), a
     single-channel 8-bit image's values (Cityscapes ``*_labelTrainIds.png``). Raises ValueError for an
     RGB image or values above 255 (colour-coded masks must be converted to indices first)."""
-    from PIL import Image
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    with Image.open(path) as image:
-        if image.mode in ("P", "L"):
-            arr = np.asarray(image)
-        elif image.mode in ("I", "I;16", "I;16B"):
-            arr = np.asarray(image)
-            if arr.size and int(arr.max()) > 255:
-                raise ValueError(f"{path}: mask values up to {int(arr.max())}; an index mask holds 0..255")
-        else:
-            raise ValueError(f"{path}: a mask must be an index image (palette 'P' or grey 'L' PNG), got mode "
-                             f"{image.mode!r}; convert colour-coded masks to class indices first")
-    return arr.astype(np.uint8)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no mask file at {path}")
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened) or opened  # turned as `read_image` turns its image
+            if image.mode in ("P", "L", "1"):
+                arr = np.asarray(image.convert("L") if image.mode == "1" else image)
+            elif image.mode in ("I", "I;16", "I;16B", "I;16L"):
+                arr = np.asarray(image)
+                if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+                    raise ValueError(f"{path}: mask values from {int(arr.min())} to {int(arr.max())}; an index mask "
+                                     f"holds 0..255 (255 = ignore)")
+            else:
+                raise ValueError(f"{path}: a mask must be a single-channel index image (palette 'P', grey 'L' or "
+                                 f"16-bit), got mode {image.mode!r}; convert colour-coded or alpha masks to class "
+                                 f"indices first")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path}: not a readable mask image ({e})") from None
+    return (arr > 0).astype(np.uint8) if image.mode == "1" else arr.astype(np.uint8)
 
 
 def _resize_pair(image: torch.Tensor, mask: np.ndarray, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,6 +195,22 @@ def load_pairs(pairs: Sequence[tuple[Path, Path]], classes: Sequence[str], *, si
                                source or str(pairs[0][0].parent), {"count": len(images), "size": size})
 
 
+def read_classes(path: str | os.PathLike) -> list[str]:
+    """Class names, one per line, index 0 first (a UTF-8 file; a byte-order mark and trailing blank lines
+    are dropped). Raises ValueError for blank lines between names, repeated names or fewer than 2."""
+    lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = [line.strip() for line in lines]
+    if "" in names:
+        raise ValueError(f"{path}: line {names.index('') + 1} is blank; every line names the class of its index")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated or len(names) < 2:
+        raise ValueError(f"{path}: need at least 2 distinct class names, got {len(names)}" +
+                         (f" (repeated: {repeated})" if repeated else ""))
+    return names
+
+
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
@@ -198,13 +226,24 @@ def load_mask_folder(image_dir: str | os.PathLike, mask_dir: str | os.PathLike, 
     for folder in (image_dir, mask_dir):
         if not folder.is_dir():
             raise DataNotFoundError(f"no folder {folder}")
-    masks = {p.stem[: len(p.stem) - len(mask_suffix)] if mask_suffix else p.stem: p for p in _images_in(mask_dir)
-             if not mask_suffix or p.stem.endswith(mask_suffix)}
-    pairs = []
+    if isinstance(classes, str):
+        raise TypeError(f"classes must be a list of names, got the string {classes!r}")
+    masks: dict[str, Path] = {}
+    for p in _images_in(mask_dir):
+        if mask_suffix and not p.stem.endswith(mask_suffix):
+            continue
+        key = p.stem[: len(p.stem) - len(mask_suffix)] if mask_suffix else p.stem
+        if key in masks:
+            raise ValueError(f"two masks for {key!r} in {mask_dir}: {masks[key].name} and {p.name}")
+        masks[key] = p
+    pairs, seen = [], {}
     for image in _images_in(image_dir):
         if image_suffix and not image.stem.endswith(image_suffix):
             continue
         key = image.stem[: len(image.stem) - len(image_suffix)] if image_suffix else image.stem
+        if key in seen:
+            raise ValueError(f"two images for {key!r} in {image_dir}: {seen[key].name} and {image.name} (one mask each)")
+        seen[key] = image
         if key not in masks:
             raise DataNotFoundError(f"{image} has no mask {key}{mask_suffix}.* in {mask_dir}")
         pairs.append((image, masks[key]))

@@ -6,8 +6,8 @@ Distillation for Semantic Segmentation", CVPR 2019):
 - pixel-wise (their eq. 1):   l_pi = 1/(W'H') sum_i KL(q_i^t || q_i^s), per image, averaged over images;
 - pair-wise (eqs. 2-3):       l_pa = 1/(W'H')^2 sum_ij (a_ij^s - a_ij^t)^2,  a_ij = f_i.f_j / (|f_i| |f_j|),
   the nodes i, j being the cells of a beta x beta max-pooling of the feature map;
-- holistic (eq. 4):           a Wasserstein critic D on (image, score map) pairs, with a gradient
-  penalty (Gulrajani et al. 2017); the student minimises -E[D(I, Q^s)].
+- holistic (eq. 4):           a Wasserstein critic D on (image, class-probability map) pairs, with a
+  gradient penalty (Gulrajani et al. 2017); the student minimises -E[D(I, Q^s)].
 
 Channel-wise distillation (CWD; Shu, Liu, Gao, Yan & Shen, "Channel-wise Knowledge Distillation for
 Dense Prediction", ICCV 2021), their eqs. 3-4:
@@ -29,6 +29,11 @@ def _float(x: Tensor) -> Tensor:
     """Half-precision inputs are computed in float32 (softmax and sums over many positions); float32
     and float64 stay as they are."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"the temperature must be > 0, got {temperature}")
 
 
 def _check_maps(student: Tensor, teacher: Tensor, what: str, same_channels: bool = True) -> None:
@@ -55,6 +60,7 @@ def pixel_wise_loss(student_logits: Tensor, teacher_logits: Tensor, temperature:
     The paper uses no temperature (T = 1); a T != 1 scales the result by T^2, as Hinton et al. do.
     Raises ValueError for maps of other ranks or sizes."""
     _check_maps(student_logits, teacher_logits, "pixel-wise distillation")
+    _check_temperature(temperature)
     t = temperature
     log_q_s = F.log_softmax(_float(student_logits) / t, dim=1)
     log_q_t = F.log_softmax(_float(teacher_logits) / t, dim=1)
@@ -97,9 +103,15 @@ def pair_wise_loss(student_features: Tensor, teacher_features: Tensor, scale: fl
     if student_features.dim() != 4 or teacher_features.dim() != 4:
         raise ValueError(f"pair-wise distillation needs spatial maps (N, C, H, W), got student "
                          f"{tuple(student_features.shape)} and teacher {tuple(teacher_features.shape)}")
+    if student_features.shape[0] != teacher_features.shape[0]:
+        raise ValueError(f"pair-wise distillation: the student's {tuple(student_features.shape)} and the teacher's "
+                         f"{tuple(teacher_features.shape)} features differ in batch size")
     if nodes is not None:
-        if nodes < 1:
-            raise ValueError(f"nodes (beta) must be >= 1, got {nodes}")
+        smallest = min(*student_features.shape[2:], *teacher_features.shape[2:])
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= smallest:
+            raise ValueError(f"nodes (beta) must be a whole number in [1, {smallest}] (the smallest side of the "
+                             f"student's {tuple(student_features.shape)} and teacher's {tuple(teacher_features.shape)} "
+                             f"maps), got {nodes!r}")
         s, t = F.adaptive_max_pool2d(student_features, nodes), F.adaptive_max_pool2d(teacher_features, nodes)
     else:
         s, t = pool_nodes(student_features, scale), pool_nodes(teacher_features, scale)
@@ -121,6 +133,7 @@ def cwd_loss(student_maps: Tensor, teacher_maps: Tensor, temperature: float = 4.
     ChannelWiseDivergence (mmrazor/models/losses/cwd.py) at loss_weight 1, and to TorchDistiller's
     CriterionCWD(norm_type='channel', divergence='kl'). Raises ValueError for other shapes."""
     _check_maps(student_maps, teacher_maps, "channel-wise distillation")
+    _check_temperature(temperature)
     n, c = student_maps.shape[:2]
     t = temperature
     log_p_s = F.log_softmax(_float(student_maps).flatten(2) / t, dim=2)
@@ -130,23 +143,30 @@ def cwd_loss(student_maps: Tensor, teacher_maps: Tensor, temperature: float = 4.
 
 # ---------------------------------------------------------------- holistic: a Wasserstein critic
 class HolisticDiscriminator(nn.Module):
-    """The critic D(I, Q) of SKD's holistic term: a score map Q (N, C, H, W) (logits, normalised by a
-    BatchNorm as the official code's ``preprocess_GAN_mode=1``) concatenated, when ``conditional``,
-    with the image I resized to the map's size (the paper's conditional D(Q | I)), then stride-2
-    4x4 convolutions with spectral normalisation (Miyato et al. 2018) and LeakyReLU(0.1) until the map
-    is at most 4 x 4, and a linear score. ``forward`` returns (N,) real-valued scores.
+    """The critic D(I, Q) of SKD's holistic term: a score map (N, C, H, W) given as logits, turned into the
+    class probabilities Q = softmax over C (scale-free, so the critic judges the segmentation, not the
+    logits' offset), concatenated, when ``conditional``, with the image I resized to the map's size (the
+    paper's conditional D(Q | I)), then stride-2 4x4 convolutions with spectral normalisation (Miyato et
+    al. 2018) and LeakyReLU(``negative_slope``) until the map is at most 4 x 4 (at most ``max_layers``),
+    and a linear score. ``forward`` returns (N,) real-valued scores. No batch normalisation: a
+    Wasserstein critic with a gradient penalty scores each sample on its own (Gulrajani et al. 2017, sec. 4).
 
     The official code's D is a SAGAN network (four such convolutions, 64..512 channels, two
-    self-attention blocks) on 65 x 65 logits and is not conditioned on the image; this one is sized for
-    the zoo's small maps (``width`` channels, doubled per layer, at most ``max_layers`` layers)."""
+    self-attention blocks) on 65 x 65 logits normalised by a BatchNorm, without the image; this one is
+    sized for the zoo's small maps (``width`` channels, doubled per layer). Raises ValueError for a map
+    smaller than 2 x 2, ``width`` < 1 or ``image_channels`` < 1."""
 
     def __init__(self, num_classes: int, image_channels: int = 3, width: int = 32, conditional: bool = True,
                  max_layers: int = 4, map_size: int = 12, negative_slope: float = 0.1) -> None:
         super().__init__()
         from torch.nn.utils.parametrizations import spectral_norm
 
+        if map_size < 2 or width < 1 or image_channels < 1 or max_layers < 1 or num_classes < 2:
+            raise ValueError(f"the critic needs score maps of at least 2 x 2 and 2 classes, width >= 1, image_channels >= 1, "
+                             f"max_layers >= 1; got map {map_size}, {num_classes} classes, width {width}, "
+                             f"image_channels {image_channels}, max_layers {max_layers}")
         self.conditional = conditional
-        self.norm = nn.BatchNorm2d(num_classes)
+        self.num_classes, self.image_channels = num_classes, image_channels
         layers: list[nn.Module] = []
         channels, size = num_classes + (image_channels if conditional else 0), map_size
         for k in range(max_layers):
@@ -159,9 +179,15 @@ class HolisticDiscriminator(nn.Module):
         self.head = nn.Linear(channels, 1)
 
     def forward(self, image: Tensor, score_map: Tensor) -> Tensor:
-        x = self.norm(score_map.float())
+        if score_map.dim() != 4 or score_map.shape[1] != self.num_classes:
+            raise ValueError(f"the critic scores (N, {self.num_classes}, H, W) maps, got the score map "
+                             f"{tuple(score_map.shape)}")
+        x = _float(score_map).softmax(1)
         if self.conditional:
-            x = torch.cat([x, F.interpolate(image.float(), size=x.shape[2:], mode="bilinear", align_corners=False)], 1)
+            if image is None or image.dim() != 4 or image.shape[0] != x.shape[0] or image.shape[1] != self.image_channels:
+                raise ValueError(f"the conditional critic needs images (N={x.shape[0]}, {self.image_channels}, H, W) with "
+                                 f"the maps, got {None if image is None else tuple(image.shape)}")
+            x = torch.cat([x, F.interpolate(image.to(x.dtype), size=x.shape[2:], mode="bilinear", align_corners=False)], 1)
         return self.head(self.body(x).mean((2, 3))).squeeze(1)
 
 
@@ -184,6 +210,9 @@ def critic_loss(disc: HolisticDiscriminator, image: Tensor, student_map: Tensor,
 
     so D learns to score the teacher's maps above the student's; its negative estimates the
     Wasserstein distance between them."""
+    _check_maps(student_map, teacher_map, "the holistic critic")
+    if gp_weight < 0:
+        raise ValueError(f"gp_weight must be >= 0, got {gp_weight}")
     s, t = student_map.detach(), teacher_map.detach()
     return disc(image, s).mean() - disc(image, t).mean() + gp_weight * gradient_penalty(disc, image, t, s)
 

@@ -34,10 +34,21 @@ def _one_each(ctx: TermContext) -> None:
                              f"{shape} from {getattr(ctx.term, side)!r}")
 
 
+def _probe(ctx: TermContext, fn: Any, *args: Any, **params: Any) -> None:
+    """Run the loss once on the probed maps, so that shapes and settings that cannot work fail when the
+    recipe is built (before anything is written), naming the term and its taps."""
+    try:
+        fn(*args, **params)
+    except ValueError as e:
+        raise ValueError(f"term {ctx.term.name!r} ({ctx.term.loss}; student {ctx.term.student!r}, teacher "
+                         f"{ctx.term.teacher!r}): {e}") from None
+
+
 @term_builder("pixel_kd", losses.pixel_wise_loss)
 def _pixel_kd(ctx: TermContext) -> TermModule:
     """SKD pixel-wise: per-pixel KL of the class distributions (Liu et al. 2019, eq. 1)."""
     _one_each(ctx)
+    _probe(ctx, losses.pixel_wise_loss, ctx.student[0], ctx.teacher[0], **ctx.params)
     return FunctionTerm(losses.pixel_wise_loss, dict(ctx.params))
 
 
@@ -45,26 +56,39 @@ def _pixel_kd(ctx: TermContext) -> TermModule:
 def _pair_kd(ctx: TermContext) -> TermModule:
     """SKD pair-wise: pooled cosine-similarity maps (Liu et al. 2019, eqs. 2-3)."""
     _one_each(ctx)
+    _probe(ctx, losses.pair_wise_loss, ctx.student[0], ctx.teacher[0], **ctx.params)
     return FunctionTerm(losses.pair_wise_loss, dict(ctx.params))
 
 
 class _CWD(TermModule):
-    """CWD on maps of equal shape; a student map of other channels goes through a 1x1-conv connector."""
+    """CWD on maps of equal shape; with ``connector`` (features), a student map of other channels goes
+    through a 1x1-conv connector first. Logits of different class counts are refused."""
 
-    def __init__(self, student_shape: torch.Size, teacher_shape: torch.Size, temperature: float) -> None:
+    def __init__(self, student_shape: torch.Size, teacher_shape: torch.Size, temperature: float,
+                 connector: bool) -> None:
         super().__init__()
         self.temperature = temperature
-        self.connector = make_connector(student_shape, teacher_shape, identity_if_equal=True)
+        self.connector = make_connector(student_shape, teacher_shape, identity_if_equal=True) if connector else nn.Identity()
 
     def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
         return losses.cwd_loss(self.connector(student[0]), teacher[0], self.temperature)
 
 
-@term_builder("cwd", losses.cwd_loss)
+# connector: False for logits (the classes must agree); True to distil features of other widths (a 1x1 conv)
+@term_builder("cwd", losses.cwd_loss, connector=False)
 def _cwd(ctx: TermContext) -> TermModule:
     """Channel-wise distillation (Shu et al. 2021, eqs. 3-4)."""
     _one_each(ctx)
-    return _CWD(ctx.student[0].shape, ctx.teacher[0].shape, ctx.params["temperature"])
+    p = ctx.params
+    s, t = ctx.student[0], ctx.teacher[0]
+    if p["connector"] and s.shape[2:] != t.shape[2:]:
+        raise ValueError(f"term {ctx.term.name!r} (cwd): a connector maps channels, not sizes; student {tuple(s.shape)}, "
+                         f"teacher {tuple(t.shape)}")
+    if not p["connector"]:
+        _probe(ctx, losses.cwd_loss, s, t, p["temperature"])
+    else:
+        _probe(ctx, losses.cwd_loss, t, t, p["temperature"])
+    return _CWD(s.shape, t.shape, p["temperature"], p["connector"])
 
 
 class _Holistic(TermModule):
@@ -77,7 +101,6 @@ class _Holistic(TermModule):
         self.critic = losses.HolisticDiscriminator(num_classes, map_size=map_size, **critic)
         self.gp_weight = gp_weight
         self.stage_lr_scale = lr_scale
-        self.min_batch = 2  # the critic's BatchNorm on the score maps
 
     def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
         return losses.holistic_loss(self.critic, batch["inputs"], student[0])
@@ -96,8 +119,15 @@ def _holistic(ctx: TermContext) -> TermModule:
         raise ValueError(f"term {ctx.term.name!r} (holistic) compares score maps of one shape, got student "
                          f"{tuple(s.shape)} and teacher {tuple(t.shape)}")
     p = dict(ctx.params)
-    p.pop("map_size", None)  # the critic is sized by the probed score map
-    return _Holistic(s.shape[1], s.shape[2], p.pop("gp_weight"), p.pop("lr_scale"), **p)
+    p.pop("map_size", None)  # the critic is sized by the probed score map ...
+    p.pop("image_channels", None)  # ... and the images
+    if not p["lr_scale"] > 0 or p["gp_weight"] < 0:
+        raise ValueError(f"term {ctx.term.name!r} (holistic): lr_scale must be > 0 and gp_weight >= 0, got "
+                         f"{p['lr_scale']} and {p['gp_weight']}")
+    try:
+        return _Holistic(s.shape[1], min(s.shape[2:]), p.pop("gp_weight"), p.pop("lr_scale"), image_channels=3, **p)
+    except ValueError as e:
+        raise ValueError(f"term {ctx.term.name!r} (holistic; taps {ctx.term.student!r}): {e}") from None
 
 
 SKD = "Liu et al. 2019, Structured Knowledge Distillation for Semantic Segmentation"

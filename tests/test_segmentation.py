@@ -116,7 +116,12 @@ def test_dataset_refuses_bad_masks_sizes_and_empty_splits():
     with pytest.raises(ValueError, match="empty"):
         _dataset(images=torch.zeros(0, 3, 8, 8, dtype=torch.uint8), masks=torch.zeros(0, 8, 8, dtype=torch.uint8))
     ignore = torch.full((2, 8, 8), IGNORE_INDEX, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="every pixel of every mask is 255"):
+        _dataset(masks=ignore)
+    ignore[0, 0, 0] = 1
     assert len(_dataset(masks=ignore)) == 2  # 255 is "ignore", not a class
+    with pytest.raises(ValueError, match="distinct names"):
+        _dataset(classes=("bg", "a", "a"))
 
 
 def test_scene_masks_come_from_the_detection_generator():
@@ -347,3 +352,132 @@ def test_a_pack_refuses_members_with_an_adversary_stage():
     assert DistillerPack({"cwd": cwd})  # no adversary: fine
     with pytest.raises(ValueError, match=r"members \['skd'\] train an adversary"):
         DistillerPack({"cwd": cwd, "skd": skd})
+
+
+# ---------------------------------------------------------------- what a breaker found (one test per kind)
+@pytest.mark.parametrize("recipe, setting, message", [
+    ("cwd", {"temperature": 0.0}, "temperature must be > 0"),
+    ("pixel-kd", {"temperature": -1.0}, "temperature must be > 0"),
+    ("pair-kd", {"nodes": 0}, r"nodes \(beta\) must be a whole number in \[1, 6\]"),
+    ("pair-kd", {"nodes": 50}, r"in \[1, 6\]"),
+    ("pair-kd", {"nodes": 1.5}, "whole number"),
+    ("skd", {"lr_scale": -1.0}, "lr_scale must be > 0"),
+    ("skd", {"gp_weight": -5.0}, "gp_weight >= 0"),
+])
+def test_settings_that_cannot_work_fail_when_the_recipe_is_built(recipe, setting, message):
+    from zoo.distiller import Distiller
+    from zoo.recipes import get_recipe
+    from zoo.segmentation.data import load_scenes
+    from zoo.segmentation.models import build_segmenter
+    from zoo.tasks import load_all_recipes
+
+    load_all_recipes()
+    r = get_recipe(recipe)
+    term = r.terms[-1] if recipe == "skd" else r.terms[0]
+    term.params.update(setting)
+    batch = load_scenes("test", 2).batch(torch.arange(2))
+    with pytest.raises(ValueError, match=message):
+        Distiller(build_segmenter("lraspp-resnet8"), build_segmenter("lraspp-mobilenetv2"), r, batch)
+
+
+def test_logit_terms_refuse_a_teacher_of_other_classes():
+    from zoo.distiller import Distiller
+    from zoo.recipes import get_recipe
+    from zoo.segmentation.data import load_scenes
+    from zoo.segmentation.models import build_segmenter
+    from zoo.tasks import load_all_recipes
+
+    load_all_recipes()
+    batch = load_scenes("test", 2).batch(torch.arange(2))
+    for recipe in ("cwd", "pixel-kd", "skd"):
+        with pytest.raises(ValueError, match=r"\(2, 11, 24, 24\).*\(2, 2, 24, 24\)"):
+            Distiller(build_segmenter("lraspp-resnet8"), build_segmenter("lraspp-resnet8", 2), get_recipe(recipe), batch)
+    get_recipe("cwd")  # features of other widths go through a connector only when asked:
+    r = get_recipe("cwd")
+    r.terms[0].student = r.terms[0].teacher = "net.classifier.cbr"
+    r.terms[0].params["connector"] = True
+    with pytest.raises(ValueError, match="a connector maps channels, not sizes"):
+        Distiller(build_segmenter("lraspp-resnet8"), build_segmenter("lraspp-mobilenetv2"), r, batch)
+
+
+def test_masks_are_read_as_their_images_are(tmp_path):
+    from PIL import Image
+
+    from zoo.segmentation.data import read_classes, read_mask
+
+    # EXIF orientation 6 (rotate 90 clockwise) turns the mask as read_image turns the image
+    image = np.zeros((4, 6, 3), np.uint8)
+    image[:, :3] = 255
+    mask = np.zeros((4, 6), np.uint8)
+    mask[:, :3] = 1
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(image).save(tmp_path / "i.png", exif=exif)
+    Image.fromarray(mask).save(tmp_path / "m.png", exif=exif)
+    from zoo.tasks import read_image
+
+    turned = read_image(tmp_path / "i.png", 3)[0].numpy() > 0
+    assert np.array_equal(turned, read_mask(tmp_path / "m.png") == 1) and turned.shape == (6, 4)
+    Image.fromarray(np.array([[-1, 2]], np.int32)).save(tmp_path / "neg.tif")
+    with pytest.raises(ValueError, match=r"neg.tif: mask values from -1 to 2"):
+        read_mask(tmp_path / "neg.tif")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"bad.png: not a readable mask"):
+        read_mask(tmp_path / "bad.png")
+    Image.fromarray(np.array([[0, 255]], np.uint8)).convert("1").save(tmp_path / "bits.png")
+    assert read_mask(tmp_path / "bits.png").tolist() == [[0, 1]]
+    (tmp_path / "c.txt").write_text("\ufeffbg\nthing\n\n", encoding="utf-8")
+    assert read_classes(tmp_path / "c.txt") == ["bg", "thing"]
+    (tmp_path / "c.txt").write_text("bg\n\nthing\n")
+    with pytest.raises(ValueError, match="line 2 is blank"):
+        read_classes(tmp_path / "c.txt")
+    (tmp_path / "c.txt").write_text("bg\nthing\nthing\n")
+    with pytest.raises(ValueError, match=r"repeated: \['thing'\]"):
+        read_classes(tmp_path / "c.txt")
+
+
+def test_one_mask_per_image_stem(tmp_path):
+    from PIL import Image
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for suffix in (".png", ".jpg"):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images" / f"0{suffix}")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "0.png")
+    with pytest.raises(ValueError, match="two images for '0'"):
+        load_mask_folder(tmp_path / "images", tmp_path / "masks", ["bg", "a"])
+    with pytest.raises(TypeError, match="list of names"):
+        load_mask_folder(tmp_path / "images", tmp_path / "masks", "abc")
+
+
+def test_runs_refuse_what_would_be_silently_wrong(tmp_path, capsys):
+    """A finished run resumed keeps its card; a teacher whose weights changed is refused on resume; a
+    train subset of 0 is refused; --save into a file is an error, not a traceback."""
+    import shutil
+
+    from zoo.cli import main
+    from zoo.segmentation.adapter import ADAPTER
+    from zoo.segmentation.data import load_scenes
+
+    data = (load_scenes("test", 16), load_scenes("test", 16))
+    fast = {"epochs": 1, "batch_size": 8, "progress": False}
+    ADAPTER.distill(None, "lraspp-resnet8", None, data=data, out=tmp_path / "t", settings=fast)
+    card = (tmp_path / "t" / "README.md").read_text()
+    again = ADAPTER.distill(None, "lraspp-resnet8", None, data=data, out=tmp_path / "t", settings={"lr": 0.5},
+                            resume=True)
+    assert again.finished and (tmp_path / "t" / "README.md").read_text() == card
+    with pytest.raises(ValueError, match="train_subset must be"):
+        ADAPTER.distill(None, "lraspp-resnet8", None, data=data, out=tmp_path / "z", settings=fast, train_subset=0)
+    assert not (tmp_path / "z").exists()
+    shutil.copytree(tmp_path / "t", tmp_path / "teacher")
+    ADAPTER.distill(str(tmp_path / "teacher"), "lraspp-resnet8", "cwd", data=data, out=tmp_path / "kd",
+                    settings={**fast, "max_steps": 1})
+    ADAPTER.distill(None, "lraspp-resnet8", None, data=data, out=tmp_path / "other", settings={**fast, "seed": 1})
+    shutil.rmtree(tmp_path / "teacher")
+    shutil.copytree(tmp_path / "other", tmp_path / "teacher")
+    with pytest.raises(ValueError, match="teacher's weights changed"):
+        ADAPTER.distill(str(tmp_path / "teacher"), "lraspp-resnet8", "cwd", data=data, out=tmp_path / "kd",
+                        settings=fast, resume=True)
+    (tmp_path / "afile").write_text("x")
+    assert main(["predict", str(tmp_path / "t"), "--save", str(tmp_path / "afile")]) == 2
+    assert "a file is there, not a folder" in capsys.readouterr().err

@@ -148,6 +148,10 @@ def test_a_runner_task_gets_the_twin_protocol(toy_task, tmp_path):
     assert results[0].metrics["twin"] != results[1].metrics["twin"]  # the seed reaches the arms
     table, summary = protocol.write_results(spec, plug, results, tmp_path / "res")
     assert summary["toyreg-kd"].gain == pytest.approx(summary["twin"].mean - summary["toyreg-kd"].mean)
+    bad = protocol.ProtocolSpec("toyreg", str(tmp_path / "teacher"), "mlp-x", ["toyreg-kd"], [0, 1], "toy-lines")
+    with pytest.raises(ValueError):  # the student is built once before anything is written
+        protocol.run(bad, plug, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="not toyreg ones"):
         plug.validate(protocol.ProtocolSpec("toyreg", str(tmp_path / "teacher"), "mlp-4", ["kd"], [0, 1], "toy-lines"))
 

@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="*", help="inputs as the task takes them (image files, texts, ...)")
     pr.add_argument("--top-k", type=int, default=1)
     pr.add_argument("--json", action="store_true")
-    pr.add_argument("--save", metavar="DIR", help="write each prediction as files into DIR (segmentation: the mask "
-                                                  "and a colour overlay PNG), where the task renders predictions")
+    pr.add_argument("--save", metavar="DIR", help="write each prediction as files into DIR (e.g. a mask and a colour "
+                                                  "overlay PNG), where the task renders predictions")
     pr.set_defaults(func=_cmd_predict)
 
     ev = sub.add_parser("eval", help="re-measure a card's metrics with kdzoo's eval on its dataset split")
@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as e:  # a diverged run: the message says how to resume it
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, KeyError, ConnectionError, TypeError, ImportError, NotImplementedError) as e:
+    except (ValueError, OSError, KeyError, TypeError, ImportError, NotImplementedError) as e:  # OSError: files, folders, network
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `zoo list | head`: the reader has gone; not an error of ours

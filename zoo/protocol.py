@@ -315,7 +315,16 @@ class RunnerProtocol:
                 raise ValueError(f"recipe {name!r} does not distil one student from one teacher; the protocol "
                                  "compares such students with their twin")
             override(recipe, TrainConfig(), dict(spec.settings))  # unknown keys and bad values
-        self._teacher_card(spec)
+        self.teacher_metric(spec)  # a teacher of this task, measured on the split the arms are measured on
+        if spec.train_subset is not None and spec.train_subset < 1:
+            raise ValueError(f"train_subset must be >= 1, got {spec.train_subset}")
+        self.check_data_and_student(spec)
+
+    def check_data_and_student(self, spec: ProtocolSpec) -> None:
+        """The data set loads and the student architecture builds for it (default: the adapter's
+        ``datasets`` and ``build_student``), before the run records anything."""
+        train, _ = self.adapter.datasets(spec.dataset, train_subset=spec.train_subset)
+        self.adapter.build_student(spec.student, train)
 
     def recipe(self, name: str) -> Any:
         """The `zoo.recipes.Recipe` called ``name`` (a task whose methods are not registered recipes

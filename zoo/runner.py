@@ -101,6 +101,18 @@ def _teacher_id(teacher: Any) -> str:
     return str(teacher)
 
 
+def _teacher_weights(ref: Any) -> str | None:
+    """The sha256 of a teacher's weights (a module's fingerprint, a checkpoint's safetensors file)."""
+    from .teacher_cache import weights_fingerprint
+
+    if isinstance(ref, nn.Module):
+        return weights_fingerprint(ref)
+    import zoo
+
+    card = hub.read_card(ref) if Path(str(ref)).is_dir() else zoo.card(str(ref))
+    return next((f.sha256 for f in card.files if f.name.endswith(".safetensors")), None)
+
+
 def _load_teacher(ref: Any) -> nn.Module:
     if isinstance(ref, nn.Module):
         return ref
@@ -142,6 +154,12 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     from .trainer import STATE_FILE, TrainConfig, fit
 
     task = adapter.task
+    if train_subset is not None and (isinstance(train_subset, bool) or train_subset < 1):
+        raise ValueError(f"train_subset must be a number of examples >= 1, got {train_subset!r}")
+    if resume and (Path(out) / hub.CARD_FILE).exists():  # finished: nothing to resume, and its card stays as it is
+        card = hub.read_card(out)
+        print(f"{out}: this run has finished (its card is unchanged); start a new run in another folder to train again")
+        return DistillRun(hub.load_dir(out, card), Path(out), True, card.extra.get("history", []), card)
     base = Recipe("plain", [], task_weight=1.0, teachers=0, task=task,
                   description="the task loss only") if recipe in (None, "plain") else get_recipe(recipe)
     if base.task != task:
@@ -153,6 +171,12 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     identity, settings = runs.resolve(out, identity, dict(settings or {}), resume)
     if not teachers_in and identity.get("teachers"):
         teachers_in = list(identity["teachers"])
+    # the teachers' weights, not only their names or folders: a resume from changed weights is refused
+    weights = [_teacher_weights(t) for t in teachers_in] or None
+    if resume and identity.get("teacher_weights") is not None and weights != identity["teacher_weights"]:
+        raise runs.ResumeMismatchError(f"--resume: the teacher's weights changed since {out} was started "
+                                       f"(sha256 {identity['teacher_weights']} -> {weights}); start a new run")
+    identity["teacher_weights"] = weights
     recipe_obj, cfg = override(base, TrainConfig(), settings)
     effective = {"recipe": recipe_dict(recipe_obj)}
     runs.check_effective(out, effective, resume)
@@ -162,6 +186,14 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     train, test = adapter.datasets(data if isinstance(data, str) or data is None else data,
                                    train_subset=identity.get("train_subset"))
     teachers = [_load_teacher(t) for t in teachers_in]
+    labels = list(adapter.card_fields(train).get("labels") or [])
+    for t in teachers:
+        card = getattr(t, "card", None)
+        if card is not None and card.task != task:
+            raise ValueError(f"teacher {card.name!r} is a {card.task} model, not a {task} one")
+        if card is not None and card.labels and labels and list(card.labels) != labels:
+            raise ValueError(f"teacher {card.name!r} predicts {len(card.labels)} classes ({', '.join(card.labels[:4])}, ...), "
+                             f"the data has {len(labels)} ({', '.join(labels[:4])}, ...)")
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     students = [adapter.build_student(student, train) for _ in range(recipe_obj.cohort)]
