@@ -45,3 +45,11 @@ def test_a_distilled_entry_beats_its_twin(card):
     if card.baseline.get("name"):  # the twin is an entry: it is the same architecture, trained plain
         twin_card = next(c for c in BUNDLED if c.name == card.baseline["name"])
         assert twin_card.method == "plain" and twin_card.architecture == card.architecture
+
+
+def test_the_readme_shows_every_protocol_table_behind_the_zoo():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tables = {c.baseline["table"] for c in DISTILLED if c.baseline}
+    for table in tables:
+        md = (ROOT / table).read_text(encoding="utf-8").strip()
+        assert md.split("\n\n")[0] in readme, f"stale: copy {table} into README.md"
