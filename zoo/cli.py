@@ -30,15 +30,23 @@ LIST_FIELDS = ("name", "aliases", "task", "architecture", "method", "dataset", "
                "flops", "latency_ms", "teacher", "source", "metrics_source", "baseline")
 
 
-def _jsonable(value: Any) -> Any:
-    """Tensors and arrays in predictions (e.g. a segmentation mask) as nested lists."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=_jsonable))
+    """``obj`` as indented JSON; tensors and arrays in it (e.g. a predicted mask) as nested lists, one row
+    per line rather than one number per line."""
+    arrays: list[Any] = []
+
+    def placeholder(value: Any) -> str:
+        if not hasattr(value, "tolist"):
+            raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+        arrays.append(value.tolist())
+        return f"\x00array{len(arrays) - 1}\x00"
+
+    text = json.dumps(obj, indent=2, default=placeholder)
+    for k, value in enumerate(arrays):
+        rows = (",\n".join(json.dumps(row, separators=(",", ":")) for row in value)
+                if value and isinstance(value[0], list) else json.dumps(value, separators=(",", ":")))
+        text = text.replace(json.dumps(f"\x00array{k}\x00"), f"[\n{rows}\n]" if value and isinstance(value[0], list) else rows)
+    print(text)
 
 
 def _fmt_num(n: int | None) -> str:
