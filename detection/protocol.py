@@ -19,8 +19,6 @@ class DetectionProtocol(RunnerProtocol):
     """`zoo.protocol.ProtocolTask` for detection: box mAP on the scenes' test split; the one method is
     ``chen2017`` (hint + RPN + RoI-head distillation, `zoo.detection.distill`)."""
 
-    arms_note = "the arms of a seed trained one after another on the same batches (same seed)"
-
     def __init__(self, adapter: Any) -> None:
         super().__init__(adapter, SCENES)
 

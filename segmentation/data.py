@@ -211,6 +211,20 @@ def read_classes(path: str | os.PathLike) -> list[str]:
     return names
 
 
+def _by_stem(folder: Path, suffix: str, what: str) -> dict[str, Path]:
+    """The image files of ``folder`` whose stem ends in ``suffix``, by their stem without it, sorted;
+    ValueError when two files share a stem (one mask per image)."""
+    found: dict[str, Path] = {}
+    for p in _images_in(folder):
+        if suffix and not p.stem.endswith(suffix):
+            continue
+        key = p.stem[: len(p.stem) - len(suffix)] if suffix else p.stem
+        if key in found:
+            raise ValueError(f"two {what} for {key!r} in {folder}: {found[key].name} and {p.name} (one mask per image)")
+        found[key] = p
+    return found
+
+
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
@@ -228,22 +242,9 @@ def load_mask_folder(image_dir: str | os.PathLike, mask_dir: str | os.PathLike, 
             raise DataNotFoundError(f"no folder {folder}")
     if isinstance(classes, str):
         raise TypeError(f"classes must be a list of names, got the string {classes!r}")
-    masks: dict[str, Path] = {}
-    for p in _images_in(mask_dir):
-        if mask_suffix and not p.stem.endswith(mask_suffix):
-            continue
-        key = p.stem[: len(p.stem) - len(mask_suffix)] if mask_suffix else p.stem
-        if key in masks:
-            raise ValueError(f"two masks for {key!r} in {mask_dir}: {masks[key].name} and {p.name}")
-        masks[key] = p
-    pairs, seen = [], {}
-    for image in _images_in(image_dir):
-        if image_suffix and not image.stem.endswith(image_suffix):
-            continue
-        key = image.stem[: len(image.stem) - len(image_suffix)] if image_suffix else image.stem
-        if key in seen:
-            raise ValueError(f"two images for {key!r} in {image_dir}: {seen[key].name} and {image.name} (one mask each)")
-        seen[key] = image
+    masks = _by_stem(mask_dir, mask_suffix, "masks")
+    pairs = []
+    for key, image in _by_stem(image_dir, image_suffix, "images").items():
         if key not in masks:
             raise DataNotFoundError(f"{image} has no mask {key}{mask_suffix}.* in {mask_dir}")
         pairs.append((image, masks[key]))

@@ -350,13 +350,12 @@ class RunnerProtocol:
 
     def run_seed(self, spec: ProtocolSpec, seed: int, out_dir: Path, deadline: float | None,
                  device: str | None) -> SeedResult | None:
+        from .hub import CARD_FILE, read_card
         from .metrics import hardware_description
 
         metrics, history, steps, wall = {}, {}, set(), 0.0
         for arm in spec.arms:
             run_dir = out_dir / arm
-            from .hub import CARD_FILE, read_card
-
             finished = (run_dir / CARD_FILE).exists()  # the card is written last, once the run finished
             t0 = time.perf_counter()
             if not finished and not self.train_arm(spec, arm, seed, run_dir, deadline, device):

@@ -186,7 +186,8 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     train, test = adapter.datasets(data if isinstance(data, str) or data is None else data,
                                    train_subset=identity.get("train_subset"))
     teachers = [_load_teacher(t) for t in teachers_in]
-    labels = list(adapter.card_fields(train).get("labels") or [])
+    card_fields = adapter.card_fields(train)
+    labels = list(card_fields.get("labels") or [])
     for t in teachers:
         card = getattr(t, "card", None)
         if card is not None and card.task != task:
@@ -221,7 +222,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
             command=reproduce_command(task, identity, record_["started_with"], out), hardware=hardware_description(dev),
             notes=runs.describe_changes(record_["changes"]),
             wall_time_s=time.perf_counter() - started, recipe=recipe_dict(recipe_obj) if recipe_obj.terms else None,
-            **adapter.card_fields(train))
+            **card_fields)
         run.card = export_run(adapter, record, out, test)
     return run
 
