@@ -95,7 +95,8 @@ class NlpAdapter(TaskAdapter):
 
     def distill(self, teacher: Any, student: Any, recipe: str | None, **kwargs: Any) -> Any:
         raise ValueError(f"nlp recipes ({recipe}) run in the staged pipeline, not through zoo.distill: "
-                         "`zoo distill nlp STAGES --out DIR ...` (python -m zoo.nlp.pipeline --help)")
+                         "`zoo distill nlp STAGES --out DIR ...` (python -m zoo.nlp.pipeline --help), or from "
+                         "Python zoo.nlp.pipeline.run(STAGES, OUT, data=<task name or datasets.DatasetDict>)")
 
     def cli(self, command: str, argv: list[str]) -> int:
         """``zoo train|distill nlp STAGES ...``: the staged pipeline (`python -m zoo.nlp.pipeline`)."""

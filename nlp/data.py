@@ -11,6 +11,8 @@ Tasks (`load_task`):
   each distinct text once, split 80/10/10 by a hash of the text.
 - ``glue/<name>`` (online): GLUE through `datasets` (sst2, cola, mrpc, qnli, rte, ...); sentence pairs are
   joined with the tokenizer's separator.
+- your own: a Hugging Face `datasets.DatasetDict` (``text`` and ``label`` columns by default), in memory
+  or as a folder written by ``save_to_disk`` (`hf_task`).
 
 `load_corpus("gcide")` gives plain English text for general distillation: the definitions and
 quotations of the GNU Collaborative International Dictionary of English (Debian ``dict-gcide``).
@@ -198,26 +200,135 @@ def glue(name: str, split: str) -> TextTask:
     except Exception as err:  # offline: ConnectionError, or a datasets-specific error
         raise TextDataNotFoundError(f"GLUE {name!r} could not be loaded through `datasets` ({type(err).__name__}: {err}). "
                                     "It needs the network or a populated HF cache.") from err
-    keys = [k for k in ("sentence", "question", "sentence1", "question1", "premise") if k in ds.column_names][:1]
-    keys += [k for k in ("sentence2", "question2", "hypothesis") if k in ds.column_names][:1]
-    if name == "qnli":
-        keys = ["question", "sentence"]
-    texts = [" [SEP] ".join(row[k] for k in keys) for row in ds]
-    classes = tuple(ds.features["label"].names)
-    return TextTask(f"glue/{name}", split, texts, list(ds["label"]), classes, source="glue (datasets)")
+    columns = ["question", "sentence"] if name == "qnli" else None
+    return task_from_hf(ds, f"glue/{name}", split, text_columns=columns, source="glue (datasets)")
 
 
-def load_task(name: str, split: str, root: str | os.PathLike | None = None) -> TextTask:
-    """``wordnet-topic``, ``fortunes`` or ``glue/<name>``, split ``train``, ``validation`` or ``test``."""
+FIRST_TEXT_COLUMNS = ("text", "sentence", "question", "sentence1", "question1", "premise", "content", "document")
+SECOND_TEXT_COLUMNS = ("sentence2", "question2", "hypothesis")
+
+
+def task_from_hf(dataset: Any, name: str, split: str, *, text_columns: Sequence[str] | None = None,
+                 label_column: str = "label", source: str = "") -> TextTask:
+    """One split of a Hugging Face `datasets.Dataset` as a `TextTask`.
+
+    The text is ``text_columns`` (one column, or two joined with ' [SEP] ', which `encode` re-splits into
+    a tokenizer pair); by default the first of ``text``, ``sentence``, ``question``, ``sentence1``, ... and
+    the second of ``sentence2``, ``question2``, ``hypothesis`` found. ``label_column`` holds integer labels:
+    its `datasets.ClassLabel` names are the classes; without a ClassLabel the classes are the labels'
+    values as strings, 0..max.
+
+    Raises:
+        ValueError: a named column is missing (the dataset's columns are listed), there is no text column,
+            a text is not a string, or a label is negative (e.g. GLUE's hidden test labels, -1).
+    """
+    columns = list(dataset.column_names)
+    if text_columns is None:
+        text_columns = [c for c in FIRST_TEXT_COLUMNS if c in columns][:1]
+        text_columns += [c for c in SECOND_TEXT_COLUMNS if c in columns][:1] if text_columns else []
+        if not text_columns:
+            raise ValueError(f"{name}/{split}: no text column found among {columns}; name it with text_columns")
+    missing = [c for c in [*text_columns, label_column] if c not in columns]
+    if missing:
+        raise ValueError(f"{name}/{split}: no column(s) {missing}; the dataset has {columns}")
+    if not 1 <= len(text_columns) <= 2:
+        raise ValueError(f"text_columns must name one column or a pair, got {list(text_columns)}")
+    parts = [dataset[c] for c in text_columns]
+    for column, values in zip(text_columns, parts):
+        bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+        if bad is not None:
+            raise ValueError(f"{name}/{split}: column {column!r} row {bad} is a {type(values[bad]).__name__}, not a string")
+    texts = [" [SEP] ".join(row) for row in zip(*parts)]
+    labels = [int(y) for y in dataset[label_column]]
+    if any(y < 0 for y in labels):
+        raise ValueError(f"{name}/{split}: {sum(y < 0 for y in labels)} example(s) have a negative label "
+                         "(hidden labels, as in GLUE's test splits); use a labelled split")
+    feature = dataset.features.get(label_column)
+    names = getattr(feature, "names", None)
+    classes = tuple(names) if names else tuple(str(i) for i in range(max(labels, default=-1) + 1))
+    return TextTask(name, split, texts, labels, classes, source=source or f"datasets ({name})")
+
+
+def hf_task(data: Any, split: str, *, name: str | None = None, text_columns: Sequence[str] | None = None,
+            label_column: str = "label") -> TextTask:
+    """A split of a Hugging Face dataset: a `datasets.DatasetDict`, or a folder written by its
+    ``save_to_disk`` (read offline with `datasets.load_from_disk`).
+
+    Splits: ``train`` and ``test`` are read as they are; ``validation`` is the dataset's own
+    ``validation`` split or, when it has none, the examples of ``train`` whose index hashes into one
+    tenth of the buckets (`split_of`-style, fixed), which are then left out of ``train``; a dataset
+    without ``test`` uses ``validation`` as its test split (as GLUE's hidden test labels force).
+
+    Raises:
+        ImportError: `datasets` is not installed.
+        ValueError: a split cannot be formed (the dataset's splits are named).
+    """
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("Hugging Face datasets need `datasets`: pip install 'kdzoo[nlp]'") from None
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if isinstance(data, (str, os.PathLike)):
+        name = name or Path(data).name
+        data = datasets.load_from_disk(str(data))
+    if isinstance(data, datasets.Dataset):
+        data = datasets.DatasetDict({"train": data})
+    if not isinstance(data, datasets.DatasetDict):
+        raise TypeError(f"expected a datasets.DatasetDict, Dataset or a save_to_disk folder, got {type(data).__name__}")
+    name = name or "hf-dataset"
+    have = list(data)
+    if split == "test" and "test" not in data:
+        split_data = data.get("validation")
+    elif split == "validation" and "validation" not in data:
+        split_data = data["train"].select(_held_out(len(data["train"]), True)) if "train" in data else None
+    elif split == "train" and "validation" not in data and "train" in data:
+        split_data = data["train"].select(_held_out(len(data["train"]), False))
+    else:
+        split_data = data.get(split)
+    if split_data is None or len(split_data) == 0:
+        raise ValueError(f"{name}: no {split!r} split can be formed from the dataset's splits {have}")
+    task = task_from_hf(split_data, name, split, text_columns=text_columns, label_column=label_column)
+    if split != "train" and "train" in data:  # one label space for every split: the training split's
+        task = TextTask(task.name, split, task.texts, task.labels, _classes_of(data["train"], label_column, task.classes),
+                        task.source)
+    return task
+
+
+def is_saved_dataset(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder written by `datasets` ``save_to_disk`` (a DatasetDict or a Dataset)."""
+    return Path(path).is_dir() and any((Path(path) / f).exists() for f in ("dataset_dict.json", "state.json"))
+
+
+def _held_out(n: int, held_out: bool) -> list[int]:
+    """Indices 0..n-1 whose hash puts them in the held-out tenth (``held_out``) or in the other nine."""
+    return [i for i in range(n) if (_key_hash(f"row:{i}") % 10 == 9) == held_out]
+
+
+def _classes_of(dataset: Any, label_column: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
+    names = getattr(dataset.features.get(label_column), "names", None)
+    if names:
+        return tuple(names)
+    top = max((int(y) for y in dataset[label_column]), default=-1)
+    return tuple(str(i) for i in range(max(top + 1, len(fallback))))
+
+
+def load_task(name: Any, split: str, root: str | os.PathLike | None = None) -> TextTask:
+    """Split ``train``, ``validation`` or ``test`` of a text task: ``wordnet-topic``, ``fortunes``,
+    ``glue/<name>``, a Hugging Face `datasets.DatasetDict`, or a folder written by its ``save_to_disk``
+    (`hf_task`: columns ``text`` and ``label`` by default)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not isinstance(name, str) or is_saved_dataset(name):
+        return hf_task(name, split)
     if name == "wordnet-topic":
         return wordnet_topic(split, root)
     if name == "fortunes":
         return fortunes(split, root)
     if name.startswith("glue/"):
         return glue(name.split("/", 1)[1], split)
-    raise ValueError(f"unknown text task {name!r}; known: {', '.join(TASKS)}, glue/<name>")
+    raise ValueError(f"unknown text task {name!r}; known: {', '.join(TASKS)}, glue/<name>, or a folder saved by "
+                     "datasets.DatasetDict.save_to_disk")
 
 
 def gcide_corpus(path: str | os.PathLike | None = None, min_words: int = 6) -> list[str]:

@@ -6,6 +6,8 @@
     plain      the same student shape fine-tuned without distillation (the benchmark's no-KD row)
     baseline   TF-IDF + logistic regression and the majority class (the benchmark's linear rows)
 
+From Python, `run` takes the same options and also a Hugging Face `datasets.DatasetDict` as the task.
+
 Each stage trains through `zoo.trainer.fit` in ``OUT/<stage>/`` and resumes there exactly after an
 interruption (run the same command again); ``--time-budget`` minutes stops it cleanly. Settings are
 recorded in ``OUT/<stage>.json`` with the measured accuracies.
@@ -14,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shlex
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -203,11 +206,14 @@ def check_stage_settings(out: Path, stage: str, args: argparse.Namespace) -> Non
                          "folder to start it again")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The pipeline's command line (``python -m zoo.nlp.pipeline --help``)."""
+    p = argparse.ArgumentParser(prog="python -m zoo.nlp.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stages", nargs="+", choices=STAGES + ("all",))
     p.add_argument("--out", required=True)
-    p.add_argument("--task", default="wordnet-topic")
+    p.add_argument("--task", default="wordnet-topic",
+                   help="wordnet-topic, fortunes, glue/<name>, or a folder saved by datasets' save_to_disk")
     p.add_argument("--teacher", default="all-mpnet-base-v2", help="pretrained encoder name or folder")
     p.add_argument("--train-subset", type=int)
     p.add_argument("--max-length", type=int, default=64)
@@ -235,7 +241,92 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=300)
     p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(stages: str | Sequence[str], out: str | os.PathLike, *, data: Any = "wordnet-topic",
+        **options: Any) -> dict[str, dict[str, Any]]:
+    """The pipeline from Python: ``run(["teacher", "general", "task"], "runs/tb", data=my_dataset_dict,
+    task_epochs=3)`` is ``python -m zoo.nlp.pipeline teacher general task --out runs/tb --task ... --task-epochs 3``.
+
+    ``data`` is a task name (see `zoo.nlp.data.load_task`), a folder saved by `datasets`, or a Hugging Face
+    `datasets.DatasetDict`/`Dataset` (``text`` and ``label`` columns; see `zoo.nlp.data.hf_task` for the
+    splits), which is saved once into ``OUT/data`` so that every stage and a resumed run read the same
+    examples. Options are the command line's, with underscores (``True`` turns a flag on).
+
+    Returns:
+        Each finished stage's record (``OUT/<stage>.json``: settings, history, measured accuracies); a
+        stage stopped by ``time_budget`` is absent (call again to resume it).
+
+    Raises:
+        ValueError: an unknown stage or option, or ``OUT/data`` holds another dataset than ``data``.
+    """
+    stages = [stages] if isinstance(stages, str) else list(stages)
+    parser = build_parser()
+    known = {a.dest: a for a in parser._actions if a.option_strings}
+    unknown = sorted(set(options) - set(known) - {"task"})
+    if unknown:
+        raise ValueError(f"unknown pipeline option(s) {unknown}; known: {', '.join(sorted(k for k in known if k != 'help'))}")
+    bad = [s for s in stages if s not in STAGES + ("all",)]
+    if bad:
+        raise ValueError(f"unknown stage(s) {bad}; the stages are {', '.join(STAGES)} (or all)")
+    out = Path(out)
+    if not isinstance(data, (str, os.PathLike)):
+        data = _save_dataset(data, out / "data")
+    argv = [*stages, "--out", str(out), "--task", str(data)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(known[key], argparse._StoreTrueAction):
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, str(value)]
+    if main(argv) != 0:
+        raise RuntimeError(f"the pipeline stopped: {shlex.join(argv)}")
+    return {s: json.loads((out / f"{s}.json").read_text()) for s in (STAGES if "all" in stages else stages)
+            if (out / f"{s}.json").exists()}
+
+
+def _save_dataset(data: Any, target: Path) -> str:
+    """Save a `datasets` dataset into ``target`` once (atomically); a later call must pass the same one."""
+    import shutil
+
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        data = datasets.DatasetDict({"train": data})
+    if not isinstance(data, datasets.DatasetDict):
+        raise TypeError(f"data must be a task name, a folder, or a datasets.DatasetDict/Dataset, got {type(data).__name__}")
+    fingerprint = json.dumps({k: _content_hash(d) for k, d in sorted(data.items())}, sort_keys=True)
+    stamp = target / "kdzoo_fingerprint.json"
+    if stamp.exists():
+        if stamp.read_text() != fingerprint:
+            raise ValueError(f"{target} holds another dataset (fingerprints {stamp.read_text()} then, {fingerprint} now); "
+                             "resume with the same data, or use another out folder")
+        return str(target)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    data.save_to_disk(str(partial))
+    atomic_write_text(partial / stamp.name, fingerprint)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return str(target)
+
+
+def _content_hash(dataset: Any) -> str:
+    """sha256 of a `datasets.Dataset`'s rows (its Arrow table in IPC form), the same for equal contents."""
+    import hashlib
+
+    import pyarrow as pa
+
+    table = dataset.flatten_indices().data.table
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
     stages = STAGES if "all" in args.stages else args.stages
     Path(args.out).mkdir(parents=True, exist_ok=True)

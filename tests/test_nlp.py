@@ -355,3 +355,75 @@ def test_the_real_wordnet_train_split_is_not_sorted_by_part_of_speech():
     assert len(train) > 90_000 and len(train.classes) == 45
     head = {i.split(":")[0] for i in train.ids[:1000]}
     assert head == {"n", "v", "a", "r"}  # the first 1000 hold every part of speech
+
+
+# ---------------------------------------------------------------- Hugging Face datasets as the task
+
+
+def _hf_dict(n_train=40, n_test=9, class_label=True):
+    datasets = pytest.importorskip("datasets")
+    names = ["animal", "food", "motion"]
+    label = datasets.ClassLabel(names=names) if class_label else datasets.Value("int64")
+    features = datasets.Features({"text": datasets.Value("string"), "label": label})
+
+    def rows(n, seed):
+        t = texts(n, seed)
+        return {"text": t, "label": [len(x.split()) % 3 for x in t]}
+
+    return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows(n_train, 1), features=features),
+                                 "test": datasets.Dataset.from_dict(rows(n_test, 2), features=features)})
+
+
+def test_a_datasetdict_without_validation_is_split_by_a_fixed_hash(tmp_path):
+    dd = _hf_dict()
+    train, val, test = (nlp_data.hf_task(dd, s, name="mine") for s in ("train", "validation", "test"))
+    assert len(train) + len(val) == 40 and 0 < len(val) < len(train)
+    assert sorted(train.texts + val.texts) == sorted(dd["train"]["text"])  # a partition of the training split
+    assert test.texts == dd["test"]["text"] and test.labels == dd["test"]["label"]
+    assert train.classes == val.classes == test.classes == ("animal", "food", "motion")
+    # the same split from a folder written by save_to_disk, through load_task
+    dd.save_to_disk(str(tmp_path / "saved"))
+    again = nlp_data.load_task(str(tmp_path / "saved"), "validation")
+    assert again.texts == val.texts and again.name == "saved"
+    # without a ClassLabel the classes are the label values 0..max, the same in every split
+    plain = _hf_dict(class_label=False)
+    assert nlp_data.hf_task(plain, "test").classes == ("0", "1", "2")
+
+
+def test_hf_columns_pairs_and_bad_datasets_are_clear(tokenizer):
+    datasets = pytest.importorskip("datasets")
+    pairs = datasets.Dataset.from_dict({"premise": ["a cat", "a dog"], "hypothesis": ["a pet", "food"], "label": [0, 1]})
+    task = nlp_data.task_from_hf(pairs, "nli", "train")
+    assert task.texts == ["a cat [SEP] a pet", "a dog [SEP] food"] and task.classes == ("0", "1")
+    with pytest.raises(ValueError, match=r"no column\(s\) \['stars'\].*\['premise', 'hypothesis', 'label'\]"):
+        nlp_data.task_from_hf(pairs, "nli", "train", label_column="stars")
+    hidden = datasets.Dataset.from_dict({"sentence": ["a", "b"], "label": [-1, -1]})
+    with pytest.raises(ValueError, match="negative label"):
+        nlp_data.task_from_hf(hidden, "glue", "test")
+    numbers = datasets.Dataset.from_dict({"idx": [1, 2], "label": [0, 1]})
+    with pytest.raises(ValueError, match="no text column"):
+        nlp_data.task_from_hf(numbers, "x", "train")
+    with pytest.raises(ValueError, match=r"no 'test' split can be formed.*\['train'\]"):
+        nlp_data.hf_task(datasets.DatasetDict({"train": pairs}), "test")
+
+
+def test_the_pipeline_trains_on_a_datasetdict_and_refuses_another_one_on_resume(tokenizer, tmp_path):
+    from zoo.nlp.pipeline import run
+
+    teacher_dir = tmp_path / "teacher"
+    tiny_encoder(tokenizer, layers=2).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    dd = _hf_dict()
+    options = dict(teacher=str(teacher_dir), batch_size=8, teacher_epochs=1, task_epochs=1, pred_epochs=0,
+                   student_layers=1, student_hidden=16, student_ffn=32, student_heads=4, max_length=16, quiet=True)
+    records = run(["teacher", "plain"], tmp_path / "run", data=dd, **options)
+    assert set(records) == {"teacher", "plain"}
+    assert records["plain"]["task"] == str(tmp_path / "run" / "data")  # the dataset travels with the run
+    assert records["teacher"]["train_examples"] == len(nlp_data.hf_task(dd, "train"))
+    assert 0.0 <= records["plain"]["test_accuracy"] <= 1.0
+    # the same call again finds every stage done; another dataset for the same run folder is refused
+    assert run(["plain"], tmp_path / "run", data=_hf_dict(), **options)["plain"] == records["plain"]
+    with pytest.raises(ValueError, match="holds another dataset"):
+        run(["plain"], tmp_path / "run", data=_hf_dict(n_train=30), **options)
+    with pytest.raises(ValueError, match="unknown pipeline option"):
+        run(["plain"], tmp_path / "run", data=dd, epochs=3)
