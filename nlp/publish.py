@@ -2,7 +2,9 @@
 
     python -m zoo.nlp.publish RUN_DIR --name tinybert-kd [--dest weights]
 
-The student is saved in float16 with its tokenizer files (all sha256-recorded on the card). The card's
+The run becomes a card the way every task's does (a `zoo.runner.RunRecord` -> `zoo.runner.make_card`),
+plus what a text model's card has besides: its tokenizer files, latency, FLOPs and licence. The student
+is saved in float16 with its tokenizer files (all sha256-recorded on the card). The card's
 accuracy is measured again on the cast weights, exactly as `zoo eval` loads them. Teacher and student
 CPU latency (batch 1 and 32, real test texts) are measured in one interleaved run, so their ratio is
 fair on a noisy machine; parameters are counted for both.
@@ -10,13 +12,13 @@ fair on a noisy machine; parameters are counted for both.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import hashlib
 import json
 import shutil
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,7 +27,8 @@ from torch import nn
 from zoo import hub
 from zoo.io import atomic_write_text
 from zoo.metrics import count_flops, count_params, cpu_description
-from zoo.registry import FileRef, ModelCard, TeacherRef, TrainingRecord
+from zoo.registry import FileRef, ModelCard, TeacherRef
+from zoo.runner import RunRecord, make_card
 
 from .adapter import TOKENIZER_FILES
 from .data import TextBatches, encode, load_task
@@ -113,37 +116,34 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
         if (tokenizer_dir / fname).exists():
             shutil.copyfile(tokenizer_dir / fname, dest / fname)
             refs.append(_file_ref(dest / fname))
-    hardware = info["task"].get("hardware") or f"CPU: {cpu_description()}"
     stages = info["task"]["stages"]
-    card = ModelCard(
-        name=name, task="nlp", architecture="text-classifier", config=student.config, dataset=task_name,
-        split="test", metrics={"accuracy": round(student_acc, 6)}, params=params["student"], method="tinybert",
-        aliases=aliases or [], paper=TINYBERT,
-        teacher=TeacherRef(name=f"{teacher_name} fine-tuned on {task_name}", metrics={"accuracy": round(teacher_acc, 6)},
-                           params=params["teacher"]),
-        latency_ms=latency["student"], latency_env=cpu_description(), flops=flops["student"],
+    record = RunRecord(
+        task="nlp", model=student, architecture="text-classifier", config=student.config, dataset=str(task_name),
+        split="test", method="tinybert", paper=TINYBERT,
+        teachers=[TeacherRef(name=f"{teacher_name} fine-tuned on {task_name}", metrics={"accuracy": round(teacher_acc, 6)},
+                             params=params["teacher"])],
+        train_config={"epochs": float(sum(s["config"]["epochs"] for s in stages.values())),
+                      "seed": int(info["general"]["config"]["seed"]),
+                      **{k: {**v["config"], **({"temperature": v["temperature"]} if v.get("temperature") else {})}
+                         for k, v in stages.items()}},
+        command=" && ".join(dict.fromkeys(info[s].get("command", f"python -m zoo.nlp.pipeline {s} --out {run}")
+                                          for s in PIPELINE_STAGES)) + f" && python -m zoo.nlp.publish {run} --name {name}",
+        hardware=info["task"].get("hardware") or f"CPU: {cpu_description()}",
+        wall_time_s=float(sum(info[s].get("wall_seconds", 0.0) for s in PIPELINE_STAGES)),
         preprocessing={"max_length": max_length, "tokenizer": f"{teacher_name} (shipped with the weights)"},
-        labels=list(test_task.classes), files=refs,
-        license="Apache-2.0",
-        description=(f"TinyBERT-4L-312 student distilled from {teacher_name} on the {task_name} task (45 WordNet "
-                     "lexicographer topics from glosses), TinyBERT's two stages through kdzoo's trainer."),
-        training=TrainingRecord(
-            command=" && ".join(dict.fromkeys(info[s].get("command", f"python -m zoo.nlp.pipeline {s} --out {run}")
-                                              for s in PIPELINE_STAGES))
-            + f" && python -m zoo.nlp.publish {run} --name {name}",
-            hardware=hardware, epochs=float(sum(s["config"]["epochs"] for s in stages.values())),
-            seeds=[int(info["general"]["config"]["seed"])],
-            wall_time_s=float(sum(info[s].get("wall_seconds", 0.0) for s in PIPELINE_STAGES)),
-            date=_dt.date.today().isoformat(), notes=notes,
-            config={k: {**v["config"], **({"temperature": v["temperature"]} if v.get("temperature") else {})}
-                    for k, v in stages.items()}),
+        labels=list(test_task.classes), notes=notes,
+        description=(f"TinyBERT-4L-312 student distilled from {teacher_name} on the {task_name} task, "
+                     "TinyBERT's two stages through kdzoo's trainer."),
         extra={"benchmark": rows, "ratios": ratios, "teacher_latency_ms": latency["teacher"],
                "flops_per_text_of_tokens": median_len, "teacher_flops": flops["teacher"],
                "accuracy_fp32": info["task"]["test_accuracy"],
                "stages": {"teacher": {k: v for k, v in info["teacher"].items() if k != "history"},
                           "general": {k: v for k, v in info["general"].items() if k != "history"},
-                          "task": {k: v for k, v in info["task"].items() if k != "stages"}}},
-    )
+                          "task": {k: v for k, v in info["task"].items() if k != "stages"}}})
+    card = make_card(record, {"accuracy": student_acc}, name)
+    # what a text model's card has beyond make_card's: its tokenizer files, latency, FLOPs and licence
+    card = replace(card, aliases=aliases or [], latency_ms=latency["student"], latency_env=cpu_description(),
+                   flops=flops["student"], files=refs, license="Apache-2.0")
     return hub.save(student, dest, card, dtype=torch.float16)
 
 

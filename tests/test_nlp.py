@@ -427,3 +427,30 @@ def test_the_pipeline_trains_on_a_datasetdict_and_refuses_another_one_on_resume(
         run(["plain"], tmp_path / "run", data=_hf_dict(n_train=30), **options)
     with pytest.raises(ValueError, match="unknown pipeline option"):
         run(["plain"], tmp_path / "run", data=dd, epochs=3)
+
+
+def test_every_stage_on_a_datasetdict_then_publish_load_and_predict(tokenizer, tmp_path):
+    """The whole pipeline on a tiny teacher folder and a DatasetDict, published through RunRecord -> make_card."""
+    import zoo
+    from zoo.nlp.pipeline import run
+    from zoo.nlp.publish import publish
+
+    teacher_dir = tmp_path / "teacher"
+    tiny_encoder(tokenizer, layers=2).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    options = dict(teacher=str(teacher_dir), batch_size=8, teacher_epochs=1, task_epochs=1, pred_epochs=1,
+                   general_examples=24, student_layers=1, student_hidden=16, student_ffn=32, student_heads=4,
+                   max_length=16, quiet=True)
+    records = run("all", tmp_path / "run", data=_hf_dict(n_train=40, n_test=40), **options)
+    assert set(records) == {"teacher", "general", "task", "plain", "baseline"}
+    card = publish(tmp_path / "run", "tiny-hf", dest_root=tmp_path / "pub")
+    assert card.method == "tinybert" and card.dataset == str(tmp_path / "run" / "data") and card.split == "test"
+    assert card.labels == ["animal", "food", "motion"] and card.teacher.params > card.params
+    assert card.training.command.startswith("python -m zoo.nlp.pipeline") and card.training.epochs == 2
+    assert {f.name for f in card.files} >= {"tokenizer.json", "tokenizer_config.json", "model.safetensors"}
+    assert card.extra["benchmark"][2]["accuracy"] == records["plain"]["test_accuracy"]  # the twin's row
+    model = zoo.load(tmp_path / "pub" / "tiny-hf")
+    [pred] = zoo.predict(model, ["a small cat run fast"])
+    assert pred["label"] in card.labels
+    report = zoo.evaluate(tmp_path / "pub" / "tiny-hf")  # re-reads the saved dataset's test split
+    assert abs(report["measured"]["accuracy"] - card.metrics["accuracy"]) < 1e-6
