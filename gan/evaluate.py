@@ -47,7 +47,7 @@ class FeatureNet(nn.Module):
 def frechet_distance(x: Tensor, y: Tensor) -> float:
     """The Fréchet distance between Gaussians fitted to the rows of ``x`` (N, D) and ``y`` (M, D), in float64.
 
-    Tr((S_x S_y)^{1/2}) is computed as the sum of the square roots of the eigenvalues of the symmetric
+    It is clamped at 0 (equal sets can come out a rounding error below). Tr((S_x S_y)^{1/2}) is computed as the sum of the square roots of the eigenvalues of the symmetric
     positive semi-definite S_x^{1/2} S_y S_x^{1/2} (the same spectrum), so no non-symmetric matrix
     square root is needed.
 
@@ -63,7 +63,8 @@ def frechet_distance(x: Tensor, y: Tensor) -> float:
     root_x = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
     middle = root_x @ s_y @ root_x
     trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
-    return float(((mu_x - mu_y) ** 2).sum() + torch.trace(s_x) + torch.trace(s_y) - 2 * trace_root)
+    value = float(((mu_x - mu_y) ** 2).sum() + torch.trace(s_x) + torch.trace(s_y) - 2 * trace_root)
+    return max(0.0, value)  # equal sets can come out a rounding error below 0
 
 
 @torch.no_grad()

@@ -8,13 +8,15 @@ modern photographs into vintage-looking ones. Its state dict loads strictly into
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from zoo.hub import load_state_checked
+from zoo.io import sha256_file
 
 from .models import ResnetGenerator, build_generator
 
@@ -25,14 +27,6 @@ VINTAGIFY = {
     "source": "https://pypi.org/project/vintagify/0.1.2/",
 }
 PRETRAINED = {"vintagify": VINTAGIFY}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pretrained_file(name: str = "vintagify") -> Path:
@@ -60,31 +54,13 @@ def pretrained_file(name: str = "vintagify") -> Path:
     return path
 
 
-def load_state_dict_strict(model: torch.nn.Module, state: dict[str, Any], source: str) -> None:
-    """``model.load_state_dict(state, strict=True)`` with the missing and unexpected keys named."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:4]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:4]}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
-        raise ValueError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
-
-
 def load_generator_file(path: str | os.PathLike, architecture: str = "cyclegan-resnet9-ngf64",
                         **config: Any) -> ResnetGenerator:
     """A generator from a PyTorch state-dict file (read with ``weights_only=True``), loaded strictly.
 
     Raises:
-        ValueError: the file is not a state dict, or does not fit the architecture (keys named).
+        ValueError: the file is not a state dict; `zoo.hub.StateDictMismatchError` (a ValueError): it does
+            not fit the architecture (missing, unexpected and mis-shaped keys named).
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -92,7 +68,7 @@ def load_generator_file(path: str | os.PathLike, architecture: str = "cyclegan-r
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} is not a state dict of tensors")
     model = build_generator(architecture, **config)
-    load_state_dict_strict(model, state, str(path))
+    load_state_checked(model, state, f"generator file {path}")
     return model.eval()
 
 

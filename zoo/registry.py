@@ -78,7 +78,7 @@ class ModelCard:
     files: list[FileRef] = field(default_factory=list)
     license: str = "Apache-2.0"
     training: TrainingRecord | None = None
-    source: str = "bundled"  # bundled | https://... (or http:// for a local mirror) | hf://org/repo[@rev]
+    source: str = "bundled"  # bundled | https://... (or http:// for a local mirror) | hf://org/repo[@rev] | pypi:NAME==VERSION
     metrics_source: str = "measured"  # measured (by our eval) | reported (by the publisher)
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # task-specific details (per-class accuracy, ...)
@@ -166,8 +166,9 @@ def validate_card_fields(card: ModelCard) -> list[str]:
             problems.append("baseline must hold 'metrics': {name: {'mean': ..., 'std': ..., 'n': ...}}")
     if card.metrics_source not in ("measured", "reported"):
         problems.append("metrics_source must be 'measured' or 'reported'")
-    if not (card.source == "bundled" or card.source.startswith(("https://", "http://", "hf://"))):
-        problems.append(f"source must be 'bundled', https://, http:// or hf://, got {card.source!r}")
+    if not (card.source == "bundled" or card.source.startswith(("https://", "http://", "hf://"))
+            or card.source.startswith("pypi:") and len(card.source) > len("pypi:")):
+        problems.append(f"source must be 'bundled', https://, http://, hf:// or pypi:NAME==VERSION, got {card.source!r}")
     for f in card.files:
         if len(f.sha256) != 64 or any(c not in "0123456789abcdef" for c in f.sha256):
             problems.append(f"file {f.name}: sha256 must be 64 lowercase hex digits")
