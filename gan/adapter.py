@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.registry import ModelCard
@@ -15,6 +16,9 @@ from zoo.tasks import TaskAdapter, read_image
 
 from .data import PHOTOS
 from .models import MIN_SIDE, build_generator
+
+DEFAULT_TEACHER = "cyclegan-vintagify"
+EVAL_SIDE = 256
 
 
 class GanPreprocessor:
@@ -113,7 +117,9 @@ class GanAdapter(TaskAdapter):
 
     def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
                  device: str = "cpu") -> dict[str, Any]:
-        """``fd_mnv2``, ``psnr`` and ``ssim`` against the card's teacher on the held-out photos (`zoo.gan.evaluate`).
+        """``fd_mnv2``, ``psnr`` and ``ssim`` against the card's teacher on the held-out photos: the same
+        pairs (`zoo.gan.data.make_pairs`, the teacher's images cached as 8-bit images) that the run's own
+        evaluation used, so `zoo eval` reproduces the card.
 
         A card without a teacher is a reference (the teacher itself): it is compared with itself, so its
         ``fd_mnv2`` is 0 and its ``ssim`` 1 by definition (``psnr`` would be infinite and is left out)."""
@@ -122,17 +128,95 @@ class GanAdapter(TaskAdapter):
 
         if card.dataset != PHOTOS:
             raise ValueError(f"no loader for gan dataset {card.dataset!r} (known: {PHOTOS})")
-        side = int(card.preprocessing.get("eval_side", 256))
-        names, photos = held_out(side)
-        mine = translate(model, photos, device=device)
+        side = int(card.preprocessing.get("eval_side", EVAL_SIDE))
         if card.teacher is None:
+            names, photos = held_out(side)
+            mine = translate(model, photos, device=device)
             measured = compare(mine, mine)
             measured.pop("psnr")
-        else:
-            import zoo
+            return {**measured, "n": len(names)}
+        test = self._pairs(card.teacher.name, "test", eval_side=side)
+        return {**self.evaluate_model(model, test, device=device), "n": len(test)}
 
-            measured = compare(mine, translate(zoo.load(card.teacher.name), photos, device=device))
-        return {**measured, "n": len(names)}
+    # ------------------------------------------------------------------ runs (zoo.runner)
+    def task_loss(self, images: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """L1 distance of the student's images to the batch's teacher images (both in [-1, 1])."""
+        return F.l1_loss(images.float(), batch["labels"].float())
+
+    @staticmethod
+    def data_teacher(data: Any) -> str:
+        """The zoo name of the generator whose images a ``photos`` data name pairs with the photos:
+        ``photos`` -> the default teacher, ``photos:NAME`` -> NAME."""
+        if data is None or data == PHOTOS:
+            return DEFAULT_TEACHER
+        if isinstance(data, str) and data.startswith(PHOTOS + ":") and len(data) > len(PHOTOS) + 1:
+            return data.split(":", 1)[1]
+        raise ValueError(f"unknown gan data {data!r}: use {PHOTOS!r} (pairs with {DEFAULT_TEACHER}'s images), "
+                         f"'{PHOTOS}:TEACHER' (a zoo generator), or a (train, test) pair of TranslationPairs")
+
+    def _pairs(self, teacher_name: str, split: str, *, count: int | None = None, eval_side: int = EVAL_SIDE) -> Any:
+        import zoo
+
+        from .data import TRAIN_PAIRS, make_pairs
+
+        teacher = zoo.load(teacher_name)
+        if torch.cuda.is_available():
+            teacher = teacher.to("cuda")
+        return make_pairs(teacher, teacher_name, split, count=count or TRAIN_PAIRS, eval_side=eval_side)
+
+    def datasets(self, data: Any = None, *, train_subset: int | None = None) -> tuple[Any, Any]:
+        """(train, test) `TranslationPairs`: ``photos`` (or ``photos:TEACHER``) gives 2,048 random 128-px crops of
+        the training photos and the 9 held-out photos (256 px), each with the teacher's image (computed once,
+        cached); ``train_subset`` takes the first crops (only those are translated). A (train, test) pair of
+        `TranslationPairs` is used as it is."""
+        from .data import TranslationPairs
+
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, TranslationPairs) for d in data):
+            train, test = data
+            return (train.subset(train_subset) if train_subset else train), test
+        name = self.data_teacher(data)
+        train = self._pairs(name, "train", count=train_subset)
+        return train, self._pairs(name, "test")
+
+    def build_student(self, architecture: str, train: Any) -> nn.Module:
+        return build_generator(architecture)
+
+    def model_config(self, model: nn.Module) -> dict[str, Any]:
+        return {"ngf": model.ngf, "n_blocks": model.n_blocks}
+
+    def evaluate_model(self, model: nn.Module, data: Any, *, device: Any = "cpu") -> dict[str, float]:
+        """fd_mnv2, psnr and ssim of ``model``'s images of ``data.inputs`` against ``data.targets``."""
+        from .evaluate import compare, translate
+
+        student = translate(model, data.inputs, device=device)
+        return compare(student, data.targets.float() / 255.0)
+
+    def card_fields(self, train: Any) -> dict[str, Any]:
+        from .data import LICENSES, SOURCES
+
+        return {"preprocessing": {"eval_side": EVAL_SIDE, "range": "pixels / 127.5 - 1"}, "labels": [],
+                "extra": {"data": {"photos": {s: sorted(SOURCES[s]) for s in SOURCES}, "licenses": LICENSES,
+                                   "pairs_teacher": train.teacher, "train_crops": len(train),
+                                   "crop": train.meta.get("crop")}}}
+
+    def distill(self, teacher: Any, student: Any, recipe: str | None, **kwargs: Any) -> Any:
+        """`zoo.runner.distill`, after checking that a named teacher is the generator whose images the data pairs."""
+        from zoo.runner import distill
+
+        data = kwargs.get("data")
+        if isinstance(teacher, str) and (data is None or isinstance(data, str)):
+            made_by = self.data_teacher(data)
+            if teacher != made_by:
+                raise ValueError(f"the teacher {teacher!r} is not the generator whose images the data {data or PHOTOS!r} "
+                                 f"pairs with the photos ({made_by!r}); pass data='{PHOTOS}:{teacher}'")
+        return distill(self, teacher, student, recipe, **kwargs)
+
+    @property
+    def protocol(self) -> Any:
+        """The twin protocol's plug-in: each arm a run of the generic run path (`zoo.protocol.RunnerProtocol`)."""
+        from zoo.protocol import RunnerProtocol
+
+        return RunnerProtocol(self, PHOTOS)
 
 
 ADAPTER = GanAdapter()

@@ -198,3 +198,116 @@ class PhotoCrops:
         g = torch.Generator().manual_seed(seed)
         while True:
             yield self.batch(torch.arange(batch_size), g)
+
+
+# ---------------------------------------------------------------- pseudo-pairs: photos and the teacher's images
+TRAIN_PAIRS = 2048  # training crops of the default pair set
+CROP = 128
+
+
+@dataclass
+class TranslationPairs:
+    """Photos and the teacher's translations of them, in memory: ``inputs`` and ``targets`` uint8 (N, 3, H, W).
+
+    The teacher's images are the targets of the plain twin (an L1 loss on pseudo-pairs) and the
+    teacher-side images of the output-level distillation terms; they are computed once and cached
+    (`make_pairs`), so that the 11M-parameter teacher does not run at every step for them. They are
+    stored as 8-bit images (a rounding of at most 1/255 of the range).
+    """
+
+    name: str
+    split: str
+    inputs: Tensor
+    targets: Tensor
+    teacher: str = ""  # the zoo name of the generator that made the targets
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) == 0:
+            raise ValueError(f"{self.name}/{self.split}: no image pairs")
+        if self.inputs.shape != self.targets.shape or self.inputs.dtype != torch.uint8 or self.targets.dtype != torch.uint8:
+            raise ValueError(f"{self.name}/{self.split}: inputs and targets must be uint8 (N, 3, H, W) of one shape, got "
+                             f"{self.inputs.dtype} {tuple(self.inputs.shape)} and {self.targets.dtype} {tuple(self.targets.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def batch(self, indices: Tensor, generator: torch.Generator | None = None, augment: bool = False,
+              device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """``{"inputs": photos, "labels": the teacher's images, "index"}``, both float (B, 3, H, W) in [-1, 1].
+        ``augment`` is accepted and ignored: the crops are already random, and a flipped photo's teacher
+        image is not the flipped teacher image."""
+        out = {"inputs": self.inputs[indices].float() / 127.5 - 1, "labels": self.targets[indices].float() / 127.5 - 1,
+               "index": indices}
+        if device is not None:
+            out = {k: v.to(device, non_blocking=True) for k, v in out.items()}
+        return out
+
+    def subset(self, count: int) -> "TranslationPairs":
+        """The first ``count`` pairs (the crops are drawn independently, so a prefix is a fair sample)."""
+        if not 1 <= count <= len(self):
+            raise ValueError(f"a subset of {self.name}/{self.split} needs 1..{len(self)} pairs, got {count}")
+        return TranslationPairs(self.name, self.split, self.inputs[:count], self.targets[:count], self.teacher,
+                                {**self.meta, "count": count})
+
+
+@torch.no_grad()
+def _translate_uint8(teacher: torch.nn.Module, images: Tensor, batch_size: int, progress: bool, what: str) -> Tensor:
+    from tqdm import tqdm
+
+    out = []
+    teacher = teacher.eval()
+    device = next(teacher.parameters()).device
+    for i in tqdm(range(0, len(images), batch_size), desc=what, disable=not progress, leave=False):
+        x = images[i:i + batch_size].to(device).float() / 127.5 - 1
+        out.append(((teacher(x).float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train", count: int = TRAIN_PAIRS,
+               crop: int = CROP, seed: int = 0, eval_side: int = 256, cache: str | os.PathLike | None = None,
+               progress: bool = True, batch_size: int = 8) -> TranslationPairs:
+    """The ``photos`` pairs of ``teacher``: ``count`` seeded random ``crop``-pixel crops of the training
+    photos (``train``), or the held-out photos' ``eval_side`` centre crops (``test``), with the teacher's images.
+
+    The teacher's images are cached in ``cache`` (default ``$KDZOO_DATA/gan-pairs``), keyed by the
+    teacher's weights (sha256 of its state), the split and the crop settings. The crops are drawn one
+    after another from one seeded generator, so a longer set extends a shorter one: only the missing
+    pairs are translated, and each chunk is saved (atomically) as it is done, so an interrupted run
+    keeps what it finished.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from zoo.io import atomic_write_bytes
+    from zoo.teacher_cache import weights_fingerprint
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    fingerprint = weights_fingerprint(teacher)[:16]
+    folder = Path(cache) if cache is not None else data_dir() / "gan-pairs"
+    key = (f"{fingerprint}-train-crop{crop}-seed{seed}" if split == "train" else f"{fingerprint}-test-side{eval_side}")
+    path = folder / f"{key}.safetensors"
+    if split == "test":
+        names, inputs = held_out(eval_side)
+        count = len(inputs)
+    else:
+        photos = load_photos("train")
+        inputs = PhotoCrops(photos, crop=crop).batch(torch.arange(count), torch.Generator().manual_seed(seed))
+    have = load_file(str(path)) if path.exists() else {}
+    targets = have.get("targets", torch.empty(0, *inputs.shape[1:], dtype=torch.uint8))
+    if len(targets) and not torch.equal(have["inputs"], inputs[:len(targets)]):
+        raise ValueError(f"{path} holds other crops than this code draws (a changed photo set?); delete it to rebuild")
+    chunk = 256
+    while len(targets) < count:
+        upto = min(count, len(targets) + chunk)
+        more = _translate_uint8(teacher, inputs[len(targets):upto], batch_size, progress,
+                                f"teacher images {len(targets)}-{upto}/{count}")
+        targets = torch.cat([targets, more])
+        import tempfile
+
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            save_file({"inputs": inputs[:len(targets)].contiguous(), "targets": targets.contiguous()}, f"{tmp}/pairs.safetensors")
+            atomic_write_bytes(path, Path(f"{tmp}/pairs.safetensors").read_bytes())
+    meta = {"count": count, "crop": crop if split == "train" else eval_side, "seed": seed, "cache": str(path)}
+    return TranslationPairs(PHOTOS, split, inputs, targets[:count], teacher_name, meta)

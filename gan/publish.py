@@ -19,11 +19,11 @@ from zoo import hub
 from zoo.metrics import count_flops, count_params, cpu_description, measure_latency
 from zoo.registry import FileRef, ModelCard
 
+from .adapter import DEFAULT_TEACHER as TEACHER
+from .adapter import EVAL_SIDE as SIDE
 from .data import PHOTOS, SOURCES
 from .pretrained import VINTAGIFY, pretrained_file
 
-TEACHER = "cyclegan-vintagify"
-SIDE = 256
 
 
 def teacher_card() -> ModelCard:

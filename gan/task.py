@@ -12,5 +12,6 @@ SPEC = TaskSpec(
                         description="SSIM of the student's images against the teacher's")),
     pipeline_tag="image-to-image",
     adapter="zoo.gan.adapter:ADAPTER",
+    recipes="zoo.gan.recipes",
     description="image-to-image generator compression (GAN Compression, Li et al. 2020; Chen et al. 2020; OMGD, Ren et al. 2021)",
 )

@@ -173,3 +173,64 @@ def test_the_teacher_entry_reads_the_package_weights_and_reproduces_its_card(vin
     assert pred["image"].shape == (60, 90, 3)
     report = zoo.evaluate("cyclegan-vintagify")  # the reference: 0 and 1 by definition, on the 9 held-out photos
     assert report["measured"] == pytest.approx(report["card"], abs=1e-6) and report["details"]["n"] == 9
+
+
+def _tiny_pairs(teacher, n_train=8, n_test=3, side=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    photos = (torch.rand(n_train + n_test, 3, side, side, generator=g) * 255).to(torch.uint8)
+    with torch.no_grad():
+        targets = ((teacher(photos.float() / 127.5 - 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return (gan_data.TranslationPairs("photos", "train", photos[:n_train], targets[:n_train], "tiny-teacher"),
+            gan_data.TranslationPairs("photos", "test", photos[n_train:], targets[n_train:], "tiny-teacher"))
+
+
+def test_gan_compression_and_the_twin_train_through_the_core(tmp_path):
+    import zoo
+    from zoo.gan.adapter import ADAPTER
+
+    pytest.importorskip("torchmetrics")
+    try:
+        from zoo.gan.evaluate import FeatureNet  # noqa: F401
+        from zoo.classification.pretrained import mobilenet_v2_weights_path
+
+        mobilenet_v2_weights_path()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    torch.manual_seed(0)
+    teacher = ResnetGenerator(ngf=8, n_blocks=9).eval()
+    data = _tiny_pairs(teacher)
+    settings = {"epochs": 2, "batch_size": 4, "lr": 2e-4, "optimizer": "adamw", "betas": [0.5, 0.999],
+                "weight_decay": 0.0, "progress": False}
+    run = zoo.distill(teacher, "cyclegan-resnet9-ngf16", "gan-compression", data=data, out=tmp_path / "gc",
+                      settings=settings)
+    assert run.finished and run.card.method == "gan-compression" and run.card.task == "gan"
+    assert set(run.card.metrics) == {"fd_mnv2", "psnr", "ssim"} and run.card.metrics["psnr"] > 0
+    header = (tmp_path / "gc" / "log.csv").read_text().splitlines()[0].split(",")
+    # every term trained in the main stage, and the discriminator in its own
+    assert {"main/task", "main/feature_distill", "main/patch_adversarial", "discriminator/loss"} <= set(header)
+    twin = zoo.train("gan", "cyclegan-resnet9-ngf16", data, out=tmp_path / "twin", settings=settings)
+    assert twin.finished and twin.card.method == "plain" and twin.card.teacher is None
+    # the run's own evaluation is the adapter's: same pairs, same numbers
+    again = ADAPTER.evaluate_model(zoo.load(tmp_path / "gc"), data[1])
+    assert again == pytest.approx(run.card.metrics, rel=1e-3, abs=1e-3)
+    with pytest.raises(ValueError, match="not the generator whose images the data"):
+        zoo.distill("resnet20.fmnist", "cyclegan-resnet6-ngf16", "gan-compression", data="photos", out=tmp_path / "x")
+    with pytest.raises(ValueError, match="unknown gan data 'faces'"):
+        ADAPTER.data_teacher("faces")
+
+
+def test_gan_losses_by_hand():
+    from torch import nn
+
+    from zoo.gan.losses import feature_distill_loss, lsgan_discriminator_loss, lsgan_generator_loss
+
+    s, t = torch.ones(1, 2, 3, 3), torch.full((1, 4, 3, 3), 2.0)
+    conv = nn.Conv2d(2, 4, 1)
+    nn.init.constant_(conv.weight, 0.5)
+    nn.init.constant_(conv.bias, 0.0)
+    assert feature_distill_loss([s], [t], [conv]).item() == pytest.approx(1.0)  # (0.5*2 - 2)^2
+    assert feature_distill_loss([s, s], [t, t], [conv, conv]).item() == pytest.approx(2.0)  # summed over layers
+    assert lsgan_generator_loss(torch.tensor([0.0, 2.0])).item() == pytest.approx(1.0)
+    assert lsgan_discriminator_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="as many student maps"):
+        feature_distill_loss([s], [t, t], [conv])

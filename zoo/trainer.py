@@ -61,6 +61,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     optimizer: str = "sgd"  # sgd | adamw
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's (beta1, beta2); GANs train with (0.5, 0.999)
     schedule: str = "cosine"  # cosine | step | constant
     warmup_epochs: float = 0.0
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of training, for the step schedule
@@ -97,6 +98,8 @@ class TrainConfig:
             problems.append(f"schedule must be cosine, step or constant (got {self.schedule!r})")
         if self.optimizer not in ("sgd", "adamw"):
             problems.append(f"optimizer must be sgd or adamw (got {self.optimizer!r})")
+        if len(tuple(self.betas)) != 2 or not all(0.0 <= float(b) < 1.0 for b in self.betas):
+            problems.append(f"betas must be two numbers in [0, 1) (got {self.betas!r})")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             problems.append(f"amp must be auto, bf16, fp16 or off (got {self.amp!r})")
         if self.compile not in COMPILE_MODES:
@@ -282,7 +285,8 @@ def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter], device: torch.
     bit-for-bit what they were."""
     fused = {"fused": True} if device.type == "cuda" else {}
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(float(b) for b in cfg.betas),
+                                 weight_decay=cfg.weight_decay, **fused)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                            weight_decay=cfg.weight_decay, **fused)
 
