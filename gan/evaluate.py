@@ -19,28 +19,21 @@ import torch
 from torch import Tensor, nn
 
 FEATURE_LAYERS = 14  # MobileNetV2 features[:14]: 96 channels at stride 16
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class FeatureNet(nn.Module):
-    """torchvision's ImageNet MobileNetV2 up to ``features[:14]``: [0, 1] RGB (N, 3, H, W) -> (N*H/16*W/16, 96)
-    samples, one per spatial position (ImageNet normalisation inside)."""
+    """The ``fd_mnv2`` features: [0, 1] RGB (N, 3, H, W) -> (N*H/16*W/16, 96) samples, one per spatial position
+    of torchvision's ImageNet MobileNetV2 after ``features[:14]`` (`zoo.gan.features.ImageNetFeatures`)."""
 
     def __init__(self) -> None:
         super().__init__()
-        from torchvision.models import mobilenet_v2
+        from .features import ImageNetFeatures
 
-        from zoo.classification.pretrained import load_mobilenet_v2_imagenet
-
-        net = mobilenet_v2()
-        self.weights_sha256 = load_mobilenet_v2_imagenet(net)
-        self.body = net.features[:FEATURE_LAYERS].eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.net = ImageNetFeatures((FEATURE_LAYERS,))
+        self.weights_sha256 = self.net.weights_sha256
 
     def forward(self, images: Tensor) -> Tensor:
-        f = self.body((images - self.mean) / self.std)
+        [f] = self.net(images)
         return f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
 
 

@@ -97,7 +97,110 @@ def _patch_adversarial(ctx: TermContext) -> TermModule:
     return _PatchAdversarial(image.shape[1], int(p["ndf"]), int(p["n_layers"]), float(p["lr_scale"]))
 
 
+def _student_image(ctx: TermContext) -> torch.Tensor:
+    if len(ctx.student) != 1 or ctx.teacher:
+        raise ValueError(f"term {ctx.term.name!r} ({ctx.term.loss}) taps the student's image only (teacher=None: the "
+                         f"teacher's image is the batch's label), got {len(ctx.student)} student and "
+                         f"{len(ctx.teacher)} teacher taps")
+    image = ctx.student[0]
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"term {ctx.term.name!r} ({ctx.term.loss}) needs an RGB image (N, 3, H, W)")
+    return image
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    return (images + 1) / 2
+
+
+class _ImageTerm(TermModule):
+    """A loss of the student's image and the batch's teacher image (both [-1, 1])."""
+
+    def __init__(self, fn: Any) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        return self.fn(student[0], batch["labels"])
+
+
+@term_builder("ssim")
+def _ssim(ctx: TermContext) -> TermModule:
+    """1 - SSIM between the student's and the teacher's images (OMGD's image-quality term)."""
+    _student_image(ctx)
+    return _ImageTerm(losses.ssim_loss)
+
+
+@term_builder("total_variation")
+def _tv(ctx: TermContext) -> TermModule:
+    """Total variation of the student's image (OMGD's smoothness term)."""
+    _student_image(ctx)
+    return _ImageTerm(lambda s, t: losses.total_variation(s))
+
+
+class _FeatureTerm(TermModule):
+    """Style (Gram L1 over every layer) or perceptual (L1 of one layer) loss on the frozen ImageNet features
+    (`zoo.gan.features`) of the student's and the teacher's images."""
+
+    def __init__(self, kind: str, layer: int) -> None:
+        super().__init__()
+        from .features import CUTS, ImageNetFeatures
+
+        if not 0 <= layer < len(CUTS):
+            raise ValueError(f"layer must index the {len(CUTS)} feature maps (0..{len(CUTS) - 1}), got {layer}")
+        self.kind, self.layer = kind, layer
+        self.features = ImageNetFeatures()
+
+    def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        s = self.features(_unit(student[0]))
+        with torch.no_grad():
+            t = self.features(_unit(batch["labels"]))
+        if self.kind == "style":
+            return losses.style_loss(s, t)
+        return torch.nn.functional.l1_loss(s[self.layer].float(), t[self.layer].float())
+
+
+# layer 1: the stride-4 map standing in for VGG's relu2_2, the one layer OMGD's feature term reads
+@term_builder("perceptual", layer=1)
+def _perceptual(ctx: TermContext) -> TermModule:
+    """L1 between the ImageNet features of the student's and the teacher's images at one layer (Johnson et al. 2016)."""
+    _student_image(ctx)
+    return _FeatureTerm("perceptual", int(ctx.params["layer"]))
+
+
+@term_builder("style")
+def _style(ctx: TermContext) -> TermModule:
+    """L1 between Gram matrices of the ImageNet features of the two images, summed over layers (Gatys et al. 2016)."""
+    _student_image(ctx)
+    return _FeatureTerm("style", 0)
+
+
+class _ChannelDistill(TermModule):
+    """OMGD's channel distillation: an adaptor per layer (1x1 conv without bias, BatchNorm, ReLU) maps the
+    student's map to the teacher's channels; both are averaged over space; MSE, summed over layers."""
+
+    def __init__(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.adaptors = nn.ModuleList(nn.Sequential(nn.Conv2d(s.shape[1], t.shape[1], 1, bias=False),
+                                                    nn.BatchNorm2d(t.shape[1]), nn.ReLU())
+                                      for s, t in zip(student, teacher))
+
+    def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        return losses.pooled_channel_loss(student, teacher, self.adaptors)
+
+
+@term_builder("channel_distill")
+def _channel_distill(ctx: TermContext) -> TermModule:
+    """OMGD's channel distillation between paired layers (Ren et al. 2021, sec. 3.3)."""
+    if not ctx.student or len(ctx.student) != len(ctx.teacher):
+        raise ValueError(f"term {ctx.term.name!r} (channel_distill) pairs student and teacher layers one to one, got "
+                         f"{len(ctx.student)} student and {len(ctx.teacher)} teacher taps")
+    if not all(isinstance(m, torch.Tensor) and m.dim() == 4 for m in [*ctx.student, *ctx.teacher]):
+        raise ValueError(f"term {ctx.term.name!r} (channel_distill) needs (N, C, H, W) maps")
+    return _ChannelDistill(ctx.student, ctx.teacher)
+
+
 GAN_COMPRESSION = "Li et al. 2020, GAN Compression: Efficient Architectures for Interactive Conditional GANs"
+OMGD = "Ren et al. 2021, Online Multi-Granularity Distillation for GAN Compression"
 
 for _recipe in [
     # mit-han-lab/gan-compression, scripts/cycle_gan/horse2zebra/distill.sh: lambda_recon 10 (L1 to the
@@ -108,6 +211,19 @@ for _recipe in [
            task_weight=10.0, paper=GAN_COMPRESSION,
            description="10 x L1 to the teacher's image + 0.01 x feature MSE through 1x1 convs at model.9/12/15/18 "
                        "+ LSGAN PatchGAN (teacher images real); Li et al. 2020 eq. 3 and their CycleGAN weights"),
+    # bytedance/OMGD, scripts/cycle_gan/horse2zebra/distill.sh: AGD_weights 1e1,1e4,1e1,1e-5 (SSIM, style,
+    # feature, TV) and lambda_CD 5e2; no adversarial and no L1 term for the student. The teacher here is the
+    # frozen pretrained generator (OMGD trains its teacher online beside the student; we have no real
+    # images of the target domain to train it on).
+    Recipe("omgd",
+           [Term("ssim", student="logits", teacher=None, weight=10.0),
+            Term("style", student="logits", teacher=None, weight=1e4),
+            Term("perceptual", student="logits", teacher=None, weight=10.0),
+            Term("total_variation", student="logits", teacher=None, weight=1e-5),
+            Term("channel_distill", student=GAN_COMPRESSION_LAYERS, teacher=GAN_COMPRESSION_LAYERS, weight=5e2)],
+           task_weight=0.0, paper=OMGD,
+           description="KD alone: 10 x (1 - SSIM) + 1e4 x Gram L1 + 10 x feature L1 + 1e-5 x TV + 500 x pooled channel "
+                       "MSE at model.9/12/15/18 (OMGD's CycleGAN weights; MobileNetV2 features for VGG-16; frozen teacher)"),
 ]:
     _recipe.task = TASK
     register_recipe(_recipe)

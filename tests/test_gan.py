@@ -234,3 +234,40 @@ def test_gan_losses_by_hand():
     assert lsgan_discriminator_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])).item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="as many student maps"):
         feature_distill_loss([s], [t, t], [conv])
+
+
+def test_omgd_trains_by_kd_alone(tmp_path):
+    import zoo
+
+    try:
+        from zoo.classification.pretrained import mobilenet_v2_weights_path
+
+        mobilenet_v2_weights_path()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    torch.manual_seed(0)
+    teacher = ResnetGenerator(ngf=8, n_blocks=9).eval()
+    data = _tiny_pairs(teacher)
+    run = zoo.distill(teacher, "cyclegan-resnet9-ngf16", "omgd", data=data, out=tmp_path / "omgd",
+                      settings={"epochs": 1, "batch_size": 4, "lr": 2e-4, "optimizer": "adamw", "weight_decay": 0.0,
+                                "progress": False})
+    assert run.finished and run.card.method == "omgd"
+    header = (tmp_path / "omgd" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"ssim", "style", "perceptual", "total_variation", "channel_distill"} <= set(header)
+    assert "task" not in header  # KD alone: no L1 to the teacher's image
+
+
+def test_omgd_losses_by_hand():
+    from zoo.gan.losses import gram_matrix, pooled_channel_loss, ssim_loss, style_loss, total_variation
+
+    f = torch.arange(8.0).view(1, 2, 2, 2)
+    g = gram_matrix(f)  # rows (0,1,2,3) and (4,5,6,7): f f^T / (2*2*2)
+    assert torch.allclose(g, torch.tensor([[[14.0, 38.0], [38.0, 126.0]]]) / 8)
+    assert style_loss([f], [f]).item() == 0.0 and style_loss([f], [f * 0]).item() == pytest.approx(g.abs().mean().item())
+    x = torch.tensor([[[[0.0, 1.0], [3.0, 7.0]]]])
+    assert total_variation(x).item() == pytest.approx(1 + 4 + 3 + 6)  # |1-0| + |7-3| + |3-0| + |7-1|
+    img = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert ssim_loss(img, img).item() == pytest.approx(0.0, abs=1e-5) and ssim_loss(img, -img).item() > 1.0
+    ident = torch.nn.Identity()
+    s, t = torch.ones(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
+    assert pooled_channel_loss([s], [t], [ident]).item() == pytest.approx(1.0)
