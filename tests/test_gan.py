@@ -271,3 +271,30 @@ def test_omgd_losses_by_hand():
     ident = torch.nn.Identity()
     s, t = torch.ones(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
     assert pooled_channel_loss([s], [t], [ident]).item() == pytest.approx(1.0)
+
+
+def test_the_protocol_reads_a_second_metric_from_the_cards(tmp_path):
+    """gan students must beat their twin on fd_mnv2 and on PSNR: the protocol summarises PSNR from each arm's card."""
+    from zoo import hub, protocol
+    from zoo.gan.adapter import ADAPTER
+    from zoo.io import atomic_write_text
+    from zoo.registry import ModelCard
+
+    plug = ADAPTER.protocol
+    assert plug.metric == "fd_mnv2" and not plug.higher_is_better and plug.also_beat == ("psnr",)
+    psnr = {(0, "twin"): 20.0, (1, "twin"): 20.4, (0, "omgd"): 21.0, (1, "omgd"): 21.2,
+            (0, "gan-compression"): 20.1, (1, "gan-compression"): 20.3}
+    for (seed, arm), value in psnr.items():
+        card = ModelCard(name=f"{arm}-{seed}", task="gan", architecture="cyclegan-resnet9-ngf16", dataset="photos",
+                         split="test", metrics={"fd_mnv2": 1.0, "psnr": value, "ssim": 0.9}, params=1)
+        folder = tmp_path / f"seed-{seed}" / arm
+        folder.mkdir(parents=True)
+        atomic_write_text(folder / hub.CARD_FILE, hub.render_card(card))
+    spec = protocol.ProtocolSpec("gan", "cyclegan-vintagify", "cyclegan-resnet9-ngf16", ["gan-compression", "omgd"],
+                                 [0, 1], "photos", {})
+    results = [protocol.SeedResult(s, {a: 1.0 for a in spec.arms}, 10, 1.0, "cpu") for s in (0, 1)]
+    summary = plug.summary_of(spec, tmp_path, results, "psnr")
+    assert summary["omgd"].beats_twin and summary["omgd"].gain == pytest.approx(0.9)  # > spread 0.4
+    assert not summary["gan-compression"].beats_twin  # +0.0: within the twin's spread
+    with pytest.raises(ValueError, match="not a metric of the gan task"):
+        plug.summary_of(spec, tmp_path, results, "top1")

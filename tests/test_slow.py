@@ -38,3 +38,28 @@ def test_nlp_pipeline_end_to_end_on_a_real_pretrained_teacher(tmp_path):
     model = zoo.load(tmp_path / "pub" / "tiny-check")
     assert zoo.predict(model, ["a small dog"])[0]["label"]
     assert card.extra["ratios"]["params_ratio"] > 1.0
+
+
+@pytest.mark.slow
+def test_gan_compression_benchmark_end_to_end_on_the_real_teacher(tmp_path):
+    """benchmarks/gan_compression.py on 8 crops, 2 seeds, 2 steps: pairs from the real vintagify teacher, the
+    twin protocol over gan-compression and omgd, the quality table and the figure (about 3 minutes)."""
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        from zoo.gan.pretrained import pretrained_file
+
+        pretrained_file("vintagify")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gan_compression.py"
+    spec = importlib.util.spec_from_file_location("gan_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "results"
+    assert bench.main(["--out", str(tmp_path / "run"), "--results", str(results), "--seeds", "0", "1",
+                       "--train-subset", "8", "--set", "epochs=1", "--set", "batch_size=4"]) == 0
+    table = (results / "gan-compression-photos.md").read_text()
+    assert "| cyclegan-resnet9-ngf16 | omgd |" in table and "GAN Compression: full pipeline (paper)" in table
+    assert (results / "gan-compression-photos.png").stat().st_size > 10_000

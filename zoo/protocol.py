@@ -169,15 +169,18 @@ def median_seed(summary: ArmSummary) -> int:
 
 
 def markdown(spec: ProtocolSpec, summary: dict[str, ArmSummary], teacher_value: float, metric: str,
-             scale: float = 100.0, unit: str = "%", settings_line: str = "") -> str:
-    """The protocol's table: teacher, twin, each method with its gain and the gap it closes."""
+             scale: float = 100.0, unit: str = "%", settings_line: str = "", higher_is_better: bool = True) -> str:
+    """The protocol's table: teacher, twin, each method with its gain (positive: better, whatever the
+    metric's direction) and the gap it closes."""
     def fmt(v: float) -> str:
         return f"{v * scale:.2f}"
 
     twin = summary[TWIN]
-    lines = [f"| model | method | {metric} {unit} (mean ± std, n seeds) | gain over twin | teacher-twin gap closed | beats twin |",
+    sign = 1.0 if higher_is_better else -1.0
+    heading = f"{metric} {unit}".strip() + ("" if higher_is_better else ", lower is better")
+    lines = [f"| model | method | {heading} (mean ± std, n seeds) | gain over twin | teacher-twin gap closed | beats twin |",
              "|---|---|---|---|---|---|",
-             f"| teacher `{spec.teacher}` | - | {fmt(teacher_value)} | {fmt(teacher_value - twin.mean)} | - | - |",
+             f"| teacher `{spec.teacher}` | - | {fmt(teacher_value)} | {sign * (teacher_value - twin.mean) * scale:.2f} | - | - |",
              f"| {spec.student} | twin (plain) | {fmt(twin.mean)} ± {fmt(twin.std)} ({twin.n}) | - | - | "
              f"spread {fmt(twin_spread(twin))} |"]
     for arm in spec.recipes:
@@ -253,6 +256,17 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
     return results
 
 
+def metric_scale(task: str, metric: str) -> tuple[float, str]:
+    """How the protocol shows ``metric`` of ``task``: (100, "%") for a fraction, else (1, its unit)
+    (`zoo.tasks.MetricInfo`)."""
+    from .tasks import task_spec
+
+    info = task_spec(task).metric(metric)
+    if info is None or info.percent:
+        return 100.0, "%"
+    return 1.0, info.unit
+
+
 def write_results(spec: ProtocolSpec, task: ProtocolTask, results: list[SeedResult], results_dir: Path,
                   settings_line: str = "") -> tuple[Path, dict[str, ArmSummary] | None]:
     """``<slug>.md`` (the table) and ``<slug>.json`` (spec, every seed's values, the summary) in ``results_dir``."""
@@ -262,8 +276,10 @@ def write_results(spec: ProtocolSpec, task: ProtocolTask, results: list[SeedResu
     summary = None
     if any(TWIN in r.metrics for r in results):
         summary = summarize(results, spec.arms, teacher_value, task.higher_is_better)
-        atomic_write_text(stem.with_suffix(".md"), markdown(spec, summary, teacher_value, task.metric,
-                                                            settings_line=settings_line))
+        scale, unit = metric_scale(spec.task, task.metric)
+        atomic_write_text(stem.with_suffix(".md"), markdown(spec, summary, teacher_value, task.metric, scale=scale,
+                                                            unit=unit, settings_line=settings_line,
+                                                            higher_is_better=task.higher_is_better))
     record = {"spec": _spec_record(spec), "metric": task.metric, "teacher_value": teacher_value,
               "seeds": [asdict(r) for r in results], "settings_line": settings_line,
               "summary": {k: asdict(v) for k, v in (summary or {}).items()}, "spread_rule": SPREAD}
@@ -279,6 +295,8 @@ class RunnerProtocol:
     of optimizer steps; a stopped arm resumes where it stopped."""
 
     arms_note = "the arms of a seed trained one after another on the same batches (same seed)"
+    # metrics besides the headline on which a published student must also beat its twin (e.g. gan: psnr)
+    also_beat: tuple[str, ...] = ()
 
     def __init__(self, adapter: Any, dataset: str) -> None:
         from .tasks import task_spec
@@ -372,6 +390,19 @@ class RunnerProtocol:
         print(f"seed {seed}: " + ", ".join(f"{a}={v:.4f}" for a, v in metrics.items()), flush=True)
         return SeedResult(seed, metrics, steps.pop() if steps else 0, round(wall, 1), hardware_description(device),
                           history)
+
+    def summary_of(self, spec: ProtocolSpec, out: Path, results: list[SeedResult], metric: str) -> dict[str, ArmSummary]:
+        """The protocol's statistics (`summarize`) of another of the cards' metrics than the headline, read
+        from each finished arm's card in ``out/seed-<n>/<arm>``; no teacher value (no gap closed)."""
+        from .hub import read_card
+        from .tasks import task_spec
+
+        info = task_spec(self.adapter.task).metric(metric)
+        if info is None:
+            raise ValueError(f"{metric!r} is not a metric of the {self.adapter.task} task")
+        rows = [SeedResult(r.seed, {arm: read_card(out / f"seed-{r.seed}" / arm).metrics.get(metric, math.nan)
+                                    for arm in r.metrics}, r.steps, r.wall_seconds, r.hardware) for r in results]
+        return summarize(rows, spec.arms, math.nan, info.higher_is_better)
 
     def publish(self, spec: ProtocolSpec, seed: int, arm: str, out_dir: Path, name: str, *,
                 baseline: dict[str, Any] | None, teacher: str | None, command: str, notes: str,
