@@ -474,6 +474,10 @@ def test_runs_refuse_what_would_be_silently_wrong(tmp_path, capsys):
     shutil.copytree(tmp_path / "t", tmp_path / "teacher")
     ADAPTER.distill(str(tmp_path / "teacher"), "lraspp-resnet8", "cwd", data=data, out=tmp_path / "kd",
                     settings={**fast, "max_steps": 1})
+    # the same teacher folder written another way resumes (the folder, not its spelling, is the teacher)
+    resumed = ADAPTER.distill(f"{tmp_path}/./teacher/", "lraspp-resnet8", "cwd", data=data, out=tmp_path / "kd",
+                              settings={**fast, "max_steps": 1}, resume=True)
+    assert not resumed.finished
     ADAPTER.distill(None, "lraspp-resnet8", None, data=data, out=tmp_path / "other", settings={**fast, "seed": 1})
     shutil.rmtree(tmp_path / "teacher")
     shutil.copytree(tmp_path / "other", tmp_path / "teacher")

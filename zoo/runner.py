@@ -98,6 +98,8 @@ def _teacher_id(teacher: Any) -> str:
         from .teacher_cache import weights_fingerprint
 
         return f"module:{weights_fingerprint(teacher)}"
+    if os.path.isdir(str(teacher)):  # one folder, however it is written: runs/t, ./runs/t/, runs/x/../t
+        return os.path.normpath(str(teacher))
     return str(teacher)
 
 
