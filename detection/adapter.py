@@ -8,6 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from zoo import hub
 from zoo.registry import ModelCard
 from zoo.tasks import TaskAdapter, bundled_samples, read_image
 
@@ -78,6 +79,42 @@ class DetectionAdapter(TaskAdapter):
     def describe(self, prediction: dict[str, Any]) -> str:
         found = [f"{d['label']} ({d['score']:.3f}) at {d['box']}" for d in prediction["detections"]]
         return "; ".join(found) or "nothing found"
+
+    def distill(self, teacher: Any, student: Any, recipe: str | None, *, data: Any = None, out: Any = "runs/distill",
+                settings: dict[str, Any] | None = None, train_subset: int | None = None, resume: bool = False,
+                device: str | None = None, deadline: float | None = None) -> Any:
+        """`zoo.distill` / `zoo.train` for detectors: `zoo.detection.train.run` (the scenes; ``recipe``
+        ``chen2017`` with a teacher, None or ``plain`` without). ``settings`` take TrainConfig fields and the
+        recipe's parts (``rcn_soft.weight``); returns a `zoo.api.DistillRun`.
+
+        Raises:
+            ValueError: another recipe, a student that is not a detection architecture name, other data,
+                or a teacher missing for chen2017 (or given for the plain detector).
+        """
+        from zoo.api import DistillRun
+
+        from .recipes import CHEN_2017
+        from .train import run
+
+        if recipe not in (None, "plain", "chen2017"):
+            raise ValueError(f"detection distils with 'chen2017' (or trains plain), not {recipe!r}")
+        if not isinstance(student, str):
+            from .models import ARCHITECTURES
+
+            raise ValueError(f"a detection student is an architecture name ({', '.join(ARCHITECTURES)}); for your own "
+                             "torchvision detector, use zoo.detection.distill.DetectionDistiller with zoo.trainer.fit")
+        if data not in (None, SCENES):
+            raise ValueError(f"zoo.distill trains detectors on {SCENES!r}; read COCO or VOC with "
+                             "zoo.detection.data.load_coco / load_voc and train with zoo.detection.train.train_detector")
+        distilling = recipe == "chen2017"
+        if distilling == (teacher is None):
+            raise ValueError("chen2017 needs a teacher" if distilling else "a plain detector takes no teacher")
+        settings = dict(settings or {})
+        chen = {k: settings.pop(k) for k in list(settings) if k in CHEN_2017}
+        card = run(student, out, teacher=teacher, settings=settings, chen=chen, train_count=train_subset,
+                   resume=resume, device=device, deadline=deadline, raise_on_stop=False)
+        model = hub.load_dir(out, card) if card is not None else None
+        return DistillRun(model, Path(out), card is not None, card.extra.get("history", []) if card else [], card)
 
     def cli(self, command: str, argv: list[str]) -> int:
         """``zoo train detection ...`` / ``zoo distill detection --teacher T ...``: `zoo.detection.train`."""

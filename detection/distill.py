@@ -27,28 +27,38 @@ from zoo.losses.logits import soft_cross_entropy
 from zoo.trainer import TrainModule
 
 from .data import targets_from_batch
+from zoo.recipes import Recipe
+
 from .losses import BACKGROUND_WEIGHT, bounded_regression_loss, class_weights, objectness_soft_loss
-
-# Chen et al. 2017, sec. 3 and 4: mu (hard vs soft classification), nu (bounded regression),
-# lambda (regression vs classification) and gamma (hint); the margin m of the bounded loss.
-CHEN_2017 = {"mu": 0.5, "nu": 0.5, "lam": 1.0, "gamma": 0.5, "margin": 0.0, "background_weight": BACKGROUND_WEIGHT}
-
+from .recipes import HARD_PARTS, SOFT_PARTS, chen_recipe, part_weights
 
 class DetectionDistiller(TrainModule):
     """A torchvision Faster R-CNN student trained on its own losses, plus Chen et al. 2017's terms when a
-    (frozen, eval-mode) teacher with the same anchors and feature stride is given."""
+    (frozen, eval-mode) teacher with the same anchors and feature stride is given.
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, example_batch: dict[str, Any] | None = None,
-                 mu: float = CHEN_2017["mu"], nu: float = CHEN_2017["nu"], lam: float = CHEN_2017["lam"],
-                 gamma: float = CHEN_2017["gamma"], margin: float = CHEN_2017["margin"],
-                 background_weight: float = CHEN_2017["background_weight"]) -> None:
+    The loss is the sum of the parts weighted by ``recipe`` (`zoo.detection.recipes`: the ``chen2017``
+    recipe by default with a teacher; without a teacher the four Faster R-CNN parts at weight 1).
+
+    Raises:
+        ValueError: a recipe with a part the detector does not compute, distillation parts without a
+            teacher, a teacher with other anchors or another feature stride, or no ``example_batch``.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None, recipe: Recipe | None = None, *,
+                 example_batch: dict[str, Any] | None = None) -> None:
         super().__init__()
-        if not 0.0 <= mu <= 1.0:
-            raise ValueError(f"mu weighs the hard against the soft loss and must be in [0, 1], got {mu}")
+        if teacher is not None and recipe is None:
+            recipe = chen_recipe()
+        self.weights, params = part_weights(recipe)
+        distilling = [p for p in self.weights if p in SOFT_PARTS]
+        if teacher is None and distilling:
+            raise ValueError(f"the recipe's parts {distilling} distil from a teacher; none was given")
+        self.recipe = recipe
         self.student = student
         self._teacher = [] if teacher is None else [teacher]  # kept out of parameters() and state_dict()
-        self.mu, self.nu, self.lam, self.gamma, self.margin = mu, nu, lam, gamma, margin
-        self.background_weight = background_weight
+        self.margins = {p: float(params.get(p, {}).get("margin", 0.0)) for p in ("rpn_bounded", "rcn_bounded")}
+        self.background_weights = {p: float(params.get(p, {}).get("background_weight", BACKGROUND_WEIGHT))
+                                   for p in ("rpn_soft", "rcn_soft")}
         self.connector: nn.Module | None = None
         if teacher is not None:
             teacher.eval().requires_grad_(False)
@@ -76,8 +86,8 @@ class DetectionDistiller(TrainModule):
 
     @property
     def part_names(self) -> list[str]:
-        hard = ["rpn_cls", "rpn_reg", "rcn_cls", "rcn_reg"]
-        return hard + (["rpn_soft", "rpn_bounded", "rcn_soft", "rcn_bounded", "hint"] if self._teacher else [])
+        hard = list(HARD_PARTS)
+        return hard + ([p for p in SOFT_PARTS if p in self.weights] if self._teacher else [])
 
     def train(self, mode: bool = True) -> "DetectionDistiller":
         super().train(mode)
@@ -126,32 +136,27 @@ class DetectionDistiller(TrainModule):
         parts["rcn_cls"], parts["rcn_reg"] = fastrcnn_loss(class_logits, box_deltas, roi_labels, roi_targets)
 
         t = self.teacher
-        if t is None:
-            loss = parts["rpn_cls"] + parts["rpn_reg"] + parts["rcn_cls"] + parts["rcn_reg"]
-            return {"loss": loss, **{k: v.detach() for k, v in parts.items()}}
-
-        with torch.no_grad():
-            feat_t = t.backbone(images.tensors)
-            t_obj, t_deltas = concat_box_prediction_layers(*t.rpn.head([feat_t]))
-            t_class_logits, t_box_deltas = self._roi_head(t, feat_t, rois, sizes)
-        parts["rpn_soft"] = objectness_soft_loss(objectness[sampled], t_obj.flatten()[sampled], self.background_weight)
-        parts["rpn_bounded"] = bounded_regression_loss(deltas[pos], t_deltas[pos], anchor_targets[pos],
-                                                       self.margin) / sampled.numel()
-        num_classes = class_logits.shape[-1]
-        parts["rcn_soft"] = soft_cross_entropy(class_logits, t_class_logits,
-                                               class_weights=class_weights(num_classes, self.background_weight))
-        labels = torch.cat(roi_labels)
-        positive = torch.where(labels > 0)[0]
-        cls = labels[positive]
-        parts["rcn_bounded"] = bounded_regression_loss(
-            box_deltas.reshape(len(labels), -1, 4)[positive, cls], t_box_deltas.reshape(len(labels), -1, 4)[positive, cls],
-            torch.cat(roi_targets)[positive], self.margin) / labels.numel()
-        parts["hint"] = fitnet_loss(self.connector(feat_s), feat_t)
-
-        mu = self.mu
-        rpn = mu * parts["rpn_cls"] + (1 - mu) * parts["rpn_soft"] + self.lam * (parts["rpn_reg"] + self.nu * parts["rpn_bounded"])
-        rcn = mu * parts["rcn_cls"] + (1 - mu) * parts["rcn_soft"] + self.lam * (parts["rcn_reg"] + self.nu * parts["rcn_bounded"])
-        loss = rpn + rcn + self.gamma * parts["hint"]
+        if t is not None:
+            with torch.no_grad():
+                feat_t = t.backbone(images.tensors)
+                t_obj, t_deltas = concat_box_prediction_layers(*t.rpn.head([feat_t]))
+                t_class_logits, t_box_deltas = self._roi_head(t, feat_t, rois, sizes)
+            parts["rpn_soft"] = objectness_soft_loss(objectness[sampled], t_obj.flatten()[sampled],
+                                                     self.background_weights["rpn_soft"])
+            parts["rpn_bounded"] = bounded_regression_loss(deltas[pos], t_deltas[pos], anchor_targets[pos],
+                                                           self.margins["rpn_bounded"]) / sampled.numel()
+            num_classes = class_logits.shape[-1]
+            parts["rcn_soft"] = soft_cross_entropy(class_logits, t_class_logits, class_weights=class_weights(
+                num_classes, self.background_weights["rcn_soft"]))
+            labels = torch.cat(roi_labels)
+            positive = torch.where(labels > 0)[0]
+            cls = labels[positive]
+            parts["rcn_bounded"] = bounded_regression_loss(
+                box_deltas.reshape(len(labels), -1, 4)[positive, cls], t_box_deltas.reshape(len(labels), -1, 4)[positive, cls],
+                torch.cat(roi_targets)[positive], self.margins["rcn_bounded"]) / labels.numel()
+            parts["backbone_hint"] = fitnet_loss(self.connector(feat_s), feat_t)
+        # L = L_RPN + L_RCN + gamma L_hint (Chen et al. 2017, eqs. 1-2, 4), each part at its recipe weight
+        loss = sum(w * parts[name] for name, w in self.weights.items() if w)
         return {"loss": loss, **{k: v.detach() for k, v in parts.items()}}
 
     @staticmethod

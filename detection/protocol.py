@@ -10,7 +10,8 @@ from zoo.protocol import TWIN, ProtocolSpec, RunnerProtocol
 from zoo.recipes import Recipe, override
 
 from .data import SCENES
-from .train import CHEN_PAPER, DEFAULTS, train_detector
+from .recipes import chen_recipe
+from .train import DEFAULTS, train_detector
 
 METHOD = "chen2017"
 
@@ -25,7 +26,7 @@ class DetectionProtocol(RunnerProtocol):
     def recipe(self, name: str) -> Recipe:
         if name != METHOD:
             raise ValueError(f"detection distils with {METHOD!r} only (Chen et al. 2017), not {name!r}")
-        return Recipe(METHOD, [], teachers=1, paper=CHEN_PAPER, task="detection")
+        return chen_recipe()
 
     def check_data_and_student(self, spec: ProtocolSpec) -> None:
         from .models import ARCHITECTURES

@@ -9,5 +9,6 @@ SPEC = TaskSpec(
              MetricInfo("bbox_mAR_100", description="COCO box mAR with 100 detections")),
     pipeline_tag="object-detection",
     adapter="zoo.detection.adapter:ADAPTER",
+    recipes="zoo.detection.recipes",
     description="object detection (Faster R-CNN; Chen et al. 2017 distillation)",
 )

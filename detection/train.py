@@ -26,14 +26,14 @@ from zoo import hub
 from zoo.distributed import init_from_env, is_main_process
 from zoo.metrics import hardware_description
 from zoo.registry import ModelCard, TeacherRef
-from zoo.trainer import TrainConfig, config_from_overrides, fit
+from zoo.trainer import TrainConfig, fit
 
 from .data import SCENE_COUNTS, DetectionDataset, load_scenes
-from .distill import CHEN_2017, DetectionDistiller
+from .distill import DetectionDistiller
 from .evaluate import evaluate
 from .models import ARCHITECTURES, PRETRAINED_BACKBONES, build_detector
+from .recipes import CHEN_2017, CHEN_PAPER, chen_recipe, recipe_dict_of
 
-CHEN_PAPER = "Chen et al. 2017, Learning Efficient Object Detection Models with Knowledge Distillation (NeurIPS)"
 FASTER_RCNN_PAPER = "Ren et al. 2015, Faster R-CNN (torchvision's implementation) on a CIFAR ResNet backbone (He et al. 2016)"
 DEFAULTS = TrainConfig(epochs=10, batch_size=32, lr=0.02, weight_decay=1e-4, nesterov=False, warmup_epochs=0.5,
                        amp="off", channels_last=False, log_every=10, checkpoint_every=50)
@@ -53,12 +53,14 @@ def load_teacher(ref: str | nn.Module) -> nn.Module:
 def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module | None = None,
                    cfg: TrainConfig = DEFAULTS, train_count: int | None = None, test_count: int | None = None,
                    resume: bool = False, device: str | torch.device = "cpu", command: str = "",
-                   chen: dict[str, float] | None = None, deadline: float | None = None) -> ModelCard | None:
+                   chen: dict[str, float] | None = None, recipe: Any = None,
+                   deadline: float | None = None, raise_on_stop: bool = True) -> ModelCard | None:
     """Train ``arch`` on the scenes (distilled from ``teacher`` when given) and export it to ``out_dir``.
 
     Under ``torchrun`` every process trains its share of each batch (DDP); rank 0 exports and returns the
     card, the others return None. With a ``deadline`` (``time.monotonic()``) a run stopped by it returns
-    None (resume it with ``resume=True``); without one, a stopped run raises SystemExit."""
+    None (resume it with ``resume=True``); without one, a run stopped early (``max_steps``) raises SystemExit
+    unless ``raise_on_stop`` is False (then it returns None too)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown detection architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     out = Path(out_dir)
@@ -69,7 +71,11 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
                              pretrained_backbone=arch in PRETRAINED_BACKBONES)
     teacher_model = load_teacher(teacher) if teacher is not None else None
     weights = {**CHEN_2017, **(chen or {})}
-    module = DetectionDistiller(student, teacher_model, example_batch=train.batch(torch.arange(4)), **weights)
+    if teacher_model is not None and recipe is None:
+        recipe = chen_recipe(**weights)
+    if teacher_model is None:
+        recipe = None
+    module = DetectionDistiller(student, teacher_model, recipe, example_batch=train.batch(torch.arange(4)))
     _, world, own_device = init_from_env()  # under torchrun: join the group, one device per process
     if world > 1 and own_device is not None:
         device = own_device
@@ -77,20 +83,21 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
     started = time.perf_counter()
     result = fit(module, train, cfg, out, evaluate=lambda: evaluate(student, test, device=device), resume=resume,
                  device=device, deadline=deadline)
-    if not result.finished and deadline is not None:
+    if not result.finished and (deadline is not None or not raise_on_stop):
         return None
     if not result.finished:
         raise SystemExit(f"stopped at step {result.step} of {result.total_steps}; continue with --resume")
     if not is_main_process():
         return None
     return export_run(student, train, test, out, cfg=cfg, history=result.history, teacher=teacher_model,
-                      chen=weights if teacher_model is not None else None, command=command,
+                      chen=weights if teacher_model is not None else None, recipe=recipe, command=command,
                       wall_time_s=time.perf_counter() - started, device=device)
 
 
 def export_run(model: nn.Module, train: DetectionDataset, test: DetectionDataset, out_dir: Path, *,
                cfg: TrainConfig, history: list[dict[str, Any]], teacher: nn.Module | None,
-               chen: dict[str, float] | None, command: str, wall_time_s: float, device: torch.device) -> ModelCard:
+               chen: dict[str, float] | None, command: str, wall_time_s: float, device: torch.device,
+               recipe: Any = None) -> ModelCard:
     """Write the trained detector and its card (metrics measured now on the test scenes) through the one
     path of every task (`zoo.runner`: run record -> card -> checkpoint)."""
     from zoo.runner import RunRecord, make_card
@@ -103,6 +110,7 @@ def export_run(model: nn.Module, train: DetectionDataset, test: DetectionDataset
         paper=CHEN_PAPER if teacher is not None else FASTER_RCNN_PAPER,
         teachers=[TeacherRef(teacher_card.name, dict(teacher_card.metrics), teacher_card.params)] if teacher_card else [],
         train_config=asdict(cfg), history=history, command=command, hardware=hardware_description(device),
+        recipe=recipe_dict_of(recipe),
         wall_time_s=wall_time_s, preprocessing={"input_size": [3, *train.image_size],
                                                  "scale": "pixels / 255; the model normalises"},
         labels=list(train.classes),
@@ -110,6 +118,59 @@ def export_run(model: nn.Module, train: DetectionDataset, test: DetectionDataset
                      f"({len(train)} train / {len(test)} test scenes, {train.image_size[0]} px); not a standard benchmark."),
         extra={"data": {"train": train.meta, "test": test.meta}, **({"chen2017": chen} if chen else {})})
     return hub.save(model, out_dir, make_card(record, metrics))
+
+
+def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = None,
+        settings: dict[str, Any] | None = None, chen: dict[str, float] | None = None, train_count: int | None = None,
+        test_count: int | None = None, resume: bool = False, device: str | torch.device | None = None,
+        deadline: float | None = None, raise_on_stop: bool = True) -> ModelCard | None:
+    """One detection run as `zoo distill detection` and `zoo.distill` start it: the run's identity and settings
+    are recorded (`zoo.runs`), a resume continues with the ones it was started with (only some may change),
+    and ``chen`` (the paper's symbols, `CHEN_2017`) and ``--set``-style ``settings`` (TrainConfig fields and
+    ``TERM.weight`` / ``TERM.PARAM`` of the ``chen2017`` recipe, e.g. ``rcn_soft.weight``) shape the loss.
+
+    Returns the card once finished; None when stopped at ``deadline`` (resume with ``resume=True``) or on a
+    process other than rank 0.
+
+    Raises:
+        ValueError: an unknown ``chen`` key or setting, distillation settings without a teacher, or a
+            resume whose identity or settings differ from the recorded run.
+    """
+    from zoo import runs
+    from zoo.recipes import override
+    from zoo.trainer import STATE_FILE
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown detection architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    chen = dict(chen or {})
+    if set(chen) - set(CHEN_2017):
+        raise ValueError(f"unknown --chen key(s) {sorted(set(chen) - set(CHEN_2017))}; known: {', '.join(CHEN_2017)}")
+    teacher_id = teacher if teacher is None or isinstance(teacher, str) else f"module:{type(teacher).__name__}"
+    identity = {"task": "detection", "arch": arch, "teacher": teacher_id, "train_count": train_count,
+                "test_count": test_count}
+    settings = {**(settings or {}), **{f"chen.{k}": v for k, v in chen.items()}}
+    identity, settings = runs.resolve(out, identity, settings, resume)
+    chen = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("chen.")}
+    rest = {k: v for k, v in settings.items() if not k.startswith("chen.")}
+    distilling = teacher is not None or identity.get("teacher") is not None
+    if not distilling and (chen or any("." in k for k in rest)):
+        raise ValueError("--chen and TERM.FIELD settings shape the distillation loss and need a teacher")
+    recipe, cfg = override(chen_recipe(**{**CHEN_2017, **chen}), DEFAULTS, rest)
+    resumed_at = runs.check_checkpoint_config(Path(out) / STATE_FILE, cfg) if resume else None
+    record = {"started_with": settings, "changes": []}
+    if os.environ.get("RANK", "0") == "0":  # (before torchrun's process group exists: the environment says)
+        record = runs.commit(out, identity, settings, {"chen2017": recipe_dict_of(recipe)} if distilling else {},
+                             step=resumed_at)
+    command = ["python", "-m", "zoo.detection.train", "--arch", identity["arch"], "--out", str(out)]
+    command += [a for k in ("teacher", "train_count", "test_count") if isinstance(identity.get(k), (str, int))
+                and not str(identity.get(k)).startswith("module:") for a in (f"--{k.replace('_', '-')}", str(identity[k]))]
+    command += [a for k, v in record["started_with"].items() if k not in runs.PER_CALL
+                for a in (("--chen", f"{k[5:]}={v}") if k.startswith("chen.") else ("--set", f"{k}={v}"))]
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return train_detector(identity["arch"], out, teacher=teacher if teacher is not None else identity.get("teacher"),
+                          cfg=cfg, train_count=identity.get("train_count"), test_count=identity.get("test_count"),
+                          resume=resume, device=device, chen={**CHEN_2017, **chen}, recipe=recipe if distilling else None,
+                          command=shlex.join(command), deadline=deadline, raise_on_stop=raise_on_stop)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,42 +183,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="training setting, e.g. --set epochs=12 (see zoo.trainer.TrainConfig)")
+                        help="a training setting (--set epochs=12, see zoo.trainer.TrainConfig) or a part of the "
+                             "chen2017 recipe (--set rcn_soft.weight=0.8, see zoo.detection.recipes)")
     parser.add_argument("--chen", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"a Chen et al. 2017 weight, e.g. --chen gamma=1 (defaults: {CHEN_2017})")
+                        help=f"a Chen et al. 2017 symbol, e.g. --chen gamma=1 (defaults: {CHEN_2017})")
     args = parser.parse_args(argv)
-    from zoo import runs
     from zoo.cli import parse_overrides
-    from zoo.trainer import STATE_FILE
 
-    chen = parse_overrides(args.chen)
-    if set(chen) - set(CHEN_2017):
-        parser.error(f"unknown --chen key(s) {sorted(set(chen) - set(CHEN_2017))}; known: {', '.join(CHEN_2017)}")
-    # --resume continues the run as it was started (zoo.runs): its identity, --set and --chen settings
-    identity = {"task": "detection", "arch": args.arch, "teacher": args.teacher, "train_count": args.train_count,
-                "test_count": args.test_count}
-    settings = {**parse_overrides(args.set), **{f"chen.{k}": v for k, v in chen.items()}}
     try:
-        identity, settings = runs.resolve(args.out, identity, settings, args.resume)
-        chen = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("chen.")}
-        cfg = config_from_overrides(DEFAULTS, {k: v for k, v in settings.items() if not k.startswith("chen.")})
-        resumed_at = runs.check_checkpoint_config(Path(args.out) / STATE_FILE, cfg) if args.resume else None
+        card = run(args.arch, args.out, teacher=args.teacher, settings=parse_overrides(args.set),
+                   chen=parse_overrides(args.chen), train_count=args.train_count, test_count=args.test_count,
+                   resume=args.resume, device=args.device)
     except ValueError as e:
         parser.error(str(e))
-    if chen and not identity.get("teacher"):
-        parser.error("--chen sets distillation weights and needs --teacher")
-    record = {"started_with": settings, "changes": []}
-    if os.environ.get("RANK", "0") == "0":  # (before torchrun's process group exists: the environment says)
-        record = runs.commit(args.out, identity, settings,
-                             {"chen2017": {**CHEN_2017, **chen}} if identity.get("teacher") else {}, step=resumed_at)
-    command = ["python", "-m", "zoo.detection.train", "--arch", identity["arch"], "--out", str(args.out)]
-    command += [a for k in ("teacher", "train_count", "test_count") if identity.get(k) is not None
-                for a in (f"--{k.replace('_', '-')}", str(identity[k]))]
-    command += [a for k, v in record["started_with"].items() if k not in runs.PER_CALL
-                for a in (("--chen", f"{k[5:]}={v}") if k.startswith("chen.") else ("--set", f"{k}={v}"))]
-    card = train_detector(identity["arch"], args.out, teacher=identity.get("teacher"), cfg=cfg,
-                          train_count=identity.get("train_count"), test_count=identity.get("test_count"),
-                          resume=args.resume, device=args.device, chen=chen, command=shlex.join(command))
     if card is not None:
         print(f"{card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()) + f" -> {args.out}")
 

@@ -135,7 +135,7 @@ def test_a_pretrained_mobilenet_teacher_lines_up_with_the_resnet_students(scenes
     assert module.connector.conv.weight.shape[:2] == (96, 64)
     out = module(scenes.batch(torch.arange(4)))
     out["loss"].backward()
-    assert torch.isfinite(out["hint"]) and all(p.grad is None for p in teacher.parameters())
+    assert torch.isfinite(out["backbone_hint"]) and all(p.grad is None for p in teacher.parameters())
 
 
 def test_a_teacher_identical_to_the_student_bounds_nothing(scenes):
@@ -365,3 +365,67 @@ def test_the_twin_protocol_runs_detection(tmp_path):
     assert [s["seed"] for s in record["seeds"]] == [0, 1] and set(record["summary"]) == {"twin", "chen2017"}
     bad = [*args[:7], "kd", *args[8:-4], "--out", str(tmp_path / "bad"), "--results", str(tmp_path / "bad")]
     assert twins.main(bad) == 2 and not (tmp_path / "bad").exists()  # detection distils with chen2017 only
+
+
+def test_the_chen2017_recipe_holds_the_papers_weights_and_the_detector_applies_them(scenes):
+    """Each part at its recipe weight sums to eqs. 1-2 and 4 of Chen et al. 2017; the recipe is overridden like
+    any other; the core Distiller refuses the parts with the reason."""
+    from zoo.detection.recipes import chen_recipe, part_weights
+    from zoo.distiller import Distiller
+    from zoo.recipes import Term, get_recipe, override
+    from zoo.trainer import TrainConfig
+
+    mu, nu, lam, gamma = 0.3, 0.7, 2.0, 0.25
+    student, teacher = build_detector("frcnn-resnet20"), build_detector("frcnn-resnet56")
+    module = DetectionDistiller(student, teacher, chen_recipe(mu=mu, nu=nu, lam=lam, gamma=gamma),
+                                example_batch=scenes.batch(torch.arange(2))).train()
+    torch.manual_seed(0)
+    out = module(scenes.batch(torch.arange(4)))
+    p = out
+    rpn = mu * p["rpn_cls"] + (1 - mu) * p["rpn_soft"] + lam * (p["rpn_reg"] + nu * p["rpn_bounded"])
+    rcn = mu * p["rcn_cls"] + (1 - mu) * p["rcn_soft"] + lam * (p["rcn_reg"] + nu * p["rcn_bounded"])
+    assert torch.isclose(out["loss"].detach(), rpn + rcn + gamma * p["backbone_hint"], rtol=1e-5)
+    recipe, _ = override(get_recipe("chen2017"), TrainConfig(), {"rcn_soft.weight": 0.8, "rcn_bounded.margin": 0.1})
+    weights, params = part_weights(recipe)
+    assert weights["rcn_soft"] == 0.8 and weights["rpn_soft"] == 0.5 and params["rcn_bounded"]["margin"] == 0.1
+    with pytest.raises(ValueError, match=r"term 'kd' \(kd\) is not a Faster R-CNN part"):
+        part_weights(type(recipe)("x", [Term("kd")], task="detection"))
+    with pytest.raises(ValueError, match="distil from a teacher; none was given"):
+        DetectionDistiller(student, None, chen_recipe())
+    with pytest.raises(ValueError, match=r"mu .* must be in \[0, 1\]"):
+        chen_recipe(mu=1.5)
+    with pytest.raises(ValueError, match="only zoo.detection.distill.DetectionDistiller"):
+        Distiller([student], [teacher], get_recipe("chen2017"), scenes.batch(torch.arange(2)))
+
+
+@pytest.mark.slow
+def test_zoo_distill_and_train_reach_detectors_through_the_recipe(tmp_path):
+    """zoo.distill(..., 'chen2017') and zoo.train('detection', ...) run zoo.detection.train.run (one path with
+    the CLI), with recipe parts as settings (about 2.5 minutes: each run evaluates the 1,000 test scenes)."""
+    import zoo
+
+    fast = {"epochs": 1, "batch_size": 4, "max_steps": 1, "progress": False}
+    twin = zoo.train("detection", "frcnn-resnet20", out=tmp_path / "twin", train_subset=8, settings=fast)
+    assert not twin.finished  # max_steps stops it resumably
+    done = zoo.train("detection", "frcnn-resnet20", out=tmp_path / "twin", train_subset=8,
+                     settings={**fast, "max_steps": None}, resume=True)
+    assert done.finished and done.card.method == "plain" and done.student is not None
+    kd = zoo.distill(str(tmp_path / "twin"), "frcnn-resnet20", "chen2017", out=tmp_path / "kd", train_subset=8,
+                     settings={"epochs": 1, "batch_size": 4, "progress": False, "rcn_soft.weight": 0.8, "gamma": 1.0})
+    assert kd.finished and kd.card.method == "chen2017" and kd.card.extra["chen2017"]["gamma"] == 1.0
+    weights = {t["name"]: t["weight"] for t in kd.card.extra["recipe"]["terms"]}
+    assert weights["rcn_soft"] == 0.8 and weights["backbone_hint"] == 1.0
+
+
+def test_zoo_distill_refuses_bad_detection_calls_before_writing(tmp_path):
+    import zoo
+
+    with pytest.raises(ValueError, match="chen2017 needs a teacher"):
+        zoo.distill(None, "frcnn-resnet20", "chen2017", out=tmp_path / "a")
+    with pytest.raises(ValueError, match="architecture name"):
+        zoo.distill("frcnn-resnet56.fmnist-scenes", build_detector("frcnn-resnet20"), "chen2017", out=tmp_path / "b")
+    with pytest.raises(ValueError, match="need a teacher"):
+        zoo.train("detection", "frcnn-resnet20", out=tmp_path / "c", settings={"rcn_soft.weight": 0.8})
+    with pytest.raises(ValueError, match="unknown detection architecture 'frcnn-resnet9'"):
+        zoo.train("detection", "frcnn-resnet9", out=tmp_path / "d")
+    assert not any((tmp_path / n).exists() for n in "abcd")

@@ -172,7 +172,8 @@ class Distiller(TrainModule):
             raise ValueError(f"teacher_inputs gives {len(self._teacher_input_fns)} functions for {len(teachers)} teachers")
         self._adversary_inputs: dict[tuple[str, Any], tuple[list[Any], list[Any]]] = {}
         probe = self._probe(example_batch)
-        num_classes = probe[0][0]["logits"].shape[-1]
+        logits = probe[0][0]["logits"]  # a model's output need not be a tensor (a detector's is a list of dicts)
+        num_classes = int(logits.shape[-1]) if isinstance(logits, torch.Tensor) and logits.dim() else 0
         self.terms = nn.ModuleDict()
         for term in recipe.terms:
             if term.loss not in TERM_BUILDERS:
