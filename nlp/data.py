@@ -209,18 +209,19 @@ SECOND_TEXT_COLUMNS = ("sentence2", "question2", "hypothesis")
 
 
 def task_from_hf(dataset: Any, name: str, split: str, *, text_columns: Sequence[str] | None = None,
-                 label_column: str = "label", source: str = "") -> TextTask:
+                 label_column: str = "label", source: str = "", rows: Sequence[int] | None = None) -> TextTask:
     """One split of a Hugging Face `datasets.Dataset` as a `TextTask`.
 
     The text is ``text_columns`` (one column, or two joined with ' [SEP] ', which `encode` re-splits into
     a tokenizer pair); by default the first of ``text``, ``sentence``, ``question``, ``sentence1``, ... and
-    the second of ``sentence2``, ``question2``, ``hypothesis`` found. ``label_column`` holds integer labels:
-    its `datasets.ClassLabel` names are the classes; without a ClassLabel the classes are the labels'
-    values as strings, 0..max.
+    the second of ``sentence2``, ``question2``, ``hypothesis`` found. ``label_column`` holds integer class
+    ids: its `datasets.ClassLabel` names are the classes; without a ClassLabel the classes are the ids as
+    strings, 0..max. ``rows`` (the dataset rows these are, when they are a selection) are what errors name.
 
     Raises:
         ValueError: a named column is missing (the dataset's columns are listed), there is no text column,
-            a text is not a string, or a label is negative (e.g. GLUE's hidden test labels, -1).
+            a text is not a string, a label is not an integer class id (a float, a string, None: the
+            message says how to encode them) or is negative (e.g. GLUE's hidden test labels, -1).
     """
     columns = list(dataset.column_names)
     if text_columns is None:
@@ -233,13 +234,24 @@ def task_from_hf(dataset: Any, name: str, split: str, *, text_columns: Sequence[
         raise ValueError(f"{name}/{split}: no column(s) {missing}; the dataset has {columns}")
     if not 1 <= len(text_columns) <= 2:
         raise ValueError(f"text_columns must name one column or a pair, got {list(text_columns)}")
+
+    def row(i: int) -> int:
+        return int(rows[i]) if rows is not None else i
+
     parts = [dataset[c] for c in text_columns]
     for column, values in zip(text_columns, parts):
         bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
         if bad is not None:
-            raise ValueError(f"{name}/{split}: column {column!r} row {bad} is a {type(values[bad]).__name__}, not a string")
-    texts = [" [SEP] ".join(row) for row in zip(*parts)]
-    labels = [int(y) for y in dataset[label_column]]
+            raise ValueError(f"{name}/{split}: column {column!r} row {row(bad)} is a {type(values[bad]).__name__}, "
+                             "not a string")
+    texts = [" [SEP] ".join(r) for r in zip(*parts)]
+    raw = list(dataset[label_column])
+    bad = next((i for i, y in enumerate(raw) if isinstance(y, bool) or not hasattr(y, "__index__")), None)  # ints only
+    if bad is not None:
+        raise ValueError(f"{name}/{split}: label column {label_column!r} row {row(bad)} is {raw[bad]!r} "
+                         f"({type(raw[bad]).__name__}); text tasks are classification and need integer class ids: "
+                         f"encode the column first, e.g. dataset = dataset.class_encode_column({label_column!r})")
+    labels = [int(y) for y in raw]
     if any(y < 0 for y in labels):
         raise ValueError(f"{name}/{split}: {sum(y < 0 for y in labels)} example(s) have a negative label "
                          "(hidden labels, as in GLUE's test splits); use a labelled split")
@@ -251,17 +263,20 @@ def task_from_hf(dataset: Any, name: str, split: str, *, text_columns: Sequence[
 
 def hf_task(data: Any, split: str, *, name: str | None = None, text_columns: Sequence[str] | None = None,
             label_column: str = "label") -> TextTask:
-    """A split of a Hugging Face dataset: a `datasets.DatasetDict`, or a folder written by its
-    ``save_to_disk`` (read offline with `datasets.load_from_disk`).
+    """A split of a Hugging Face dataset: a `datasets.DatasetDict`, a `datasets.Dataset`, or a folder written
+    by ``save_to_disk`` (read offline with `datasets.load_from_disk`).
 
-    Splits: ``train`` and ``test`` are read as they are; ``validation`` is the dataset's own
-    ``validation`` split or, when it has none, the examples of ``train`` whose index hashes into one
-    tenth of the buckets (`split_of`-style, fixed), which are then left out of ``train``; a dataset
-    without ``test`` uses ``validation`` as its test split (as GLUE's hidden test labels force).
+    Splits: a split the dataset has is read as it is. Missing ones are formed from fixed hash buckets of the
+    row index (10 buckets): without ``validation``, bucket 9 of ``train`` is held out as validation; a
+    dataset with only a training split (a single `Dataset`) is split 80/10/10 (buckets 0-7 / 8 / 9); a
+    dataset with ``validation`` but no ``test`` uses ``validation`` as its test split (as GLUE's hidden test
+    labels force). Every split is read in the training split's label space: ClassLabel names are matched
+    by name, integer ids must be among the training split's.
 
     Raises:
         ImportError: `datasets` is not installed.
-        ValueError: a split cannot be formed (the dataset's splits are named).
+        ValueError: no training split, an empty split, a label outside the training split's classes, or
+            a label column that `task_from_hf` refuses.
     """
     try:
         import datasets
@@ -278,39 +293,53 @@ def hf_task(data: Any, split: str, *, name: str | None = None, text_columns: Seq
         raise TypeError(f"expected a datasets.DatasetDict, Dataset or a save_to_disk folder, got {type(data).__name__}")
     name = name or "hf-dataset"
     have = list(data)
-    if split == "test" and "test" not in data:
-        split_data = data.get("validation")
-    elif split == "validation" and "validation" not in data:
-        split_data = data["train"].select(_held_out(len(data["train"]), True)) if "train" in data else None
-    elif split == "train" and "validation" not in data and "train" in data:
-        split_data = data["train"].select(_held_out(len(data["train"]), False))
+    if "train" not in data:
+        raise ValueError(f"{name}: the dataset has no 'train' split (it has {have})")
+    only_train = "validation" not in data and "test" not in data
+    buckets = {"train": range(8) if only_train else range(9), "validation": (8,) if only_train else (9,), "test": (9,)}
+    rows: list[int] | None = None
+    if split in data:
+        split_data = data[split]
+    elif split == "test" and "validation" in data:
+        split_data = data["validation"]
+    else:  # formed from the training split's hash buckets
+        rows = [i for i in range(len(data["train"])) if _key_hash(f"row:{i}") % 10 in buckets[split]]
+        split_data = data["train"].select(rows)
+    if split == "train" and "validation" not in data:
+        rows = [i for i in range(len(data["train"])) if _key_hash(f"row:{i}") % 10 in buckets["train"]]
+        split_data = data["train"].select(rows)
+    if len(split_data) == 0:
+        raise ValueError(f"{name}: the {split!r} split is empty (the dataset's splits: "
+                         + ", ".join(f"{k} {len(v)}" for k, v in data.items()) + ")")
+    task = task_from_hf(split_data, name, split, text_columns=text_columns, label_column=label_column, rows=rows)
+    if split == "train":
+        return task
+    train_names = getattr(data["train"].features.get(label_column), "names", None)
+    own_names = getattr(split_data.features.get(label_column), "names", None)
+    if train_names:
+        labels = task.labels
+        if own_names and list(own_names) != list(train_names):  # the same classes in another order: by name
+            unknown = sorted(set(own_names) - set(train_names))
+            if unknown:
+                raise ValueError(f"{name}/{split}: label names {unknown} are not among the training split's "
+                                 f"{list(train_names)}")
+            index = {c: i for i, c in enumerate(train_names)}
+            labels = [index[own_names[y]] for y in task.labels]
+        classes = tuple(train_names)
     else:
-        split_data = data.get(split)
-    if split_data is None or len(split_data) == 0:
-        raise ValueError(f"{name}: no {split!r} split can be formed from the dataset's splits {have}")
-    task = task_from_hf(split_data, name, split, text_columns=text_columns, label_column=label_column)
-    if split != "train" and "train" in data:  # one label space for every split: the training split's
-        task = TextTask(task.name, split, task.texts, task.labels, _classes_of(data["train"], label_column, task.classes),
-                        task.source)
-    return task
+        top = max((int(y) for y in data["train"][label_column]), default=-1)
+        classes = tuple(str(i) for i in range(top + 1))
+        labels = task.labels
+    outside = sorted({y for y in labels if y >= len(classes)})
+    if outside:
+        raise ValueError(f"{name}/{split}: label(s) {outside[:5]} are not among the training split's {len(classes)} "
+                         f"classes (0..{len(classes) - 1})")
+    return TextTask(task.name, split, task.texts, labels, classes, task.source)
 
 
 def is_saved_dataset(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder written by `datasets` ``save_to_disk`` (a DatasetDict or a Dataset)."""
     return Path(path).is_dir() and any((Path(path) / f).exists() for f in ("dataset_dict.json", "state.json"))
-
-
-def _held_out(n: int, held_out: bool) -> list[int]:
-    """Indices 0..n-1 whose hash puts them in the held-out tenth (``held_out``) or in the other nine."""
-    return [i for i in range(n) if (_key_hash(f"row:{i}") % 10 == 9) == held_out]
-
-
-def _classes_of(dataset: Any, label_column: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
-    names = getattr(dataset.features.get(label_column), "names", None)
-    if names:
-        return tuple(names)
-    top = max((int(y) for y in dataset[label_column]), default=-1)
-    return tuple(str(i) for i in range(max(top + 1, len(fallback))))
 
 
 def load_task(name: Any, split: str, root: str | os.PathLike | None = None) -> TextTask:

@@ -187,6 +187,7 @@ def run_baseline(args: argparse.Namespace, deadline: float | None) -> bool:
 
 
 PER_CALL_ARGS = ("stages", "out", "time_budget", "quiet")
+DATASET_DIR = "hf-dataset"  # where run() saves a datasets.DatasetDict given as the data
 
 
 def check_stage_settings(out: Path, stage: str, args: argparse.Namespace) -> None:
@@ -251,15 +252,16 @@ def run(stages: str | Sequence[str], out: str | os.PathLike, *, data: Any = "wor
 
     ``data`` is a task name (see `zoo.nlp.data.load_task`), a folder saved by `datasets`, or a Hugging Face
     `datasets.DatasetDict`/`Dataset` (``text`` and ``label`` columns; see `zoo.nlp.data.hf_task` for the
-    splits), which is saved once into ``OUT/data`` so that every stage and a resumed run read the same
-    examples. Options are the command line's, with underscores (``True`` turns a flag on).
+    splits), which is checked, then saved once into ``OUT/hf-dataset`` so that every stage and a resumed
+    run read the same examples. Options are the command line's, with underscores (``True`` turns a flag on).
 
     Returns:
         Each finished stage's record (``OUT/<stage>.json``: settings, history, measured accuracies); a
         stage stopped by ``time_budget`` is absent (call again to resume it).
 
     Raises:
-        ValueError: an unknown stage or option, or ``OUT/data`` holds another dataset than ``data``.
+        ValueError: an unknown stage or option, a dataset that cannot form its splits (`zoo.nlp.data.hf_task`),
+            or ``OUT/hf-dataset`` holds another dataset than ``data`` or is not kdzoo's.
     """
     stages = [stages] if isinstance(stages, str) else list(stages)
     parser = build_parser()
@@ -272,7 +274,11 @@ def run(stages: str | Sequence[str], out: str | os.PathLike, *, data: Any = "wor
         raise ValueError(f"unknown stage(s) {bad}; the stages are {', '.join(STAGES)} (or all)")
     out = Path(out)
     if not isinstance(data, (str, os.PathLike)):
-        data = _save_dataset(data, out / "data")
+        from .data import hf_task
+
+        for split in ("train", "validation", "test"):  # refuse a dataset that cannot run before saving anything
+            hf_task(data, split)
+        data = _save_dataset(data, out / DATASET_DIR)
     argv = [*stages, "--out", str(out), "--task", str(data)]
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
@@ -298,6 +304,9 @@ def _save_dataset(data: Any, target: Path) -> str:
         raise TypeError(f"data must be a task name, a folder, or a datasets.DatasetDict/Dataset, got {type(data).__name__}")
     fingerprint = json.dumps({k: _content_hash(d) for k, d in sorted(data.items())}, sort_keys=True)
     stamp = target / "kdzoo_fingerprint.json"
+    if target.exists() and not stamp.exists():
+        raise ValueError(f"{target} exists and was not written by kdzoo (no {stamp.name}); it is left as it is: "
+                         "move it away or use another out folder")
     if stamp.exists():
         if stamp.read_text() != fingerprint:
             raise ValueError(f"{target} holds another dataset (fingerprints {stamp.read_text()} then, {fingerprint} now); "

@@ -403,8 +403,8 @@ def test_hf_columns_pairs_and_bad_datasets_are_clear(tokenizer):
     numbers = datasets.Dataset.from_dict({"idx": [1, 2], "label": [0, 1]})
     with pytest.raises(ValueError, match="no text column"):
         nlp_data.task_from_hf(numbers, "x", "train")
-    with pytest.raises(ValueError, match=r"no 'test' split can be formed.*\['train'\]"):
-        nlp_data.hf_task(datasets.DatasetDict({"train": pairs}), "test")
+    with pytest.raises(ValueError, match=r"has no 'train' split \(it has \['test'\]\)"):
+        nlp_data.hf_task(datasets.DatasetDict({"test": pairs}), "test")
 
 
 def test_the_pipeline_trains_on_a_datasetdict_and_refuses_another_one_on_resume(tokenizer, tmp_path):
@@ -418,7 +418,7 @@ def test_the_pipeline_trains_on_a_datasetdict_and_refuses_another_one_on_resume(
                    student_layers=1, student_hidden=16, student_ffn=32, student_heads=4, max_length=16, quiet=True)
     records = run(["teacher", "plain"], tmp_path / "run", data=dd, **options)
     assert set(records) == {"teacher", "plain"}
-    assert records["plain"]["task"] == str(tmp_path / "run" / "data")  # the dataset travels with the run
+    assert records["plain"]["task"] == str(tmp_path / "run" / "hf-dataset")  # the dataset travels with the run
     assert records["teacher"]["train_examples"] == len(nlp_data.hf_task(dd, "train"))
     assert 0.0 <= records["plain"]["test_accuracy"] <= 1.0
     # the same call again finds every stage done; another dataset for the same run folder is refused
@@ -444,7 +444,7 @@ def test_every_stage_on_a_datasetdict_then_publish_load_and_predict(tokenizer, t
     records = run("all", tmp_path / "run", data=_hf_dict(n_train=40, n_test=40), **options)
     assert set(records) == {"teacher", "general", "task", "plain", "baseline"}
     card = publish(tmp_path / "run", "tiny-hf", dest_root=tmp_path / "pub")
-    assert card.method == "tinybert" and card.dataset == str(tmp_path / "run" / "data") and card.split == "test"
+    assert card.method == "tinybert" and card.dataset == str(tmp_path / "run" / "hf-dataset") and card.split == "test"
     assert card.labels == ["animal", "food", "motion"] and card.teacher.params > card.params
     assert card.training.command.startswith("python -m zoo.nlp.pipeline") and card.training.epochs == 2
     assert {f.name for f in card.files} >= {"tokenizer.json", "tokenizer_config.json", "model.safetensors"}
@@ -454,3 +454,42 @@ def test_every_stage_on_a_datasetdict_then_publish_load_and_predict(tokenizer, t
     assert pred["label"] in card.labels
     report = zoo.evaluate(tmp_path / "pub" / "tiny-hf")  # re-reads the saved dataset's test split
     assert abs(report["measured"]["accuracy"] - card.metrics["accuracy"]) < 1e-6
+
+
+def test_hf_labels_and_splits_that_would_be_silently_wrong_are_refused_or_mapped(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from zoo.nlp.pipeline import run
+
+    t = texts(30, 3)
+    # a single Dataset is split 80/10/10 by fixed buckets: disjoint, complete
+    single = datasets.Dataset.from_dict({"text": t, "label": [i % 3 for i in range(30)]})
+    parts = [nlp_data.hf_task(single, s) for s in ("train", "validation", "test")]
+    assert sorted(sum((p.texts for p in parts), [])) == sorted(t) and all(len(p) for p in parts)
+    # floats, strings and None are not class ids: a clear error naming the row and how to encode
+    for bad, shown in (([0.2, 0.9] + [1.0] * 28, "0.2"), (["neg", "pos"] * 15, "'neg'"), ([0, None] + [1] * 28, "None")):
+        ds = datasets.Dataset.from_dict({"text": t, "label": bad})
+        with pytest.raises(ValueError, match=f"is {shown}.*class_encode_column"):
+            nlp_data.task_from_hf(ds, "x", "train")
+    # a test ClassLabel in another order is read by name; an id beyond train's classes is refused
+    names = ["animal", "food", "motion"]
+    train = datasets.Dataset.from_dict({"text": t[:20], "label": [i % 3 for i in range(20)]},
+                                       features=datasets.Features({"text": datasets.Value("string"),
+                                                                   "label": datasets.ClassLabel(names=names)}))
+    shuffled = datasets.Dataset.from_dict({"text": t[20:], "label": [0] * 10},  # index 0 is "motion" here
+                                          features=datasets.Features({"text": datasets.Value("string"),
+                                                                      "label": datasets.ClassLabel(names=names[::-1])}))
+    test = nlp_data.hf_task(datasets.DatasetDict({"train": train, "test": shuffled}), "test")
+    assert test.classes == tuple(names) and set(test.labels) == {2}
+    plain = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": t[:20], "label": [i % 3 for i in range(20)]}),
+                                  "test": datasets.Dataset.from_dict({"text": t[20:24], "label": [0, 1, 5, 7]})})
+    with pytest.raises(ValueError, match=r"label\(s\) \[5, 7\] are not among the training split's 3 classes"):
+        nlp_data.hf_task(plain, "test")
+    # the pipeline checks before it saves, and never deletes a folder that is not its own
+    with pytest.raises(ValueError, match=r"label\(s\) \[5, 7\]"):
+        run(["plain"], tmp_path / "a", data=plain)
+    assert not (tmp_path / "a" / "hf-dataset").exists()
+    (tmp_path / "b" / "hf-dataset").mkdir(parents=True)
+    (tmp_path / "b" / "hf-dataset" / "mine.csv").write_text("keep me")
+    with pytest.raises(ValueError, match="was not written by kdzoo"):
+        run(["plain"], tmp_path / "b", data=_hf_dict())
+    assert (tmp_path / "b" / "hf-dataset" / "mine.csv").read_text() == "keep me"
