@@ -135,7 +135,9 @@ class GanAdapter(TaskAdapter):
             measured = compare(mine, mine)
             measured.pop("psnr")
             return {**measured, "n": len(names)}
-        test = self._pairs(card.teacher.name, "test", eval_side=side)
+        # the reference is the generator whose images the student was measured against: the data's
+        reference = (card.extra.get("data") or {}).get("pairs_teacher") or card.teacher.name
+        test = self._pairs(reference, "test", eval_side=side)
         return {**self.evaluate_model(model, test, device=device), "n": len(test)}
 
     # ------------------------------------------------------------------ runs (zoo.runner)
@@ -151,7 +153,8 @@ class GanAdapter(TaskAdapter):
             return DEFAULT_TEACHER
         if isinstance(data, str) and data.startswith(PHOTOS + ":") and len(data) > len(PHOTOS) + 1:
             return data.split(":", 1)[1]
-        raise ValueError(f"unknown gan data {data!r}: use {PHOTOS!r} (pairs with {DEFAULT_TEACHER}'s images), "
+        shown = repr(data) if isinstance(data, str) else f"of type {type(data).__name__}"
+        raise ValueError(f"unknown gan data {shown}: use {PHOTOS!r} (pairs with {DEFAULT_TEACHER}'s images), "
                          f"'{PHOTOS}:TEACHER' (a zoo generator), or a (train, test) pair of TranslationPairs")
 
     def _pairs(self, teacher_name: str, split: str, *, count: int | None = None, eval_side: int = EVAL_SIDE) -> Any:
@@ -173,6 +176,13 @@ class GanAdapter(TaskAdapter):
 
         if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, TranslationPairs) for d in data):
             train, test = data
+            for pairs in (train, test):
+                if min(pairs.inputs.shape[-2:]) < 32:
+                    raise ValueError(f"{pairs.name}/{pairs.split}: images of {tuple(pairs.inputs.shape[-2:])} pixels; the "
+                                     "discriminator and the metrics' features need a side of at least 32")
+            if len(test) * (test.inputs.shape[-2] // 16) * (test.inputs.shape[-1] // 16) < 2:
+                raise ValueError(f"{test.name}/{test.split}: {len(test)} image(s) of {tuple(test.inputs.shape[-2:])} give "
+                                 "fewer than 2 feature positions; the Fréchet distance needs more test images or larger ones")
             return (train.subset(train_subset) if train_subset else train), test
         name = self.data_teacher(data)
         train = self._pairs(name, "train", count=train_subset)
@@ -204,11 +214,24 @@ class GanAdapter(TaskAdapter):
         from zoo.runner import distill
 
         data = kwargs.get("data")
-        if isinstance(teacher, str) and (data is None or isinstance(data, str)):
+        if teacher is not None and (data is None or isinstance(data, str)):
             made_by = self.data_teacher(data)
-            if teacher != made_by:
+            if isinstance(teacher, str) and teacher != made_by:
+                import zoo
+
+                if zoo.card(teacher).task != self.task:
+                    raise ValueError(f"the teacher {teacher!r} is a {zoo.card(teacher).task} model, not a generator")
                 raise ValueError(f"the teacher {teacher!r} is not the generator whose images the data {data or PHOTOS!r} "
                                  f"pairs with the photos ({made_by!r}); pass data='{PHOTOS}:{teacher}'")
+            if isinstance(teacher, nn.Module):  # a module: it must be that generator, weight for weight
+                import zoo
+                from zoo.teacher_cache import weights_fingerprint
+
+                if weights_fingerprint(teacher) != weights_fingerprint(zoo.load(made_by)):
+                    raise ValueError(f"the teacher module is not {made_by!r}, whose images the data {data or PHOTOS!r} "
+                                     "pairs with the photos: its features and those images would come from two "
+                                     "different generators; pass (train, test) TranslationPairs made by your teacher "
+                                     "(zoo.gan.data.make_pairs)")
         return distill(self, teacher, student, recipe, **kwargs)
 
     @property

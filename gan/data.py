@@ -75,11 +75,17 @@ def _source_dir(source: str) -> Path:
             raise PhotoDataNotFoundError(f"scikit-learn's sample images are missing: {HOW[source]}") from None
         return Path(sklearn.datasets.__file__).parent / "images"
     env, dirs = {"darknet": ("KDZOO_DARKNET", DARKNET_DIRS), "opencv-doc": ("KDZOO_OPENCV_DATA", OPENCV_DIRS)}[source]
+    if os.environ.get(env):  # set: it is the folder, and a mistyped one is an error, not a silent fallback
+        if not Path(os.environ[env]).is_dir():
+            raise PhotoDataNotFoundError(f"${env} is {os.environ[env]!r}, which is not a folder; unset it or point it at "
+                                         f"the {source} photos")
+        return Path(os.environ[env])
     dirs = (str(data_dir() / "photos" / source), *dirs)
-    for d in ([os.environ[env]] if os.environ.get(env) else []) + list(dirs):
+    for d in dirs:
         if Path(d).is_dir():
             return Path(d)
-    raise PhotoDataNotFoundError(f"the {source} photos are not installed (looked in ${env}, {', '.join(dirs)}): {HOW[source]}")
+    raise PhotoDataNotFoundError(f"the {source} photos are not installed (looked in {', '.join(dirs)}; or set ${env}): "
+                                 f"{HOW[source]}")
 
 
 def photo_paths(sources: Sequence[str] = tuple(SOURCES)) -> dict[str, Path]:
@@ -89,6 +95,7 @@ def photo_paths(sources: Sequence[str] = tuple(SOURCES)) -> dict[str, Path]:
         PhotoDataNotFoundError: a source, or one of its files, is missing (how to install it is named).
     """
     out = {}
+    sources = (sources,) if isinstance(sources, str) else tuple(sources)
     for source in sources:
         if source not in SOURCES:
             raise ValueError(f"unknown photo source {source!r}; known: {', '.join(SOURCES)}")
@@ -101,11 +108,11 @@ def photo_paths(sources: Sequence[str] = tuple(SOURCES)) -> dict[str, Path]:
 
 
 def read_photo(path: str | os.PathLike) -> Tensor:
-    """A photo as a uint8 (3, H, W) RGB tensor (EXIF orientation applied; grey or RGBA converted)."""
-    from PIL import Image, ImageOps
+    """A photo as a uint8 (3, H, W) RGB tensor (`zoo.tasks.read_image`: EXIF orientation, any bit depth,
+    grey or RGBA converted)."""
+    from zoo.tasks import read_image
 
-    with Image.open(path) as im:
-        return torch.from_numpy(np.array(ImageOps.exif_transpose(im).convert("RGB"))).permute(2, 0, 1).contiguous()
+    return read_image(str(path), 3).contiguous()
 
 
 def resize_short_side(image: Tensor, side: int) -> Tensor:
@@ -149,7 +156,12 @@ def load_photos(split: str = "train", sources: Sequence[str] = tuple(SOURCES)) -
 
 
 def held_out(side: int = 256, sources: Sequence[str] = tuple(SOURCES)) -> tuple[list[str], Tensor]:
-    """The test photos' centre crops after resizing the short side to ``side``: uint8 (N, 3, side, side)."""
+    """The test photos' centre crops after resizing the short side to ``side``: uint8 (N, 3, side, side).
+
+    Raises:
+        ValueError: ``side`` below 32 pixels (too small for the metrics' features)."""
+    if side < 32:
+        raise ValueError(f"the held-out crops need a side of at least 32 pixels, got {side}")
     test = load_photos("test", sources)
     return test.names, torch.stack([centre_crop(resize_short_side(im, side), side) for im in test.images])
 
@@ -167,6 +179,9 @@ class PhotoCrops:
                  per_epoch: int = 2048) -> None:
         if not 0 < scales[0] <= scales[1] <= 1:
             raise ValueError(f"scales must satisfy 0 < low <= high <= 1, got {scales}")
+        if crop < 32:
+            raise ValueError(f"crops need a side of at least 32 pixels (the discriminator's and the metrics' "
+                             f"smallest input), got {crop}")
         small = [n for n, im in zip(photos.names, photos.images) if min(im.shape[-2:]) < crop]
         if small:
             raise ValueError(f"photos smaller than the {crop}px crop: {small}")
@@ -295,8 +310,11 @@ def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train"
         inputs = PhotoCrops(photos, crop=crop).batch(torch.arange(count), torch.Generator().manual_seed(seed))
     have = load_file(str(path)) if path.exists() else {}
     targets = have.get("targets", torch.empty(0, *inputs.shape[1:], dtype=torch.uint8))
-    if len(targets) and not torch.equal(have["inputs"], inputs[:len(targets)]):
+    overlap = min(len(targets), count)
+    if overlap and not torch.equal(have["inputs"][:overlap], inputs[:overlap]):
         raise ValueError(f"{path} holds other crops than this code draws (a changed photo set?); delete it to rebuild")
+    if len(targets) > count:  # a longer set is cached: its first `count` pairs are this one
+        inputs, targets = have["inputs"][:count], targets[:count]
     chunk = 256
     while len(targets) < count:
         upto = min(count, len(targets) + chunk)

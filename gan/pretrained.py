@@ -59,10 +59,15 @@ def load_generator_file(path: str | os.PathLike, architecture: str = "cyclegan-r
     """A generator from a PyTorch state-dict file (read with ``weights_only=True``), loaded strictly.
 
     Raises:
-        ValueError: the file is not a state dict; `zoo.hub.StateDictMismatchError` (a ValueError): it does
+        ValueError: the file is not a state dict of tensors (empty, text, or a pickle of other objects,
+            which is never unpickled); `zoo.hub.StateDictMismatchError` (a ValueError): it does
             not fit the architecture (missing, unexpected and mis-shaped keys named).
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # empty, text, or a pickle that holds more than tensors (never unpickled here)
+        raise ValueError(f"{path} is not a PyTorch state-dict file that can be read safely (tensors only): "
+                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'empty or truncated'}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

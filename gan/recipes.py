@@ -47,13 +47,24 @@ def _feature_distill(ctx: TermContext) -> TermModule:
     if not ctx.student or len(ctx.student) != len(ctx.teacher):
         raise ValueError(f"term {ctx.term.name!r} (feature_distill) pairs student and teacher layers one to one, got "
                          f"{len(ctx.student)} student and {len(ctx.teacher)} teacher taps")
+    _same_places(ctx)
+    return _FeatureDistill(ctx.student, ctx.teacher)
+
+
+def _same_places(ctx: TermContext) -> None:
+    """Paired student and teacher maps must be (N, C, H, W) of one size: the same place in both networks.
+    The recipes' layers (model.9 ... model.18) are those of a 9-block generator; in another depth they name
+    other modules (in a 6-block one, model.18 is an upsampling layer at twice the size)."""
     for i, (s, t) in enumerate(zip(ctx.student, ctx.teacher)):
         if not (isinstance(s, torch.Tensor) and isinstance(t, torch.Tensor) and s.dim() == 4 and t.dim() == 4):
-            raise ValueError(f"term {ctx.term.name!r} (feature_distill): layer {i} needs (N, C, H, W) maps")
+            raise ValueError(f"term {ctx.term.name!r} ({ctx.term.loss}): layer {i} needs (N, C, H, W) maps")
         if s.shape[2:] != t.shape[2:]:
-            raise ValueError(f"term {ctx.term.name!r} (feature_distill): layer {i} maps differ in size, student "
-                             f"{tuple(s.shape)} vs teacher {tuple(t.shape)} (a 1x1 convolution keeps the size)")
-    return _FeatureDistill(ctx.student, ctx.teacher)
+            paths = ctx.term.student if isinstance(ctx.term.student, list) else [ctx.term.student]
+            raise ValueError(f"term {ctx.term.name!r} ({ctx.term.loss}): the student's {paths[i]!r} is "
+                             f"{tuple(s.shape[1:])} but the teacher's is {tuple(t.shape[1:])}: not the same place in "
+                             "both networks. The recipe's layers are those of a 9-block generator; use a 9-block "
+                             "student (cyclegan-resnet9-*) or set the term's student/teacher layers "
+                             "(ResnetGenerator.block_paths)")
 
 
 class _PatchAdversarial(TermModule):
@@ -194,8 +205,7 @@ def _channel_distill(ctx: TermContext) -> TermModule:
     if not ctx.student or len(ctx.student) != len(ctx.teacher):
         raise ValueError(f"term {ctx.term.name!r} (channel_distill) pairs student and teacher layers one to one, got "
                          f"{len(ctx.student)} student and {len(ctx.teacher)} teacher taps")
-    if not all(isinstance(m, torch.Tensor) and m.dim() == 4 for m in [*ctx.student, *ctx.teacher]):
-        raise ValueError(f"term {ctx.term.name!r} (channel_distill) needs (N, C, H, W) maps")
+    _same_places(ctx)
     return _ChannelDistill(ctx.student, ctx.teacher)
 
 

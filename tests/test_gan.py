@@ -213,8 +213,13 @@ def test_gan_compression_and_the_twin_train_through_the_core(tmp_path):
     # the run's own evaluation is the adapter's: same pairs, same numbers
     again = ADAPTER.evaluate_model(zoo.load(tmp_path / "gc"), data[1])
     assert again == pytest.approx(run.card.metrics, rel=1e-3, abs=1e-3)
-    with pytest.raises(ValueError, match="not the generator whose images the data"):
+    with pytest.raises(ValueError, match="'resnet20.fmnist' is a classification model, not a generator"):
         zoo.distill("resnet20.fmnist", "cyclegan-resnet6-ngf16", "gan-compression", data="photos", out=tmp_path / "x")
+    with pytest.raises(ValueError, match="the teacher module is not 'cyclegan-vintagify'"):
+        zoo.distill(teacher, "cyclegan-resnet9-ngf16", "gan-compression", data="photos", out=tmp_path / "y")
+    with pytest.raises(ValueError, match="model.18' is .* not the same place in both networks"):
+        zoo.distill(teacher, "cyclegan-resnet6-ngf16", "omgd", data=data, out=tmp_path / "z", settings=settings)
+    assert not any((tmp_path / n).exists() for n in "xyz")
     with pytest.raises(ValueError, match="unknown gan data 'faces'"):
         ADAPTER.data_teacher("faces")
 
@@ -298,3 +303,34 @@ def test_the_protocol_reads_a_second_metric_from_the_cards(tmp_path):
     assert not summary["gan-compression"].beats_twin  # +0.0: within the twin's spread
     with pytest.raises(ValueError, match="not a metric of the gan task"):
         plug.summary_of(spec, tmp_path, results, "top1")
+
+
+def test_breaker_cases_for_gan_data_and_files(tmp_path, monkeypatch):
+    from PIL import Image
+
+    # a pair cache that holds more crops serves a shorter set from its first pairs, without a rebuild
+    torch.manual_seed(0)
+    teacher = ResnetGenerator(ngf=4, n_blocks=1).eval()
+    try:
+        long = gan_data.make_pairs(teacher, "tiny", "train", count=6, crop=32, cache=tmp_path / "c", progress=False)
+    except gan_data.PhotoDataNotFoundError as err:
+        pytest.skip(str(err))
+    short = gan_data.make_pairs(teacher, "tiny", "train", count=3, crop=32, cache=tmp_path / "c", progress=False)
+    assert torch.equal(short.inputs, long.inputs[:3]) and torch.equal(short.targets, long.targets[:3])
+    # files that are not state dicts: a ValueError, never an unsafe-load suggestion
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    for name in ("empty.pth", "text.pth"):
+        with pytest.raises(ValueError, match="not a PyTorch state-dict file that can be read safely"):
+            load_generator_file(tmp_path / name)
+    # a mistyped folder variable is an error, not a silent fallback
+    monkeypatch.setenv("KDZOO_OPENCV_DATA", str(tmp_path / "nope"))
+    with pytest.raises(gan_data.PhotoDataNotFoundError, match="KDZOO_OPENCV_DATA is .*not a folder"):
+        gan_data.photo_paths("opencv-doc")  # a single source name as a string
+    # 16-bit photos are scaled, not clipped to white
+    ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    photo = gan_data.read_photo(tmp_path / "deep.png")
+    assert photo.shape == (3, 64, 64) and 100 < photo.float().mean() < 160
+    with pytest.raises(ValueError, match="at least 32 pixels"):
+        gan_data.held_out(16)
