@@ -134,6 +134,11 @@ def resolve_data(dataset: str | None, data: Any, data_root: str | None, download
             raise ValueError(f"data must be a (train, test) pair of datasets, got {type(data).__name__}"
                              + (f" of {len(data)}" if isinstance(data, (tuple, list)) else ""))
         train, test = data
+        for part in (train, test):
+            if not isinstance(part, ImageDataset) and not (hasattr(part, "__getitem__") and hasattr(part, "__len__")):
+                raise ValueError(f"classification data is a (train, test) pair of ImageDatasets or torch Datasets of "
+                                 f"(image, label), got a {type(part).__name__} (data of another task? its recipes go "
+                                 "with its own data)")
         if not isinstance(train, ImageDataset):
             train = from_torch_dataset(train, getattr(train, "name", type(train).__name__), "train")
         if not isinstance(test, ImageDataset):

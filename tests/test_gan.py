@@ -334,3 +334,13 @@ def test_breaker_cases_for_gan_data_and_files(tmp_path, monkeypatch):
     assert photo.shape == (3, 64, 64) and 100 < photo.float().mean() < 160
     with pytest.raises(ValueError, match="at least 32 pixels"):
         gan_data.held_out(16)
+
+
+def test_gan_data_given_to_a_classification_recipe_is_named(tmp_path):
+    import zoo
+
+    torch.manual_seed(0)
+    data = _tiny_pairs(ResnetGenerator(ngf=4, n_blocks=1).eval())
+    with pytest.raises(ValueError, match="got a TranslationPairs \\(data of another task"):
+        zoo.distill("resnet20.fmnist", "resnet8", "kd", data=data, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
