@@ -236,6 +236,8 @@ class TranslationPairs:
     targets: Tensor
     teacher: str = ""  # the zoo name of the generator that made the targets
     meta: dict = field(default_factory=dict)
+    # the teacher's maps at `MAPPING_LAYERS`, averaged over space: float (N, layers, C), or None
+    pooled: Tensor | None = None
 
     def __post_init__(self) -> None:
         if len(self.inputs) == 0:
@@ -243,6 +245,9 @@ class TranslationPairs:
         if self.inputs.shape != self.targets.shape or self.inputs.dtype != torch.uint8 or self.targets.dtype != torch.uint8:
             raise ValueError(f"{self.name}/{self.split}: inputs and targets must be uint8 (N, 3, H, W) of one shape, got "
                              f"{self.inputs.dtype} {tuple(self.inputs.shape)} and {self.targets.dtype} {tuple(self.targets.shape)}")
+        if self.pooled is not None and (self.pooled.dim() != 3 or len(self.pooled) != len(self.inputs)):
+            raise ValueError(f"{self.name}/{self.split}: pooled teacher maps must be (N, layers, C) for the N pairs, got "
+                             f"{tuple(self.pooled.shape)}")
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -254,6 +259,8 @@ class TranslationPairs:
         image is not the flipped teacher image."""
         out = {"inputs": self.inputs[indices].float() / 127.5 - 1, "labels": self.targets[indices].float() / 127.5 - 1,
                "index": indices}
+        if self.pooled is not None:
+            out["teacher_pooled"] = self.pooled[indices].float()
         if device is not None:
             out = {k: v.to(device, non_blocking=True) for k, v in out.items()}
         return out
@@ -263,20 +270,37 @@ class TranslationPairs:
         if not 1 <= count <= len(self):
             raise ValueError(f"a subset of {self.name}/{self.split} needs 1..{len(self)} pairs, got {count}")
         return TranslationPairs(self.name, self.split, self.inputs[:count], self.targets[:count], self.teacher,
-                                {**self.meta, "count": count})
+                                {**self.meta, "count": count}, None if self.pooled is None else self.pooled[:count])
 
 
 @torch.no_grad()
-def _translate_uint8(teacher: torch.nn.Module, images: Tensor, batch_size: int, progress: bool, what: str) -> Tensor:
+def teacher_outputs(teacher: torch.nn.Module, images: Tensor, batch_size: int = 8, progress: bool = False,
+                    what: str = "teacher images") -> tuple[Tensor, Tensor | None]:
+    """The teacher's images of uint8 (N, 3, H, W) photos, as uint8, and, for a 9-block `ResnetGenerator`, its
+    maps at `MAPPING_LAYERS` averaged over space, float (N, layers, C), recorded in the same forward pass
+    (None for any other generator)."""
     from tqdm import tqdm
 
-    out = []
+    from .models import MAPPING_LAYERS, ResnetGenerator
+
+    record = isinstance(teacher, ResnetGenerator) and teacher.n_blocks == 9
+    modules = dict(teacher.named_modules())
+    seen: dict[str, Tensor] = {}
+    hooks = [modules[m].register_forward_hook(lambda mod, inp, out, m=m: seen.__setitem__(m, out.float().mean(dim=(2, 3))))
+             for m in MAPPING_LAYERS] if record else []
+    images_out, pooled = [], []
     teacher = teacher.eval()
     device = next(teacher.parameters()).device
-    for i in tqdm(range(0, len(images), batch_size), desc=what, disable=not progress, leave=False):
-        x = images[i:i + batch_size].to(device).float() / 127.5 - 1
-        out.append(((teacher(x).float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(out)
+    try:
+        for i in tqdm(range(0, len(images), batch_size), desc=what, disable=not progress, leave=False):
+            x = images[i:i + batch_size].to(device).float() / 127.5 - 1
+            images_out.append(((teacher(x).float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+            if record:
+                pooled.append(torch.stack([seen[m].cpu() for m in MAPPING_LAYERS], dim=1))
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.cat(images_out), torch.cat(pooled) if record else None
 
 
 def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train", count: int = TRAIN_PAIRS,
@@ -285,7 +309,8 @@ def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train"
     """The ``photos`` pairs of ``teacher``: ``count`` seeded random ``crop``-pixel crops of the training
     photos (``train``), or the held-out photos' ``eval_side`` centre crops (``test``), with the teacher's images.
 
-    The teacher's images are cached in ``cache`` (default ``$KDZOO_DATA/gan-pairs``), keyed by the
+    The teacher's images, and its maps at `MAPPING_LAYERS` averaged over space (for OMGD's channel term,
+    which then needs no teacher at run time), are cached in ``cache`` (default ``$KDZOO_DATA/gan-pairs``), keyed by the
     teacher's weights (sha256 of its state), the split and the crop settings. The crops are drawn one
     after another from one seeded generator, so a longer set extends a shorter one: only the missing
     pairs are translated, and each chunk is saved (atomically) as it is done, so an interrupted run
@@ -301,6 +326,7 @@ def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train"
     fingerprint = weights_fingerprint(teacher)[:16]
     folder = Path(cache) if cache is not None else data_dir() / "gan-pairs"
     key = (f"{fingerprint}-train-crop{crop}-seed{seed}" if split == "train" else f"{fingerprint}-test-side{eval_side}")
+    key += "-v2"  # v2: with the pooled teacher maps
     path = folder / f"{key}.safetensors"
     if split == "test":
         names, inputs = held_out(eval_side)
@@ -310,22 +336,30 @@ def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train"
         inputs = PhotoCrops(photos, crop=crop).batch(torch.arange(count), torch.Generator().manual_seed(seed))
     have = load_file(str(path)) if path.exists() else {}
     targets = have.get("targets", torch.empty(0, *inputs.shape[1:], dtype=torch.uint8))
+    pooled = have.get("pooled")
     overlap = min(len(targets), count)
     if overlap and not torch.equal(have["inputs"][:overlap], inputs[:overlap]):
         raise ValueError(f"{path} holds other crops than this code draws (a changed photo set?); delete it to rebuild")
     if len(targets) > count:  # a longer set is cached: its first `count` pairs are this one
         inputs, targets = have["inputs"][:count], targets[:count]
+        pooled = pooled[:count] if pooled is not None else None
     chunk = 256
     while len(targets) < count:
         upto = min(count, len(targets) + chunk)
-        more = _translate_uint8(teacher, inputs[len(targets):upto], batch_size, progress,
-                                f"teacher images {len(targets)}-{upto}/{count}")
+        more, more_pooled = teacher_outputs(teacher, inputs[len(targets):upto], batch_size, progress,
+                                            f"teacher images {len(targets)}-{upto}/{count}")
         targets = torch.cat([targets, more])
+        if more_pooled is not None:
+            pooled = more_pooled if pooled is None else torch.cat([pooled, more_pooled])
         import tempfile
 
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            save_file({"inputs": inputs[:len(targets)].contiguous(), "targets": targets.contiguous()}, f"{tmp}/pairs.safetensors")
+            tensors = {"inputs": inputs[:len(targets)].contiguous(), "targets": targets.contiguous()}
+            if pooled is not None:
+                tensors["pooled"] = pooled.contiguous()
+            save_file(tensors, f"{tmp}/pairs.safetensors")
             atomic_write_bytes(path, Path(f"{tmp}/pairs.safetensors").read_bytes())
     meta = {"count": count, "crop": crop if split == "train" else eval_side, "seed": seed, "cache": str(path)}
-    return TranslationPairs(PHOTOS, split, inputs, targets[:count], teacher_name, meta)
+    return TranslationPairs(PHOTOS, split, inputs, targets[:count], teacher_name, meta,
+                            pooled[:count] if pooled is not None else None)

@@ -23,6 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 STRIDE = 4  # two stride-2 downsamplings: a side must be a multiple of 4 to round-trip
+# GAN Compression's mapping layers of a 9-block generator (mit-han-lab/gan-compression,
+# base_resnet_distiller.py: 'model.%d' for range(9, 21, 3)): the bottleneck's input and the outputs of
+# residual blocks 3, 6 and 9, each with 4 ngf channels at a quarter of the image side
+MAPPING_LAYERS = ("model.9", "model.12", "model.15", "model.18")
 MIN_SIDE = 8  # the smallest side (after padding to STRIDE) the reflection paddings accept
 
 # architecture name -> ResnetGenerator arguments (the teacher's shape, and its thinner students)

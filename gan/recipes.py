@@ -21,12 +21,10 @@ from zoo.distiller import TermContext, TermModule, term_builder
 from zoo.recipes import Recipe, Term, register_recipe
 
 from . import losses
-from .models import PatchDiscriminator
+from .models import MAPPING_LAYERS, STRIDE, PatchDiscriminator
 
 TASK = "gan"
-# GAN Compression's mapping layers (mit-han-lab/gan-compression, base_resnet_distiller.py: 'model.%d' for
-# range(9, 21, 3)): the bottleneck's input and the outputs of residual blocks 3, 6 and 9
-GAN_COMPRESSION_LAYERS = ["model.9", "model.12", "model.15", "model.18"]
+GAN_COMPRESSION_LAYERS = list(MAPPING_LAYERS)
 
 
 class _FeatureDistill(TermModule):
@@ -187,26 +185,50 @@ def _style(ctx: TermContext) -> TermModule:
 
 class _ChannelDistill(TermModule):
     """OMGD's channel distillation: an adaptor per layer (1x1 conv without bias, BatchNorm, ReLU) maps the
-    student's map to the teacher's channels; both are averaged over space; MSE, summed over layers."""
+    student's map to the teacher's channels; both are averaged over space; MSE, summed over layers. Without
+    teacher taps, the teacher's averaged maps are read from the batch (``teacher_pooled``, (B, layers, C),
+    recorded with the pseudo-pairs by `zoo.gan.data.make_pairs`), so the teacher does not run."""
 
-    def __init__(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> None:
+    def __init__(self, student: list[torch.Tensor], channels: list[int]) -> None:
         super().__init__()
-        self.adaptors = nn.ModuleList(nn.Sequential(nn.Conv2d(s.shape[1], t.shape[1], 1, bias=False),
-                                                    nn.BatchNorm2d(t.shape[1]), nn.ReLU())
-                                      for s, t in zip(student, teacher))
+        self.adaptors = nn.ModuleList(nn.Sequential(nn.Conv2d(s.shape[1], c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+                                      for s, c in zip(student, channels))
 
     def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        if not teacher:
+            pooled = batch["teacher_pooled"]
+            teacher = [pooled[:, i, :, None, None] for i in range(pooled.shape[1])]
         return losses.pooled_channel_loss(student, teacher, self.adaptors)
 
 
 @term_builder("channel_distill")
 def _channel_distill(ctx: TermContext) -> TermModule:
-    """OMGD's channel distillation between paired layers (Ren et al. 2021, sec. 3.3)."""
+    """OMGD's channel distillation between paired layers (Ren et al. 2021, sec. 3.3); with ``teacher=None``
+    the teacher's spatially averaged maps come with the batch (``teacher_pooled``)."""
+    if not ctx.teacher:
+        pooled = (ctx.batch or {}).get("teacher_pooled")
+        if pooled is None:
+            raise ValueError(f"term {ctx.term.name!r} (channel_distill) has no teacher taps, so it reads the teacher's "
+                             "pooled maps from the batch ('teacher_pooled'), and the data has none: make the pairs with "
+                             "zoo.gan.data.make_pairs, or tap the teacher's layers")
+        if not ctx.student or len(ctx.student) != pooled.shape[1]:
+            raise ValueError(f"term {ctx.term.name!r} (channel_distill): {len(ctx.student)} student layers for the "
+                             f"{pooled.shape[1]} pooled teacher layers the data carries")
+        if not all(isinstance(m, torch.Tensor) and m.dim() == 4 for m in ctx.student):
+            raise ValueError(f"term {ctx.term.name!r} (channel_distill) needs (N, C, H, W) student maps")
+        side = tuple(d // STRIDE for d in ctx.batch["inputs"].shape[-2:])
+        for path, m in zip(ctx.term.student if isinstance(ctx.term.student, list) else [ctx.term.student], ctx.student):
+            if tuple(m.shape[-2:]) != side:  # the pooled teacher maps are at a quarter of the image side
+                raise ValueError(f"term {ctx.term.name!r} (channel_distill): the student's {path!r} is {tuple(m.shape[1:])}, "
+                                 f"not at a quarter of the image side {side} like the teacher's recorded layers: not "
+                                 "the same place in both networks. The recipe's layers are those of a 9-block "
+                                 "generator; use a 9-block student (cyclegan-resnet9-*)")
+        return _ChannelDistill(ctx.student, [int(pooled.shape[-1])] * len(ctx.student))
     if not ctx.student or len(ctx.student) != len(ctx.teacher):
         raise ValueError(f"term {ctx.term.name!r} (channel_distill) pairs student and teacher layers one to one, got "
                          f"{len(ctx.student)} student and {len(ctx.teacher)} teacher taps")
     _same_places(ctx)
-    return _ChannelDistill(ctx.student, ctx.teacher)
+    return _ChannelDistill(ctx.student, [t.shape[1] for t in ctx.teacher])
 
 
 GAN_COMPRESSION = "Li et al. 2020, GAN Compression: Efficient Architectures for Interactive Conditional GANs"
@@ -230,7 +252,8 @@ for _recipe in [
             Term("style", student="logits", teacher=None, weight=1e4),
             Term("perceptual", student="logits", teacher=None, weight=10.0),
             Term("total_variation", student="logits", teacher=None, weight=1e-5),
-            Term("channel_distill", student=GAN_COMPRESSION_LAYERS, teacher=GAN_COMPRESSION_LAYERS, weight=5e2)],
+            # the teacher's pooled maps at the same layers come with the pairs: the teacher never runs here
+            Term("channel_distill", student=GAN_COMPRESSION_LAYERS, teacher=None, weight=5e2)],
            task_weight=0.0, paper=OMGD,
            description="KD alone: 10 x (1 - SSIM) + 1e4 x Gram L1 + 10 x feature L1 + 1e-5 x TV + 500 x pooled channel "
                        "MSE at model.9/12/15/18 (OMGD's CycleGAN weights; MobileNetV2 features for VGG-16; frozen teacher)"),

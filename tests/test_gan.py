@@ -178,10 +178,11 @@ def test_the_teacher_entry_reads_the_package_weights_and_reproduces_its_card(vin
 def _tiny_pairs(teacher, n_train=8, n_test=3, side=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     photos = (torch.rand(n_train + n_test, 3, side, side, generator=g) * 255).to(torch.uint8)
-    with torch.no_grad():
-        targets = ((teacher(photos.float() / 127.5 - 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return (gan_data.TranslationPairs("photos", "train", photos[:n_train], targets[:n_train], "tiny-teacher"),
-            gan_data.TranslationPairs("photos", "test", photos[n_train:], targets[n_train:], "tiny-teacher"))
+    targets, pooled = gan_data.teacher_outputs(teacher, photos)  # pooled: None unless a 9-block generator
+    return (gan_data.TranslationPairs("photos", "train", photos[:n_train], targets[:n_train], "tiny-teacher",
+                                      pooled=None if pooled is None else pooled[:n_train]),
+            gan_data.TranslationPairs("photos", "test", photos[n_train:], targets[n_train:], "tiny-teacher",
+                                      pooled=None if pooled is None else pooled[n_train:]))
 
 
 def test_gan_compression_and_the_twin_train_through_the_core(tmp_path):
@@ -260,6 +261,17 @@ def test_omgd_trains_by_kd_alone(tmp_path):
     header = (tmp_path / "omgd" / "log.csv").read_text().splitlines()[0].split(",")
     assert {"ssim", "style", "perceptual", "total_variation", "channel_distill"} <= set(header)
     assert "task" not in header  # KD alone: no L1 to the teacher's image
+    # the teacher's pooled maps come with the pairs: omgd never runs the teacher in training (only the
+    # Distiller's one probe when it is built)
+    calls = []
+    teacher.register_forward_hook(lambda *args: calls.append(1))
+    again = zoo.distill(teacher, "cyclegan-resnet9-ngf16", "omgd", data=data, out=tmp_path / "omgd2",
+                        settings={"epochs": 2, "batch_size": 4, "lr": 2e-4, "optimizer": "adamw", "weight_decay": 0.0,
+                                  "progress": False})
+    assert again.finished and len(calls) == 1  # 4 training steps, 0 teacher forwards
+    with pytest.raises(ValueError, match="reads the teacher's pooled maps from the batch"):
+        bare = tuple(gan_data.TranslationPairs(d.name, d.split, d.inputs, d.targets, d.teacher) for d in data)
+        zoo.distill(teacher, "cyclegan-resnet9-ngf16", "omgd", data=bare, out=tmp_path / "omgd3")
 
 
 def test_omgd_losses_by_hand():

@@ -32,6 +32,7 @@ class TermContext:
     num_classes: int
     example_labels: torch.Tensor | None = None  # the class of every training example (CRD's negatives)
     params: dict[str, Any] = field(default_factory=dict)  # the term's hyperparameters, defaults resolved
+    batch: dict[str, Any] | None = None  # the example batch (a term that reads batch fields sizes itself on it)
 
 
 class TermModule(nn.Module):
@@ -179,7 +180,7 @@ class Distiller(TrainModule):
             if term.loss not in TERM_BUILDERS:
                 raise ValueError(f"term {term.name!r}: unknown loss {term.loss!r}; known: {', '.join(sorted(TERM_BUILDERS))}")
             ctx = TermContext(term, self._gather(term.student, probe[0]), self._gather(term.teacher, probe[1]),
-                              num_examples, num_classes, example_labels, term_params(term))
+                              num_examples, num_classes, example_labels, term_params(term), example_batch)
             self.terms[term.name] = TERM_BUILDERS[term.loss](ctx)
 
     # ------------------------------------------------------------------ plumbing
