@@ -25,7 +25,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -205,19 +205,26 @@ class FaceDataset:
 
     def batch(self, indices: Tensor, generator: torch.Generator | None = None, augment: bool = False,
               device: torch.device | str | None = None) -> dict[str, Tensor]:
-        """``{"inputs": float (B, C, H, W) in [0, 1], "labels": int64 (B,), "index"}``; ``augment``
-        applies `augment` (drawn from ``generator``)."""
+        """``{"inputs", "labels": int64 (B,), "index"}``: ``inputs`` are float (B, C, H, W) images in [0, 1], or for
+        the training split ``{"images", "labels"}`` (the margin head's input); ``augment`` applies `augment`
+        (drawn from ``generator``)."""
         images = self.images[indices]
         if augment:
             images = globals()["augment"](images, generator if generator is not None else torch.Generator())
-        out = {"inputs": images.float() / 255.0, "labels": self.labels[indices], "index": indices}
+        x, y = images.float() / 255.0, self.labels[indices]
         if device is not None:
-            out = {k: v.to(device, non_blocking=True) for k, v in out.items()}
-        return out
+            x, y, indices = x.to(device, non_blocking=True), y.to(device, non_blocking=True), indices.to(device)
+        # training batches give the recogniser the labels too (its margin head needs them)
+        inputs = {"images": x, "labels": y} if self.split == "train" else x
+        return {"inputs": inputs, "labels": y, "index": indices}
 
-    def loader(self, batch_size: int, device: torch.device | str | None = None) -> Iterator[dict[str, Tensor]]:
-        for start in range(0, len(self), batch_size):
-            yield self.batch(torch.arange(start, min(start + batch_size, len(self))), device=device)
+    def subset(self, count: int) -> "FaceDataset":
+        """The first ``count`` images (ordered by identity: the first identities, whole), keeping every identity
+        name so labels stay valid."""
+        if not 2 <= count <= len(self):
+            raise ValueError(f"a subset of {self.name}/{self.split} needs 2..{len(self)} images, got {count}")
+        return FaceDataset(self.name, self.split, self.images[:count], self.labels[:count], self.identities,
+                           None if self.faces is None else self.faces[:count], {**self.meta, "count": count})
 
 
 def identity_split(chars: Sequence[str], test: int = TEST_IDENTITIES, train: int = TRAIN_IDENTITIES
@@ -282,7 +289,11 @@ def load_cjk(split: str = "train", *, train_identities: int = TRAIN_IDENTITIES, 
 def make_pairs(labels: Tensor, folds: int = 10, per_fold: int = 300, seed: int = 0) -> Tensor:
     """LFW-style verification pairs over a test split: ``folds`` x (``per_fold`` same-identity and ``per_fold``
     different-identity pairs) of image indices, int64 (folds, 2 * per_fold, 3): (i, j, same). Drawn from
-    ``seed``; no pair twice, no image with itself."""
+    ``seed``; no pair twice, no image with itself. A split with fewer distinct pairs gets as many per fold as
+    it has (evenly over the folds).
+
+    Raises:
+        ValueError: no identity with two images, a single identity, or too few pairs for the folds."""
     g = torch.Generator().manual_seed(seed)
     by_id: dict[int, list[int]] = {}
     for i, y in enumerate(labels.tolist()):
@@ -290,6 +301,13 @@ def make_pairs(labels: Tensor, folds: int = 10, per_fold: int = 300, seed: int =
     multi = [k for k, v in by_id.items() if len(v) >= 2]
     if not multi or len(by_id) < 2:
         raise ValueError("pairs need an identity with two images and at least two identities")
+    n = len(labels)
+    same_available = sum(len(v) * (len(v) - 1) // 2 for v in by_id.values())
+    different_available = n * (n - 1) // 2 - same_available
+    # a small test split cannot give 300 distinct pairs of each kind per fold: take what it has, evenly
+    per_fold = min(per_fold, same_available // folds, different_available // folds)
+    if per_fold < 1:
+        raise ValueError(f"{same_available} same-identity pairs cannot fill {folds} folds")
     seen: set[tuple[int, int]] = set()
     out = []
     for _ in range(folds):

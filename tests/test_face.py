@@ -117,3 +117,39 @@ def test_a_dataset_without_pairs_is_refused():
         face_data.FaceDataset("x", "train", one_each, torch.tensor([0, 1, 2]), ["a", "b", "c"])
     with pytest.raises(ValueError, match="1 identity"):
         face_data.FaceDataset("x", "train", one_each, torch.tensor([0, 0, 0]), ["a"])
+
+
+def _tiny_face_data(n_train_ids=6, n_test_ids=25, per_id=6, seed=0):
+    """Identities of random 32x32 blob patterns with per-image noise (no fonts needed)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n_ids, name):
+        protos = torch.rand(n_ids, 1, 32, 32, generator=g)
+        imgs = protos.repeat_interleave(per_id, 0) + 0.15 * torch.randn(n_ids * per_id, 1, 32, 32, generator=g)
+        images = (imgs.clamp(0, 1) * 255).round().to(torch.uint8)
+        labels = torch.arange(n_ids).repeat_interleave(per_id)
+        return face_data.FaceDataset("tiny", name, images, labels, [f"id{i}" for i in range(n_ids)])
+
+    return split(n_train_ids, "train"), split(n_test_ids, "test")
+
+
+def test_a_plain_recogniser_trains_publishes_and_verifies_a_pair(tmp_path):
+    import zoo
+
+    data = _tiny_face_data()
+    run = zoo.train("face", "face-resnet8", data, out=tmp_path / "plain",
+                    settings={"epochs": 2, "batch_size": 12, "lr": 0.05, "progress": False})
+    assert run.finished and run.card.task == "face" and run.card.method == "plain"
+    m = run.card.metrics
+    assert {"tar_far_1e-3", "tar_far_1e-4", "acc", "acc_std", "threshold"} <= set(m)
+    model = zoo.load(tmp_path / "plain")
+    test = data[1]
+    a, b = zoo.predict(model, [test.images[0, 0].numpy(), test.images[1, 0].numpy()])
+    assert len(a["embedding"]) == 128 and a["similarity"] == b["similarity"]
+    assert a["same"] == (a["similarity"] > m["threshold"])
+    [one] = zoo.predict(model, [test.images[0, 0].numpy()])
+    assert "similarity" not in one and abs(sum(v * v for v in one["embedding"]) - 1) < 1e-3
+    small = (data[0], face_data.FaceDataset("tiny", "test", test.images[:30], test.labels[:30], test.identities))
+    with pytest.raises(ValueError, match="TAR at FAR 1e-4 needs at least 10,000"):
+        zoo.train("face", "face-resnet8", small, out=tmp_path / "small")
+    assert not (tmp_path / "small").exists()
