@@ -11,5 +11,6 @@ SPEC = TaskSpec(
                         description="cosine threshold of the 10-fold protocol (the same/different decision of predict)")),
     pipeline_tag="image-feature-extraction",
     adapter="zoo.face.adapter:ADAPTER",
+    recipes="zoo.face.recipes",
     description="face recognition stand-in (CJK-font identities; ArcFace; ProxylessKD, DDL, weight exclusivity)",
 )

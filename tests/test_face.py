@@ -153,3 +153,29 @@ def test_a_plain_recogniser_trains_publishes_and_verifies_a_pair(tmp_path):
     with pytest.raises(ValueError, match="TAR at FAR 1e-4 needs at least 10,000"):
         zoo.train("face", "face-resnet8", small, out=tmp_path / "small")
     assert not (tmp_path / "small").exists()
+
+
+def test_proxyless_kd_trains_the_embedding_under_the_teachers_frozen_classifier(tmp_path):
+    import zoo
+    from zoo.face.heads import ArcFace
+    from zoo.face.recipes import inherited_margin_loss
+
+    torch.manual_seed(0)
+    e, w, y = torch.randn(6, 8), torch.randn(5, 8), torch.tensor([0, 1, 2, 3, 4, 0])
+    head = ArcFace(8, 5)
+    head.weight.data = w.clone()
+    # the same value as the student's own ArcFace head would give with the teacher's weights in it
+    assert inherited_margin_loss(e, w, y).item() == pytest.approx(torch.nn.functional.cross_entropy(head(e, y), y).item(), rel=1e-5)
+    wg, eg = w.clone().requires_grad_(True), e.clone().requires_grad_(True)
+    inherited_margin_loss(eg, wg, y).backward()
+    assert wg.grad is None and eg.grad is not None  # only the student's embedding is trained
+    with pytest.raises(ValueError, match="in the teacher's space"):
+        inherited_margin_loss(torch.randn(6, 4), w, y)
+    data = _tiny_face_data()
+    teacher = zoo.train("face", "face-resnet8", data, out=tmp_path / "teacher",
+                        settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
+    kd = zoo.distill(str(tmp_path / "teacher"), "face-resnet8", "proxyless-kd", data=data, out=tmp_path / "kd",
+                     settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
+    assert kd.finished and kd.card.method == "proxyless-kd" and "tar_far_1e-3" in kd.card.metrics
+    header = (tmp_path / "kd" / "log.csv").read_text().splitlines()[0].split(",")
+    assert "inherited_margin" in header and "task" not in header
