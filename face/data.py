@@ -329,3 +329,109 @@ def make_pairs(labels: Tensor, folds: int = 10, per_fold: int = 300, seed: int =
                 fold.append((pair[0], pair[1], same))
         out.append(fold)
     return torch.tensor(out, dtype=torch.long)
+
+
+# ---------------------------------------------------------------- real data as users hold it
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _read(path: Path, channels: int, size: int | None) -> Tensor:
+    from zoo.tasks import read_image
+
+    return read_image(str(path), channels, size=(size, size) if size else None)
+
+
+def load_identity_folder(root: str | os.PathLike, *, split: str = "test", channels: int = 1, size: int | None = SIZE,
+                         name: str | None = None) -> FaceDataset:
+    """An ImageFolder of identities: ``root/<identity>/<image>`` -> a `FaceDataset` (identities sorted by name).
+
+    Images are read as ``channels`` channels and resized to ``size`` x ``size`` (None: they must all have one size).
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: fewer than two identities, no identity with two images (no same-identity pairs), an
+            identity folder without images, or (``size=None``) images of different sizes; each names what is
+            wrong.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise FileNotFoundError(f"{base} is not a folder of identity folders")
+    folders = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(folders) < 2:
+        raise ValueError(f"{base}: {len(folders)} identity folder(s); recognition and verification need at least 2")
+    images, labels, first = [], [], None
+    for label, folder in enumerate(folders):
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        for f in files:
+            img = _read(f, channels, size)
+            if first is None:
+                first = (f, tuple(img.shape[-2:]))
+            elif size is None and tuple(img.shape[-2:]) != first[1]:
+                raise ValueError(f"{f} is {tuple(img.shape[-2:])} but {first[0]} is {first[1]}; pass size= to resize them")
+            images.append(img)
+            labels.append(label)
+    counts = torch.bincount(torch.tensor(labels))
+    if int(counts.max()) < 2:
+        raise ValueError(f"{base}: every identity has a single image, so there are no same-identity pairs; verification "
+                         "needs at least one identity with two images")
+    return FaceDataset(name or base.name, split, torch.stack(images), torch.tensor(labels), [d.name for d in folders],
+                       meta={"root": str(base), "size": size})
+
+
+def read_lfw_pairs(pairs_file: str | os.PathLike, image_root: str | os.PathLike, *, channels: int = 1,
+                   size: int | None = SIZE) -> tuple[FaceDataset, Tensor]:
+    """LFW's ``pairs.txt`` (Huang et al. 2007): a header ``folds per_fold``, then per fold ``per_fold`` lines
+    ``name i j`` (same person) and ``per_fold`` lines ``name1 i name2 j`` (different), images at
+    ``image_root/name/name_000i.jpg``. Returns (the pairs' distinct images as a `FaceDataset`, pairs
+    int64 (folds, 2 per_fold, 3) of (image index, image index, same)).
+
+    Raises:
+        FileNotFoundError: the pairs file or an image it names is missing (the path is named).
+        ValueError: a malformed line (its number is named) or a fold with the wrong number of pairs.
+    """
+    path, root = Path(pairs_file), Path(image_root)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    try:
+        folds, per_fold = int(lines[0][0]), int(lines[0][1])
+    except (IndexError, ValueError):
+        raise ValueError(f"{path}:1: the header must be 'folds per_fold', got {' '.join(lines[0]) if lines else 'nothing'!r}") from None
+    body = lines[1:]
+    if len(body) != folds * 2 * per_fold:
+        raise ValueError(f"{path}: the header announces {folds} x 2 x {per_fold} pairs, the file has {len(body)} lines")
+    index: dict[tuple[str, int], int] = {}
+    images, labels, names, pairs = [], [], [], []
+
+    def image(person: str, number: int, line: int) -> int:
+        key = (person, number)
+        if key not in index:
+            f = root / person / f"{person}_{number:04d}.jpg"
+            if not f.exists():
+                raise FileNotFoundError(f"{path}:{line}: {f} does not exist")
+            if person not in names:
+                names.append(person)
+            index[key] = len(images)
+            images.append(_read(f, channels, size))
+            labels.append(names.index(person))
+        return index[key]
+
+    for k, fields_ in enumerate(body):
+        line = k + 2
+        try:
+            if len(fields_) == 3:
+                pair = (image(fields_[0], int(fields_[1]), line), image(fields_[0], int(fields_[2]), line), 1)
+            elif len(fields_) == 4:
+                pair = (image(fields_[0], int(fields_[1]), line), image(fields_[2], int(fields_[3]), line), 0)
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{path}:{line}: expected 'name i j' or 'name1 i name2 j', got {' '.join(fields_)!r}") from None
+        pairs.append(pair)
+    dataset = FaceDataset(path.parent.name or "lfw", "test", torch.stack(images), torch.tensor(labels), names,
+                          meta={"pairs": str(path)}) if len(set(labels)) >= 2 else None
+    if dataset is None:
+        raise ValueError(f"{path}: the pairs name fewer than two people")
+    return dataset, torch.tensor(pairs, dtype=torch.long).reshape(folds, 2 * per_fold, 3)

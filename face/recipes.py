@@ -65,6 +65,12 @@ def _inherited(ctx: TermContext) -> TermModule:
 
 
 for _recipe in [
+    # the baseline ProxylessKD compares with: the student's own ArcFace loss plus the mean squared distance of
+    # its embedding (through a linear connector when the dimensions differ) to the teacher's (the core
+    # `fitnet` term on the `embedding` taps; FaceX-Zoo's SNN-MIMIC is the same MSE). Weight 1: our choice.
+    Recipe("embedding-kd", [Term("fitnet", student="embedding", teacher="embedding", weight=1.0)], task_weight=1.0,
+           paper="Romero et al. 2015 (hint MSE) on face embeddings, the L2 baseline of Shi et al. 2020",
+           description="ArcFace + MSE between the student's and the teacher's embeddings (linear connector)"),
     # the student's own head is not trained (task weight 0): its classifier is the teacher's, frozen
     Recipe("proxyless-kd", [Term("inherited_margin", student="embedding", teacher="head_weight")], task_weight=0.0,
            paper=PROXYLESS, description="ArcFace (s 64, m 0.5) on the student's embedding with the teacher's classifier "

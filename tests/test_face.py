@@ -179,3 +179,42 @@ def test_proxyless_kd_trains_the_embedding_under_the_teachers_frozen_classifier(
     assert kd.finished and kd.card.method == "proxyless-kd" and "tar_far_1e-3" in kd.card.metrics
     header = (tmp_path / "kd" / "log.csv").read_text().splitlines()[0].split(",")
     assert "inherited_margin" in header and "task" not in header
+    emb = zoo.distill(str(tmp_path / "teacher"), "face-resnet8", "embedding-kd", data=data, out=tmp_path / "emb",
+                      settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
+    header = (tmp_path / "emb" / "log.csv").read_text().splitlines()[0].split(",")
+    assert emb.finished and {"task", "fitnet"} <= set(header)
+
+
+def test_identity_folders_and_lfw_pairs_as_users_hold_them(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for person, count in (("Ann_A", 3), ("Bob_B", 2), ("Cy_C", 1)):
+        (tmp_path / "lfw" / person).mkdir(parents=True)
+        for i in range(1, count + 1):
+            Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(tmp_path / "lfw" / person / f"{person}_{i:04d}.jpg")
+    folder = face_data.load_identity_folder(tmp_path / "lfw")
+    assert folder.identities == ["Ann_A", "Bob_B", "Cy_C"] and folder.images.shape == (6, 1, 32, 32)
+    assert folder.labels.tolist() == [0, 0, 0, 1, 1, 2]
+    (tmp_path / "pairs.txt").write_text("2 1\nAnn_A 1 2\nAnn_A 1 Cy_C 1\nBob_B 1 2\nBob_B 2 Ann_A 3\n")
+    images, pairs = face_data.read_lfw_pairs(tmp_path / "pairs.txt", tmp_path / "lfw")
+    assert pairs.shape == (2, 2, 3) and pairs[:, :, 2].tolist() == [[1, 0], [1, 0]]
+    assert len(images) == 6 and all(images.labels[a] == images.labels[b] for a, b, s in pairs.reshape(-1, 3).tolist() if s)
+    # bad input: a missing file, a malformed line, a single identity, one image per identity, mixed sizes
+    (tmp_path / "bad.txt").write_text("1 1\nAnn_A 1 9\nBob_B 1 Ann_A 1\n")
+    with pytest.raises(FileNotFoundError, match=r"bad.txt:2: .*Ann_A_0009.jpg does not exist"):
+        face_data.read_lfw_pairs(tmp_path / "bad.txt", tmp_path / "lfw")
+    (tmp_path / "bad2.txt").write_text("1 1\nAnn_A one two\nBob_B 1 Ann_A 1\n")
+    with pytest.raises(ValueError, match="bad2.txt:2: expected 'name i j'"):
+        face_data.read_lfw_pairs(tmp_path / "bad2.txt", tmp_path / "lfw")
+    (tmp_path / "one" / "solo").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(tmp_path / "one" / "solo" / "a.png")
+    with pytest.raises(ValueError, match="1 identity folder"):
+        face_data.load_identity_folder(tmp_path / "one")
+    (tmp_path / "one" / "other").mkdir()
+    Image.new("L", (9, 9)).save(tmp_path / "one" / "other" / "b.png")
+    with pytest.raises(ValueError, match="single image, so there are no same-identity pairs"):
+        face_data.load_identity_folder(tmp_path / "one")
+    Image.new("L", (8, 8)).save(tmp_path / "one" / "other" / "c.png")
+    with pytest.raises(ValueError, match=r"is \(\d, \d\) but .* is \(\d, \d\); pass size= to resize them"):
+        face_data.load_identity_folder(tmp_path / "one", size=None)
