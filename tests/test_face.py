@@ -182,7 +182,11 @@ def test_proxyless_kd_trains_the_embedding_under_the_teachers_frozen_classifier(
     emb = zoo.distill(str(tmp_path / "teacher"), "face-resnet8", "embedding-kd", data=data, out=tmp_path / "emb",
                       settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
     header = (tmp_path / "emb" / "log.csv").read_text().splitlines()[0].split(",")
-    assert emb.finished and {"task", "fitnet"} <= set(header)
+    assert emb.finished and {"task", "embedding_l2"} <= set(header)
+    from zoo.face.recipes import embedding_l2_loss
+
+    a, b = torch.tensor([[3.0, 4.0]]), torch.tensor([[4.0, 3.0]])  # cos = 24/25: 2 - 2 cos = 2/25
+    assert embedding_l2_loss(a, b).item() == pytest.approx(2 / 25) and embedding_l2_loss(a * 1e6, b).item() == pytest.approx(2 / 25)
 
 
 def test_identity_folders_and_lfw_pairs_as_users_hold_them(tmp_path):

@@ -63,3 +63,28 @@ def test_gan_compression_benchmark_end_to_end_on_the_real_teacher(tmp_path):
     table = (results / "gan-compression-photos.md").read_text()
     assert "| cyclegan-resnet9-ngf16 | omgd |" in table and "GAN Compression: full pipeline (paper)" in table
     assert (results / "gan-compression-photos.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_face_benchmark_end_to_end_on_the_cjk_fonts(tmp_path):
+    """benchmarks/face_kd.py on 240 training images, 1 epoch, 2 seeds: the teacher, the twin protocol over
+    proxyless-kd and embedding-kd, and the ROC figure (about 3 minutes, once the fonts are rendered)."""
+    import importlib.util
+    from pathlib import Path
+
+    from zoo.face.data import FaceDataNotFoundError, find_faces
+
+    try:
+        find_faces()
+    except FaceDataNotFoundError as err:
+        pytest.skip(str(err))
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "face_kd.py"
+    spec = importlib.util.spec_from_file_location("face_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "results"
+    assert bench.main(["--out", str(tmp_path / "run"), "--results", str(results), "--seeds", "0", "1",
+                       "--train-subset", "240", "--teacher-arch", "face-resnet14", "--teacher-set", "epochs=1",
+                       "--teacher-set", "batch_size=32", "--set", "epochs=1", "--set", "batch_size=32"]) == 0
+    assert (results / "face-cjk-fonts-roc.png").stat().st_size > 10_000
+    assert any(p.name.startswith("twins-cjk-fonts") and p.suffix == ".md" for p in results.iterdir())

@@ -1,0 +1,161 @@
+"""Face-recognition distillation under the twin protocol: teacher, plain twin and each recipe's student on the
+cjk-fonts identities, one table and a ROC figure.
+
+    python benchmarks/face_kd.py --out runs/face --results benchmarks/results --time-budget 120
+    # the same command again resumes (teacher first, then seed after seed); add --publish once it has finished
+
+1. The teacher (``--teacher-arch``, default face-resnet56) is trained with ArcFace on the 2,000 training
+   identities, resumably, in ``OUT/teacher``.
+2. `benchmarks/twins.py` (`zoo.protocol`) trains the plain twin (ArcFace alone) and each recipe's student
+   (``--recipes``) for every seed on one budget (``--set``) and writes ``twins-cjk-fonts-...{md,json}``.
+3. Once every seed is done: ``face-cjk-fonts-roc.png``, the ROC curves (TAR against FAR, log scale) of the
+   teacher, the twin and each recipe's median-seed student on all pairs of the 500 held-out identities.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.cli import parse_overrides
+from zoo.tasks import get_adapter
+
+HERE = Path(__file__).resolve().parent
+DATA = "cjk-fonts"
+TEACHER_SETTINGS = {"epochs": 30, "lr": 0.1, "batch_size": 128, "warmup_epochs": 1}
+RUN_SETTINGS = {"epochs": 15, "lr": 0.1, "batch_size": 128, "warmup_epochs": 1}
+
+
+def _twins():
+    spec = importlib.util.spec_from_file_location("kdzoo_twins", HERE / "twins.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="run folder (resumed when it exists)")
+    p.add_argument("--results", default="benchmarks/results")
+    p.add_argument("--teacher-arch", default="face-resnet56")
+    p.add_argument("--student", default="face-resnet8")
+    p.add_argument("--recipes", nargs="+", default=["proxyless-kd", "embedding-kd"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"teacher training settings (default {TEACHER_SETTINGS})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"every arm's shared budget (default {RUN_SETTINGS})")
+    p.add_argument("--train-subset", type=int, help="the first N training images (whole identities first)")
+    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    p.add_argument("--device")
+    p.add_argument("--publish", action="store_true", help="once finished: teacher, twin and winners into the zoo")
+    p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
+    return p.parse_args(argv)
+
+
+def train_teacher(args: argparse.Namespace, deadline: float | None) -> Path | None:
+    """The teacher's run folder once finished, else None (stopped at the deadline)."""
+    from zoo.hub import CARD_FILE
+    from zoo.runner import distill
+    from zoo.trainer import STATE_FILE
+
+    out = Path(args.out) / "teacher"
+    if (out / CARD_FILE).exists():
+        return out
+    settings = {**TEACHER_SETTINGS, **parse_overrides(args.teacher_set)}
+    run = distill(get_adapter("face"), None, args.teacher_arch, None, data=DATA, out=out, settings=settings,
+                  train_subset=args.train_subset, resume=(out / STATE_FILE).exists(), device=args.device,
+                  deadline=deadline)
+    if not run.finished:
+        print("teacher: stopped (time budget); run the same command again to resume", flush=True)
+        return None
+    print("teacher: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()), flush=True)
+    return out
+
+
+def roc_figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, path: Path) -> Path:
+    """TAR against FAR (log scale) on all pairs of the held-out identities, one curve per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import zoo
+    from zoo import protocol
+    from zoo.face.evaluate import all_pairs, cosine_matrix, embed
+
+    record = json.loads(table_json.read_text())
+    summary = {arm: protocol.ArmSummary(**s) for arm, s in record["summary"].items()}
+    _, test = get_adapter("face").datasets(DATA)
+    models = [("teacher", zoo.load(teacher_dir))]
+    for arm in [protocol.TWIN, *args.recipes]:
+        if arm in summary and summary[arm].values:
+            seed = protocol.median_seed(summary[arm])
+            models.append((f"{arm} (seed {seed})", zoo.load(Path(args.out) / "twins" / f"seed-{seed}" / arm)))
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, model in models:
+        pos, neg = all_pairs(cosine_matrix(embed(model, test.images)), test.labels)
+        neg_sorted = torch.sort(neg, descending=True).values
+        fars = torch.logspace(-5, 0, 60)
+        tars = []
+        for far in fars.tolist():
+            k = min(len(neg_sorted) - 1, max(0, int(far * len(neg_sorted))))
+            tars.append(float((pos > neg_sorted[k]).float().mean()))
+        ax.plot(fars.numpy(), tars, label=f"{name}: TAR@1e-3 {model.card.metrics['tar_far_1e-3'] * 100:.1f}%")
+    ax.set_xscale("log")
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.set_title(f"verification on the {DATA} held-out identities")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
+    teacher_dir = train_teacher(args, deadline)
+    if teacher_dir is None:
+        return 0
+    remaining = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 60)
+    settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
+    twin_args = ["--task", "face", "--teacher", str(teacher_dir), "--student", args.student,
+                 "--recipes", *args.recipes, "--seeds", *map(str, args.seeds), "--dataset", DATA,
+                 "--out", str(Path(args.out) / "twins"), "--results", args.results,
+                 *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+    twin_args += ["--train-subset", str(args.train_subset)] if args.train_subset else []
+    twin_args += ["--time-budget", f"{remaining:.3f}"] if remaining is not None else []
+    twin_args += ["--device", args.device] if args.device else []
+    if args.publish:
+        from zoo.publish import publish
+
+        card = publish(teacher_dir, f"{args.teacher_arch}.{DATA}", dest_root=args.publish_dest, description=(
+            f"The face teacher: {args.teacher_arch} trained with ArcFace on the {DATA} training identities."))
+        print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
+        twin_args += ["--publish"] + (["--publish-dest", args.publish_dest] if args.publish_dest else [])
+    code = _twins().main(twin_args)
+    if code:
+        return code
+    from zoo import protocol
+
+    spec = protocol.ProtocolSpec("face", str(teacher_dir), args.student, args.recipes, args.seeds, DATA, settings,
+                                 args.train_subset)
+    table_json = Path(args.results) / f"{spec.slug()}.json"
+    record = json.loads(table_json.read_text())
+    if len(record["seeds"]) == len(args.seeds):
+        print(f"figure: {roc_figure(args, teacher_dir, table_json, Path(args.results) / f'face-{DATA}-roc.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
