@@ -10,7 +10,7 @@ import torch
 
 import zoo
 from zoo import hub
-from zoo.compare import README_END, README_START, readme_block
+from zoo.comparison import README_END, README_START, readme_block
 from zoo.io import sha256_file
 from zoo.metrics import count_params
 from zoo.tasks import task_spec
@@ -85,7 +85,7 @@ def test_no_unsafe_torch_load():
 def test_readme_zoo_table_is_fresh():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = text[text.index(README_START): text.index(README_END) + len(README_END)]
-    assert block == readme_block(zoo.list_models()), "stale: run `python -m zoo.compare --readme README.md`"
+    assert block == readme_block(zoo.list_models()), "stale: run `python -m zoo.comparison --readme README.md`"
 
 
 def test_readme_names_the_test_command_that_ci_runs():

@@ -173,7 +173,7 @@ def test_the_same_task_through_the_command_line(toy_task, tmp_path, capsys):
 
 
 def test_metric_metadata_directs_gains_and_formats(toy_task, tiny_model):
-    from zoo.compare import twin_gain
+    from zoo.comparison import twin_gain
     from zoo.registry import ModelCard
 
     card = ModelCard(name="m.toy", task="toyreg", architecture="mlp-4", dataset="toy-lines", split="test",

@@ -69,7 +69,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not cards:
         print("no zoo entries match")
         return 0
-    from .compare import twin_gain
+    from .comparison import twin_gain
 
     rows = [("name", "task", "method", "dataset", "metrics", "vs plain twin", "params", "FLOPs", "source")]
     for c in cards:
@@ -79,6 +79,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .comparison import comparison_rows, format_rows, plot, select
+
+    rows = comparison_rows(select(args.task, args.dataset, args.method))
+    if args.plot:
+        print(f"plot: {plot(rows, args.plot, args.x)}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        _print_json({"schema_version": JSON_SCHEMA_VERSION, "rows": rows})
+    elif rows:
+        print(format_rows(rows))
+    else:
+        print("no zoo entries match")
     return 0
 
 
@@ -190,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--dataset")
     ls.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     ls.set_defaults(func=_cmd_list)
+
+    cp = sub.add_parser("compare", help="compare published students: metric, size, compute, latency, gain over the twin")
+    cp.add_argument("--task")
+    cp.add_argument("--dataset")
+    cp.add_argument("--method")
+    cp.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+    cp.add_argument("--plot", metavar="FILE", help="write the quality-vs-cost plot (one task and data set)")
+    cp.add_argument("--x", default="params", choices=["params", "flops", "latency"], help="the plot's cost axis")
+    cp.set_defaults(func=_cmd_compare)
 
     cd = sub.add_parser("card", help="show a model card")
     cd.add_argument("name", help="zoo name, alias or checkpoint directory")
