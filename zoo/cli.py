@@ -97,6 +97,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    result = export_onnx(args.name, args.onnx, dtype=args.dtype, int8=args.int8, tolerance=args.tolerance)
+    if args.json:
+        _print_json({"schema_version": JSON_SCHEMA_VERSION, **result})
+    else:
+        bound = f" (bound {result['tolerance']:.3g})" if result["tolerance"] is not None else " (int8: not bounded)"
+        print(f"{result['path']}: {result['bytes'] / 1e6:.2f} MB, {result['dtype']}{' int8' if result['int8'] else ''}, "
+              f"max |onnxruntime - PyTorch| {result['max_abs_diff']:.3g}{bound} on inputs {result['inputs']}")
+    return 0
+
+
 def _cmd_card(args: argparse.Namespace) -> int:
     import zoo
     from .hub import render_card
@@ -214,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--plot", metavar="FILE", help="write the quality-vs-cost plot (one task and data set)")
     cp.add_argument("--x", default="params", choices=["params", "flops", "latency"], help="the plot's cost axis")
     cp.set_defaults(func=_cmd_compare)
+
+    ex = sub.add_parser("export", help="write an entry as ONNX, checked against onnxruntime on its sample inputs")
+    ex.add_argument("name", help="zoo name, alias or checkpoint directory")
+    ex.add_argument("--onnx", required=True, metavar="FILE")
+    ex.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
+    ex.add_argument("--int8", action="store_true", help="onnxruntime's dynamic int8 quantisation of the weights")
+    ex.add_argument("--tolerance", type=float, help="max |onnxruntime - PyTorch| relative to max(1, |output|)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=_cmd_export)
 
     cd = sub.add_parser("card", help="show a model card")
     cd.add_argument("name", help="zoo name, alias or checkpoint directory")
