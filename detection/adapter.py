@@ -84,8 +84,9 @@ class DetectionAdapter(TaskAdapter):
                 settings: dict[str, Any] | None = None, train_subset: int | None = None, resume: bool = False,
                 device: str | None = None, deadline: float | None = None) -> Any:
         """`zoo.distill` / `zoo.train` for detectors: `zoo.detection.train.run` (the scenes; ``recipe``
-        ``chen2017`` with a teacher, None or ``plain`` without). ``settings`` take TrainConfig fields and the
-        recipe's parts (``rcn_soft.weight``); returns a `zoo.api.DistillRun`.
+        ``chen2017`` with a teacher, None or ``plain`` without). ``settings`` take TrainConfig fields, the
+        recipe's parts (``rcn_soft.weight``) and the paper's symbols as ``chen.mu``, ``chen.nu``, ``chen.lam``,
+        ``chen.gamma``, ``chen.margin``, ``chen.background_weight``; returns a `zoo.api.DistillRun`.
 
         Raises:
             ValueError: another recipe, a student that is not a detection architecture name, other data,
@@ -110,7 +111,11 @@ class DetectionAdapter(TaskAdapter):
         if distilling == (teacher is None):
             raise ValueError("chen2017 needs a teacher" if distilling else "a plain detector takes no teacher")
         settings = dict(settings or {})
-        chen = {k: settings.pop(k) for k in list(settings) if k in CHEN_2017}
+        # the paper's symbols as "chen.mu" ... ("gamma" alone is the step schedule's TrainConfig.gamma)
+        chen = {k.split(".", 1)[1]: settings.pop(k) for k in list(settings) if k.startswith("chen.")}
+        unknown = sorted(set(chen) - set(CHEN_2017))
+        if unknown:
+            raise ValueError(f"unknown chen.* setting(s) {unknown}; the symbols are: {', '.join(CHEN_2017)}")
         card = run(student, out, teacher=teacher, settings=settings, chen=chen, train_count=train_subset,
                    resume=resume, device=device, deadline=deadline, raise_on_stop=False)
         model = hub.load_dir(out, card) if card is not None else None

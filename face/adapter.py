@@ -65,12 +65,28 @@ class FaceAdapter(TaskAdapter):
         return f"embedding of {len(prediction['embedding'])} values (pass two images to compare them)"
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:
-        """Two test images of one held-out identity (rendered from the installed fonts)."""
-        from .data import load_cjk
+        """Two PNG files of one held-out identity in two typefaces (rendered from the installed fonts into
+        ``$KDZOO_DATA/cjk-fonts-samples``), the default input of `zoo predict`."""
+        from PIL import Image
+
+        from zoo.io import atomic_write_bytes
+
+        from .data import data_dir, load_cjk
 
         test = load_cjk("test", progress=False)
-        first = torch.where(test.labels == test.labels[0])[0][:2]
-        return [test.images[i, 0].numpy() for i in first.tolist()]
+        first = torch.where(test.labels == test.labels[0])[0][:2].tolist()
+        folder = data_dir() / "cjk-fonts-samples"
+        paths = []
+        for k, i in enumerate(first):
+            path = folder / f"{test.identities[0]}-{k}.png"
+            if not path.exists():
+                import io
+
+                buf = io.BytesIO()
+                Image.fromarray(test.images[i, 0].numpy()).save(buf, format="PNG")
+                atomic_write_bytes(path, buf.getvalue())
+            paths.append(path)
+        return paths
 
     def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
                  device: str = "cpu") -> dict[str, Any]:

@@ -270,6 +270,8 @@ def run(stages: str | Sequence[str], out: str | os.PathLike, *, data: Any = "wor
     if unknown:
         raise ValueError(f"unknown pipeline option(s) {unknown}; known: {', '.join(sorted(k for k in known if k != 'help'))}")
     bad = [s for s in stages if s not in STAGES + ("all",)]
+    if not stages:
+        raise ValueError(f"no stage given; the stages are {', '.join(STAGES)} (or all)")
     if bad:
         raise ValueError(f"unknown stage(s) {bad}; the stages are {', '.join(STAGES)} (or all)")
     out = Path(out)

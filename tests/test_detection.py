@@ -411,7 +411,7 @@ def test_zoo_distill_and_train_reach_detectors_through_the_recipe(tmp_path):
                      settings={**fast, "max_steps": None}, resume=True)
     assert done.finished and done.card.method == "plain" and done.student is not None
     kd = zoo.distill(str(tmp_path / "twin"), "frcnn-resnet20", "chen2017", out=tmp_path / "kd", train_subset=8,
-                     settings={"epochs": 1, "batch_size": 4, "progress": False, "rcn_soft.weight": 0.8, "gamma": 1.0})
+                     settings={"epochs": 1, "batch_size": 4, "progress": False, "rcn_soft.weight": 0.8, "chen.gamma": 1.0})
     assert kd.finished and kd.card.method == "chen2017" and kd.card.extra["chen2017"]["gamma"] == 1.0
     weights = {t["name"]: t["weight"] for t in kd.card.extra["recipe"]["terms"]}
     assert weights["rcn_soft"] == 0.8 and weights["backbone_hint"] == 1.0

@@ -39,11 +39,21 @@ def test_other_tasks_and_what_cannot_be_exported(tmp_path, capsys):
     assert not (tmp_path / "d.onnx").exists()
     with pytest.raises(ValueError, match="dtype must be one of"):
         export_onnx("resnet8-kd.fmnist", tmp_path / "x.onnx", dtype="bf16")
+    with pytest.raises(ValueError, match="do not combine"):
+        export_onnx("resnet8-kd.fmnist", tmp_path / "x.onnx", dtype="fp16", int8=True)
     assert main(["export", "resnet8-kd.fmnist", "--onnx", str(tmp_path / "c.onnx"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dtype"] == "fp32"
 
 
 @pytest.mark.slow
 def test_the_text_model_exports_with_its_two_inputs(tmp_path):
+    import onnxruntime as ort
+
     r = export_onnx("tinybert-kd", tmp_path / "t.onnx")
     assert set(r["inputs"]) == {"input_ids", "attention_mask"} and r["max_abs_diff"] <= r["tolerance"]
+    model = zoo.load("tinybert-kd")
+    batch = model.preprocess(["a cat", "a much longer text about a small domesticated carnivore kept as a pet"])
+    session = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {k: v.numpy() for k, v in batch.items()})[0]  # another length than the export's
+    with torch.no_grad():
+        assert np.abs(out - model(**batch).numpy()).max() < 1e-3

@@ -184,6 +184,8 @@ def plot(rows: list[dict], path: str | Path, x: str = "params") -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")  # matplotlib would add it; report the file actually written
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

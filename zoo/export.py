@@ -3,7 +3,10 @@
     zoo export NAME --onnx FILE [--dtype fp32|fp16] [--int8] [--tolerance T]
 
 The model is exported with torch's ONNX exporter (``torch.onnx.export``, the ``torch.export``-based one), the
-batch dimension dynamic. The export is accepted only if onnxruntime reproduces the PyTorch outputs on the
+batch dimension dynamic (and the sequence length of token inputs). The ONNX inputs are what the entry's
+preprocessor makes (``model.preprocess``): classification images normalised with the card's mean and std,
+segmentation, face and detection images as pixels / 255, gan images as pixels / 127.5 - 1, text as the
+tokenizer's ``input_ids`` and ``attention_mask``. The export is accepted only if onnxruntime reproduces the PyTorch outputs on the
 entry's sample inputs within the tolerance: max |difference| <= ``tolerance`` x max(1, max |PyTorch output|)
 (defaults 1e-4 for fp32, 1e-2 for fp16; int8 reports the difference without a bound, since dynamic
 quantisation changes the numbers by design). ``--dtype fp16`` converts the weights and activations with
@@ -79,6 +82,8 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
 
     if dtype not in TOLERANCE:
         raise ValueError(f"dtype must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
+    if int8 and dtype != "fp32":
+        raise ValueError("int8 quantises an fp32 model's weights; --int8 and --dtype fp16 do not combine: choose one")
     if not isinstance(model, nn.Module):
         model = zoo.load(model)
     model = model.float().eval()
@@ -88,7 +93,10 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
         reference = model(**feeds) if len(names) > 1 else model(feeds[names[0]])
     reference = [reference] if isinstance(reference, torch.Tensor) else list(reference)
     batch = torch.export.Dim("batch", min=1)
-    dynamic = {n: {0: batch} for n in names} if len(feeds[names[0]]) > 1 else None
+    # the batch is dynamic; so is the length of token sequences (2-D integer inputs such as input_ids)
+    length = torch.export.Dim("length", min=2)
+    dynamic = {n: ({0: batch, 1: length} if t.dim() == 2 and not t.is_floating_point() else {0: batch})
+               for n, t in feeds.items()} if len(feeds[names[0]]) > 1 else None
     buf = io.BytesIO()
     import contextlib
     import sys
