@@ -29,7 +29,7 @@ def test_list_json_schema(capsys):
 
 
 def test_list_filters(capsys):
-    code, data = run_json(capsys, "list", "--task", "segmentation", "--json")
+    code, data = run_json(capsys, "list", "--task", "face", "--json")
     assert code == 0 and data["models"] == []
     code, data = run_json(capsys, "list", "--task", "detection", "--json")
     assert code == 0 and data["models"] and all(m["task"] == "detection" for m in data["models"])
