@@ -32,8 +32,8 @@ TEACHER_SETTINGS = {"epochs": 30, "lr": 0.1, "batch_size": 128, "warmup_epochs":
 RUN_SETTINGS = {"epochs": 15, "lr": 0.1, "batch_size": 128, "warmup_epochs": 1}
 
 
-def _twins():
-    spec = importlib.util.spec_from_file_location("kdzoo_twins", HERE / "twins.py")
+def _common():
+    spec = importlib.util.spec_from_file_location("kdzoo_protocol_bench", HERE / "protocol_bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -61,22 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def train_teacher(args: argparse.Namespace, deadline: float | None) -> Path | None:
     """The teacher's run folder once finished, else None (stopped at the deadline)."""
-    from zoo.hub import CARD_FILE
-    from zoo.runner import distill
-    from zoo.trainer import STATE_FILE
-
-    out = Path(args.out) / "teacher"
-    if (out / CARD_FILE).exists():
-        return out
     settings = {**TEACHER_SETTINGS, **parse_overrides(args.teacher_set)}
-    run = distill(get_adapter("face"), None, args.teacher_arch, None, data=DATA, out=out, settings=settings,
-                  train_subset=args.train_subset, resume=(out / STATE_FILE).exists(), device=args.device,
-                  deadline=deadline)
-    if not run.finished:
-        print("teacher: stopped (time budget); run the same command again to resume", flush=True)
-        return None
-    print("teacher: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()), flush=True)
-    return out
+    return _common().train_teacher("face", args.teacher_arch, DATA, Path(args.out) / "teacher", settings,
+                                   train_subset=args.train_subset, device=args.device, deadline=deadline)
 
 
 def roc_figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, path: Path) -> Path:
@@ -143,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             f"The face teacher: {args.teacher_arch} trained with ArcFace on the {DATA} training identities."))
         print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
         twin_args += ["--publish"] + (["--publish-dest", args.publish_dest] if args.publish_dest else [])
-    code = _twins().main(twin_args)
+    code = _common().load_script("twins").main(twin_args)
     if code:
         return code
     from zoo import protocol

@@ -40,10 +40,10 @@ SIDE = 256
 
 
 def _twins():
-    spec = importlib.util.spec_from_file_location("kdzoo_twins", HERE / "twins.py")
+    spec = importlib.util.spec_from_file_location("kdzoo_protocol_bench", HERE / "protocol_bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return module.load_script("twins")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

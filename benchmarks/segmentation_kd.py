@@ -32,8 +32,8 @@ TEACHER_SETTINGS = {"epochs": 12, "lr": 0.01, "batch_size": 32, "warmup_epochs":
 RUN_SETTINGS = {"epochs": 12, "lr": 0.05, "batch_size": 32, "warmup_epochs": 1}
 
 
-def _twins():
-    spec = importlib.util.spec_from_file_location("kdzoo_twins", HERE / "twins.py")
+def _common():
+    spec = importlib.util.spec_from_file_location("kdzoo_protocol_bench", HERE / "protocol_bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -62,22 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def train_teacher(args: argparse.Namespace, deadline: float | None) -> Path | None:
     """The teacher's run folder once finished, else None (stopped at the deadline)."""
-    from zoo.hub import CARD_FILE
-    from zoo.runner import distill
-    from zoo.trainer import STATE_FILE
-
-    out = Path(args.out) / "teacher"
-    if (out / CARD_FILE).exists():
-        return out
     settings = {**TEACHER_SETTINGS, **parse_overrides(args.teacher_set)}
-    run = distill(get_adapter("segmentation"), None, args.teacher_arch, None, data=args.data, out=out,
-                  settings=settings, train_subset=args.train_subset, resume=(out / STATE_FILE).exists(),
-                  device=args.device, deadline=deadline)
-    if not run.finished:
-        print("teacher: stopped (time budget); run the same command again to resume", flush=True)
-        return None
-    print(f"teacher: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()), flush=True)
-    return out
+    return _common().train_teacher("segmentation", args.teacher_arch, args.data, Path(args.out) / "teacher", settings,
+                                   train_subset=args.train_subset, device=args.device, deadline=deadline)
 
 
 def figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, path: Path, count: int = 4) -> Path:
@@ -128,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_dir = train_teacher(args, deadline)
     if teacher_dir is None:
         return 0
-    twins = _twins()
+    twins = _common().load_script("twins")
     remaining = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 60)
     settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
     twin_args = ["--task", "segmentation", "--teacher", str(teacher_dir), "--student", args.student,

@@ -1,0 +1,40 @@
+"""What the task benchmarks that drive the twin protocol share: `benchmarks/twins.py` loaded as a module,
+and a teacher trained (or resumed) on the generic run path.
+
+The benchmark scripts (segmentation_kd.py, face_kd.py, gan_compression.py) load this file by path, so they
+also work when a test loads them with importlib rather than running them."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_script(name: str) -> Any:
+    """``benchmarks/<name>.py`` as a module (the benchmarks folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"kdzoo_bench_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train_teacher(task: str, arch: str, data: Any, out: Path, settings: dict[str, Any], *,
+                  train_subset: int | None = None, device: str | None = None, deadline: float | None = None) -> Path | None:
+    """Train ``arch`` of ``task`` on ``data`` with the task loss in ``out`` (resumed when a checkpoint is there);
+    its folder once finished (an existing card: already finished), else None (stopped at ``deadline``)."""
+    from zoo.hub import CARD_FILE
+    from zoo.runner import distill
+    from zoo.tasks import get_adapter
+    from zoo.trainer import STATE_FILE
+
+    if (out / CARD_FILE).exists():
+        return out
+    run = distill(get_adapter(task), None, arch, None, data=data, out=out, settings=settings, train_subset=train_subset,
+                  resume=(out / STATE_FILE).exists(), device=device, deadline=deadline)
+    if not run.finished:
+        print("teacher: stopped (time budget); run the same command again to resume", flush=True)
+        return None
+    print("teacher: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()), flush=True)
+    return out
