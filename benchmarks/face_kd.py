@@ -14,7 +14,6 @@ cjk-fonts identities, one table and a ROC figure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -27,16 +26,12 @@ from zoo.cli import parse_overrides
 from zoo.tasks import get_adapter
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the benchmarks' shared helper, also when loaded by path
+import protocol_bench  # noqa: E402
+
 DATA = "cjk-fonts"
 TEACHER_SETTINGS = {"epochs": 30, "lr": 0.1, "batch_size": 128, "warmup_epochs": 1}
 RUN_SETTINGS = {"epochs": 15, "lr": 0.1, "batch_size": 128, "warmup_epochs": 1}
-
-
-def _common():
-    spec = importlib.util.spec_from_file_location("kdzoo_protocol_bench", HERE / "protocol_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def train_teacher(args: argparse.Namespace, deadline: float | None) -> Path | None:
     """The teacher's run folder once finished, else None (stopped at the deadline)."""
     settings = {**TEACHER_SETTINGS, **parse_overrides(args.teacher_set)}
-    return _common().train_teacher("face", args.teacher_arch, DATA, Path(args.out) / "teacher", settings,
+    return protocol_bench.train_teacher("face", args.teacher_arch, DATA, Path(args.out) / "teacher", settings,
                                    train_subset=args.train_subset, device=args.device, deadline=deadline)
 
 
@@ -130,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             f"The face teacher: {args.teacher_arch} trained with ArcFace on the {DATA} training identities."))
         print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
         twin_args += ["--publish"] + (["--publish-dest", args.publish_dest] if args.publish_dest else [])
-    code = _common().load_script("twins").main(twin_args)
+    code = protocol_bench.load_script("twins").main(twin_args)
     if code:
         return code
     from zoo import protocol

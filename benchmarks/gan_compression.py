@@ -17,7 +17,6 @@ recipe's student, one table of quality against MACs and one figure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -29,6 +28,9 @@ import torch
 from zoo.cli import parse_overrides
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the benchmarks' shared helper, also when loaded by path
+import protocol_bench  # noqa: E402
+
 TEACHER = "cyclegan-vintagify"
 RUN_SETTINGS = {"epochs": 10, "batch_size": 4, "lr": 2e-4, "optimizer": "adamw", "betas": [0.5, 0.999],
                 "weight_decay": 0.0, "warmup_epochs": 0}
@@ -37,13 +39,6 @@ RUN_SETTINGS = {"epochs": 10, "batch_size": 4, "lr": 2e-4, "optimizer": "adamw",
 ANCHORS = [{"model": "GAN Compression: CycleGAN original (horse->zebra)", "params": 11.4e6, "macs": 56.8e9, "fid": 65.75},
            {"model": "GAN Compression: full pipeline (paper)", "params": 0.342e6, "macs": 2.67e9, "fid": 65.33}]
 SIDE = 256
-
-
-def _twins():
-    spec = importlib.util.spec_from_file_location("kdzoo_protocol_bench", HERE / "protocol_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_script("twins")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -177,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     twin_args += ["--time-budget", str(args.time_budget)] if args.time_budget is not None else []
     twin_args += ["--device", args.device] if args.device else []
     twin_args += ["--publish"] + (["--publish-dest", args.publish_dest] if args.publish_dest else []) if args.publish else []
-    code = _twins().main(twin_args)
+    code = protocol_bench.load_script("twins").main(twin_args)
     if code:
         return code
     from zoo import protocol

@@ -1,8 +1,8 @@
 """What the task benchmarks that drive the twin protocol share: `benchmarks/twins.py` loaded as a module,
 and a teacher trained (or resumed) on the generic run path.
 
-The benchmark scripts (segmentation_kd.py, face_kd.py, gan_compression.py) load this file by path, so they
-also work when a test loads them with importlib rather than running them."""
+The benchmark scripts (segmentation_kd.py, face_kd.py, gan_compression.py) put this folder on ``sys.path``
+and import it, so they also work when a test loads them with importlib rather than running them."""
 from __future__ import annotations
 
 import importlib.util

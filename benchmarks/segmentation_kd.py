@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -28,15 +27,11 @@ from zoo.cli import parse_overrides
 from zoo.tasks import get_adapter
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the benchmarks' shared helper, also when loaded by path
+import protocol_bench  # noqa: E402
+
 TEACHER_SETTINGS = {"epochs": 12, "lr": 0.01, "batch_size": 32, "warmup_epochs": 1}
 RUN_SETTINGS = {"epochs": 12, "lr": 0.05, "batch_size": 32, "warmup_epochs": 1}
-
-
-def _common():
-    spec = importlib.util.spec_from_file_location("kdzoo_protocol_bench", HERE / "protocol_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def train_teacher(args: argparse.Namespace, deadline: float | None) -> Path | None:
     """The teacher's run folder once finished, else None (stopped at the deadline)."""
     settings = {**TEACHER_SETTINGS, **parse_overrides(args.teacher_set)}
-    return _common().train_teacher("segmentation", args.teacher_arch, args.data, Path(args.out) / "teacher", settings,
+    return protocol_bench.train_teacher("segmentation", args.teacher_arch, args.data, Path(args.out) / "teacher", settings,
                                    train_subset=args.train_subset, device=args.device, deadline=deadline)
 
 
@@ -115,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_dir = train_teacher(args, deadline)
     if teacher_dir is None:
         return 0
-    twins = _common().load_script("twins")
+    twins = protocol_bench.load_script("twins")
     remaining = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 60)
     settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
     twin_args = ["--task", "segmentation", "--teacher", str(teacher_dir), "--student", args.student,
