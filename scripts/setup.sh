@@ -11,6 +11,8 @@ PACKAGES=""
 [ -f /usr/share/wordnet/data.noun ] || PACKAGES="$PACKAGES wordnet-base"
 # the face task's identities: CJK characters drawn in these typefaces (zoo.face.data)
 [ -f /usr/share/fonts/truetype/unfonts-core/UnGungseo.ttf ] || PACKAGES="$PACKAGES fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei fonts-wqy-microhei fonts-ipafont-gothic fonts-ipafont-mincho fonts-unfonts-core"
+# the browser that tests/test_board.py drives headless (through Playwright, pip package in the test extra)
+command -v chromium >/dev/null || PACKAGES="$PACKAGES chromium"
 PACKAGES="$PACKAGES ${APT_EXTRA:-}"
 if [ -n "${PACKAGES// /}" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -12,13 +12,26 @@ from .hub import ChecksumError, StateDictMismatchError  # noqa: E402
 from .registry import ModelCard, UnknownModelError  # noqa: E402
 
 
-def compare(task: str | None = None, dataset: str | None = None, method: str | None = None) -> list[dict]:
+def compare(task: str | None = None, dataset: str | None = None, method: str | None = None,
+            html: str | None = None, x: str = "params") -> list[dict]:
     """Rows comparing the zoo's entries (filtered by task, data set and method): headline metric with its unit
     and direction, params, FLOPs/MACs, CPU latency, teacher, gain over the plain twin and the teacher-twin gap
-    closed (`zoo.comparison.comparison_rows`). Raises ValueError for a filter value no entry has."""
+    closed (`zoo.comparison.comparison_rows`). Raises ValueError for a filter value no entry has.
+
+    ``html``: also write the board of these entries to the folder ``html`` (``html/index.html``, one static
+    page, plots on the ``x`` cost axis; `zoo.board.build_board`); its problems (a card or plot left out) are
+    issued as warnings. Raises NotADirectoryError if ``html`` is an existing file."""
     from .comparison import comparison_rows, select
 
-    return comparison_rows(select(task, dataset, method))
+    cards = select(task, dataset, method)
+    if html is not None:
+        import warnings
+
+        from .board import build_board
+
+        for problem in build_board(cards, html, x).problems:
+            warnings.warn(problem, stacklevel=2)
+    return comparison_rows(cards)
 
 __all__ = ["ChecksumError", "DistillRun", "ModelCard", "StateDictMismatchError", "UnknownModelError", "card", "compare",
            "distill", "evaluate", "get_recipe", "list_models", "list_recipes", "load", "predict", "register", "save", "train",

@@ -85,7 +85,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .comparison import comparison_rows, format_rows, plot, select
 
-    rows = comparison_rows(select(args.task, args.dataset, args.method))
+    cards = select(args.task, args.dataset, args.method)
+    if args.html:  # first: a bad card or plot is named there, and the rest of the board is still written
+        from .board import build_board
+
+        board = build_board(cards, args.html, args.x)
+        for problem in board.problems:
+            print(f"zoo compare: warning: {problem}", file=sys.stderr)
+        print(f"board: {board.path} ({board.entries} entries)", file=sys.stderr if args.json else sys.stdout)
+    rows = comparison_rows(cards)
     if args.plot:
         print(f"plot: {plot(rows, args.plot, args.x)}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
@@ -226,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     cp.add_argument("--plot", metavar="FILE", help="write the quality-vs-cost plot (one task and data set)")
     cp.add_argument("--x", default="params", choices=["params", "flops", "latency"], help="the plot's cost axis")
+    cp.add_argument("--html", metavar="DIR", help="write the board: DIR/index.html, one static page (a tab per task, "
+                    "sortable and filterable table, plots, cards)")
     cp.set_defaults(func=_cmd_compare)
 
     ex = sub.add_parser("export", help="write an entry as ONNX, checked against onnxruntime on its sample inputs")
