@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results", default="benchmarks/results")
     p.add_argument("--teacher-arch", default="face-resnet56")
     p.add_argument("--student", default="face-resnet8")
-    p.add_argument("--recipes", nargs="+", default=["proxyless-kd", "embedding-kd"])
+    p.add_argument("--recipes", nargs="+", default=["proxyless-kd", "embedding-kd", "ddl"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"teacher training settings (default {TEACHER_SETTINGS})")

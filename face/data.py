@@ -55,6 +55,10 @@ FACES: tuple[tuple[str, str, str], ...] = (
     ("truetype/unfonts-core/UnDotum.ttf", "Un Dotum", "fonts-unfonts-core"),
     ("truetype/unfonts-core/UnGungseo.ttf", "Un Gungseo", "fonts-unfonts-core"),
 )
+# the brush-script typefaces (kai / gungseo: hand-drawn strokes, far from the printed forms): the "hard"
+# images of the distribution distillation loss (`zoo.face.recipes.ddl_loss`), as low resolution or large
+# pose are for faces
+HARD_FACES = ("AR PL UKai CN", "Un Gungseo")
 APT = "apt-get install fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei fonts-wqy-microhei " \
       "fonts-ipafont-gothic fonts-ipafont-mincho fonts-unfonts-core"
 
@@ -205,9 +209,29 @@ class FaceDataset:
 
     def batch(self, indices: Tensor, generator: torch.Generator | None = None, augment: bool = False,
               device: torch.device | str | None = None) -> dict[str, Tensor]:
-        """``{"inputs", "labels": int64 (B,), "index"}``: ``inputs`` are float (B, C, H, W) images in [0, 1], or for
-        the training split ``{"images", "labels"}`` (the margin head's input); ``augment`` applies `augment`
-        (drawn from ``generator``)."""
+        """``{"inputs", "labels": int64 (B,), "index", "paired", "hard"}``: ``inputs`` are float (B, C, H, W)
+        images in [0, 1], or for the training split ``{"images", "labels"}`` (the margin head's input);
+        ``augment`` applies `augment` (drawn from ``generator``).
+
+        A training batch (``augment``) of the training split is made of identity pairs, as face training
+        samples P identities x K images (K = 2 here): images 2i and 2i + 1 are ``indices[i]`` and another
+        image of its identity drawn from ``generator`` (for an odd B the last image is unpaired), and
+        ``paired`` is True. The batch costs what an unpaired one does (B images; an epoch's order gives the
+        anchors, so about half its images are drawn as anchors and the others as partners), every arm of a run sees
+        the same pairs, and pair losses (`zoo.face.recipes.ddl_loss`) read them; the layout survives
+        splitting the batch into even contiguous chunks (DDP). ``hard`` (bool, B) marks the images in
+        `HARD_FACES` (all False when the typefaces are unknown)."""
+        indices = torch.as_tensor(indices)
+        paired = bool(augment and self.split == "train" and len(indices) >= 2)
+        if paired:
+            count, half = len(indices), len(indices) // 2
+            anchors = indices[:count - half]
+            order = torch.empty(count, dtype=torch.long)
+            order[0:2 * half:2] = anchors[:half]
+            order[1:2 * half:2] = self.partners(anchors[:half], generator)
+            if count % 2:
+                order[-1] = anchors[-1]
+            indices = order
         images = self.images[indices]
         if augment:
             images = globals()["augment"](images, generator if generator is not None else torch.Generator())
@@ -216,7 +240,34 @@ class FaceDataset:
             x, y, indices = x.to(device, non_blocking=True), y.to(device, non_blocking=True), indices.to(device)
         # training batches give the recogniser the labels too (its margin head needs them)
         inputs = {"images": x, "labels": y} if self.split == "train" else x
-        return {"inputs": inputs, "labels": y, "index": indices}
+        hard = self.hard_images()[indices.cpu()]
+        return {"inputs": inputs, "labels": y, "index": indices, "paired": paired, "hard": hard.to(y.device)}
+
+    def partners(self, indices: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """For each image index, another image of the same identity (uniform over the others), int64 (n,); the
+        image itself for an identity with a single image (a `subset` can cut one)."""
+        if not hasattr(self, "_members"):
+            order = torch.argsort(self.labels, stable=True)
+            counts = torch.bincount(self.labels, minlength=len(self.identities))
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(len(order))
+            self._members = (order, counts, starts, rank)
+        order, counts, starts, rank = self._members
+        labels = self.labels[indices]
+        n, start = counts[labels], starts[labels]
+        draw = torch.rand(len(indices), generator=generator if generator is not None else torch.Generator())
+        step = 1 + (draw * (n - 1)).long().clamp(max=n - 2)  # 1 .. n-1: never the image itself
+        return order[start + (rank[indices] - start + step) % n]
+
+    def hard_images(self) -> Tensor:
+        """bool (N,): the images drawn in one of `HARD_FACES` (all False without typeface information)."""
+        if not hasattr(self, "_hard"):
+            names = list(self.meta.get("typefaces") or [])
+            hard_ids = [i for i, name in enumerate(names) if name in HARD_FACES]
+            self._hard = (torch.isin(self.faces, torch.tensor(hard_ids, dtype=torch.long)) if self.faces is not None
+                          and hard_ids else torch.zeros(len(self.images), dtype=torch.bool))
+        return self._hard
 
     def subset(self, count: int) -> "FaceDataset":
         """The first ``count`` images (ordered by identity: the first identities, whole), keeping every identity

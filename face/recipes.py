@@ -92,6 +92,124 @@ def _embedding_l2(ctx: TermContext) -> TermModule:
     return _EmbeddingL2(int(ctx.student[0].shape[1]), int(ctx.teacher[0].shape[1]))
 
 
+DDL = ("Huang et al. 2020, Improving Face Recognition from Hard Samples via Distribution Distillation Loss "
+       "(ECCV 2020, arXiv:2002.03662)")
+
+
+def soft_histogram(similarities: torch.Tensor, bins: int = 1000, sigma: float = 0.1) -> torch.Tensor:
+    """The differentiable similarity distribution of DDL (Huang et al. 2020, sec. 3): a Gaussian kernel of
+    width ``sigma`` around each similarity, read at ``bins`` points t_k = k / bins on [0, 1),
+    h_k = sum_i exp(-(s_i - t_k)^2 / (2 sigma^2)), normalised to sum 1 (as the authors' TFace code,
+    torchkit/loss/ddl.py).
+
+    Args: similarities: (n,) cosine similarities, n >= 1.
+    Returns: (bins,) probabilities.
+    Raises: ValueError: no similarities, or bins < 2 / sigma <= 0."""
+    if similarities.numel() == 0:
+        raise ValueError("soft_histogram needs at least one similarity")
+    if bins < 2 or sigma <= 0:
+        raise ValueError(f"soft_histogram needs bins >= 2 and sigma > 0, got bins={bins}, sigma={sigma}")
+    t = torch.arange(bins, device=similarities.device, dtype=torch.float32) / bins
+    h = torch.exp(-0.5 * ((similarities.float().reshape(-1, 1) - t) / sigma) ** 2).sum(0)
+    return h / h.sum()
+
+
+def hardest_negatives(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """For each image i, its hardest negative: max over j > i with another identity of cos(e_i, e_j) (DDL's
+    negative pairs, the upper triangle of the similarity matrix). Rows with no such j are dropped; the
+    authors' code instead keeps them as 0 (the masked entries of triu), which puts a spurious 0 in the
+    negative distribution.
+
+    Args: embeddings: (n, D); labels: (n,) identities.
+    Returns: (m,) similarities, m <= n - 1."""
+    n = len(embeddings)
+    if n < 2:
+        return embeddings.new_zeros(0).float()
+    e = F.normalize(embeddings.float(), dim=1)
+    sim = e @ e.t()
+    valid = torch.ones(n, n, dtype=torch.bool, device=e.device).triu(1) & (labels[:, None] != labels[None, :])
+    best = sim.masked_fill(~valid, float("-inf")).max(1).values
+    return best[valid.any(1)]
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """KL(p || q) of two histograms, each shifted by ``eps`` (as the authors' code)."""
+    p, q = p + eps, q + eps
+    return (p * (p.log() - q.log())).sum()
+
+
+def ddl_loss(easy_positive: torch.Tensor, easy_negative: torch.Tensor, hard_positive: torch.Tensor,
+             hard_negative: torch.Tensor, pos_kl_weight: float = 0.1, neg_kl_weight: float = 0.02,
+             order_weight: float = 0.5, positive_threshold: float = 0.0, bins: int = 1000,
+             sigma: float = 0.1) -> torch.Tensor:
+    """The distribution distillation loss (Huang et al. 2020, sec. 3): the similarity distributions of the
+    easy samples (the "teacher" distributions P+, P-) teach those of the hard samples (the "student" ones
+    Q+, Q-), and an order term pulls the expected positive similarity above the expected negative one:
+
+        L = w+ KL(P+ || Q+) + w- KL(P- || Q-) + w_o sum_{a, b in {easy, hard}} (E[s-_a] - E[s+_b])
+
+    with the distributions from `soft_histogram`, positives kept above ``positive_threshold``, and the
+    weights of the authors' code (TFace torchkit/loss/ddl.py: 0.1, 0.02, 0.5). Gradients reach both branches,
+    as there. A branch with no positive (negative) similarity in the batch drops the terms that need it.
+
+    Args: each a 1-D tensor of cosine similarities: positive pairs, and hardest negatives (`hardest_negatives`).
+    Returns: a scalar.
+    Raises: ValueError: a similarity tensor that is not 1-D."""
+    for name, v in (("easy_positive", easy_positive), ("easy_negative", easy_negative),
+                    ("hard_positive", hard_positive), ("hard_negative", hard_negative)):
+        if v.dim() != 1:
+            raise ValueError(f"ddl_loss: {name} must be 1-D similarities, got shape {tuple(v.shape)}")
+    easy_positive = easy_positive[easy_positive > positive_threshold]
+    hard_positive = hard_positive[hard_positive > positive_threshold]
+    total = (easy_positive.sum() + hard_positive.sum() + easy_negative.sum() + hard_negative.sum()) * 0.0
+    if len(easy_positive) and len(hard_positive):
+        total = total + pos_kl_weight * _kl(soft_histogram(easy_positive, bins, sigma),
+                                            soft_histogram(hard_positive, bins, sigma))
+    if len(easy_negative) and len(hard_negative):
+        total = total + neg_kl_weight * _kl(soft_histogram(easy_negative, bins, sigma),
+                                            soft_histogram(hard_negative, bins, sigma))
+    for negative in (easy_negative, hard_negative):
+        for positive in (easy_positive, hard_positive):
+            if len(negative) and len(positive):
+                total = total + order_weight * (negative.float().mean() - positive.float().mean())
+    return total
+
+
+class _DDL(TermModule):
+    """DDL on identity-paired training batches (`zoo.face.data.FaceDataset.batch`): images 2i and 2i + 1
+    share an identity; a pair is hard when either image is (``batch["hard"]``)."""
+
+    min_batch = 4
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        self.params = params
+
+    def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        e, labels = student[0], batch["labels"]
+        if not batch.get("paired") or "hard" not in batch:
+            raise ValueError("ddl needs identity-paired training batches with easy/hard marks (the face task's "
+                             "training split: FaceDataset.batch(..., augment=True))")
+        half = len(e) // 2
+        first, second = e[0:2 * half:2], e[1:2 * half:2]
+        if not torch.equal(labels[0:2 * half:2], labels[1:2 * half:2]):
+            raise ValueError("ddl: images 2i and 2i + 1 of the batch must share an identity (identity-paired batches)")
+        hard = batch["hard"][0:2 * half:2] | batch["hard"][1:2 * half:2]
+        positive = (F.normalize(first.float(), dim=1) * F.normalize(second.float(), dim=1)).sum(1)
+        anchor_labels = labels[0:2 * half:2]
+        easy_neg = hardest_negatives(first[~hard], anchor_labels[~hard])
+        hard_neg = hardest_negatives(first[hard], anchor_labels[hard])
+        return ddl_loss(positive[~hard], easy_neg, positive[hard], hard_neg, **self.params)
+
+
+@term_builder("ddl", ddl_loss)
+def _ddl(ctx: TermContext) -> TermModule:
+    """DDL (Huang et al. 2020): the easy pairs' similarity distributions teach the hard pairs' ones."""
+    if len(ctx.student) != 1 or ctx.teacher or ctx.student[0].dim() != 2:
+        raise ValueError(f"term {ctx.term.name!r} (ddl) taps the student's (N, D) embedding and no teacher")
+    return _DDL(**ctx.params)
+
+
 for _recipe in [
     # the baseline ProxylessKD compares with: the student's own ArcFace loss plus the L2 distance of its
     # normalised embedding (through a linear connector when the dimensions differ) to the teacher's. On raw
@@ -100,6 +218,11 @@ for _recipe in [
            paper="the embedding L2 baseline of Shi et al. 2020 (ProxylessKD)",
            description="ArcFace + L2 between the student's and the teacher's normalised embeddings (linear connector)"),
     # the student's own head is not trained (task weight 0): its classifier is the teacher's, frozen
+    # DDL distils within the student (its easy pairs teach its hard pairs), on top of its own ArcFace loss;
+    # easy/hard are the printed vs. brush-script typefaces (zoo.face.data.HARD_FACES)
+    Recipe("ddl", [Term("ddl", student="embedding", teacher=None)], task_weight=1.0, teachers=0, paper=DDL,
+           description="ArcFace + the distribution distillation loss: the similarity distributions of easy pairs "
+                       "(printed typefaces) teach those of hard pairs (brush script) (Huang et al. 2020)"),
     Recipe("proxyless-kd", [Term("inherited_margin", student="embedding", teacher="head_weight")], task_weight=0.0,
            paper=PROXYLESS, description="ArcFace (s 64, m 0.5) on the student's embedding with the teacher's classifier "
                                         "inherited and frozen (Shi et al. 2020)"),

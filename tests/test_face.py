@@ -222,3 +222,81 @@ def test_identity_folders_and_lfw_pairs_as_users_hold_them(tmp_path):
     Image.new("L", (8, 8)).save(tmp_path / "one" / "other" / "c.png")
     with pytest.raises(ValueError, match=r"is \(\d, \d\) but .* is \(\d, \d\); pass size= to resize them"):
         face_data.load_identity_folder(tmp_path / "one", size=None)
+
+
+def test_training_batches_are_identity_pairs_with_hard_marks():
+    train, _ = _tiny_face_data(per_id=5)
+    names = ["Noto Sans CJK SC", "AR PL UKai CN"]
+    faces = torch.arange(len(train)) % 2  # odd images drawn in the brush-script face
+    train = face_data.FaceDataset("tiny", "train", train.images, train.labels, train.identities, faces,
+                                  {"typefaces": names})
+    idx = torch.tensor([0, 7, 12, 29, 3, 9, 20])  # odd: the last image is unpaired
+    a = train.batch(idx, torch.Generator().manual_seed(1), augment=True)
+    b = train.batch(idx, torch.Generator().manual_seed(1), augment=True)
+    assert a["paired"] and torch.equal(a["index"], b["index"]) and torch.equal(a["inputs"]["images"], b["inputs"]["images"])
+    order = a["index"]
+    assert order[0:6:2].tolist() == [0, 7, 12] and order[6].item() == 29  # anchors: the first ceil(B/2) indices
+    assert torch.equal(train.labels[order[0:6:2]], train.labels[order[1:6:2]])  # same identity ...
+    assert (order[0:6:2] != order[1:6:2]).all()  # ... another image of it
+    assert torch.equal(a["hard"], (order % 2 == 1))
+    # evaluation batches and the test split are not paired; unknown typefaces mark nothing hard
+    assert not train.batch(idx)["paired"]
+    plain, _ = _tiny_face_data()
+    assert not plain.batch(idx, augment=True)["hard"].any()
+    # partners are uniform over the identity's other images
+    many = train.partners(torch.zeros(3000, dtype=torch.long), torch.Generator().manual_seed(0))
+    counts = torch.bincount(many, minlength=5)
+    assert counts[0] == 0 and counts[1:].min() > 600
+
+
+def test_ddl_matches_the_authors_code_and_its_definition():
+    from zoo.face.recipes import ddl_loss, hardest_negatives, soft_histogram
+
+    h = soft_histogram(torch.tensor([0.3, 0.3]))
+    assert h.shape == (1000,) and h.sum().item() == pytest.approx(1.0) and h.argmax().item() == 300
+    # golden value: Tencent/TFace torchkit/loss/ddl.py at 8f5b85a0977df43dcb0d5ff872c5062612c2e647, run once on
+    # these inputs (the easy branch first); their negatives are the row maxima of triu(f f^T, 1), zeros kept
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 8, generator=g)
+    easy_a, easy_b = base + 0.3 * torch.randn(6, 8, generator=g), base + 0.3 * torch.randn(6, 8, generator=g)
+    hard_a, hard_b = base[:5] + torch.randn(5, 8, generator=g), base[:5] + torch.randn(5, 8, generator=g)
+    easy_n, hard_n = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    cos = lambda x, y: (torch.nn.functional.normalize(x) * torch.nn.functional.normalize(y)).sum(1)
+    tface_neg = lambda f: torch.triu(torch.nn.functional.normalize(f) @ torch.nn.functional.normalize(f).T, 1).max(1).values
+    value = ddl_loss(cos(easy_a, easy_b), tface_neg(easy_n), cos(hard_a, hard_b), tface_neg(hard_n))
+    assert value.item() == pytest.approx(-0.9446449875831604, abs=1e-5)
+    # the hardest negative of each row, over later images of other identities, by brute force
+    e, labels = torch.randn(7, 5, generator=g), torch.tensor([0, 1, 0, 2, 1, 3, 3])
+    c = torch.nn.functional.normalize(e) @ torch.nn.functional.normalize(e).T
+    expect = [max(c[i, j].item() for j in range(i + 1, 7) if labels[j] != labels[i])
+              for i in range(7) if any(labels[j] != labels[i] for j in range(i + 1, 7))]
+    assert hardest_negatives(e, labels).tolist() == pytest.approx(expect)
+    assert hardest_negatives(e[:1], labels[:1]).numel() == 0
+    # hard distributions equal to the easy ones: no KL, only the order term
+    pos, neg = torch.tensor([0.8, 0.6]), torch.tensor([0.2, 0.1])
+    assert ddl_loss(pos, neg, pos, neg).item() == pytest.approx(0.5 * 4 * (0.15 - 0.7))
+    with pytest.raises(ValueError, match="1-D"):
+        ddl_loss(pos[None], neg, pos, neg)
+
+
+def test_ddl_recipe_trains_on_paired_batches(tmp_path):
+    import zoo
+    from zoo.face.recipes import _DDL
+
+    train, test = _tiny_face_data()
+    faces = torch.arange(len(train)) % 3 == 0
+    train = face_data.FaceDataset("tiny", "train", train.images, train.labels, train.identities, faces.long(),
+                                  {"typefaces": ["Noto Sans CJK SC", "AR PL UKai CN"]})
+    term = _DDL()
+    batch = train.batch(torch.arange(0, 36, 3), torch.Generator().manual_seed(0), augment=True)
+    assert batch["hard"].any() and not batch["hard"].all()
+    protos = torch.randn(6, 16)
+    e = (protos[batch["labels"]] + 0.5 * torch.randn(12, 16)).requires_grad_(True)
+    term([e], [], batch).backward()
+    assert e.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="identity-paired"):
+        term([e], [], train.batch(torch.arange(12)))
+    run = zoo.distill(None, "face-resnet8", "ddl", data=(train, test), out=tmp_path / "ddl",
+                      settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
+    header = (tmp_path / "ddl" / "log.csv").read_text().splitlines()[0].split(",")
+    assert run.finished and run.card.method == "ddl" and {"task", "ddl"} <= set(header)

@@ -68,7 +68,7 @@ def test_gan_compression_benchmark_end_to_end_on_the_real_teacher(tmp_path):
 @pytest.mark.slow
 def test_face_benchmark_end_to_end_on_the_cjk_fonts(tmp_path):
     """benchmarks/face_kd.py on 240 training images, 1 epoch, 2 seeds: the teacher, the twin protocol over
-    proxyless-kd and embedding-kd, and the ROC figure (about 3 minutes, once the fonts are rendered)."""
+    proxyless-kd, embedding-kd and ddl, and the ROC figure (about 3 minutes, once the fonts are rendered)."""
     import importlib.util
     from pathlib import Path
 

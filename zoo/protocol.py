@@ -329,9 +329,10 @@ class RunnerProtocol:
             recipe = self.recipe(name)
             if recipe.task != self.adapter.task:
                 raise ValueError(f"recipe {name!r} is for {recipe.task} models, not {self.adapter.task} ones")
-            if recipe.teachers != 1 or recipe.cohort != 1:
-                raise ValueError(f"recipe {name!r} does not distil one student from one teacher; the protocol "
-                                 "compares such students with their twin")
+            # one student, from the teacher or from itself (self-distillation: BYOT, DDL)
+            if recipe.teachers not in (0, 1) or recipe.cohort != 1:
+                raise ValueError(f"recipe {name!r} does not distil one student from one teacher (or itself); the "
+                                 "protocol compares such students with their twin")
             override(recipe, TrainConfig(), dict(spec.settings))  # unknown keys and bad values
         self.teacher_metric(spec)  # a teacher of this task, measured on the split the arms are measured on
         if spec.train_subset is not None and spec.train_subset < 1:
@@ -361,7 +362,8 @@ class RunnerProtocol:
         from .runner import distill
         from .trainer import STATE_FILE
 
-        run = distill(self.adapter, None if arm == TWIN else spec.teacher, spec.student, None if arm == TWIN else arm,
+        teacher = None if arm == TWIN or self.recipe(arm).teachers == 0 else spec.teacher
+        run = distill(self.adapter, teacher, spec.student, None if arm == TWIN else arm,
                       data=spec.dataset, out=run_dir, settings=self._settings(spec, seed), train_subset=spec.train_subset,
                       resume=(run_dir / STATE_FILE).exists(), device=device, deadline=deadline)
         return run.finished
