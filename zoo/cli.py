@@ -69,13 +69,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not cards:
         print("no zoo entries match")
         return 0
-    from .comparison import twin_gain
+    from .comparison import source_label, twin_gain
 
     rows = [("name", "task", "method", "dataset", "metrics", "vs plain twin", "params", "FLOPs", "source")]
     for c in cards:
         metrics = " ".join(f"{k}={v:.4f}" for k, v in c.metrics.items())
         rows.append((c.name, c.task, c.method, c.dataset, metrics, twin_gain(c), _fmt_num(c.params), _fmt_num(c.flops),
-                     c.source))
+                     source_label(c) if c.metrics_source == "reported" else c.source))  # reported: not kdzoo's numbers
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--dataset")
     cp.add_argument("--method")
     cp.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
-    cp.add_argument("--plot", metavar="FILE", help="write the quality-vs-cost plot (one task and data set)")
+    cp.add_argument("--plot", metavar="FILE", help="write the quality-vs-cost plot (one task; a panel per data set)")
     cp.add_argument("--x", default="params", choices=["params", "flops", "latency"], help="the plot's cost axis")
     cp.add_argument("--html", metavar="DIR", help="write the board: DIR/index.html, one static page (a tab per task, "
                     "sortable and filterable table, plots, cards)")

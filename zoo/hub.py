@@ -82,6 +82,11 @@ def render_card(card: ModelCard) -> str:
     lines += [f"- **Task:** {card.task}, **dataset:** {card.dataset} ({card.split} split)",
               f"- **Architecture:** `{card.architecture}` {json.dumps(card.config)}",
               f"- **Method:** {card.method}" + (f" ({card.paper})" if card.paper else "")]
+    rep = card.extra.get("reported") if card.metrics_source == "reported" else None
+    if isinstance(rep, dict):  # another project's published student (zoo.reported)
+        lines.append(f"- **Reported by:** {rep.get('project')}, {rep.get('report_url')} (not measured by kdzoo)")
+        lines.append(f"- **Download:** {rep.get('download_url')}" + (f" (sha256 starts with {rep['sha256_prefix']})"
+                                                                      if rep.get("sha256_prefix") else ""))
     if card.teacher:
         tm = ", ".join(f"{k} {v:.4f}" for k, v in card.teacher.metrics.items())
         lines.append(f"- **Teacher:** `{card.teacher.name}`" + (f" ({tm})" if tm else ""))
@@ -89,7 +94,8 @@ def render_card(card: ModelCard) -> str:
         for k, v in card.baseline["metrics"].items():
             gain = card.metrics[k] - v["mean"] if k in card.metrics else None
             lines.append(f"- **Plain twin:** " + (f"`{card.baseline['name']}`, " if card.baseline.get("name") else "")
-                         + f"{k} {v['mean']:.4f} ± {v.get('std', 0):.4f} over {v.get('n', '?')} seeds"
+                         + (f"{k} {v['mean']:.4f} (the publisher's plain student)" if v.get("std") is None else
+                            f"{k} {v['mean']:.4f} ± {v['std']:.4f} over {v.get('n', '?')} seeds")
                          + (f"; this student {gain:+.4f}" if gain is not None else ""))
     lines.append(f"- **Params:** {card.params:,}" + (f", **FLOPs:** {card.flops:,}" if card.flops else ""))
     if card.latency_ms:
