@@ -132,6 +132,8 @@ def _holistic(ctx: TermContext) -> TermModule:
 
 SKD = "Liu et al. 2019, Structured Knowledge Distillation for Semantic Segmentation"
 CWD = "Shu et al. 2021, Channel-wise Knowledge Distillation for Dense Prediction"
+PKD = "Cao et al. 2022, PKD: General Distillation Framework for Object Detectors via Pearson Correlation Coefficient"
+MGD = "Yang et al. 2022, Masked Generative Distillation"
 # Pair-wise nodes: the official code max-pools the 65 x 65 map with a kernel of half its side (3 x 3 nodes);
 # the zoo's maps differ in size (student 12 x 12, teacher 6 x 6), so both are pooled to beta x beta = 6 x 6.
 _PAIR = {"nodes": 6}
@@ -151,6 +153,14 @@ for _recipe in [
     # lambda_cwd 3; MMRazor's config uses tau 1, weight 5).
     Recipe("cwd", [Term("cwd", student=LOGITS, teacher=LOGITS, weight=3.0, params={"temperature": 4.0})], paper=CWD,
            description="each channel's spatial distribution (softmax over positions, T = 4), KL, T^2 / C"),
+    # PKD: MMRazor's Faster R-CNN config weights each FPN level's loss 6
+    # (configs/distill/mmdet/pkd/pkd_fpn_faster-rcnn_r101_faster-rcnn_r50_2x_coco.py); here the last features
+    Recipe("pearson-kd", [Term("pearson", student=FEATURES, teacher=FEATURES, weight=6.0)], paper=PKD,
+           description="1 - Pearson correlation of the channel-standardised last features (PKD, weight 6; a 1x1 "
+                       "convolution first where the channels differ)"),
+    # MGD: alpha 2e-5 and mask ratio 0.65, MMRazor's MGDLoss / MGDConnector defaults (the paper's detection values)
+    Recipe("mgd", [Term("mgd", student=FEATURES, teacher=FEATURES)], paper=MGD,
+           description="the teacher's last features regenerated from the randomly masked student features (MGD)"),
     Recipe("cwd+pixel", [Term("cwd", student=LOGITS, teacher=LOGITS, weight=3.0, params={"temperature": 4.0}),
                          Term("pixel_kd", student=LOGITS, teacher=LOGITS, weight=10.0)], paper=f"{CWD}; {SKD}",
            description="channel-wise and pixel-wise distillation of the logits together"),

@@ -239,3 +239,53 @@ def test_afd_errors():
         afd_loss(s, t, FeatureSelection(2, 1), FeatureSelection(4, 2, learnable=False))
     with pytest.raises(ValueError, match="batch"):
         afd_loss(s, torch.zeros(2, 4, 2, 2), FeatureSelection(2, 1), FeatureSelection(4, 1, learnable=False))
+
+
+def test_pearson_loss_matches_mmrazor_and_ignores_scale_and_shift():
+    from zoo.losses.features import channel_standardize, pearson_loss
+
+    g = torch.Generator().manual_seed(0)
+    s1, t1 = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    s2, t2 = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    t1 = t1 + 0.5 * s1 * 3.0 + 2.0
+    # golden value: MMRazor's PKDLoss (open-mmlab/mmrazor mmrazor/models/losses/pkd_loss.py at 0f3117bd94d7),
+    # loss_weight 1, run once on these inputs; the second pair's student is resized to the teacher's 8 x 8
+    assert pearson_loss([s1, s2], [t1, t2]).item() == pytest.approx(1.0462138652801514, rel=1e-5)
+    x = torch.randn(4, 5, 6, 6, generator=g)
+    z = channel_standardize(x)
+    assert z.transpose(0, 1).reshape(5, -1).mean(1).abs().max() < 1e-5
+    # 1 - r: an affine map of each channel (positive scale) costs nothing, the negated map the most (r = -1)
+    scale, shift = torch.rand(1, 5, 1, 1, generator=g) + 0.5, torch.randn(1, 5, 1, 1, generator=g)
+    assert pearson_loss([x * scale + shift], [x]).item() < 1e-6
+    n = x.numel() / 5
+    assert pearson_loss([-x], [x]).item() == pytest.approx(2 * (n - 1) / n, rel=1e-4)  # mean (2 z)^2 / 2, unbiased std
+    with pytest.raises(ValueError, match="equal batch and channels"):
+        pearson_loss([x[:, :4]], [x])
+
+
+def test_mgd_loss_mask_and_generator():
+    from zoo.losses.features import MGDGenerator, mgd_loss, mgd_mask
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(2, 3, 4, 4)] * 3 + [(2, 3, 8, 8)]:
+        torch.randn(*shape, generator=g)  # the draws of the pearson test's inputs, to reach the same a, b
+    a, b = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    # golden value: MMRazor's MGDLoss (mmrazor/models/losses/mgd_loss.py at 5c549143166d), alpha_mgd 2e-5
+    assert mgd_loss(a, b).item() == pytest.approx(0.002093547722324729, rel=1e-5)
+    m = mgd_mask((8, 16, 32, 32), 0.65, torch.Generator().manual_seed(1))
+    assert m.shape == (8, 1, 32, 32) and set(m.unique().tolist()) == {0.0, 1.0}
+    assert abs((m == 0).float().mean().item() - 0.65) < 0.02
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        mgd_mask((1, 1, 2, 2), 1.0)
+    gen = MGDGenerator(4, 6)
+    x = torch.randn(2, 4, 5, 5, generator=g)
+    assert gen(x).shape == (2, 6, 5, 5)
+    # a fully masked student map leaves only the generator's biases: the same vector at every position
+    out = gen(x, mask=torch.zeros(2, 1, 5, 5))
+    assert torch.allclose(out[:, :, 1:-1, 1:-1], out[:1, :, 2:3, 2:3].expand(2, 6, 3, 3), atol=1e-6)
+    gen.eval()
+    assert torch.equal(gen(x), gen(x))  # no mask outside training
+    gen.train()
+    torch.manual_seed(0)
+    first = gen(x)
+    assert not torch.equal(first, gen(x))  # a fresh mask per call in training

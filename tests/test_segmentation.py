@@ -487,3 +487,28 @@ def test_runs_refuse_what_would_be_silently_wrong(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert main(["predict", str(tmp_path / "t"), "--save", str(tmp_path / "afile")]) == 2
     assert "a file is there, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe, term", [("pearson-kd", "pearson"), ("mgd", "mgd")])
+def test_dense_feature_recipes_train_and_resume_exactly(tmp_path, recipe, term):
+    """PKD and MGD on the last features of a teacher with other channels (the MobileNetV2 LR-ASPP, 128)
+    than the student's (64): both train, and a run stopped and resumed (MGD's random masks included)
+    ends with the weights of one that never stopped."""
+    from zoo.segmentation.adapter import ADAPTER
+    from zoo.segmentation.data import load_scenes
+    from zoo.segmentation.models import build_segmenter
+
+    train = load_scenes("test", 16)
+    test = train.subset(8)
+    torch.manual_seed(0)
+    teacher = build_segmenter("lraspp-mobilenetv2", 11)
+    settings = {"epochs": 2, "batch_size": 8, "progress": False, "checkpoint_every": 1, "amp": "off"}
+    run = ADAPTER.distill(teacher, "lraspp-resnet8", recipe, data=(train, test), out=tmp_path / "a", settings=settings)
+    assert run.finished and f"{term}" in (tmp_path / "a" / "log.csv").read_text().splitlines()[0]
+    part = ADAPTER.distill(teacher, "lraspp-resnet8", recipe, data=(train, test), out=tmp_path / "b",
+                           settings={**settings, "max_steps": 2})
+    assert not part.finished
+    resumed = ADAPTER.distill(teacher, "lraspp-resnet8", recipe, data=(train, test), out=tmp_path / "b",
+                              settings=dict(settings), resume=True)
+    for (k, a), b in zip(run.student.state_dict().items(), resumed.student.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), k

@@ -94,6 +94,57 @@ def _at(ctx: TermContext) -> TermModule:
     return FunctionTerm(features.at_loss, _params(ctx), lists=True)
 
 
+class _Pearson(TermModule):
+    """PKD over the tapped pairs; a student map with other channels than the teacher's goes through a 1x1
+    convolution first (the paper's FPN maps share 256 channels and need none)."""
+
+    def __init__(self, pairs: list[tuple[int, int]], resize_student: bool) -> None:
+        super().__init__()
+        self.connectors = nn.ModuleList(nn.Identity() if cs == ct else nn.Conv2d(cs, ct, 1) for cs, ct in pairs)
+        self.resize_student = resize_student
+
+    def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        return features.pearson_loss([c(s) for c, s in zip(self.connectors, student)], teacher,
+                                     resize_student=self.resize_student)
+
+
+@term_builder("pearson", features.pearson_loss)
+def _pearson(ctx: TermContext) -> TermModule:
+    """PKD (Cao et al. 2022): 1 - Pearson r of the channel-standardised maps, summed over the tapped pairs."""
+    _expect(ctx, len(ctx.teacher), None)
+    if any(s.dim() != 4 or t.dim() != 4 for s, t in zip(ctx.student, ctx.teacher)):
+        raise ValueError(f"term {ctx.term.name!r} (pearson) needs (N, C, H, W) maps")
+    return _Pearson([(s.shape[1], t.shape[1]) for s, t in zip(ctx.student, ctx.teacher)], _params(ctx)["resize_student"])
+
+
+class _MGD(TermModule):
+    """One `features.MGDGenerator` per tapped pair; the loss summed over the pairs."""
+
+    def __init__(self, pairs: list[tuple[int, int]], ratio: float, alpha: float) -> None:
+        super().__init__()
+        self.generators = nn.ModuleList(features.MGDGenerator(cs, ct, ratio) for cs, ct in pairs)
+        self.alpha = alpha
+
+    def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        total = 0.0
+        for g, s, t in zip(self.generators, student, teacher):
+            if s.shape[2:] != t.shape[2:]:
+                s = F.interpolate(s, size=t.shape[2:], mode="bilinear", align_corners=False)
+            total = total + features.mgd_loss(g(s), t, self.alpha)
+        return total
+
+
+# ratio: the masked fraction lambda (MMRazor's MGDConnector default, 0.65)
+@term_builder("mgd", features.mgd_loss, ratio=0.65)
+def _mgd(ctx: TermContext) -> TermModule:
+    """MGD (Yang et al. 2022): the teacher's maps regenerated from the masked student maps."""
+    _expect(ctx, len(ctx.teacher), None)
+    if any(s.dim() != 4 or t.dim() != 4 for s, t in zip(ctx.student, ctx.teacher)):
+        raise ValueError(f"term {ctx.term.name!r} (mgd) needs (N, C, H, W) maps")
+    p = _params(ctx)
+    return _MGD([(s.shape[1], t.shape[1]) for s, t in zip(ctx.student, ctx.teacher)], p["ratio"], p["alpha"])
+
+
 class _FSP(TermModule):
     """FSP matrices between consecutive taps: taps [a, b, c] give the pairs (a, b) and (b, c)."""
 

@@ -21,6 +21,11 @@ __all__ = [
     "FeatureSelection",
     "grouped_mean_weights",
     "afd_loss",
+    "channel_standardize",
+    "pearson_loss",
+    "mgd_mask",
+    "MGDGenerator",
+    "mgd_loss",
 ]
 
 
@@ -224,3 +229,104 @@ def afd_loss(student_feature: Tensor, teacher_feature: Tensor, student_selector:
     t = teacher_selector(teacher_feature.detach().float())
     s, t = _match_spatial(s, t)
     return F.mse_loss(s, t)
+
+
+# ---------------------------------------------------------------- dense-prediction feature imitation (MMRazor's)
+def channel_standardize(feature: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each channel of a (N, C, H, W) map shifted and scaled to zero mean and unit standard deviation over
+    all its N x H x W values (the unbiased std, plus ``eps``), as PKD normalises FPN features."""
+    _check_4d("feature", feature)
+    flat = feature.float().transpose(0, 1).reshape(feature.shape[1], -1)
+    flat = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + eps)
+    return flat.reshape(feature.shape[1], feature.shape[0], *feature.shape[2:]).transpose(0, 1)
+
+
+def pearson_loss(student_features: Sequence[Tensor], teacher_features: Sequence[Tensor],
+                 resize_student: bool = True) -> Tensor:
+    """Cao et al. 2022, "PKD: General Distillation Framework for Object Detectors via Pearson Correlation
+    Coefficient" (NeurIPS), the feature-imitation loss of sec. 3.2:
+
+        L_FI = 1 / (2 N) sum_i (s_hat_i - t_hat_i)^2,
+
+    s_hat and t_hat each map standardised per channel (`channel_standardize`) over batch and positions, N
+    the number of values: for standardised vectors this is 1 - r, r their Pearson correlation, so the
+    student imitates the teacher's relations, not its magnitudes (no connector is needed when the channel
+    counts match). Summed over the (student, teacher) pairs of maps (e.g. the FPN levels). A pair whose
+    sizes differ is resized bilinearly, the student to the teacher (``resize_student``) or the reverse,
+    as MMRazor's PKDLoss (mmrazor/models/losses/pkd_loss.py) does.
+
+    Raises:
+        ValueError: unequal numbers of maps, a map that is not (N, C, H, W), or channel counts that differ.
+    """
+    _check_pairs(student_features, teacher_features, "feature maps")
+    total = student_features[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student_features, teacher_features):
+        _check_4d("student feature", s)
+        _check_4d("teacher feature", t)
+        if s.shape[:2] != t.shape[:2]:
+            raise ValueError(f"pearson_loss needs equal batch and channels (a connector first): student "
+                             f"{tuple(s.shape)} vs teacher {tuple(t.shape)}")
+        t = t.detach()
+        if s.shape[2:] != t.shape[2:]:
+            if resize_student:
+                s = F.interpolate(s.float(), size=t.shape[2:], mode="bilinear", align_corners=False)
+            else:
+                t = F.interpolate(t.float(), size=s.shape[2:], mode="bilinear", align_corners=False)
+        total = total + F.mse_loss(channel_standardize(s), channel_standardize(t)) / 2
+    return total
+
+
+def mgd_mask(shape: Sequence[int], ratio: float, generator: torch.Generator | None = None,
+             device: torch.device | str | None = None) -> Tensor:
+    """MGD's random spatial mask (Yang et al. 2022, eq. 1): a (N, 1, H, W) map of 0 (masked) with
+    probability ``ratio`` (the paper's lambda) and 1 elsewhere, the same for every channel.
+
+    Raises: ValueError: ``ratio`` outside [0, 1) or a shape that is not (N, C, H, W)."""
+    if len(shape) != 4:
+        raise ValueError(f"mgd_mask needs a (N, C, H, W) shape, got {tuple(shape)}")
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"the MGD mask ratio must be in [0, 1), got {ratio}")
+    n, _, h, w = shape
+    if generator is not None:
+        r = torch.rand((n, 1, h, w), generator=generator).to(device)
+    else:
+        r = torch.rand((n, 1, h, w), device=device)
+    return (r >= ratio).float()
+
+
+class MGDGenerator(nn.Module):
+    """MGD's generation block (Yang et al. 2022, eq. 2): the student's map, aligned to the teacher's
+    channels by a 1x1 convolution when they differ, is masked (`mgd_mask`) and passed through
+    conv3x3 - ReLU - conv3x3, which must regenerate the teacher's full map from it."""
+
+    def __init__(self, student_channels: int, teacher_channels: int, ratio: float = 0.65) -> None:
+        super().__init__()
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"the MGD mask ratio must be in [0, 1), got {ratio}")
+        self.ratio = ratio
+        self.align = (nn.Conv2d(student_channels, teacher_channels, 1) if student_channels != teacher_channels
+                      else nn.Identity())
+        self.generation = nn.Sequential(nn.Conv2d(teacher_channels, teacher_channels, 3, padding=1), nn.ReLU(),
+                                        nn.Conv2d(teacher_channels, teacher_channels, 3, padding=1))
+
+    def forward(self, feature: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(N, C_s, H, W) -> (N, C_t, H, W); ``mask`` (N, 1, H, W) given, or drawn (`mgd_mask`) in training."""
+        _check_4d("student feature", feature)
+        aligned = self.align(feature)
+        if mask is None and self.training and self.ratio > 0:
+            mask = mgd_mask(aligned.shape, self.ratio, device=aligned.device)
+        return self.generation(aligned if mask is None else aligned * mask)
+
+
+def mgd_loss(generated: Tensor, teacher_feature: Tensor, alpha: float = 2e-5) -> Tensor:
+    """Yang et al. 2022, "Masked Generative Distillation" (ECCV), eqs. 3-4: alpha times the squared error
+    between the teacher's map and the one `MGDGenerator` regenerates from the masked student map, summed
+    over channels and positions and averaged over the N images, alpha * sum (T - G)^2 / N; alpha = 2e-5
+    is the paper's (and MMRazor's MGDLoss) for detection.
+
+    Raises: ValueError: shapes differ."""
+    if generated.shape != teacher_feature.shape:
+        raise ValueError(f"mgd_loss needs equal shapes: generated {tuple(generated.shape)} vs teacher "
+                         f"{tuple(teacher_feature.shape)}")
+    diff = generated.float() - teacher_feature.detach().float()
+    return alpha * diff.pow(2).sum() / generated.shape[0]
