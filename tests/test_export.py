@@ -1,5 +1,5 @@
-"""`zoo export --onnx`: every task whose inputs ONNX can take exports and matches onnxruntime on its sample inputs;
-fp16 and int8 variants; what cannot be exported says why and writes nothing."""
+"""`zoo export --onnx`: every task exports and matches onnxruntime on its sample inputs (detectors one image at a
+time, their detections matched); fp16 and int8 variants; what cannot be exported says why and writes nothing."""
 import json
 
 import numpy as np
@@ -34,9 +34,14 @@ def test_other_tasks_and_what_cannot_be_exported(tmp_path, capsys):
     gan = export_onnx("cyclegan-vintagify", tmp_path / "g.onnx",
                       inputs=[np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)])
     assert gan["inputs"] == {"images": [1, 3, 40, 40]} and gan["max_abs_diff"] <= gan["tolerance"]
-    with pytest.raises(NotImplementedError, match="detection.*lists of varying size"):
-        export_onnx("frcnn-resnet20.fmnist-scenes", tmp_path / "d.onnx")
-    assert not (tmp_path / "d.onnx").exists()
+    seg = export_onnx("lraspp-resnet8-cwd+pixel.fmnist-scenes", tmp_path / "s.onnx")
+    assert seg["inputs"]["images"][1:] == [3, 96, 96] and seg["dynamic"] == {"images": ["batch"]}
+    assert seg["max_abs_diff"] <= seg["tolerance"]
+    rng = np.random.default_rng(1)
+    with pytest.raises(NotImplementedError, match=r"cyclegan-vintagify \(gan\).*varying size"):
+        export_onnx("cyclegan-vintagify", tmp_path / "v.onnx",
+                    inputs=[rng.integers(0, 255, (40, 40, 3), dtype=np.uint8), rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)])
+    assert not (tmp_path / "v.onnx").exists()
     with pytest.raises(ValueError, match="dtype must be one of"):
         export_onnx("resnet8-kd.fmnist", tmp_path / "x.onnx", dtype="bf16")
     with pytest.raises(ValueError, match="do not combine"):
@@ -44,6 +49,60 @@ def test_other_tasks_and_what_cannot_be_exported(tmp_path, capsys):
     assert main(["export", "resnet8-kd.fmnist", "--onnx", str(tmp_path / "c.onnx"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dtype"] == "fp32"
 
+
+
+def test_a_detector_exports_one_image_at_a_time_and_its_detections_match(tmp_path):
+    """The bundled Faster R-CNN student (96-pixel scenes): every detection of PyTorch is matched by one of
+    onnxruntime (same label, IoU >= 0.5, same count), boxes within 1e-4 x the largest coordinate and scores
+    within 1e-4; the graph takes an image of another size too; fp16 within 1e-2; int8 reports, unbounded."""
+    from zoo.export import DetectorGraph, _session, compare_detections, run_session
+
+    name = "frcnn-resnet20.fmnist-scenes"
+    r = export_onnx(name, tmp_path / "d.onnx")
+    d = r["detections"]
+    assert r["inputs"] == {"image": [3, 96, 96]} and r["dynamic"]["image"] == ["height", "width"]
+    assert r["exporter"].startswith("torchscript") and d["images"] == 4
+    assert d["pytorch"] == d["onnx"] == d["matched"] > 0 and d["images_differing"] == 0
+    assert d["max_box_diff"] <= d["box_tolerance"] and d["max_score_diff"] <= d["score_tolerance"] == 1e-4
+    model = zoo.load(name)
+    session = _session(str(tmp_path / "d.onnx"))
+    scene = model.preprocess(zoo.tasks.get_adapter("detection").sample_inputs(model.card)[:1])[0]
+    others = [torch.nn.functional.interpolate(scene[None], size=(80, 120), mode="bilinear")[0], torch.zeros(3, 96, 96)]
+    with torch.no_grad():
+        reference = [DetectorGraph(model)(x) for x in others]
+    stats = compare_detections(reference, [run_session(session, {"image": x}) for x in others])
+    assert stats["pytorch"] > 0 and stats["images_differing"] == 0 and stats["max_box_diff"] < 1e-2
+    assert len(reference[1][0]) == 0  # a blank image: no detections on either side
+    half = export_onnx(name, tmp_path / "h.onnx", dtype="fp16")
+    assert half["detections"]["images_differing"] == 0 and half["max_abs_diff"] <= half["tolerance"]
+    assert half["bytes"] < 0.6 * r["bytes"]
+    q = export_onnx(model, tmp_path / "q.onnx", int8=True)
+    assert q["tolerance"] is None and q["detections"]["matched"] > 0 and q["bytes"] < 0.5 * r["bytes"]
+
+
+def test_bad_export_requests_name_the_entry_and_the_reason(tmp_path, capsys, monkeypatch):
+    """Unknown dtype, a destination that cannot be written, an exporter failure: each says which entry and
+    why, before any file appears; the command line exits 2 with the message."""
+    name = "resnet8-kd.fmnist"
+    with pytest.raises(ValueError, match=rf"{name}: dtype must be one of fp32, fp16, got 'int4'"):
+        export_onnx(name, tmp_path / "x.onnx", dtype="int4")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=rf"{name}: cannot write the ONNX file .*is a file, not a folder"):
+        export_onnx(name, blocker / "sub" / "m.onnx")
+    with pytest.raises(IsADirectoryError, match=rf"{name}: cannot write the ONNX file .*it is a folder"):
+        export_onnx(name, tmp_path)
+    assert main(["export", name, "--onnx", str(blocker / "m.onnx")]) == 2
+    assert "resnet8-kd.fmnist: cannot write the ONNX file" in capsys.readouterr().err
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unsupported: ONNX export of operator foo\nmore detail")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(NotImplementedError, match=rf"{name} \(classification\): torch .*'s dynamo .*exporter failed: "
+                                                  "RuntimeError: Unsupported: ONNX export of operator foo$"):
+        export_onnx(name, tmp_path / "y.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 @pytest.mark.slow
 def test_the_text_model_exports_with_its_two_inputs(tmp_path):
@@ -57,3 +116,27 @@ def test_the_text_model_exports_with_its_two_inputs(tmp_path):
     out = session.run(None, {k: v.numpy() for k, v in batch.items()})[0]  # another length than the export's
     with torch.no_grad():
         assert np.abs(out - model(**batch).numpy()).max() < 1e-3
+
+
+def test_the_export_benchmark_measures_every_variant_beside_pytorch(tmp_path, monkeypatch):
+    """benchmarks/export_bench.py on a small classification slice: four rows (eager, fp32, fp16, int8), each
+    with latency, its ratio to eager and the metric on the same slice; markdown and JSON written."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "export_bench.py"
+    spec = importlib.util.spec_from_file_location("export_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "export_bench", bench)  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    assert bench.main(["--tasks", "classification", "nlp", "--slice", "classification=50", "--rounds", "1",
+                       "--per-round", "1", "--budget", "0", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "export-cpu.json").read_text())
+    rows = report["rows"]
+    assert [r["variant"] for r in rows] == ["pytorch", "fp32", "fp16", "int8"]
+    assert all(r["latency_ms"] > 0 and r["calls"] == 1 and "top1" in r["metrics"] for r in rows)
+    assert rows[0]["latency_vs_pytorch"] == 1.0 and rows[1]["metric_change"] == 0.0
+    assert rows[1]["metrics"]["top1_agreement"] == 1.0 and rows[3]["parity"]["tolerance"] is None
+    assert "nlp" in report["skipped"] and "first 50 fashion-mnist test images" in report["slices"]["classification"]
+    assert "| classification | `resnet8-kd.fmnist` | int8 |" in (tmp_path / "export-cpu.md").read_text()

@@ -115,6 +115,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         bound = f" (bound {result['tolerance']:.3g})" if result["tolerance"] is not None else " (int8: not bounded)"
         print(f"{result['path']}: {result['bytes'] / 1e6:.2f} MB, {result['dtype']}{' int8' if result['int8'] else ''}, "
               f"max |onnxruntime - PyTorch| {result['max_abs_diff']:.3g}{bound} on inputs {result['inputs']}")
+        if "detections" in result:  # a detector: one image per run, its detections matched
+            d = result["detections"]
+            print(f"  detections on {d['images']} sample images: PyTorch {d['pytorch']}, onnxruntime {d['onnx']}, "
+                  f"{d['matched']} matched (same label, IoU >= {d['match_iou']}); boxes within {d['max_box_diff']:.3g} px, "
+                  f"scores within {d['max_score_diff']:.3g}; dynamic: {result['dynamic']}")
     return 0
 
 
@@ -243,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--onnx", required=True, metavar="FILE")
     ex.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
     ex.add_argument("--int8", action="store_true", help="onnxruntime's dynamic int8 quantisation of the weights")
-    ex.add_argument("--tolerance", type=float, help="max |onnxruntime - PyTorch| relative to max(1, |output|)")
+    ex.add_argument("--tolerance", type=float, help="max |onnxruntime - PyTorch| relative to max(1, |output|) "
+                    "(detectors: boxes relative to the largest coordinate, scores absolute)")
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=_cmd_export)
 

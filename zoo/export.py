@@ -2,29 +2,87 @@
 
     zoo export NAME --onnx FILE [--dtype fp32|fp16] [--int8] [--tolerance T]
 
-The model is exported with torch's ONNX exporter (``torch.onnx.export``, the ``torch.export``-based one), the
-batch dimension dynamic (and the sequence length of token inputs). The ONNX inputs are what the entry's
-preprocessor makes (``model.preprocess``): classification images normalised with the card's mean and std,
-segmentation, face and detection images as pixels / 255, gan images as pixels / 127.5 - 1, text as the
-tokenizer's ``input_ids`` and ``attention_mask``. The export is accepted only if onnxruntime reproduces the PyTorch outputs on the
-entry's sample inputs within the tolerance: max |difference| <= ``tolerance`` x max(1, max |PyTorch output|)
-(defaults 1e-4 for fp32, 1e-2 for fp16; int8 reports the difference without a bound, since dynamic
-quantisation changes the numbers by design). ``--dtype fp16`` converts the weights and activations with
-onnxruntime's float16 converter; ``--int8`` applies onnxruntime's dynamic int8 quantisation of the weights.
+Classification, segmentation, gan, face and text models are exported with torch's ``torch.export``-based
+ONNX exporter (``torch.onnx.export(..., dynamo=True)``), the batch dimension dynamic (and the sequence length
+of token inputs). The ONNX inputs are what the entry's preprocessor makes (``model.preprocess``):
+classification images normalised with the card's mean and std, segmentation and face images as pixels / 255,
+gan images as pixels / 127.5 - 1, text as the tokenizer's ``input_ids`` and ``attention_mask``. The export is
+accepted only if onnxruntime reproduces the PyTorch outputs on the entry's sample inputs within the tolerance:
+max |difference| <= ``tolerance`` x max(1, max |PyTorch output|) (defaults 1e-4 for fp32, 1e-2 for fp16; int8
+reports the difference without a bound, since dynamic quantisation changes the numbers by design).
+
+Detectors (torchvision's ``GeneralizedRCNN``, e.g. the zoo's Faster R-CNN entries) cannot go through
+``torch.export``: with torch 2.14 / torchvision 0.29 it stops at torchvision's ``batched_nms``
+(``GuardOnDataDependentSymNode`` on ``boxes.numel() == 0``, the number of boxes being data-dependent). They are
+exported with the TorchScript-based exporter (``dynamo=False``, opset `DETECTION_OPSET`), which traces
+torchvision's ONNX paths. The graph takes **one** image ``image``: float (3, H, W) in [0, 1] (pixels / 255),
+H and W dynamic (the model resizes it as in PyTorch and maps its boxes back); it returns ``boxes`` (K, 4,
+x1 y1 x2 y2 in the image's pixels), ``scores`` (K) and ``labels`` (K, int64, 0 = background), best first, the
+number of detections K dynamic. There is no batch dimension: run it once per image. Parity: on every sample
+image, each PyTorch detection is matched to the unmatched onnxruntime detection of the same label with the
+highest IoU (at least `MATCH_IOU`, taken in PyTorch's score order); the export is accepted only if every
+detection of either side is matched (same count), the matched boxes differ by at most ``tolerance`` x max(1,
+max |PyTorch box coordinate|) pixels and the scores by at most ``tolerance``.
+
+``--dtype fp16`` converts the weights and activations with onnxruntime's float16 converter (inputs and
+outputs stay float32); for a detector only its networks (backbone, RPN head, box head and predictor) go to
+fp16, and the image transform, anchors, box decoding, RoI Align, NMS and post-processing stay fp32.
+``--int8`` applies onnxruntime's dynamic int8 quantisation of the weights (``quantize_dynamic``).
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import io
+import logging
 import os
+import sys
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+DETECTION_OPSET = 17  # the TorchScript exporter's opset for detectors (RoiAlign, NonMaxSuppression: >= 11)
+DETECTION_OUTPUTS = ("boxes", "scores", "labels")
+MATCH_IOU = 0.5  # a PyTorch and an onnxruntime detection of the same label pair up only at this IoU or above
+# a detector's networks (fp16 under --dtype fp16); the rest of the graph (transform, anchors, box coding, RoI
+# pooling, NMS, post-processing) stays fp32
+DETECTOR_NETWORKS = ("backbone", "rpn.head", "roi_heads.box_head", "roi_heads.box_predictor")
+
+
+def _label(model: Any) -> str:
+    """The entry's name for messages: the name given, or a loaded model's card name."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    card = getattr(model, "card", None)
+    return getattr(card, "name", None) or type(model).__name__
+
+
+def is_detector(model: nn.Module) -> bool:
+    """Whether ``model`` is a torchvision detector (``GeneralizedRCNN``: Faster, Mask, Keypoint R-CNN)."""
+    try:
+        from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return False
+    return isinstance(model, GeneralizedRCNN)
+
+
+class DetectorGraph(nn.Module):
+    """A torchvision detector as the ONNX graph sees it: one float image (3, H, W) in [0, 1] ->
+    ``(boxes (K, 4), scores (K,), labels (K,))`` as the detector returns them for that image."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        found = self.detector([image])[0]
+        return found["boxes"], found["scores"], found["labels"]
 
 
 def example_inputs(model: nn.Module, inputs: Any = None) -> dict[str, torch.Tensor]:
@@ -33,15 +91,10 @@ def example_inputs(model: nn.Module, inputs: Any = None) -> dict[str, torch.Tens
     of equal-shape images is stacked.
 
     Raises:
-        NotImplementedError: the task's inputs are not tensors ONNX can take (e.g. a detector's list of
-            images of any size); the task is named.
+        NotImplementedError: the task's inputs are not tensors ONNX can take as one batch (a list of images
+            of varying size from a model that is not a torchvision detector); the task is named.
     """
-    from .tasks import get_adapter
-
-    card = model.card
-    if inputs is None:
-        inputs = get_adapter(card.task).sample_inputs(card)
-    batch = model.preprocess(list(inputs) if isinstance(inputs, (list, tuple)) else inputs)
+    batch = _preprocessed(model, inputs)
     if isinstance(batch, torch.Tensor):
         return {"images": batch}
     if isinstance(batch, dict) and all(isinstance(v, torch.Tensor) for v in batch.values()):
@@ -49,89 +102,325 @@ def example_inputs(model: nn.Module, inputs: Any = None) -> dict[str, torch.Tens
     if isinstance(batch, list) and batch and all(isinstance(b, torch.Tensor) and b.dim() == 4 for b in batch) \
             and len({tuple(b.shape[1:]) for b in batch}) == 1:
         return {"images": torch.cat(batch)}
+    card = model.card
     raise NotImplementedError(f"{card.name} ({card.task}): its inputs are {type(batch).__name__}s of varying size, "
-                              "which this exporter cannot give ONNX a fixed signature for")
+                              "which this exporter cannot give ONNX a fixed signature for (only torchvision "
+                              "detectors are exported one image at a time)")
 
 
-def _run_onnx(blob: bytes, feeds: dict[str, torch.Tensor]) -> list[np.ndarray]:
+def _preprocessed(model: nn.Module, inputs: Any) -> Any:
+    from .tasks import get_adapter
+
+    if inputs is None:
+        inputs = get_adapter(model.card.task).sample_inputs(model.card)
+    return model.preprocess(list(inputs) if isinstance(inputs, (list, tuple)) else inputs)
+
+
+def _session(blob: bytes | str, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session on an ONNX model (bytes or a path); ``threads`` fixes its intra- and
+    inter-op threads (None: onnxruntime's default)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    types = {i.name: i.type for i in session.get_inputs()}
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+
+
+def run_session(session: Any, feeds: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    """``session``'s outputs on ``feeds`` (tensors by input name), cast to a float16 input where the graph
+    asks for one."""
     arrays = {}
-    for n in names:
-        a = feeds[n].numpy()
-        arrays[n] = a.astype(np.float16) if types[n] == "tensor(float16)" else a
+    for i in session.get_inputs():
+        a = feeds[i.name].detach().cpu().numpy()
+        arrays[i.name] = a.astype(np.float16) if i.type == "tensor(float16)" else a
     return session.run(None, arrays)
 
 
-def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str = "fp32", int8: bool = False,
-                inputs: Any = None, tolerance: float | None = None) -> dict[str, Any]:
-    """Write ``model`` (a zoo name, folder or loaded model) to ``path`` as ONNX and check it with onnxruntime.
+def _run_onnx(blob: bytes, feeds: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    return run_session(_session(blob), feeds)
 
-    Returns ``{"path", "dtype", "int8", "max_abs_diff", "tolerance", "inputs": {name: shape}, "bytes"}``.
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporters' step reports go to stderr (stdout is for results), their tracer and deprecation
+    warnings are dropped, and the quantiser's root-logger warnings about tensors it skips are held back."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _check_destination(path: Path, name: str) -> None:
+    """Raise before any work when ``path`` cannot be written; the message names the entry and the reason.
 
     Raises:
-        ValueError: an unknown dtype, or onnxruntime's outputs further from PyTorch's than the tolerance
-            (nothing is written then).
-        NotImplementedError: the task's inputs cannot be exported (see `example_inputs`).
+        OSError: ``path`` is a folder, sits below a file, or its nearest existing folder is not writable.
     """
-    import zoo
-    from .io import atomic_write_bytes
+    if path.is_dir():
+        raise IsADirectoryError(f"{name}: cannot write the ONNX file {path}: it is a folder")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{name}: cannot write the ONNX file {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{name}: cannot write the ONNX file {path}: the folder {parent} is not writable")
 
-    if dtype not in TOLERANCE:
-        raise ValueError(f"dtype must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
-    if int8 and dtype != "fp32":
-        raise ValueError("int8 quantises an fp32 model's weights; --int8 and --dtype fp16 do not combine: choose one")
-    if not isinstance(model, nn.Module):
-        model = zoo.load(model)
-    model = model.float().eval()
-    feeds = example_inputs(model, inputs)
+
+def _drop_repeated_nodes(graph: Any) -> None:
+    """Remove nodes identical to an earlier one (same op, inputs, outputs, name and attributes). onnxruntime's
+    float16 converter inserts the same Cast twice when a tensor feeds two fp32 nodes, which makes the graph
+    invalid (one output, two producers); the copy computes nothing new."""
+    seen, kept = set(), []
+    for node in graph.node:
+        key = node.SerializeToString()
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
+def _subgraph_inputs(node: Any) -> set[str]:
+    """Every tensor name a node reads, including those its subgraphs (If, Loop branches) read from outside."""
+    names = set(node.input)
+    for attribute in node.attribute:
+        for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+            for inner in graph.node:
+                names |= _subgraph_inputs(inner)
+    return names
+
+
+def to_fp16(blob: bytes, keep_fp32: Callable[[Any], bool] | None = None) -> bytes:
+    """``blob`` with its float weights and activations converted to float16 by onnxruntime's converter, the
+    graph's inputs and outputs kept float32.
+
+    ``keep_fp32(node)`` marks nodes to leave in float32. Tensors that flow only between such nodes (or into
+    their If/Loop branches) are not declared to the converter, so they stay float32 rather than being
+    narrowed to float16 between two float32 nodes; casts are inserted where fp16 and fp32 nodes meet."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    graph = onnx.load_from_string(blob)
+    if keep_fp32 is None:
+        converted = convert_float_to_float16(graph, keep_io_types=True)
+    else:
+        graph = onnx.shape_inference.infer_shapes(graph)
+        kept = {n.name for n in graph.graph.node if keep_fp32(n)}
+        producer = {o: n.name for n in graph.graph.node for o in n.output}
+        readers: dict[str, set[str]] = collections.defaultdict(set)
+        for n in graph.graph.node:
+            for name in _subgraph_inputs(n):
+                readers[name].add(n.name)
+        declared = [v for v in graph.graph.value_info
+                    if producer.get(v.name) not in kept or any(r not in kept for r in readers[v.name])]
+        del graph.graph.value_info[:]
+        graph.graph.value_info.extend(declared)
+        converted = convert_float_to_float16(graph, keep_io_types=True, node_block_list=sorted(kept),
+                                             disable_shape_infer=True)
+    _drop_repeated_nodes(converted.graph)
+    return converted.SerializeToString()
+
+
+def to_int8(blob: bytes) -> bytes:
+    """``blob`` with onnxruntime's dynamic int8 quantisation of its weights (``quantize_dynamic``, QInt8)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load_from_string(blob)
+    del graph.graph.value_info[:]  # the exporter's traced shapes; the quantiser infers its own
+    with tempfile.TemporaryDirectory() as tmp, _quiet_exporter():
+        (Path(tmp) / "in.onnx").write_bytes(graph.SerializeToString())
+        quantize_dynamic(str(Path(tmp) / "in.onnx"), str(Path(tmp) / "out.onnx"), weight_type=QuantType.QInt8)
+        return (Path(tmp) / "out.onnx").read_bytes()
+
+
+def _exporter_failed(name: str, task: str, exporter: str, error: Exception) -> NotImplementedError:
+    first = (str(error).strip().splitlines() or [""])[0]
+    return NotImplementedError(f"{name} ({task}): torch {torch.__version__}'s {exporter} ONNX exporter failed: "
+                               f"{type(error).__name__}: {first[:300]}")
+
+
+def _export_tensors(model: nn.Module, feeds: dict[str, torch.Tensor]) -> bytes:
+    """The dynamo exporter on a model of tensor inputs (batch dynamic; token sequence length dynamic)."""
     names = list(feeds)
-    with torch.no_grad():
-        reference = model(**feeds) if len(names) > 1 else model(feeds[names[0]])
-    reference = [reference] if isinstance(reference, torch.Tensor) else list(reference)
     batch = torch.export.Dim("batch", min=1)
     # the batch is dynamic; so is the length of token sequences (2-D integer inputs such as input_ids)
     length = torch.export.Dim("length", min=2)
     dynamic = {n: ({0: batch, 1: length} if t.dim() == 2 and not t.is_floating_point() else {0: batch})
                for n, t in feeds.items()} if len(feeds[names[0]]) > 1 else None
     buf = io.BytesIO()
-    import contextlib
-    import sys
-
-    with contextlib.redirect_stdout(sys.stderr):  # the exporter reports its steps on stdout; keep stdout for results
+    with _quiet_exporter():
         if len(names) > 1:
             torch.onnx.export(model, (), buf, kwargs=feeds, input_names=names, dynamic_shapes=dynamic, dynamo=True,
                               verbose=False)
         else:
             torch.onnx.export(model, (feeds[names[0]],), buf, input_names=names,
                               dynamic_shapes=(dynamic[names[0]],) if dynamic else None, dynamo=True, verbose=False)
-    blob = buf.getvalue()
-    if dtype == "fp16":
-        import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+    return buf.getvalue()
 
-        blob = convert_float_to_float16(onnx.load_from_string(blob), keep_io_types=True).SerializeToString()
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        import onnx
+def export_detector(model: nn.Module, image: torch.Tensor) -> bytes:
+    """A torchvision detector as ONNX (`DetectorGraph`: one image in, boxes/scores/labels out), traced on
+    ``image`` (3, H, W) by the TorchScript exporter, opset `DETECTION_OPSET`; H, W and the number of
+    detections dynamic."""
+    buf = io.BytesIO()
+    dynamic = {"image": {1: "height", 2: "width"}, **{o: {0: "detections"} for o in DETECTION_OUTPUTS}}
+    with _quiet_exporter():
+        torch.onnx.export(DetectorGraph(model).eval(), (image,), buf, dynamo=False, opset_version=DETECTION_OPSET,
+                          input_names=["image"], output_names=list(DETECTION_OUTPUTS), dynamic_axes=dynamic)
+    return buf.getvalue()
 
-        graph = onnx.load_from_string(blob)
-        del graph.graph.value_info[:]  # the exporter's traced shapes; the quantiser infers its own
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "in.onnx").write_bytes(graph.SerializeToString())
-            quantize_dynamic(str(Path(tmp) / "in.onnx"), str(Path(tmp) / "out.onnx"), weight_type=QuantType.QInt8)
-            blob = (Path(tmp) / "out.onnx").read_bytes()
-    outputs = _run_onnx(blob, feeds)
-    diff = max(float(np.abs(o.astype(np.float32) - r.float().numpy()).max()) for o, r in zip(outputs, reference))
-    scale = max(1.0, max(float(r.abs().max()) for r in reference))
-    bound = None if int8 else (TOLERANCE[dtype] if tolerance is None else tolerance) * scale
-    if bound is not None and diff > bound:
-        raise ValueError(f"{model.card.name}: onnxruntime differs from PyTorch by {diff:.3g} (> {bound:.3g}) on the sample "
-                         "inputs; the ONNX file was not written")
-    atomic_write_bytes(Path(path), blob)
-    return {"path": str(path), "dtype": dtype, "int8": int8, "max_abs_diff": diff, "tolerance": bound,
-            "inputs": {n: list(t.shape) for n, t in feeds.items()}, "bytes": len(blob)}
+
+def match_detections(reference: tuple[torch.Tensor, ...], found: list[np.ndarray],
+                     min_iou: float = MATCH_IOU) -> list[tuple[int, int]]:
+    """Pairs (PyTorch index, onnxruntime index) of one image's detections: in PyTorch's order (best score
+    first), each takes the unmatched onnxruntime detection of the same label with the highest IoU, if that
+    IoU is at least ``min_iou``."""
+    from torchvision.ops import box_iou
+
+    boxes, _, labels = reference
+    other_boxes, other_labels = torch.from_numpy(np.asarray(found[0], np.float32)), found[2]
+    if len(boxes) == 0 or len(other_boxes) == 0:
+        return []
+    iou = box_iou(boxes.float(), other_boxes)
+    pairs, taken = [], set()
+    for i in range(len(boxes)):
+        best, best_iou = None, min_iou
+        for j in range(len(other_boxes)):
+            if j not in taken and int(other_labels[j]) == int(labels[i]) and float(iou[i, j]) >= best_iou:
+                best, best_iou = j, float(iou[i, j])
+        if best is not None:
+            pairs.append((i, best))
+            taken.add(best)
+    return pairs
+
+
+def compare_detections(reference: list[tuple[torch.Tensor, ...]], outputs: list[list[np.ndarray]]) -> dict[str, Any]:
+    """Detections of PyTorch and onnxruntime on the same images, matched by `match_detections`: counts
+    (``pytorch``, ``onnx``, ``matched``, ``images_differing`` in count or matching) and the largest box
+    (pixels) and score differences over the matched pairs."""
+    stats = {"images": len(reference), "pytorch": 0, "onnx": 0, "matched": 0, "images_differing": 0,
+             "max_box_diff": 0.0, "max_score_diff": 0.0, "max_box": 0.0}
+    for ref, out in zip(reference, outputs):
+        pairs = match_detections(ref, out)
+        stats["pytorch"] += len(ref[0])
+        stats["onnx"] += len(out[0])
+        stats["matched"] += len(pairs)
+        stats["images_differing"] += int(not (len(pairs) == len(ref[0]) == len(out[0])))
+        if len(ref[0]):
+            stats["max_box"] = max(stats["max_box"], float(ref[0].abs().max()))
+        if pairs:
+            i, j = (list(t) for t in zip(*pairs))
+            stats["max_box_diff"] = max(stats["max_box_diff"],
+                                        float(np.abs(out[0][j].astype(np.float32) - ref[0][i].numpy()).max()))
+            stats["max_score_diff"] = max(stats["max_score_diff"],
+                                          float(np.abs(out[1][j].astype(np.float32) - ref[1][i].numpy()).max()))
+    return stats
+
+
+def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str = "fp32", int8: bool = False,
+                inputs: Any = None, tolerance: float | None = None) -> dict[str, Any]:
+    """Write ``model`` (a zoo name, folder or loaded model) to ``path`` as ONNX and check it with onnxruntime.
+
+    Returns ``{"path", "dtype", "int8", "max_abs_diff", "tolerance", "inputs": {name: shape}, "dynamic":
+    {name: [axis names]}, "exporter", "bytes"}``; a detector's also holds ``detections`` (see
+    `compare_detections`, with the box and score bounds), and its ``max_abs_diff`` is the larger of the box
+    and score differences, its ``tolerance`` the box bound.
+
+    Raises:
+        ValueError: an unknown dtype, int8 with fp16, or onnxruntime's outputs further from PyTorch's than
+            the tolerance (nothing is written then).
+        NotImplementedError: the task's inputs cannot be exported (see `example_inputs`), or torch's exporter
+            fails on the model (the exception names the entry, the exporter and the error).
+        OSError: ``path`` cannot be written (checked before the export; the entry and the reason named).
+    """
+    import zoo
+    from .io import atomic_write_bytes
+
+    name = _label(model)
+    if dtype not in TOLERANCE:
+        raise ValueError(f"{name}: dtype must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
+    if int8 and dtype != "fp32":
+        raise ValueError(f"{name}: int8 quantises an fp32 model's weights; --int8 and --dtype fp16 do not combine: "
+                         "choose one")
+    if tolerance is not None and not tolerance > 0:
+        raise ValueError(f"{name}: tolerance must be a positive number, got {tolerance!r}")
+    path = Path(path)
+    _check_destination(path, name)
+    if not isinstance(model, nn.Module):
+        model = zoo.load(model)
+    name = _label(model)
+    task = getattr(getattr(model, "card", None), "task", "?")
+    model = model.float().eval()
+    bound_rate = TOLERANCE[dtype] if tolerance is None else tolerance
+    result: dict[str, Any] = {"path": str(path), "dtype": dtype, "int8": int8}
+    if is_detector(model):
+        images = _preprocessed(model, inputs)
+        with torch.no_grad():
+            reference = [DetectorGraph(model)(image) for image in images]
+        try:
+            blob = export_detector(model, images[0])
+        except Exception as e:  # the exporter's own errors: say which model, exporter and error
+            raise _exporter_failed(name, task, f"TorchScript (dynamo=False, opset {DETECTION_OPSET})", e) from e
+        prefixes = tuple(f"/detector/{m.replace('.', '/')}/" for m in DETECTOR_NETWORKS)
+        blob = to_fp16(blob, keep_fp32=lambda n: not n.name.startswith(prefixes)) if dtype == "fp16" else blob
+        blob = to_int8(blob) if int8 else blob
+        session = _session(blob)
+        stats = compare_detections(reference, [run_session(session, {"image": image}) for image in images])
+        box_bound = None if int8 else bound_rate * max(1.0, stats["max_box"])
+        score_bound = None if int8 else bound_rate
+        stats.update(box_tolerance=box_bound, score_tolerance=score_bound, match_iou=MATCH_IOU)
+        diff = max(stats["max_box_diff"], stats["max_score_diff"])
+        if not int8:
+            problems = []
+            if stats["images_differing"]:
+                problems.append(f"on {stats['images_differing']} of {stats['images']} images the detections differ "
+                                f"(PyTorch {stats['pytorch']}, onnxruntime {stats['onnx']}, {stats['matched']} "
+                                f"matched at IoU >= {MATCH_IOU} with the same label)")
+            if stats["max_box_diff"] > box_bound:
+                problems.append(f"boxes differ by {stats['max_box_diff']:.3g} px (> {box_bound:.3g})")
+            if stats["max_score_diff"] > score_bound:
+                problems.append(f"scores differ by {stats['max_score_diff']:.3g} (> {score_bound:.3g})")
+            if problems:
+                raise ValueError(f"{name}: onnxruntime differs from PyTorch on the sample inputs: {'; '.join(problems)}; "
+                                 "the ONNX file was not written")
+        result.update(max_abs_diff=diff, tolerance=box_bound, inputs={"image": list(images[0].shape)},
+                      dynamic={"image": ["height", "width"], **{o: ["detections"] for o in DETECTION_OUTPUTS}},
+                      exporter=f"torchscript (dynamo=False, opset {DETECTION_OPSET})", detections=stats)
+    else:
+        feeds = example_inputs(model, inputs)
+        names = list(feeds)
+        with torch.no_grad():
+            reference = model(**feeds) if len(names) > 1 else model(feeds[names[0]])
+        reference = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+        try:
+            blob = _export_tensors(model, feeds)
+        except Exception as e:
+            raise _exporter_failed(name, task, "dynamo (torch.export)", e) from e
+        blob = to_fp16(blob) if dtype == "fp16" else blob
+        blob = to_int8(blob) if int8 else blob
+        outputs = _run_onnx(blob, feeds)
+        diff = max(float(np.abs(o.astype(np.float32) - r.float().numpy()).max()) for o, r in zip(outputs, reference))
+        scale = max(1.0, max(float(r.abs().max()) for r in reference))
+        bound = None if int8 else bound_rate * scale
+        if bound is not None and diff > bound:
+            raise ValueError(f"{name}: onnxruntime differs from PyTorch by {diff:.3g} (> {bound:.3g}) on the sample "
+                             "inputs; the ONNX file was not written")
+        batched = len(feeds[names[0]]) > 1
+        dynamic = {n: (["batch", "length"] if t.dim() == 2 and not t.is_floating_point() else ["batch"]) if batched else []
+                   for n, t in feeds.items()}
+        result.update(max_abs_diff=diff, tolerance=bound, inputs={n: list(t.shape) for n, t in feeds.items()},
+                      dynamic=dynamic, exporter="dynamo (torch.export)")
+    try:
+        atomic_write_bytes(path, blob)
+    except OSError as e:
+        raise type(e)(f"{name}: cannot write the ONNX file {path}: {e.strerror or e}") from e
+    return {**result, "bytes": len(blob)}
