@@ -111,13 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     remaining = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 60)
     settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
-    twin_args = ["--task", "face", "--teacher", str(teacher_dir), "--student", args.student,
-                 "--recipes", *args.recipes, "--seeds", *map(str, args.seeds), "--dataset", DATA,
-                 "--out", str(Path(args.out) / "twins"), "--results", args.results,
-                 *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
-    twin_args += ["--train-subset", str(args.train_subset)] if args.train_subset else []
-    twin_args += ["--time-budget", f"{remaining:.3f}"] if remaining is not None else []
-    twin_args += ["--device", args.device] if args.device else []
+    twin_args = protocol_bench.twin_args("face", str(teacher_dir), args.student, args.recipes, args.seeds, DATA,
+                                         Path(args.out), args.results, settings, train_subset=args.train_subset,
+                                         time_budget=remaining, device=args.device)
     if args.publish:
         from zoo.publish import publish
 

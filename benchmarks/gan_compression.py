@@ -164,14 +164,10 @@ def figure(args: argparse.Namespace, record: dict[str, Any], path: Path, count: 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
-    twin_args = ["--task", "gan", "--teacher", TEACHER, "--student", args.student, "--recipes", *args.recipes,
-                 "--seeds", *map(str, args.seeds), "--dataset", "photos", "--out", str(Path(args.out) / "twins"),
-                 "--results", args.results,
-                 *[a for k, v in settings.items() for a in ("--set", f"{k}={json.dumps(v)}")]]
-    twin_args += ["--train-subset", str(args.train_subset)] if args.train_subset else []
-    twin_args += ["--time-budget", str(args.time_budget)] if args.time_budget is not None else []
-    twin_args += ["--device", args.device] if args.device else []
-    twin_args += ["--publish"] + (["--publish-dest", args.publish_dest] if args.publish_dest else []) if args.publish else []
+    twin_args = protocol_bench.twin_args("gan", TEACHER, args.student, args.recipes, args.seeds, "photos", Path(args.out),
+                                         args.results, settings, train_subset=args.train_subset,
+                                         time_budget=args.time_budget, device=args.device, publish=args.publish,
+                                         publish_dest=args.publish_dest)
     code = protocol_bench.load_script("twins").main(twin_args)
     if code:
         return code

@@ -38,3 +38,21 @@ def train_teacher(task: str, arch: str, data: Any, out: Path, settings: dict[str
         return None
     print("teacher: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()), flush=True)
     return out
+
+
+def twin_args(task: str, teacher: str, student: str, recipes: list[str], seeds: list[int], dataset: str, out: Path,
+              results: str, settings: dict[str, Any], *, train_subset: int | None = None,
+              time_budget: float | None = None, device: str | None = None, publish: bool = False,
+              publish_dest: str | None = None) -> list[str]:
+    """The `benchmarks/twins.py` command line of a task benchmark: the protocol in ``out/twins``, each setting
+    as ``--set key=<JSON value>``, the optional flags only when given (``time_budget`` in minutes)."""
+    import json
+
+    args = ["--task", task, "--teacher", teacher, "--student", student, "--recipes", *recipes,
+            "--seeds", *map(str, seeds), "--dataset", dataset, "--out", str(Path(out) / "twins"), "--results", results,
+            *[a for k, v in settings.items() for a in ("--set", f"{k}={json.dumps(v)}")]]
+    args += ["--train-subset", str(train_subset)] if train_subset else []
+    args += ["--time-budget", f"{time_budget:.3f}"] if time_budget is not None else []
+    args += ["--device", device] if device else []
+    args += ["--publish", *(["--publish-dest", publish_dest] if publish_dest else [])] if publish else []
+    return args

@@ -113,13 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     twins = protocol_bench.load_script("twins")
     remaining = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 60)
     settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
-    twin_args = ["--task", "segmentation", "--teacher", str(teacher_dir), "--student", args.student,
-                 "--recipes", *args.recipes, "--seeds", *map(str, args.seeds), "--dataset", args.data,
-                 "--out", str(Path(args.out) / "twins"), "--results", args.results,
-                 *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
-    twin_args += ["--train-subset", str(args.train_subset)] if args.train_subset else []
-    twin_args += ["--time-budget", f"{remaining:.3f}"] if remaining is not None else []
-    twin_args += ["--device", args.device] if args.device else []
+    twin_args = protocol_bench.twin_args("segmentation", str(teacher_dir), args.student, args.recipes, args.seeds,
+                                         args.data, Path(args.out), args.results, settings,
+                                         train_subset=args.train_subset, time_budget=remaining, device=args.device)
     if args.publish:
         from zoo.hub import read_card
         from zoo.publish import publish
