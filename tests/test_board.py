@@ -12,7 +12,8 @@ import pytest
 
 import zoo
 from zoo import board as board_mod
-from zoo.board import build_board, check_out_dir, write_atomic
+from zoo.board import build_board, check_out_dir
+from zoo.io import atomic_write_text
 from zoo.cli import main
 
 EVIL = '<script>alert("x")</script>'
@@ -82,15 +83,20 @@ def test_reported_entries_are_marked(tmp_path, kd_card):
 
 
 def test_writes_are_atomic(tmp_path, monkeypatch):
+    import stat
+
+    import zoo.io
+
     target = tmp_path / "index.html"
-    write_atomic(target, "old")
+    atomic_write_text(target, "old")
+    assert target.stat().st_mode & stat.S_IROTH  # a page to share: readable by others (umask 022), not mkstemp's 0600
 
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(board_mod.os, "replace", failing_replace)
+    monkeypatch.setattr(zoo.io.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        write_atomic(target, "new")
+        atomic_write_text(target, "new")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["index.html"]  # no temporary file left
 
 

@@ -20,13 +20,13 @@ import base64
 import html
 import json
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from .comparison import COST_AXES, _millions, comparison_rows, plot
+from .io import atomic_write_text
 from .registry import ModelCard
 from .tasks import task_spec
 
@@ -59,22 +59,6 @@ def check_out_dir(out_dir: str | Path) -> Path:
             what = "it" if p == path else f"its parent {str(p)!r}"
             raise NotADirectoryError(f"the board's folder {str(path)!r}: {what} exists and is not a folder "
                                      "(give a folder; the board is written as index.html inside it)")
-    return path
-
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and `os.replace`, so that
-    a reader sees the old file or the new one, never half of one; the temporary file is removed on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -481,4 +465,4 @@ def build_board(cards: Iterable[ModelCard], out_dir: str | Path, x: str = "param
                     "(`zoo compare`); a static page, nothing is fetched when it is viewed")
     page = render_page(entries, images, problems, title, subtitle)
     out.mkdir(parents=True, exist_ok=True)
-    return Board(write_atomic(out / "index.html", page), len(entries), problems)
+    return Board(atomic_write_text(out / "index.html", page), len(entries), problems)
