@@ -2,6 +2,8 @@
 decision), `zoo eval` (verification) and the generic run path (`zoo.runner`)."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from typing import Any, Callable
 
@@ -117,6 +119,12 @@ class FaceAdapter(TaskAdapter):
         else:
             shown = repr(data) if isinstance(data, str) else f"of type {type(data).__name__}"
             raise ValueError(f"unknown face data {shown}: use {CJK!r} or a (train, test) pair of FaceDataset")
+        # the pair's roles, not the splits' names, decide how batches are made (identity pairs and labels
+        # for the margin head in training: FaceDataset.batch keys them on split == "train")
+        if train.split != "train":
+            train = dataclasses.replace(train, split="train")
+        if test.split == "train":
+            test = dataclasses.replace(test, split="test")
         return (train.subset(train_subset) if train_subset else train), test
 
     def build_student(self, architecture: str, train: Any) -> nn.Module:

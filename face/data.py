@@ -220,7 +220,7 @@ class FaceDataset:
         anchors, so about half its images are drawn as anchors and the others as partners), every arm of a run sees
         the same pairs, and pair losses (`zoo.face.recipes.ddl_loss`) read them; the layout survives
         splitting the batch into even contiguous chunks (DDP). ``hard`` (bool, B) marks the images in
-        `HARD_FACES` (all False when the typefaces are unknown)."""
+        `HARD_FACES` (None when the data does not say which images are hard)."""
         indices = torch.as_tensor(indices)
         paired = bool(augment and self.split == "train" and len(indices) >= 2)
         if paired:
@@ -240,8 +240,9 @@ class FaceDataset:
             x, y, indices = x.to(device, non_blocking=True), y.to(device, non_blocking=True), indices.to(device)
         # training batches give the recogniser the labels too (its margin head needs them)
         inputs = {"images": x, "labels": y} if self.split == "train" else x
-        hard = self.hard_images()[indices.cpu()]
-        return {"inputs": inputs, "labels": y, "index": indices, "paired": paired, "hard": hard.to(y.device)}
+        hard = self.hard_images()
+        hard = None if hard is None else hard[indices.cpu()].to(y.device)
+        return {"inputs": inputs, "labels": y, "index": indices, "paired": paired, "hard": hard}
 
     def partners(self, indices: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """For each image index, another image of the same identity (uniform over the others), int64 (n,); the
@@ -260,13 +261,14 @@ class FaceDataset:
         step = 1 + (draw * (n - 1)).long().clamp(max=n - 2)  # 1 .. n-1: never the image itself
         return order[start + (rank[indices] - start + step) % n]
 
-    def hard_images(self) -> Tensor:
-        """bool (N,): the images drawn in one of `HARD_FACES` (all False without typeface information)."""
+    def hard_images(self) -> Tensor | None:
+        """bool (N,): the images drawn in one of `HARD_FACES`; None when the data does not say (no ``faces``
+        with ``meta["typefaces"]`` naming a hard face)."""
         if not hasattr(self, "_hard"):
             names = list(self.meta.get("typefaces") or [])
             hard_ids = [i for i, name in enumerate(names) if name in HARD_FACES]
-            self._hard = (torch.isin(self.faces, torch.tensor(hard_ids, dtype=torch.long)) if self.faces is not None
-                          and hard_ids else torch.zeros(len(self.images), dtype=torch.bool))
+            self._hard = (torch.isin(self.faces, torch.tensor(hard_ids, dtype=torch.long))
+                          if self.faces is not None and hard_ids else None)
         return self._hard
 
     def subset(self, count: int) -> "FaceDataset":

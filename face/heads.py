@@ -42,8 +42,11 @@ class MarginHead(nn.Module):
         cos = self.cosine(embeddings)
         if labels is None:
             return self.s * cos
-        if labels.shape != (len(cos),) or int(labels.min()) < 0 or int(labels.max()) >= cos.shape[1]:
-            raise ValueError(f"labels must be (N,) class indices in 0..{cos.shape[1] - 1}, got shape {tuple(labels.shape)}")
+        if labels.shape != (len(cos),):
+            raise ValueError(f"labels must be (N,) = ({len(cos)},) class indices, got shape {tuple(labels.shape)}")
+        if int(labels.min()) < 0 or int(labels.max()) >= cos.shape[1]:
+            raise ValueError(f"labels must be class indices in 0..{cos.shape[1] - 1} (this head's classes), got values "
+                             f"{int(labels.min())}..{int(labels.max())}")
         target = cos.gather(1, labels[:, None])
         logits = cos.scatter(1, labels[:, None], self.target_logit(target))
         return self.s * logits

@@ -1,8 +1,9 @@
 """Face recognisers: a CIFAR-style ResNet trunk, an embedding layer, and a margin head for training.
 
-`FaceRecognizer(images)` returns the L2-normalised embedding (N, D); `FaceRecognizer(images, labels)`
-returns the margin head's logits (N, C) for the cross-entropy of training (the Distiller passes a batch
-whose ``inputs`` are ``{"images", "labels"}`` during training). Taps for distillation:
+`FaceRecognizer(images)` returns the L2-normalised embedding (N, D); `FaceRecognizer(images, labels)` in
+training mode returns the margin head's logits (N, C) for the cross-entropy of training (the Distiller
+passes a batch whose ``inputs`` are ``{"images", "labels"}`` during training); in eval mode (a teacher,
+evaluation) the labels are not read and the embedding is returned. Taps for distillation:
 - ``embedding``: the embedding before normalisation (N, D) (the BatchNorm1d that ends the embedding layer,
   as InsightFace's "features" layer);
 - ``head_weight``: the head's class weights (C, D), passed through an identity module so a tap records
@@ -50,9 +51,11 @@ class FaceRecognizer(nn.Module):
         if images.dim() != 4 or images.shape[1] != self.config["in_channels"]:
             raise ValueError(f"expected images (N, {self.config['in_channels']}, H, W) in [0, 1], got {tuple(images.shape)}")
         e = self.embedding(self.body(images))
-        if labels is None:
-            return F.normalize(e, dim=1)
         self.head_weight(self.head.weight)  # recorded by a tap on "head_weight"
+        if labels is None or not self.training:
+            # the margin head is a training device: in eval mode (a teacher, evaluation) the labels are not read,
+            # so a teacher trained on other identities gives its embedding for any batch
+            return F.normalize(e, dim=1)
         return self.head(e, labels)
 
 

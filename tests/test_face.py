@@ -242,7 +242,7 @@ def test_training_batches_are_identity_pairs_with_hard_marks():
     # evaluation batches and the test split are not paired; unknown typefaces mark nothing hard
     assert not train.batch(idx)["paired"]
     plain, _ = _tiny_face_data()
-    assert not plain.batch(idx, augment=True)["hard"].any()
+    assert plain.batch(idx, augment=True)["hard"] is None
     # partners are uniform over the identity's other images
     many = train.partners(torch.zeros(3000, dtype=torch.long), torch.Generator().manual_seed(0))
     counts = torch.bincount(many, minlength=5)
@@ -296,7 +296,45 @@ def test_ddl_recipe_trains_on_paired_batches(tmp_path):
     assert e.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="identity-paired"):
         term([e], [], train.batch(torch.arange(12)))
-    run = zoo.distill(None, "face-resnet8", "ddl", data=(train, test), out=tmp_path / "ddl",
-                      settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
+    settings = {"epochs": 1, "batch_size": 16, "lr": 0.05, "progress": False}
+    run = zoo.distill(None, "face-resnet8", "ddl", data=(train, test), out=tmp_path / "ddl", settings=settings)
     header = (tmp_path / "ddl" / "log.csv").read_text().splitlines()[0].split(",")
     assert run.finished and run.card.method == "ddl" and {"task", "ddl"} <= set(header)
+    # data that does not say which images are hard is refused before anything is written
+    plain, _ = _tiny_face_data()
+    with pytest.raises(ValueError, match="ddl needs to know which images are hard"):
+        zoo.distill(None, "face-resnet8", "ddl", data=(plain, test), out=tmp_path / "nohard", settings=settings)
+    assert not (tmp_path / "nohard").exists()
+    for bad, message in (({"ddl.order_weight": -5}, "must be >= 0"), ({"ddl.bins": 2.5}, "integer bins")):
+        with pytest.raises(ValueError, match=message):
+            zoo.distill(None, "face-resnet8", "ddl", data=(train, test), out=tmp_path / "bad", settings={**settings, **bad})
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="at least 16"):
+        zoo.distill(None, "face-resnet8", "ddl", data=(train, test), out=tmp_path / "small",
+                    settings={**settings, "batch_size": 8})
+
+
+def test_roles_not_split_names_and_teachers_of_other_identities(tmp_path):
+    """A training set whose split has another name still trains the margin head (not the embedding as
+    logits); embedding-kd takes a teacher trained on other identities; proxyless-kd refuses one, by name,
+    before anything is written."""
+    import dataclasses
+
+    import zoo
+
+    train, test = _tiny_face_data(n_train_ids=8)
+    settings = {"epochs": 1, "batch_size": 16, "lr": 0.05, "progress": False}
+    named = dataclasses.replace(train, split="training")
+    run = zoo.train("face", "face-resnet8", (named, test), out=tmp_path / "named", settings=settings)
+    log = (tmp_path / "named" / "log.csv").read_text().splitlines()
+    assert run.finished and float(log[1].split(",")[log[0].split(",").index("loss")]) > 10  # ArcFace (s = 64) CE
+    other_train, _ = _tiny_face_data(n_train_ids=5, seed=3)
+    other_train = dataclasses.replace(other_train, identities=[f"x{i}" for i in range(5)])
+    teacher = zoo.train("face", "face-resnet8", (other_train, test), out=tmp_path / "teacher", settings=settings)
+    emb = zoo.distill(str(tmp_path / "teacher"), "face-resnet8", "embedding-kd", data=(train, test),
+                      out=tmp_path / "emb", settings=settings)
+    assert teacher.finished and emb.finished
+    with pytest.raises(ValueError, match="the teacher's classifier has 5 identities, the training data uses identity 7"):
+        zoo.distill(str(tmp_path / "teacher"), "face-resnet8", "proxyless-kd", data=(train, test),
+                    out=tmp_path / "proxy", settings=settings)
+    assert not (tmp_path / "proxy").exists()

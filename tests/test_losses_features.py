@@ -261,6 +261,10 @@ def test_pearson_loss_matches_mmrazor_and_ignores_scale_and_shift():
     assert pearson_loss([-x], [x]).item() == pytest.approx(2 * (n - 1) / n, rel=1e-4)  # mean (2 z)^2 / 2, unbiased std
     with pytest.raises(ValueError, match="equal batch and channels"):
         pearson_loss([x[:, :4]], [x])
+    with pytest.raises(ValueError, match="at least 2 values"):
+        pearson_loss([x[:1, :, :1, :1]], [x[:1, :, :1, :1]])
+    with pytest.raises(ValueError, match="True or False"):
+        pearson_loss([x], [x], resize_student="maybe")
 
 
 def test_mgd_loss_mask_and_generator():

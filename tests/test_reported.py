@@ -246,6 +246,18 @@ def test_a_checkpoint_with_arbitrary_objects_is_not_unpickled(tiny_model, tmp_pa
     zoo.register(_reported_card(tiny_model, "td.evil", "https://127.0.0.1:9/evil.pth", fmt="torchdistill"))
     with pytest.raises(ValueError, match="cannot be read safely"):
         zoo.load("td.evil", file=path)
+    # a folder, an empty file, random bytes and a broken zip of the user's each say what they are
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        zoo.load("td.evil", file=tmp_path)
+    for name, data in (("empty.pth", b""), ("noise.pth", bytes(range(7, 200)))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):
+            zoo.load("td.evil", file=tmp_path / name)
+    card = zoo.register(_reported_card(tiny_model, "td.zip3", "https://127.0.0.1:9/imagenet.zip", fmt="torchdistill",
+                                       download="archive", archive_member="imagenet/kd/x.pt"))
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"not a zip archive; give the archive from https://127.0.0.1:9/imagenet.zip"):
+        zoo.load(card.name, file=tmp_path / "broken.zip")
 
 
 def test_hub_entries_fetch_through_huggingface_hub(tiny_model, monkeypatch):

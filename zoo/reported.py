@@ -194,10 +194,12 @@ def fetch(card: ModelCard, *, file: str | os.PathLike | None = None, progress: b
     """
     if file is not None:
         path = Path(file).expanduser()
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder; give the checkpoint file itself for {card.name!r}")
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist (the checkpoint file given for {card.name!r})")
         if path.suffix == ".zip" and info(card)["download"] == "archive":
-            return _extract_member(path, card, cache_path(card))
+            return _extract_member(path, card, cache_path(card), downloaded=False)
         check_hash(path, card)
         return path
     target = cache_path(card)
@@ -226,8 +228,9 @@ def fetch(card: ModelCard, *, file: str | os.PathLike | None = None, progress: b
     return target
 
 
-def _extract_member(archive: Path, card: ModelCard, target: Path) -> Path:
-    """``archive_member`` of the zip ``archive`` copied to ``target``, hash-checked."""
+def _extract_member(archive: Path, card: ModelCard, target: Path, downloaded: bool = True) -> Path:
+    """``archive_member`` of the zip ``archive`` copied to ``target``, hash-checked; ``downloaded``: the archive
+    is kdzoo's download (a bad one is to be fetched again), not a file the user gave."""
     member = info(card)["archive_member"]
     try:
         with zipfile.ZipFile(archive) as z:
@@ -244,7 +247,8 @@ def _extract_member(archive: Path, card: ModelCard, target: Path) -> Path:
                     dst.write(block)
             os.replace(part, target)
     except zipfile.BadZipFile:
-        raise ValueError(f"{archive} is not a zip archive; delete it and download it again") from None
+        advice = "delete it and download it again" if downloaded else f"give the archive from {info(card)['download_url']}"
+        raise ValueError(f"{archive} is not a zip archive; {advice}") from None
     check_hash(target, card, delete=True)
     return target
 
@@ -267,9 +271,20 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ValueError(f"{path} cannot be read safely as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}). "
+        first = (str(e).splitlines() or [""])[0]
+        if path.stat().st_size == 0 or not _looks_like_torch_file(path):
+            raise ValueError(f"{path} is not a PyTorch checkpoint (neither a zip-format torch.save file nor a pickle; "
+                             f"{path.stat().st_size} bytes): check that the file was downloaded whole") from None
+        raise ValueError(f"{path} cannot be read safely as a checkpoint ({type(e).__name__}: {first}). "
                          "kdzoo unpickles tensors only: load it with the publisher's code, save "
                          "checkpoint['state_dict'] (or ['model']) with torch.save, and pass that file.") from None
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A torch.save file: a zip archive (torch >= 1.6) or a pickle (protocol 2+ starts with 0x80)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK") or head[:1] == b"\x80"
 
 
 def _tensors(obj: Any, where: str) -> dict[str, torch.Tensor]:

@@ -142,6 +142,8 @@ def _mgd(ctx: TermContext) -> TermModule:
     if any(s.dim() != 4 or t.dim() != 4 for s, t in zip(ctx.student, ctx.teacher)):
         raise ValueError(f"term {ctx.term.name!r} (mgd) needs (N, C, H, W) maps")
     p = _params(ctx)
+    if not 0.0 <= float(p["alpha"]) < float("inf"):
+        raise ValueError(f"mgd.alpha must be a finite number >= 0, got {p['alpha']}")
     return _MGD([(s.shape[1], t.shape[1]) for s, t in zip(ctx.student, ctx.teacher)], p["ratio"], p["alpha"])
 
 

@@ -236,6 +236,9 @@ def channel_standardize(feature: Tensor, eps: float = 1e-6) -> Tensor:
     """Each channel of a (N, C, H, W) map shifted and scaled to zero mean and unit standard deviation over
     all its N x H x W values (the unbiased std, plus ``eps``), as PKD normalises FPN features."""
     _check_4d("feature", feature)
+    if feature.shape[0] * feature.shape[2] * feature.shape[3] < 2:
+        raise ValueError(f"standardising a channel needs at least 2 values (N x H x W), got a map of shape "
+                         f"{tuple(feature.shape)}")
     flat = feature.float().transpose(0, 1).reshape(feature.shape[1], -1)
     flat = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + eps)
     return flat.reshape(feature.shape[1], feature.shape[0], *feature.shape[2:]).transpose(0, 1)
@@ -259,6 +262,8 @@ def pearson_loss(student_features: Sequence[Tensor], teacher_features: Sequence[
         ValueError: unequal numbers of maps, a map that is not (N, C, H, W), or channel counts that differ.
     """
     _check_pairs(student_features, teacher_features, "feature maps")
+    if not isinstance(resize_student, bool):
+        raise ValueError(f"resize_student must be True or False, got {resize_student!r}")
     total = student_features[0].new_zeros((), dtype=torch.float32)
     for s, t in zip(student_features, teacher_features):
         _check_4d("student feature", s)
@@ -325,6 +330,7 @@ def mgd_loss(generated: Tensor, teacher_feature: Tensor, alpha: float = 2e-5) ->
     is the paper's (and MMRazor's MGDLoss) for detection.
 
     Raises: ValueError: shapes differ."""
+    _check_4d("generated feature", generated)
     if generated.shape != teacher_feature.shape:
         raise ValueError(f"mgd_loss needs equal shapes: generated {tuple(generated.shape)} vs teacher "
                          f"{tuple(teacher_feature.shape)}")
