@@ -140,3 +140,18 @@ def test_the_export_benchmark_measures_every_variant_beside_pytorch(tmp_path, mo
     assert rows[1]["metrics"]["top1_agreement"] == 1.0 and rows[3]["parity"]["tolerance"] is None
     assert "nlp" in report["skipped"] and "first 50 fashion-mnist test images" in report["slices"]["classification"]
     assert "| classification | `resnet8-kd.fmnist` | int8 |" in (tmp_path / "export-cpu.md").read_text()
+
+
+def test_export_takes_the_users_sample_inputs(tmp_path, capsys):
+    """--input: the files to export and check with (an entry whose data set has no bundled samples needs them)."""
+    import json
+
+    from PIL import Image
+
+
+    for i in range(2):
+        Image.fromarray((np.random.default_rng(i).random((28, 28)) * 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    assert main(["export", "resnet8-kd.fmnist", "--onnx", str(tmp_path / "m.onnx"), "--input",
+                 str(tmp_path / "0.png"), str(tmp_path / "1.png"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["inputs"] == {"images": [2, 1, 28, 28]} and out["max_abs_diff"] <= out["tolerance"]

@@ -108,7 +108,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    result = export_onnx(args.name, args.onnx, dtype=args.dtype, int8=args.int8, tolerance=args.tolerance)
+    result = export_onnx(args.name, args.onnx, dtype=args.dtype, int8=args.int8, tolerance=args.tolerance,
+                         inputs=args.input)
     if args.json:
         _print_json({"schema_version": JSON_SCHEMA_VERSION, **result})
     else:
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--onnx", required=True, metavar="FILE")
     ex.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
     ex.add_argument("--int8", action="store_true", help="onnxruntime's dynamic int8 quantisation of the weights")
+    ex.add_argument("--input", nargs="+", metavar="FILE", help="sample inputs to export and check with, as `zoo predict` "
+                    "takes them (default: the task's bundled samples; needed where an entry's data set has none)")
     ex.add_argument("--tolerance", type=float, help="max |onnxruntime - PyTorch| relative to max(1, |output|) "
                     "(detectors: boxes relative to the largest coordinate, scores absolute)")
     ex.add_argument("--json", action="store_true")

@@ -282,5 +282,5 @@ def bundled_samples(samples_dir: Path, dataset: str) -> list[Path]:
     folder = samples_dir / dataset
     files = sorted(folder.glob("*.png")) if folder.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"no bundled sample images for dataset {dataset!r}; pass input files")
+        raise FileNotFoundError(f"no bundled sample images for dataset {dataset!r}; pass input files (zoo predict NAME FILE ..., zoo export NAME --onnx OUT --input FILE ...)")
     return files
