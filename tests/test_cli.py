@@ -35,6 +35,8 @@ def test_list_filters(capsys):
     assert code == 0 and data["models"] and all(m["task"] == "detection" for m in data["models"])
     cli.main(["list", "--task", "classification"])
     assert STUDENT in capsys.readouterr().out
+    assert cli.main(["list", "--task", "nosuch"]) == 2  # an unknown task, not an empty list
+    assert "the tasks are: classification, detection, face" in capsys.readouterr().err
 
 
 def test_card_json_and_text(capsys):

@@ -61,6 +61,11 @@ def _fmt_num(n: int | None) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     import zoo
 
+    from .tasks import known_tasks
+
+    if args.task is not None and args.task not in known_tasks():
+        print(f"zoo list: unknown task {args.task!r}; the tasks are: {', '.join(sorted(known_tasks()))}", file=sys.stderr)
+        return 2
     cards = zoo.list_models(task=args.task, method=args.method, dataset=args.dataset)
     if args.json:
         _print_json({"schema_version": JSON_SCHEMA_VERSION,
