@@ -185,7 +185,12 @@ class SegmentationAdapter(TaskAdapter):
 
     # ------------------------------------------------------------------ runs (zoo.runner)
     def task_loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        """Per-pixel cross-entropy of (N, C, H, W) logits against (N, H, W) masks, 255 ignored."""
+        """Per-pixel cross-entropy of (N, C, H, W) logits against (N, H, W) masks, 255 ignored; for an mmseg
+        model (the OpenMMLab bridge) its own loss dict, summed (`zoo.segmentation.mm.mm_task_loss`)."""
+        if hasattr(logits, "mm_loss"):
+            from .mm import mm_task_loss
+
+            return mm_task_loss(logits, batch["labels"])
         return F.cross_entropy(logits.float(), batch["labels"], ignore_index=IGNORE_INDEX)
 
     def datasets(self, data: Any = None, *, train_subset: int | None = None) -> tuple[Any, Any]:

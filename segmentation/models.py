@@ -75,7 +75,7 @@ def _dilate_last_stage(features: nn.Sequential) -> None:
 
 
 def build_segmenter(architecture: str, num_classes: int = 11, pretrained_backbone: bool = False,
-                    inter_channels: int | None = None, **_: Any) -> Segmenter:
+                    inter_channels: int | None = None, **_: Any) -> nn.Module:
     """A `Segmenter` of ``architecture`` (``ARCHITECTURES``) for ``num_classes`` classes (the background
     counted). ``pretrained_backbone`` loads ImageNet weights into a MobileNetV2 backbone (the teacher
     before training; a card's weights replace them). Raises ValueError for an unknown architecture or
@@ -84,8 +84,13 @@ def build_segmenter(architecture: str, num_classes: int = 11, pretrained_backbon
     from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.models.segmentation import LRASPP
 
+    from .mm import build_mm_segmenter, is_mm_architecture
+
+    if is_mm_architecture(architecture):  # an mmseg config through the OpenMMLab bridge (zoo.segmentation.mm)
+        return build_mm_segmenter(architecture, num_classes, mm_model=_.get("mm_model"))
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown segmentation architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        raise ValueError(f"unknown segmentation architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}, "
+                         "or 'mmseg:<config file or mmseg::config name>' (the OpenMMLab bridge)")
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
     config = {"num_classes": num_classes}

@@ -1,0 +1,231 @@
+"""The OpenMMLab bridge of the segmentation task: an mmsegmentation model as a kdzoo segmenter.
+
+A user who holds an mmseg config (a file, or the package's own config name such as
+``mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py``) and optionally its checkpoint gets a module
+that the rest of kdzoo treats like any segmenter:
+
+- ``MMSegmenter(images)`` takes [0, 1] RGB images (N, 3, H, W) and returns the decode head's logits
+  resized to (N, C, H, W), so evaluation, prediction and the twin protocol work unchanged;
+- in training the returned logits carry ``mm_loss``: a function of the batch's (N, H, W) masks that
+  gives mmseg's own loss dict (the decode head's and the auxiliary heads' losses, their weights and
+  ignore index from the config), which the task loss sums (`mm_task_loss`) as mmengine's
+  ``parse_losses`` does (every key containing ``loss``);
+- its modules are tapped by path like any module (``mm.decode_head.conv_seg``: the logits before
+  resizing; ``mm.backbone.layer4``: the last stage), so every recipe distils it;
+- the card's ``config`` records the whole mm model config (``mm_model``), so `zoo.load` rebuilds it
+  without the config files.
+
+The images are normalised with the config's ``data_preprocessor`` mean and std (0-255 scale) inside the
+model; the preprocessor's padding and BGR handling are not used (kdzoo's images are RGB tensors of one
+size). mmcv's ops are not needed by the models used here, but mmseg imports mmcv: install the bridge
+with ``bash scripts/setup_openmmlab.sh``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PREFIX = "mmseg:"
+INSTALL = "bash scripts/setup_openmmlab.sh (it builds mmcv 2.1.0 once and installs mmengine, mmdet and mmsegmentation)"
+
+
+class OpenMMLabMissingError(ImportError):
+    """mmsegmentation (or mmcv/mmengine) is not installed; the message gives the install command."""
+
+
+def _require() -> Any:
+    try:
+        import mmseg  # noqa: F401
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    except ImportError as e:
+        raise OpenMMLabMissingError(f"the mmseg bridge needs mmsegmentation 1.2 on mmcv 2.1 ({e.name or e} is missing): "
+                                    f"{INSTALL}") from None
+    register_all_modules(init_default_scope=True)
+    return MODELS
+
+
+def is_mm_architecture(architecture: str) -> bool:
+    """Whether ``architecture`` names an mmseg config (``mmseg:<config file or package config name>``)."""
+    return isinstance(architecture, str) and architecture.startswith(PREFIX)
+
+
+def load_model_config(config: str | Path) -> dict[str, Any]:
+    """The ``model`` dict of an mmseg config: ``config`` is a config file, or a name in the package's own
+    configs (``mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py``; the ``mmseg:`` architecture prefix
+    is removed first).
+
+    Raises:
+        OpenMMLabMissingError: mmseg missing. FileNotFoundError: no such file or package config.
+        ValueError: the config has no ``model``."""
+    _require()
+    from mmengine.config import Config
+
+    name = str(config)
+    if name.startswith(PREFIX) and not name.startswith(PREFIX + ":"):
+        name = name[len(PREFIX):]
+    try:
+        if name.startswith("mmseg::"):
+            from mmengine.hub import get_config
+
+            cfg = get_config(name)
+        else:
+            if not Path(name).is_file():
+                raise FileNotFoundError(f"no mmseg config file {name!r} (give a file, or a package config such as "
+                                        "'mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py')")
+            cfg = Config.fromfile(name)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # mmengine raises several kinds for a missing package config
+        raise FileNotFoundError(f"mmseg config {name!r} could not be read: {type(e).__name__}: {e}") from None
+    if "model" not in cfg:
+        raise ValueError(f"mmseg config {name!r} has no 'model'")
+    return cfg.to_dict()["model"]
+
+
+def _set_classes(model_cfg: dict[str, Any], num_classes: int) -> None:
+    heads = model_cfg.get("decode_head")
+    aux = model_cfg.get("auxiliary_head")
+    for head in ([heads] if isinstance(heads, dict) else list(heads or [])) + \
+                ([aux] if isinstance(aux, dict) else list(aux or [])):
+        head["num_classes"] = num_classes
+
+
+def _cpu_norms(cfg: Any) -> Any:
+    """SyncBN (the configs' multi-GPU default) as BN: SyncBN runs only in a distributed CUDA job."""
+    if isinstance(cfg, dict):
+        out = {k: _cpu_norms(v) for k, v in cfg.items()}
+        if out.get("type") == "SyncBN":
+            out["type"] = "BN"
+        return out
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_cpu_norms(v) for v in cfg)
+    return cfg
+
+
+class MMSegmenter(nn.Module):
+    """An mmseg segmentor (``mm``, built from ``model_cfg``) on [0, 1] RGB images (N, 3, H, W) -> logits
+    (N, C, H, W) at the input's size; in training the logits carry ``mm_loss`` (see the module docstring)."""
+
+    def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int) -> None:
+        super().__init__()
+        models = _require()
+        cfg = _cpu_norms(copy.deepcopy(model_cfg))
+        _set_classes(cfg, num_classes)
+        pre = cfg.pop("data_preprocessor", None) or {}
+        mean, std = pre.get("mean") or [123.675, 116.28, 103.53], pre.get("std") or [58.395, 57.12, 57.375]
+        self.mm = models.build(cfg)
+        self.architecture = architecture
+        self.model_cfg = cfg  # the config the model was built from (num_classes and norms set)
+        self.num_classes = num_classes
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What the card records to rebuild the model (`build_mm_segmenter`)."""
+        return {"num_classes": self.num_classes, "mm_model": json.loads(json.dumps(self.model_cfg, default=str))}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"an MMSegmenter takes RGB images (N, 3, H, W) in [0, 1], got {tuple(images.shape)}")
+        x = (images - self.mean) / self.std
+        feats = self.mm.extract_feat(x)
+        head_logits = self.mm.decode_head(feats)
+        logits = F.interpolate(head_logits, size=images.shape[-2:], mode="bilinear",
+                               align_corners=getattr(self.mm.decode_head, "align_corners", False))
+        if self.training:
+            aux = getattr(self.mm, "auxiliary_head", None)
+            heads = [] if aux is None else list(aux) if isinstance(aux, nn.ModuleList) else [aux]
+            # the auxiliary heads run here, once per step (their dropout drawn once), as in mmseg's loss()
+            names = ["aux"] if len(heads) == 1 and not isinstance(aux, nn.ModuleList) else [f"aux_{i}" for i in range(len(heads))]
+            outputs = [("decode", self.mm.decode_head, head_logits)] + [(n, h, h(feats)) for n, h in zip(names, heads)]
+            logits.mm_loss = self._loss_fn(outputs, images.shape[-2:])
+        return logits
+
+    @staticmethod
+    def _loss_fn(outputs: list[tuple[str, nn.Module, torch.Tensor]], size: Any
+                 ) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+        def mm_loss(masks: torch.Tensor) -> dict[str, torch.Tensor]:
+            from mmengine.structures import PixelData
+            from mmseg.structures import SegDataSample
+
+            samples = []
+            for m in masks:
+                s = SegDataSample(metainfo={"img_shape": tuple(size), "ori_shape": tuple(size), "pad_shape": tuple(size)})
+                s.gt_sem_seg = PixelData(data=m[None].long())
+                samples.append(s)
+            losses: dict[str, torch.Tensor] = {}
+            for name, head, out in outputs:
+                losses.update({f"{name}.{k}": v for k, v in head.loss_by_feat(out, samples).items()})
+            return losses
+
+        return mm_loss
+
+
+def mm_task_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The sum of mmseg's own losses (every key containing ``loss``, as mmengine's ``parse_losses``) for
+    logits of an `MMSegmenter` in training mode.
+
+    Raises: ValueError: logits without ``mm_loss`` (not an MMSegmenter's, or from eval mode)."""
+    fn = getattr(logits, "mm_loss", None)
+    if fn is None:
+        raise ValueError("mm_task_loss needs the logits of an MMSegmenter in training mode (they carry mm_loss)")
+    losses = fn(masks)
+    return sum(v.float() for k, v in losses.items() if "loss" in k)
+
+
+def build_mm_segmenter(architecture: str, num_classes: int, *, mm_model: dict[str, Any] | None = None,
+                       checkpoint: str | Path | None = None) -> MMSegmenter:
+    """An `MMSegmenter` for ``num_classes`` from ``mm_model`` (a card's recorded config) or else from the
+    config that ``architecture`` names (``mmseg:<file or mmseg::name>``), with an optional mm checkpoint
+    (``state_dict`` of an mmseg ``.pth``, read with ``weights_only=True``; a decode head of another class count
+    is left at its initialisation, and said so).
+
+    Raises:
+        OpenMMLabMissingError, FileNotFoundError, ValueError (see `load_model_config`); ValueError: a checkpoint
+        whose keys do not fit the model (the mismatched keys named)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+    cfg = mm_model if mm_model is not None else load_model_config(architecture)
+    model = MMSegmenter(cfg, architecture, num_classes)
+    if checkpoint is not None:
+        skipped = load_mm_checkpoint(model.mm, checkpoint)
+        if skipped:
+            import warnings
+
+            warnings.warn(f"{Path(checkpoint).name}: {len(skipped)} tensors of other shapes left at their initialisation "
+                          f"(e.g. a head for another number of classes): {', '.join(skipped[:4])}", stacklevel=2)
+    return model
+
+
+def load_mm_checkpoint(model: nn.Module, checkpoint: str | Path) -> list[str]:
+    """Load an OpenMMLab checkpoint (``{"state_dict": ...}`` or a bare state dict, ``weights_only=True``) into
+    ``model``; MMRazor's ``architecture.`` prefix is stripped and its teacher/distiller keys dropped. Keys
+    whose shapes differ (a head of another class count) are skipped and returned.
+
+    Raises: FileNotFoundError; ValueError: keys the model lacks or lacks of the checkpoint, named."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file {str(path)!r}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if any(k.startswith("architecture.") for k in state):
+        state = {k[len("architecture."):]: v for k, v in state.items() if k.startswith("architecture.")}
+    own = model.state_dict()
+    skipped = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    state = {k: v for k, v in state.items() if k not in skipped}
+    missing = sorted(set(own) - set(state) - set(skipped))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path.name} does not fit this config: "
+                         f"{len(missing)} keys missing ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}), "
+                         f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])}{', ...' if len(unexpected) > 5 else ''})")
+    model.load_state_dict(state, strict=False)
+    return skipped

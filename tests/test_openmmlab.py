@@ -1,0 +1,141 @@
+"""The OpenMMLab bridge: mmseg models built from a config, trained by kdzoo's runner with their own loss
+dict, distilled by kdzoo's recipes through taps, saved with their config on the card and rebuilt by
+zoo.load. Needs ``bash scripts/setup_openmmlab.sh``; skipped without it, except in CI (which installs it)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+try:
+    import mmseg  # noqa: F401
+    HAVE_MM = True
+except ImportError:
+    HAVE_MM = False
+
+if not HAVE_MM and os.environ.get("CI"):
+    raise RuntimeError("CI must install the OpenMMLab bridge (bash scripts/setup_openmmlab.sh)")
+needs_mm = pytest.mark.skipif(not HAVE_MM, reason="mmsegmentation not installed: bash scripts/setup_openmmlab.sh")
+
+# a small FCN (Long et al. 2015) on a ResNetV1c-18 of 16 base channels: mmseg's own modules, CPU-sized
+TINY_FCN = """
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                         bgr_to_rgb=True, pad_val=0, seg_pad_val=255)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(type='ResNetV1c', depth=18, base_channels=16, stem_channels=16, num_stages=4, out_indices=(0, 1, 2, 3),
+                  dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), norm_cfg=norm_cfg, norm_eval=False, style='pytorch',
+                  contract_dilation=True),
+    decode_head=dict(type='FCNHead', in_channels=128, in_index=3, channels=32, num_convs=1, concat_input=False,
+                     dropout_ratio=0.1, num_classes=19, norm_cfg=norm_cfg, align_corners=False,
+                     loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+    auxiliary_head=dict(type='FCNHead', in_channels=64, in_index=2, channels=16, num_convs=1, concat_input=False,
+                        dropout_ratio=0.1, num_classes=19, norm_cfg=norm_cfg, align_corners=False,
+                        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
+    train_cfg=dict(), test_cfg=dict(mode='whole'))
+"""
+
+
+@pytest.fixture
+def fcn_config(tmp_path):
+    path = tmp_path / "tiny_fcn.py"
+    path.write_text(TINY_FCN)
+    return path
+
+
+def _scenes(n=16):
+    from zoo.segmentation.data import load_scenes
+
+    train = load_scenes("test", n)
+    return train, train.subset(8)
+
+
+@needs_mm
+def test_an_mmseg_config_becomes_a_segmenter_with_its_own_loss(fcn_config):
+    from zoo.segmentation.models import build_segmenter
+
+    torch.manual_seed(0)
+    model = build_segmenter(f"mmseg:{fcn_config}", 11)
+    x, masks = torch.rand(2, 3, 64, 64), torch.randint(0, 11, (2, 64, 64))
+    masks[0, :8] = 255
+    model.eval()
+    out = model(x)
+    assert out.shape == (2, 11, 64, 64) and not hasattr(out, "mm_loss")
+    norms = [type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__]
+    assert norms and set(norms) == {"BatchNorm2d"}  # the config's SyncBN made BN on the CPU
+    model.train()
+    logits = model(x)
+    losses = logits.mm_loss(masks)
+    assert {"decode.loss_ce", "aux.loss_ce"} <= set(losses)
+    # mmseg's losses are its heads' cross-entropies (ignore 255), the auxiliary one weighted 0.4
+    from zoo.segmentation.adapter import ADAPTER
+
+    # mmseg's CrossEntropyLoss (avg_non_ignore=False, its default): the mean over all pixels, ignored ones counted
+    ce = torch.nn.functional.cross_entropy(logits, masks, ignore_index=255, reduction="none").mean()
+    assert losses["decode.loss_ce"].item() == pytest.approx(ce.item(), rel=1e-4)
+    total = ADAPTER.task_loss(logits, {"labels": masks})
+    assert total.item() == pytest.approx(losses["decode.loss_ce"].item() + losses["aux.loss_ce"].item(), rel=1e-5)
+
+
+@needs_mm
+def test_train_save_load_and_distil_an_mmseg_student(fcn_config, tmp_path):
+    import zoo
+    from zoo.segmentation.adapter import ADAPTER
+    from zoo.segmentation.models import build_segmenter
+
+    train, test = _scenes()
+    arch = f"mmseg:{fcn_config}"
+    settings = {"epochs": 1, "batch_size": 8, "progress": False, "amp": "off"}
+    run = zoo.train("segmentation", arch, (train, test), out=tmp_path / "plain", settings=settings)
+    assert run.finished and "mIoU" in run.card.metrics
+    assert run.card.config["mm_model"]["type"] == "EncoderDecoder"
+    fcn_config.unlink()  # the card alone rebuilds the model
+    loaded = zoo.load(tmp_path / "plain")
+    x = test.batch(torch.arange(2))["inputs"]
+    run.student.eval()
+    assert torch.allclose(loaded(x), run.student(x), atol=1e-5)
+    # CWD from a torchvision teacher into the mmseg student: on both models' logits (at the input's size), and
+    # pair-wise KD on a tap by path into the mm model (its decode head's features)
+    fcn_config.write_text(TINY_FCN)
+    teacher = build_segmenter("lraspp-resnet8", 11)
+    kd = ADAPTER.distill(teacher, arch, "cwd", data=(train, test), out=tmp_path / "cwd",
+                         settings={**settings, "cwd.student": "logits", "cwd.teacher": "logits"})
+    header = (tmp_path / "cwd" / "log.csv").read_text().splitlines()[0]
+    assert kd.finished and "cwd" in header
+    pair = ADAPTER.distill(teacher, arch, "pair-kd", data=(train, test), out=tmp_path / "pair",
+                           settings={**settings, "pair_kd.student": "mm.decode_head.convs"})
+    assert pair.finished and "pair_kd" in (tmp_path / "pair" / "log.csv").read_text().splitlines()[0]
+    with pytest.raises(ValueError, match="has no submodule 'mm.decode_head.nope'"):
+        ADAPTER.distill(teacher, arch, "pair-kd", data=(train, test), out=tmp_path / "bad",
+                        settings={**settings, "pair_kd.student": "mm.decode_head.nope"})
+    assert not (tmp_path / "bad" / "model.safetensors").exists()
+
+
+@needs_mm
+def test_checkpoints_of_another_config_are_refused_by_key(fcn_config, tmp_path):
+    from zoo.segmentation.mm import build_mm_segmenter, load_mm_checkpoint
+
+    model = build_mm_segmenter(f"mmseg:{fcn_config}", 11)
+    state = {f"architecture.{k}": v for k, v in model.mm.state_dict().items()}
+    state["teacher.backbone.conv1.weight"] = torch.zeros(1)
+    torch.save({"state_dict": state}, tmp_path / "razor.pth")
+    assert load_mm_checkpoint(model.mm, tmp_path / "razor.pth") == []  # MMRazor's prefix stripped, teacher dropped
+    other = {k: v for k, v in model.mm.state_dict().items() if not k.startswith("auxiliary_head")}
+    other["backbone.extra.weight"] = torch.zeros(1)
+    torch.save(other, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"keys missing \(auxiliary_head.*unexpected \(backbone.extra.weight\)"):
+        load_mm_checkpoint(model.mm, tmp_path / "other.pth")
+    with pytest.raises(FileNotFoundError, match="no mmseg config file"):
+        build_mm_segmenter("mmseg:/nonexistent.py", 11)
+
+
+def test_a_missing_install_names_the_command(monkeypatch):
+    from zoo.segmentation import mm
+
+    monkeypatch.setitem(sys.modules, "mmseg", None)
+    with pytest.raises(mm.OpenMMLabMissingError, match="scripts/setup_openmmlab.sh"):
+        mm.build_mm_segmenter("mmseg:x.py", 11)
