@@ -25,7 +25,7 @@ if [ -z "$WHEEL" ]; then
   SETUPTOOLS=$("$PY" -c 'import setuptools; print(setuptools.__version__)')
   restore() { "$PY" -m pip install -q "setuptools==$SETUPTOOLS"; rm -rf "$WORK"; }
   trap restore EXIT
-  "$PY" -m pip install -q "setuptools<81" wheel ninja
+  "$PY" -m pip install -q -c constraints.txt wheel ninja && "$PY" -m pip install -q "setuptools<81"
   "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: "mmcv==$MMCV" -d "$WORK"
   tar -xzf "$WORK"/mmcv-$MMCV.tar.gz -C "$WORK"
   sed -i 's/-std=c++17/-std=c++20/g' "$WORK"/mmcv-$MMCV/setup.py

@@ -367,7 +367,7 @@ def buildable(card: ModelCard) -> tuple[bool, str]:
 
     try:
         get_adapter(card.task).build_model(card.architecture, card.config)
-    except (ValueError, KeyError, TypeError, ImportError, NotImplementedError) as e:
+    except (ValueError, KeyError, TypeError, ImportError, NotImplementedError, FileNotFoundError) as e:
         return False, str(e)
     return True, ""
 
