@@ -19,7 +19,7 @@ all in this one run:
   classification top-1 on the first 1000 Fashion-MNIST test images (and top-1 agreement with PyTorch);
   segmentation mIoU on the first 100 test scenes (and pixel agreement of the argmax); detection box mAP on
   the first 100 test scenes (and the PyTorch detections matched: same label, IoU >= 0.5, see
-  `zoo.export.compare_detections`); gan: the held-out photos' 128-pixel centre crops, SSIM and max |difference|
+  `zoo.detection.export.compare_detections`); gan: the held-out photos' 128-pixel centre crops, SSIM and max |difference|
   of the images against PyTorch's (the bundled gan is the teacher itself: there is no other reference);
   text: accuracy on the first 500 test texts (and prediction agreement).
 
@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.export import DetectorGraph, _session, compare_detections, export_onnx, run_session
+from zoo.detection.export import DetectorGraph, compare_detections
+from zoo.export import _session, export_onnx, run_session
 from zoo.io import atomic_write_text
 from zoo.metrics import cpu_description
 

@@ -76,6 +76,12 @@ class DetectionAdapter(TaskAdapter):
         return bundled_samples(SAMPLES_DIR, card.dataset)
 
 
+    def onnx_export(self, model: nn.Module, inputs: Any, *, dtype: str, int8: bool, rate: float, label: str) -> Any:
+        """A torchvision detector one image at a time, its detections matched (`zoo.detection.export`)."""
+        from .export import onnx_export
+
+        return onnx_export(model, inputs, dtype=dtype, int8=int8, rate=rate, label=label)
+
     def describe(self, prediction: dict[str, Any]) -> str:
         found = [f"{d['label']} ({d['score']:.3f}) at {d['box']}" for d in prediction["detections"]]
         return "; ".join(found) or "nothing found"

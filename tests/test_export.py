@@ -55,7 +55,8 @@ def test_a_detector_exports_one_image_at_a_time_and_its_detections_match(tmp_pat
     """The bundled Faster R-CNN student (96-pixel scenes): every detection of PyTorch is matched by one of
     onnxruntime (same label, IoU >= 0.5, same count), boxes within 1e-4 x the largest coordinate and scores
     within 1e-4; the graph takes an image of another size too; fp16 within 1e-2; int8 reports, unbounded."""
-    from zoo.export import DetectorGraph, _session, compare_detections, run_session
+    from zoo.detection.export import DetectorGraph, compare_detections
+    from zoo.export import _session, run_session
 
     name = "frcnn-resnet20.fmnist-scenes"
     r = export_onnx(name, tmp_path / "d.onnx")

@@ -152,6 +152,13 @@ class TaskAdapter:
         """The task's metrics of ``model`` on a batch source (eval mode, no grad)."""
         raise NotImplementedError(f"task {self.task!r} cannot evaluate runs")
 
+    def onnx_export(self, model: nn.Module, inputs: Any, *, dtype: str, int8: bool, rate: float, label: str
+                    ) -> tuple[bytes, dict[str, Any]] | None:
+        """The task's own ONNX export of ``model`` (the graph's bytes and the fields `zoo.export.export_onnx`
+        reports), or None for the generic export of tensor inputs (the default). ``rate`` is the tolerance
+        (relative), ``label`` the entry's name for messages."""
+        return None
+
     def model_config(self, model: nn.Module) -> dict[str, Any]:
         """The builder keyword arguments a card records to rebuild ``model`` (default: ``model.config``)."""
         return dict(getattr(model, "config", {}))
