@@ -113,6 +113,8 @@ class MMSegmenter(nn.Module):
     """An mmseg segmentor (``mm``, built from ``model_cfg``) on [0, 1] RGB images (N, 3, H, W) -> logits
     (N, C, H, W) at the input's size; in training the logits carry ``mm_loss`` (see the module docstring)."""
 
+    checkpoint_prefix = "mm."  # the mm model's own state-dict keys live under this prefix (zoo.reported.load)
+
     def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int) -> None:
         super().__init__()
         models = _require()

@@ -139,3 +139,37 @@ def test_a_missing_install_names_the_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "mmseg", None)
     with pytest.raises(mm.OpenMMLabMissingError, match="scripts/setup_openmmlab.sh"):
         mm.build_mm_segmenter("mmseg:x.py", 11)
+
+
+@needs_mm
+def test_an_mmrazor_checkpoint_url_loads_into_the_mm_model(fcn_config, https_server):
+    """A reported MMRazor-style entry of an mmseg architecture: zoo.load downloads it from a loopback HTTPS
+    server, checks its OpenMMLab hash prefix, strips ``architecture.`` and drops the teacher's and
+    distiller's keys, and loads it into the mm model under MMSegmenter's ``mm.``."""
+    import hashlib
+
+    import zoo
+    from zoo.registry import ModelCard
+    from zoo.segmentation.mm import build_mm_segmenter
+
+    root, base = https_server
+    torch.manual_seed(1)
+    published = build_mm_segmenter(f"mmseg:{fcn_config}", 11).eval()
+    state = {f"architecture.{k}": v for k, v in published.mm.state_dict().items()}
+    state["teacher.backbone.stem.0.weight"] = torch.zeros(2, 3, 3, 3)
+    state["distiller.distill_losses.loss_cwd.tau"] = torch.ones(())
+    tmp = root / "ckpt.pth"
+    torch.save({"meta": {"mmengine_version": "0.10.7"}, "state_dict": state}, tmp)
+    sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    path = tmp.rename(root / f"cwd_fcn_tiny_20240101-{sha[:8]}.pth")
+    info = {"project": "UnitRazor", "report_url": "https://example.org/metafile.yml", "download_url": f"{base}/{path.name}",
+            "download": "direct", "sha256_prefix": sha[:8], "format": "mmrazor", "key_map": None,
+            "params_source": "counted"}
+    zoo.register(ModelCard(name="fcn-tiny-cwd.unit.mmrazor", task="segmentation", architecture=f"mmseg:{fcn_config}",
+                           config={"num_classes": 11}, dataset="cityscapes", split="val", metrics={"mIoU": 0.5},
+                           params=sum(p.numel() for p in published.parameters()),
+                           preprocessing={"input_size": [3, 64, 64]}, labels=[f"c{i}" for i in range(11)],
+                           source=info["download_url"], metrics_source="reported", extra={"reported": info}))
+    model = zoo.load("fcn-tiny-cwd.unit.mmrazor", progress=False)
+    x = torch.rand(1, 3, 64, 64)
+    assert type(model).__name__ == "MMSegmenter" and torch.equal(model(x), published(x))

@@ -2,16 +2,10 @@
 path from a loopback HTTPS server with a self-signed certificate made here. Nothing touches the network."""
 import argparse
 import hashlib
-import http.server
 import json
-import shutil
-import ssl
-import subprocess
-import threading
 import zipfile
 from collections import Counter
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,7 +18,7 @@ from zoo.cli import main
 from zoo.download import OfflineError
 from zoo.hub import ChecksumError
 
-from conftest import make_card
+from conftest import Handler, make_card
 
 
 # ---------------------------------------------------------------- the shipped cards
@@ -103,42 +97,6 @@ def test_mmcls_resnet_keys_become_torchvision_keys():
 
 
 # ---------------------------------------------------------------- the real load path, served over HTTPS
-class Handler(http.server.SimpleHTTPRequestHandler):
-    requests: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        Handler.requests.append(self.path)
-        super().do_GET()
-
-
-@pytest.fixture
-def https_server(tmp_path, monkeypatch):
-    """A loopback HTTPS server with a certificate made for 127.0.0.1, trusted through SSL_CERT_FILE."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make the test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                           "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"openssl could not make a certificate: {made.stderr.strip()[:200]}")
-    root = tmp_path / "served"
-    root.mkdir()
-    Handler.requests = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"https://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-
-
 def _reported_card(model, name, url, fmt="mmrazor", prefix=None, **rep):
     info = {"project": "UnitProject", "report_url": "https://example.org/metafile.yml", "download_url": url,
             "download": "direct", "sha256_prefix": prefix, "format": fmt, "key_map": None, "params_source": "counted",

@@ -394,6 +394,10 @@ def load(card: ModelCard, *, file: str | os.PathLike | None = None, progress: bo
     state = state_dict(card, file=file, progress=progress)
     adapter = get_adapter(card.task)
     model = adapter.build_model(card.architecture, card.config)
+    # a model that wraps the publisher's (an mmseg segmentor under .mm) names the prefix its keys take
+    prefix = getattr(model, "checkpoint_prefix", "")
+    if prefix and not all(k.startswith(prefix) for k in state):
+        state = {prefix + k: v for k, v in state.items()}
     load_state_checked(model, {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()},
                        f"converted {rep['project']} checkpoint of {card.name!r}")
     if not card.labels and rep.get("labels") == IMAGENET_LABELS:
