@@ -72,9 +72,14 @@ def load_model_config(config: str | Path) -> dict[str, Any]:
         name = name[len(PREFIX):]
     try:
         if name.startswith("mmseg::"):
-            from mmengine.hub import get_config
+            # the package's own configs (mmengine.hub.get_config needs pkg_resources, gone from setuptools >= 81)
+            import mmseg
 
-            cfg = get_config(name)
+            path = Path(mmseg.__file__).parent / ".mim" / "configs" / name[len("mmseg::"):]
+            if not path.is_file():
+                raise FileNotFoundError(f"mmsegmentation {mmseg.__version__} has no config {name[len('mmseg::'):]!r} "
+                                        f"(its configs are in {path.parents[len(Path(name[7:]).parts) - 1]})")
+            cfg = Config.fromfile(str(path))
         else:
             if not Path(name).is_file():
                 raise FileNotFoundError(f"no mmseg config file {name!r} (give a file, or a package config such as "
@@ -121,6 +126,9 @@ class MMSegmenter(nn.Module):
         cfg = _cpu_norms(copy.deepcopy(model_cfg))
         _set_classes(cfg, num_classes)
         pre = cfg.pop("data_preprocessor", None) or {}
+        # a config's `pretrained` / `init_cfg` name ImageNet weights to download at init_weights(), which is never
+        # called here: the weights come from a checkpoint (build_mm_segmenter) or the card
+        self.pretrained_ignored = cfg.pop("pretrained", None)
         mean, std = pre.get("mean") or [123.675, 116.28, 103.53], pre.get("std") or [58.395, 57.12, 57.375]
         self.mm = models.build(cfg)
         self.architecture = architecture

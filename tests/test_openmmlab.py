@@ -173,3 +173,23 @@ def test_an_mmrazor_checkpoint_url_loads_into_the_mm_model(fcn_config, https_ser
     model = zoo.load("fcn-tiny-cwd.unit.mmrazor", progress=False)
     x = torch.rand(1, 3, 64, 64)
     assert type(model).__name__ == "MMSegmenter" and torch.equal(model(x), published(x))
+
+
+@needs_mm
+def test_the_shipped_mmrazor_segmentation_entry_builds_and_says_what_to_download(monkeypatch):
+    """MMRazor's CWD PSPNet-R18 names mmseg's own config, so kdzoo builds it (no refusal); offline, loading it
+    names the file to fetch and where it goes."""
+    import zoo
+    from zoo import reported
+    from zoo.download import OfflineError
+
+    card = zoo.card("pspnet-r18-cwd.cityscapes.mmrazor")
+    assert reported.buildable(card) == (True, "")
+
+    def offline(url, *args, **kwargs):
+        raise OfflineError(f"cannot reach {url}")
+
+    monkeypatch.setattr(reported, "download", offline)
+    monkeypatch.setattr(reported, "cache_path", lambda c: __import__("pathlib").Path("/nonexistent/kdzoo-cache") / "x.pth")
+    with pytest.raises(OfflineError, match=r"3e643f6f.*file=PATH|file=PATH.*3e643f6f"):
+        zoo.load(card.name)
