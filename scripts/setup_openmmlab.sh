@@ -20,6 +20,10 @@ PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1
 CACHE="${KDZOO_HOME:-$HOME/.cache/kdzoo}/wheels/mmcv-$MMCV-torch$TORCH-$PYTAG"
 WHEEL=$(ls "$CACHE"/mmcv-$MMCV-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$WHEEL" ]; then
+  if ! command -v g++ >/dev/null; then  # the build compiles mmcv's C++ ops
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq g++ >/dev/null
+    else echo "mmcv's build needs a C++ compiler (apt-get install g++)" >&2; exit 1; fi
+  fi
   echo "building mmcv $MMCV for torch $TORCH ($PYTAG) once; about 13 minutes on 2 cores; cached in $CACHE"
   WORK=$(mktemp -d)
   SETUPTOOLS=$("$PY" -c 'import setuptools; print(setuptools.__version__)')
