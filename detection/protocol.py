@@ -40,11 +40,11 @@ class DetectionProtocol(RunnerProtocol):
                   device: str | None) -> bool:
         from zoo.trainer import STATE_FILE
 
-        _, cfg = override(self.recipe(METHOD), DEFAULTS, self._settings(spec, seed))
+        _, cfg = override(self.recipe(METHOD), DEFAULTS, self._settings(spec, seed, arm))
         argv = ["python", "-m", "zoo.detection.train", "--arch", spec.student, "--out", str(run_dir)]
         argv += ["--teacher", spec.teacher] if arm != TWIN else []
         argv += ["--train-count", str(spec.train_subset)] if spec.train_subset else []
-        argv += [a for k, v in self._settings(spec, seed).items() if k != "progress" for a in ("--set", f"{k}={v}")]
+        argv += [a for k, v in self._settings(spec, seed, arm).items() if k != "progress" for a in ("--set", f"{k}={v}")]
         card = train_detector(spec.student, run_dir, teacher=None if arm == TWIN else spec.teacher, cfg=cfg,
                               train_count=spec.train_subset, resume=(run_dir / STATE_FILE).exists(),
                               device=device or "cpu", command=shlex.join(argv), deadline=deadline)

@@ -173,3 +173,20 @@ def test_a_method_that_diverged_in_every_seed_is_reported_not_averaged():
     s = protocol.summarize(results({TWIN: [0.9, 0.91], "kd": [math.nan, math.nan]}), [TWIN, "kd"], 0.96)
     assert s["kd"].gain is None
     assert "**diverged in all 2 seed(s)**" in protocol.markdown(spec(recipes=["kd"]), s, 0.96, "top1")
+
+
+def test_term_settings_apply_to_the_arms_that_have_the_term():
+    """``cwd.student=logits`` reaches the cwd arm only (the twin and other recipes have no cwd term); a term
+    setting that no arm's recipe has is refused, with the terms listed."""
+    from zoo import protocol
+    from zoo.segmentation.adapter import ADAPTER
+
+    proto = ADAPTER.protocol
+    settings = {"epochs": 2, "cwd.student": "logits", "pair_kd.weight": 1.0}
+    assert proto.arm_settings(settings, protocol.TWIN) == {"epochs": 2}
+    assert proto.arm_settings(settings, "cwd") == {"epochs": 2, "cwd.student": "logits"}
+    assert proto.arm_settings(settings, "skd") == {"epochs": 2, "pair_kd.weight": 1.0}
+    spec = protocol.ProtocolSpec("segmentation", "lraspp-mobilenetv2.fmnist-scenes", "lraspp-resnet8", ["pair-kd"],
+                                 [0, 1], "fmnist-scenes", {"epochs": 1, "cwd.student": "logits"}, None)
+    with pytest.raises(ValueError, match=r"name no term of the recipes \['pair-kd'\] \(their terms: pair_kd\)"):
+        proto.validate(spec)

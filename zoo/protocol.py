@@ -333,7 +333,13 @@ class RunnerProtocol:
             if recipe.teachers not in (0, 1) or recipe.cohort != 1:
                 raise ValueError(f"recipe {name!r} does not distil one student from one teacher (or itself); the "
                                  "protocol compares such students with their twin")
-            override(recipe, TrainConfig(), dict(spec.settings))  # unknown keys and bad values
+            override(recipe, TrainConfig(), self.arm_settings(spec.settings, name))  # unknown keys and bad values
+        term_keys = {k for k in spec.settings if "." in k or k == "T"}
+        used = {k for name in spec.recipes for k in self.arm_settings(spec.settings, name)}
+        if term_keys - used:
+            terms = sorted({t.name for name in spec.recipes for t in self.recipe(name).terms})
+            raise ValueError(f"settings {sorted(term_keys - used)} name no term of the recipes {list(spec.recipes)} "
+                             f"(their terms: {', '.join(terms) or 'none'})")
         self.teacher_metric(spec)  # a teacher of this task, measured on the split the arms are measured on
         if spec.train_subset is not None and spec.train_subset < 1:
             raise ValueError(f"train_subset must be >= 1, got {spec.train_subset}")
@@ -352,8 +358,20 @@ class RunnerProtocol:
 
         return get_recipe(name)
 
-    def _settings(self, spec: ProtocolSpec, seed: int) -> dict[str, Any]:
-        return {**spec.settings, "seed": seed, "progress": False}
+    def arm_settings(self, settings: dict[str, Any], arm: str) -> dict[str, Any]:
+        """The settings that apply to ``arm``: training settings to every arm, a term's (``TERM.FIELD``, and
+        ``T``) only to the arms whose recipe has that term (e.g. ``cwd.student=logits`` leaves the twin and the
+        other recipes alone)."""
+        from .recipes import term_params
+
+        terms = [] if arm == TWIN else self.recipe(arm).terms
+        names = {t.name for t in terms}
+        has_t = any("T" in term_params(t) for t in terms)
+        return {k: v for k, v in settings.items()
+                if ("." not in k and k != "T") or (k == "T" and has_t) or k.split(".", 1)[0] in names}
+
+    def _settings(self, spec: ProtocolSpec, seed: int, arm: str = TWIN) -> dict[str, Any]:
+        return {**self.arm_settings(spec.settings, arm), "seed": seed, "progress": False}
 
     def train_arm(self, spec: ProtocolSpec, arm: str, seed: int, run_dir: Path, deadline: float | None,
                   device: str | None) -> bool:
@@ -364,7 +382,7 @@ class RunnerProtocol:
 
         teacher = None if arm == TWIN or self.recipe(arm).teachers == 0 else spec.teacher
         run = distill(self.adapter, teacher, spec.student, None if arm == TWIN else arm,
-                      data=spec.dataset, out=run_dir, settings=self._settings(spec, seed), train_subset=spec.train_subset,
+                      data=spec.dataset, out=run_dir, settings=self._settings(spec, seed, arm), train_subset=spec.train_subset,
                       resume=(run_dir / STATE_FILE).exists(), device=device, deadline=deadline)
         return run.finished
 
