@@ -57,9 +57,9 @@ def is_mm_architecture(architecture: str) -> bool:
 
 
 def load_model_config(config: str | Path) -> dict[str, Any]:
-    """The ``model`` dict of an mmseg config: ``config`` is a config file, or a name in the package's own
-    configs (``mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py``; the ``mmseg:`` architecture prefix
-    is removed first).
+    """The ``model`` dict of an mmseg config: ``config`` is a config file, a name in the package's own
+    configs (``mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py``) or in kdzoo's
+    (``kdzoo::fcn_r18_c16.py``, segmentation/configs); the ``mmseg:`` architecture prefix is removed first.
 
     Raises:
         OpenMMLabMissingError: mmseg missing. FileNotFoundError: no such file or package config.
@@ -71,7 +71,14 @@ def load_model_config(config: str | Path) -> dict[str, Any]:
     if name.startswith(PREFIX) and not name.startswith(PREFIX + ":"):
         name = name[len(PREFIX):]
     try:
-        if name.startswith("mmseg::"):
+        if name.startswith("kdzoo::"):  # the configs kdzoo ships (segmentation/configs)
+            path = Path(__file__).parent / "configs" / name[len("kdzoo::"):]
+            if not path.is_file():
+                shipped = sorted(p.name for p in (Path(__file__).parent / "configs").glob("*.py"))
+                raise FileNotFoundError(f"kdzoo ships no mmseg config {name[len('kdzoo::'):]!r}; it ships: "
+                                        f"{', '.join(shipped)}")
+            cfg = Config.fromfile(str(path))
+        elif name.startswith("mmseg::"):
             # the package's own configs (mmengine.hub.get_config needs pkg_resources, gone from setuptools >= 81)
             import mmseg
 

@@ -193,3 +193,13 @@ def test_the_shipped_mmrazor_segmentation_entry_builds_and_says_what_to_download
     monkeypatch.setattr(reported, "cache_path", lambda c: __import__("pathlib").Path("/nonexistent/kdzoo-cache") / "x.pth")
     with pytest.raises(OfflineError, match=r"3e643f6f.*file=PATH|file=PATH.*3e643f6f"):
         zoo.load(card.name)
+
+
+@needs_mm
+def test_the_shipped_student_config_builds_from_its_short_name():
+    from zoo.segmentation.models import build_segmenter
+
+    model = build_segmenter("mmseg:kdzoo::fcn_r18_c16.py", 11)
+    assert 0.8e6 < sum(p.numel() for p in model.parameters()) < 1.1e6  # about a third of the 2.6M teacher
+    with pytest.raises(FileNotFoundError, match="it ships: fcn_r18_c16.py"):
+        build_segmenter("mmseg:kdzoo::nope.py", 11)
