@@ -4,7 +4,9 @@ zoo.load. Needs ``bash scripts/setup_openmmlab.sh``; skipped without it, except 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,31 +21,15 @@ if not HAVE_MM and os.environ.get("CI"):
     raise RuntimeError("CI must install the OpenMMLab bridge (bash scripts/setup_openmmlab.sh)")
 needs_mm = pytest.mark.skipif(not HAVE_MM, reason="mmsegmentation not installed: bash scripts/setup_openmmlab.sh")
 
-# a small FCN (Long et al. 2015) on a ResNetV1c-18 of 16 base channels: mmseg's own modules, CPU-sized
-TINY_FCN = """
-norm_cfg = dict(type='SyncBN', requires_grad=True)
-data_preprocessor = dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
-                         bgr_to_rgb=True, pad_val=0, seg_pad_val=255)
-model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=data_preprocessor,
-    backbone=dict(type='ResNetV1c', depth=18, base_channels=16, stem_channels=16, num_stages=4, out_indices=(0, 1, 2, 3),
-                  dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), norm_cfg=norm_cfg, norm_eval=False, style='pytorch',
-                  contract_dilation=True),
-    decode_head=dict(type='FCNHead', in_channels=128, in_index=3, channels=32, num_convs=1, concat_input=False,
-                     dropout_ratio=0.1, num_classes=19, norm_cfg=norm_cfg, align_corners=False,
-                     loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-    auxiliary_head=dict(type='FCNHead', in_channels=64, in_index=2, channels=16, num_convs=1, concat_input=False,
-                        dropout_ratio=0.1, num_classes=19, norm_cfg=norm_cfg, align_corners=False,
-                        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
-    train_cfg=dict(), test_cfg=dict(mode='whole'))
-"""
+# the student config kdzoo ships (an FCN on a ResNetV1c-18 of 16 base channels, with an auxiliary head): a
+# copy in the test's folder, so a test can delete it and see the card alone rebuild the model
+SHIPPED = Path(__file__).resolve().parents[1] / "segmentation" / "configs" / "fcn_r18_c16.py"
 
 
 @pytest.fixture
 def fcn_config(tmp_path):
-    path = tmp_path / "tiny_fcn.py"
-    path.write_text(TINY_FCN)
+    path = tmp_path / "fcn.py"
+    shutil.copy(SHIPPED, path)
     return path
 
 
@@ -100,7 +86,7 @@ def test_train_save_load_and_distil_an_mmseg_student(fcn_config, tmp_path):
     assert torch.allclose(loaded(x), run.student(x), atol=1e-5)
     # CWD from a torchvision teacher into the mmseg student: on both models' logits (at the input's size), and
     # pair-wise KD on a tap by path into the mm model (its decode head's features)
-    fcn_config.write_text(TINY_FCN)
+    shutil.copy(SHIPPED, fcn_config)
     teacher = build_segmenter("lraspp-resnet8", 11)
     kd = ADAPTER.distill(teacher, arch, "cwd", data=(train, test), out=tmp_path / "cwd",
                          settings={**settings, "cwd.student": "logits", "cwd.teacher": "logits"})
