@@ -49,3 +49,14 @@ def test_plot_and_cli(tmp_path, capsys):
     assert out["schema_version"] == 1 and {r["name"] for r in out["rows"]} >= {"resnet8-kd.fmnist", "resnet56.fmnist"}
     assert main(["compare", "--task", "nope"]) == 2
     assert "the tasks are" in capsys.readouterr().err
+
+
+def test_plot_labels_of_points_close_together_do_not_overlap():
+    from zoo.comparison import _label_heights
+
+    pts = [(11.69e6, 71.37), (11.69e6, 71.37), (11.7e6, 71.38), (4.2e6, 72.05), (11.69e6, 69.94)]
+    h = _label_heights(pts)
+    step = 0.045 * (72.05 - 69.94)
+    cluster = sorted(h[:3])
+    assert all(b - a >= step - 1e-9 for a, b in zip(cluster, cluster[1:]))  # stacked, not overlapping
+    assert h[3] == 72.05 and h[4] == 69.94 and min(h[:3]) == 71.37  # alone or lowest: at their own height

@@ -3,6 +3,7 @@ teacher-twin gap closed; a quality-vs-cost plot with the Pareto front) and the R
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 from typing import Iterable
@@ -186,6 +187,21 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
     return front
 
 
+def _label_heights(pts: list[tuple[float, float]], gap: float = 0.045) -> list[float]:
+    """The height of each point's label: its own, raised where points of about the same size (within 5% on
+    the log axis) would put their labels within ``gap`` x the panel's quality range of each other."""
+    step = gap * ((max(q for _, q in pts) - min(q for _, q in pts)) or 1.0)
+    heights = [q for _, q in pts]
+    done: list[int] = []
+    for i in sorted(range(len(pts)), key=lambda k: pts[k][1]):
+        # the labels already placed near in size, from low to high: take the first free slot at or above q
+        for h in sorted(heights[j] for j in done if abs(math.log(pts[i][0] / pts[j][0])) < 0.05):
+            if h > heights[i] - step and h < heights[i] + step:
+                heights[i] = h + step
+        done.append(i)
+    return heights
+
+
 def plot(rows: list[dict], path: str | Path, x: str = "params") -> Path:
     """The quality-vs-cost plot of ``rows`` (one task): one panel per data set and metric, each with log-scale
     ``x`` (params, flops or latency), the Pareto front joined, teachers (``pretrained``/teacher entries) and plain
@@ -222,7 +238,8 @@ def plot(rows: list[dict], path: str | Path, x: str = "params") -> Path:
         scale = 100 if usable[0]["unit"] == "%" else 1
         pts = [(float(r[key]), float(r["value"]) * scale) for r in usable]
         front = pareto_front(pts, usable[0]["higher_is_better"])
-        for r, (cx, q) in zip(usable, pts):
+        labels_at = _label_heights(pts)
+        for r, (cx, q), label_y in zip(usable, pts, labels_at):
             role = ("teacher" if r["name"] in teachers or r["method"] == "pretrained" else "plain" if r["method"] == "plain"
                     else "distilled")
             style = {"teacher": dict(marker="s", color="black"), "plain": dict(marker="o", color="tab:gray"),
@@ -232,7 +249,8 @@ def plot(rows: list[dict], path: str | Path, x: str = "params") -> Path:
                 style = dict(marker=style["marker"], facecolors="none", edgecolors=style["color"])
                 label = f"{role} (reported)"
             ax.scatter([cx], [q], s=36, zorder=3, **style, label=label)
-            ax.annotate(r["name"], (cx, q), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(r["name"], (cx, q), xytext=(cx * 1.03, label_y), textcoords="data", fontsize=6, va="bottom",
+                        arrowprops=dict(arrowstyle="-", lw=0.4, color="0.6") if label_y != q else None)
         order = sorted(front, key=lambda i: pts[i][0])
         ax.plot([pts[i][0] for i in order], [pts[i][1] for i in order], color="tab:orange", lw=1, zorder=2,
                 label="Pareto front")
