@@ -96,11 +96,7 @@ def roc_figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, pa
     ax.set_title(f"verification on the {DATA} held-out identities")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return protocol_bench.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,11 +154,7 @@ def figure(args: argparse.Namespace, record: dict[str, Any], path: Path, count: 
             if row == 0:
                 ax.set_title(title, fontsize=8)
         axes[row][0].set_ylabel(names[row], fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return protocol_bench.save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,3 +56,14 @@ def twin_args(task: str, teacher: str, student: str, recipes: list[str], seeds: 
     args += ["--device", device] if device else []
     args += ["--publish", *(["--publish-dest", publish_dest] if publish_dest else [])] if publish else []
     return args
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Lay out ``fig``, write it to ``path`` (its folder made) and close it; the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

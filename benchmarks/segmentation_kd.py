@@ -97,11 +97,7 @@ def figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, path: 
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return protocol_bench.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,7 +75,7 @@ def _dilate_last_stage(features: nn.Sequential) -> None:
 
 
 def build_segmenter(architecture: str, num_classes: int = 11, pretrained_backbone: bool = False,
-                    inter_channels: int | None = None, **_: Any) -> nn.Module:
+                    inter_channels: int | None = None, **extra: Any) -> nn.Module:
     """A `Segmenter` of ``architecture`` (``ARCHITECTURES``) for ``num_classes`` classes (the background
     counted). ``pretrained_backbone`` loads ImageNet weights into a MobileNetV2 backbone (the teacher
     before training; a card's weights replace them). Raises ValueError for an unknown architecture or
@@ -87,7 +87,7 @@ def build_segmenter(architecture: str, num_classes: int = 11, pretrained_backbon
     from .mm import build_mm_segmenter, is_mm_architecture
 
     if is_mm_architecture(architecture):  # an mmseg config through the OpenMMLab bridge (zoo.segmentation.mm)
-        return build_mm_segmenter(architecture, num_classes, mm_model=_.get("mm_model"))
+        return build_mm_segmenter(architecture, num_classes, mm_model=extra.get("mm_model"))
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown segmentation architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}, "
                          "or 'mmseg:<config file or mmseg::config name>' (the OpenMMLab bridge)")

@@ -38,12 +38,6 @@ from torch import nn
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 
 
-def _known_tasks() -> list[str]:
-    from .tasks import known_tasks
-
-    return list(known_tasks())
-
-
 def _label(model: Any) -> str:
     """The entry's name for messages: the name given, or a loaded model's card name."""
     if isinstance(model, (str, os.PathLike)):
@@ -268,10 +262,10 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
     model = model.float().eval()
     bound_rate = TOLERANCE[dtype] if tolerance is None else tolerance
     result: dict[str, Any] = {"path": str(path), "dtype": dtype, "int8": int8}
-    from .tasks import get_adapter
+    from .tasks import get_adapter, known_tasks
 
     custom = get_adapter(task).onnx_export(model, inputs, dtype=dtype, int8=int8, rate=bound_rate, label=name) \
-        if task in _known_tasks() else None
+        if task in known_tasks() else None
     if custom is not None:  # a task that exports its own way (one image at a time for a torchvision detector)
         blob, fields = custom
         result.update(fields)
