@@ -56,6 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--publish", action="store_true",
                    help="once every seed is done: publish the twin and each method that beats it (median seed)")
     p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
+    p.add_argument("--keep-twin", action="store_true",
+                   help="with --publish: the twin's zoo entry exists already (from another table of the same student "
+                        "and budget) and is kept; the distilled cards' baseline records this table's twin")
+    p.add_argument("--restore", action="store_true",
+                   help="first read finished seeds that --out lacks back from the results file (a run folder lost "
+                        "with its machine); their checkpoints are gone, so retrain a restored seed with --only-seeds "
+                        "before publishing it")
     return p.parse_args(argv)
 
 
@@ -77,6 +84,9 @@ def _main(argv: list[str] | None = None) -> int:
                                  parse_overrides(args.set), args.train_subset)
     deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
     out = Path(args.out)
+    if args.restore:
+        restored = protocol.restore_seeds(spec, out, Path(args.results or out) / f"{spec.slug()}.json")
+        print(f"restored seeds {restored} from the results file" if restored else "no seed to restore", flush=True)
     results = protocol.run(spec, task, out, deadline=deadline, device=args.device, only_seeds=args.only_seeds)
     line = settings_line(spec, results, getattr(task, "arms_note", ""))
     table, summary = protocol.write_results(spec, task, results, Path(args.results or out), line)
@@ -114,13 +124,20 @@ def _main(argv: list[str] | None = None) -> int:
     twin_name = f"{spec.student}.{short}"
     table_ref = f"benchmarks/results/{spec.slug()}.md"
     twin_seed = protocol.median_seed(twin)
-    card = task.publish(spec, twin_seed, protocol.TWIN, out / f"seed-{twin_seed}", twin_name, baseline=None,
-                        teacher=None, command=command, dest=dest,
-                        description=f"{spec.student} trained on the task loss only: the plain twin of the "
-                                    f"students distilled from {spec.teacher} on the same budget ({table_ref}).",
-                        notes=f"Twin of the protocol table {table_ref}: {twin.mean * scale:.2f} ± {twin.std * scale:.2f}{unit} "
-                              f"over seeds {sorted(twin.values)}; seed {twin_seed} (the median) shipped. {line}")
-    print(f"published {card.name} (twin, seed {twin_seed})")
+    protocol.unrestored(out, [protocol.median_seed(summary[a]) for a in winners] + ([] if args.keep_twin else [twin_seed]))
+    if args.keep_twin:
+        import zoo
+
+        zoo.card(twin_name)  # KeyError (one line, exit 2) when the twin is not in the zoo
+        print(f"kept the zoo's twin {twin_name}; the distilled cards' baseline records this table's twin")
+    else:
+        card = task.publish(spec, twin_seed, protocol.TWIN, out / f"seed-{twin_seed}", twin_name, baseline=None,
+                            teacher=None, command=command, dest=dest,
+                            description=f"{spec.student} trained on the task loss only: the plain twin of the "
+                                        f"students distilled from {spec.teacher} on the same budget ({table_ref}).",
+                            notes=f"Twin of the protocol table {table_ref}: {twin.mean * scale:.2f} ± {twin.std * scale:.2f}{unit} "
+                                  f"over seeds {sorted(twin.values)}; seed {twin_seed} (the median) shipped. {line}")
+        print(f"published {card.name} (twin, seed {twin_seed})")
     baseline = protocol.baseline_record(spec, summary, task.metric, results[0].steps, twin_name, table_ref)
     for metric, other in extra.items():
         t = other[protocol.TWIN]

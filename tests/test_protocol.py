@@ -131,6 +131,29 @@ def test_only_seeds_trains_just_those_and_reads_the_rest(tmp_path):
         protocol.run(s, task, tmp_path, only_seeds=[7])
 
 
+def test_seeds_lost_with_a_run_folder_are_restored_from_the_results_file(tmp_path, capsys):
+    task, s = FakeTask(), spec()
+    done = protocol.run(s, task, tmp_path / "old")
+    record = protocol.write_results(s, task, done, tmp_path / "results")[0].with_suffix(".json")
+    out = tmp_path / "new"  # the machine that held "old" is gone; the results file was kept
+    protocol.run(s, task, out, only_seeds=[2])
+    assert protocol.restore_seeds(s, out, record) == [0, 1]  # seed 2 is there already
+    assert protocol.restore_seeds(s, out, record) == []
+    calls = len(task.calls)
+    again = protocol.run(s, task, out)  # the restored seeds are read, not trained
+    assert len(task.calls) == calls and [r.metrics for r in again] == [r.metrics for r in done]
+    with pytest.raises(ValueError, match=r"seeds \[0\] .* --only-seeds 0"):
+        protocol.unrestored(out, [0, 2])  # no checkpoints to publish for seed 0
+    protocol.unrestored(out, [2])
+    protocol.run(s, task, out, only_seeds=[0])  # a restored seed asked for explicitly is trained again
+    assert task.calls[-1] == 0 and "seed 0 retrained: twin 0.9000 (recorded 0.9000)" in capsys.readouterr().out
+    protocol.unrestored(out, [0, 2])
+    with pytest.raises(ValueError, match="other settings"):
+        protocol.restore_seeds(spec(settings={"epochs": 12}), tmp_path / "other", record)
+    with pytest.raises(FileNotFoundError):
+        protocol.restore_seeds(s, out, tmp_path / "missing.json")
+
+
 def test_twins_cli_runs_publishes_winners_only(tmp_path):
     """End to end on real Fashion-MNIST, tiny: 2 seeds, 1 epoch on 256 images (seconds)."""
     out, dest = tmp_path / "run", tmp_path / "zoo"
@@ -167,6 +190,27 @@ def test_bad_specs_are_refused_before_anything_is_written(tmp_path, capsys):
         assert twins.main(base + ["--recipes", *recipes, *extra]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "p").exists()  # nothing recorded: the corrected command can use the same folder
+
+
+def test_twins_cli_restores_seeds_and_refuses_to_publish_what_it_has_no_checkpoint_of(tmp_path, capsys):
+    import importlib.util
+
+    spec_file = importlib.util.spec_from_file_location("twins", ROOT / "benchmarks" / "twins.py")
+    twins = importlib.util.module_from_spec(spec_file)
+    spec_file.loader.exec_module(twins)
+    s = spec(recipes=["kd"], seeds=[0, 1], settings={"epochs": 1})
+    results_dir, out, dest = tmp_path / "results", tmp_path / "run", tmp_path / "zoo"
+    kept = results({TWIN: [0.90, 0.901], "kd": [0.92, 0.921]})
+    protocol.write_results(s, FakeTask(), kept, results_dir)
+    args = ["--teacher", "resnet56.fmnist", "--student", "resnet8", "--recipes", "kd", "--seeds", "0", "1",
+            "--set", "epochs=1", "--out", str(out), "--results", str(results_dir), "--restore"]
+    assert twins.main(args + ["--publish", "--publish-dest", str(dest)]) == 2
+    captured = capsys.readouterr()
+    assert "restored seeds [0, 1]" in captured.out and "2/2 seeds done" in captured.out
+    assert "have no checkpoints; train them again with --only-seeds 0" in captured.err
+    assert not dest.exists()
+    assert twins.main(args + ["--publish", "--keep-twin", "--publish-dest", str(dest)]) == 2  # kd's seed is still missing
+    assert "no seed to restore" in capsys.readouterr().out and not dest.exists()
 
 
 def test_a_method_that_diverged_in_every_seed_is_reported_not_averaged():

@@ -31,6 +31,7 @@ from .io import atomic_write_text
 
 TWIN = "twin"  # the name of the plain arm in tables and run folders
 SPREAD = "max - min of the twin's seeds"
+RESTORED_FILE = "restored.json"  # marks a seed whose result was read back from a results file, not trained here
 
 
 @dataclass
@@ -241,7 +242,9 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
     results = []
     for seed in spec.seeds:
         done = out / f"seed-{seed}" / "result.json"
-        if done.exists():
+        marker = out / f"seed-{seed}" / RESTORED_FILE
+        retrain = marker.exists() and only_seeds is not None and seed in only_seeds
+        if done.exists() and not retrain:
             results.append(SeedResult(**json.loads(done.read_text())))
             continue
         if only_seeds is not None and seed not in only_seeds:
@@ -251,9 +254,55 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
         result = task.run_seed(spec, seed, out / f"seed-{seed}", deadline, device)
         if result is None:
             break
+        if retrain:  # a restored seed trained again: say whether the recorded values came back
+            recorded = json.loads(done.read_text())["metrics"]
+            print(f"seed {seed} retrained: " + ", ".join(
+                f"{a} {result.metrics.get(a, math.nan):.4f} (recorded {v:.4f})" for a, v in recorded.items()), flush=True)
         atomic_write_text(done, json.dumps(asdict(result), indent=2) + "\n")
+        marker.unlink(missing_ok=True)
         results.append(result)
     return results
+
+
+def restore_seeds(spec: ProtocolSpec, out: Path, record_path: Path) -> list[int]:
+    """Read finished seeds back from a results file (``<slug>.json`` of `write_results`) into the run
+    folder ``out`` where it lacks them, e.g. after the machine that held ``out`` was lost: each such seed
+    gets its ``seed-<n>/result.json`` and a ``restored.json`` marker. The table can then be written and the
+    remaining seeds trained; a restored seed's checkpoints are not there, so `unrestored` refuses to publish
+    it until it is trained again (``run(..., only_seeds=[n])`` retrains a restored seed).
+
+    Returns the restored seeds. Raises FileNotFoundError when ``record_path`` does not exist and
+    ValueError when it records other settings than ``spec``."""
+    if not record_path.exists():
+        raise FileNotFoundError(f"no results file {record_path} to restore seeds from")
+    record = json.loads(record_path.read_text())
+    if record.get("spec") != _spec_record(spec):
+        raise ValueError(f"{record_path} records a protocol run with other settings than this one")
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = out / "protocol.json"
+    if spec_path.exists() and json.loads(spec_path.read_text()) != _spec_record(spec):
+        raise ValueError(f"{out} holds a protocol run with other settings (see {spec_path}); use a new output folder")
+    atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
+    restored = []
+    for entry in record.get("seeds", []):
+        seed_dir = out / f"seed-{entry['seed']}"
+        if entry["seed"] not in spec.seeds or (seed_dir / "result.json").exists():
+            continue
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        result = SeedResult(**entry)  # checks the entry's fields
+        atomic_write_text(seed_dir / RESTORED_FILE, json.dumps({"from": str(record_path)}) + "\n")
+        atomic_write_text(seed_dir / "result.json", json.dumps(asdict(result), indent=2) + "\n")
+        restored.append(result.seed)
+    return restored
+
+
+def unrestored(out: Path, seeds: list[int]) -> None:
+    """Raise ValueError naming those of ``seeds`` that were restored from a results file (`restore_seeds`)
+    and so have no checkpoints in ``out`` to publish, with the command-line fix."""
+    missing = sorted(s for s in set(seeds) if (out / f"seed-{s}" / RESTORED_FILE).exists())
+    if missing:
+        raise ValueError(f"seeds {missing} of {out} were restored from a results file and have no checkpoints; "
+                         f"train them again with --only-seeds {' '.join(map(str, missing))}, then publish")
 
 
 def metric_scale(task: str, metric: str) -> tuple[float, str]:
