@@ -6,7 +6,7 @@
     # the same command again resumes where it stopped; with --publish, once every seed has finished,
     # the twin and every method that beats it are published to the zoo (the median seed of each)
 
-Writes ``<results>/twins-<dataset>-<teacher>-to-<student>.{md,json}`` (see `zoo.protocol`).
+Writes ``<results>/twins-<dataset>-<teacher>-to-<student>-<recipes>.{md,json}`` (`ProtocolSpec.slug`, see `zoo.protocol`).
 """
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ SHORT_NAMES = {"fashion-mnist": "fmnist"}
 def settings_line(spec: protocol.ProtocolSpec, results: list[protocol.SeedResult], arms_note: str = "") -> str:
     s = spec.settings
     steps = {r.steps for r in results}
-    walls = ", ".join(f"seed {r.seed}: {r.wall_seconds / 60:.0f} min" for r in results)
     hardware = sorted({r.hardware for r in results})
+    mixed = len(hardware) > 1  # seeds trained on different machines: say which ran where
+    walls = ", ".join(f"seed {r.seed}: {r.wall_seconds / 60:.0f} min" + (f" on {r.hardware}" if mixed else "")
+                      for r in results)
     return (f"{spec.dataset}" + (f" (first {spec.train_subset} training images)" if spec.train_subset else "")
             + f"; every arm: {', '.join(f'{k}={v}' for k, v in sorted(s.items()))}"
             + (f", {steps.pop()} optimizer steps" if len(steps) == 1 else "")
             + f"; seeds {spec.seeds}" + (f"; {arms_note}" if arms_note else "")
-            + (f"; wall time per seed ({walls}) on {', '.join(hardware)}" if results else "") + ".")
+            + (f"; wall time per seed ({walls})" + ("" if mixed else f" on {hardware[0]}") if results else "") + ".")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,10 +86,10 @@ def _main(argv: list[str] | None = None) -> int:
                                  parse_overrides(args.set), args.train_subset)
     deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
     out = Path(args.out)
-    if args.restore:
-        restored = protocol.restore_seeds(spec, out, Path(args.results or out) / f"{spec.slug()}.json")
-        print(f"restored seeds {restored} from the results file" if restored else "no seed to restore", flush=True)
-    results = protocol.run(spec, task, out, deadline=deadline, device=args.device, only_seeds=args.only_seeds)
+    if args.keep_twin and not args.publish:
+        raise ValueError("--keep-twin only applies with --publish")
+    results = protocol.run(spec, task, out, deadline=deadline, device=args.device, only_seeds=args.only_seeds,
+                           results_file=Path(args.results or out) / f"{spec.slug()}.json", restore=args.restore)
     line = settings_line(spec, results, getattr(task, "arms_note", ""))
     table, summary = protocol.write_results(spec, task, results, Path(args.results or out), line)
     done = len(results) == len(spec.seeds)
@@ -96,7 +98,8 @@ def _main(argv: list[str] | None = None) -> int:
     if not args.publish:
         return 0
     if not done or summary is None:
-        raise SystemExit("--publish needs every seed finished; run the protocol to the end first")
+        raise ValueError(f"--publish needs every seed finished ({len(results)}/{len(spec.seeds)} are); "
+                         "run the same command again to continue")
     command = shlex.join(["python", "benchmarks/twins.py", *(sys.argv[1:] if argv is None else argv)])
     short = SHORT_NAMES.get(spec.dataset, spec.dataset)
     dest = Path(args.publish_dest) if args.publish_dest else None
@@ -138,7 +141,9 @@ def _main(argv: list[str] | None = None) -> int:
                             notes=f"Twin of the protocol table {table_ref}: {twin.mean * scale:.2f} ± {twin.std * scale:.2f}{unit} "
                                   f"over seeds {sorted(twin.values)}; seed {twin_seed} (the median) shipped. {line}")
         print(f"published {card.name} (twin, seed {twin_seed})")
-    baseline = protocol.baseline_record(spec, summary, task.metric, results[0].steps, twin_name, table_ref)
+    # with --keep-twin this table's twin is no zoo entry: the baseline names none (the entry is another run)
+    baseline = protocol.baseline_record(spec, summary, task.metric, results[0].steps,
+                                        None if args.keep_twin else twin_name, table_ref)
     for metric, other in extra.items():
         t = other[protocol.TWIN]
         baseline["metrics"][metric] = {"mean": round(t.mean, 6), "std": round(t.std, 6), "n": t.n,
@@ -152,7 +157,9 @@ def _main(argv: list[str] | None = None) -> int:
                             description=f"{spec.student} distilled from {spec.teacher} with the {arm} recipe, on "
                                         f"exactly its plain twin's budget ({table_ref}).",
                             notes=f"Protocol row: {s.mean * scale:.2f} ± {s.std * scale:.2f}{unit} over seeds {sorted(s.values)} "
-                                  f"({s.gain * scale:+.2f}{unit} over the twin); seed {seed} (the median) shipped. {line}")
+                                  f"({s.gain * scale:+.2f}{unit} over the twin); seed {seed} (the median) shipped. "
+                                  + (f"This table's twin is not in the zoo; the zoo's plain {twin_name} is the same "
+                                     f"recipe and budget from another protocol run. " if args.keep_twin else "") + line)
         print(f"published {card.name}: {task.metric} {card.metrics[task.metric] * scale:.2f}{unit} (seed {seed})")
     return 0
 

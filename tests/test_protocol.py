@@ -127,7 +127,7 @@ def test_only_seeds_trains_just_those_and_reads_the_rest(tmp_path):
     assert task.calls == [1] and [r.seed for r in done] == [1]
     done = protocol.run(s, task, tmp_path, only_seeds=[0, 2])
     assert task.calls == [1, 0, 2] and [r.seed for r in done] == [0, 1, 2]  # seed 1 read back
-    with pytest.raises(ValueError, match="not all among the run's seeds"):
+    with pytest.raises(ValueError, match="--only-seeds 7 are not all among the run's seeds 0 1 2"):
         protocol.run(s, task, tmp_path, only_seeds=[7])
 
 
@@ -211,6 +211,34 @@ def test_twins_cli_restores_seeds_and_refuses_to_publish_what_it_has_no_checkpoi
     assert not dest.exists()
     assert twins.main(args + ["--publish", "--keep-twin", "--publish-dest", str(dest)]) == 2  # kd's seed is still missing
     assert "no seed to restore" in capsys.readouterr().out and not dest.exists()
+    assert twins.main(args + ["--keep-twin"]) == 2
+    assert "--keep-twin only applies with --publish" in capsys.readouterr().err
+
+
+def test_a_results_file_is_never_overwritten_with_fewer_seeds(tmp_path, capsys):
+    """A new run folder beside a results file that records seeds it lacks: the table would lose them."""
+    import importlib.util
+
+    spec_file = importlib.util.spec_from_file_location("twins", ROOT / "benchmarks" / "twins.py")
+    twins = importlib.util.module_from_spec(spec_file)
+    spec_file.loader.exec_module(twins)
+    s = spec(recipes=["kd"], seeds=[0, 1], settings={"epochs": 1})
+    results_dir = tmp_path / "results"
+    record = protocol.write_results(s, FakeTask(), results({TWIN: [0.90, 0.901], "kd": [0.92, 0.921]}),
+                                    results_dir)[0].with_suffix(".json")
+    before = record.read_text()
+    base = ["--teacher", "resnet56.fmnist", "--student", "resnet8", "--recipes", "kd", "--seeds", "0", "1",
+            "--set", "epochs=1", "--results", str(results_dir), "--time-budget", "0"]
+    assert twins.main(base + ["--out", str(tmp_path / "fresh")]) == 2
+    err = capsys.readouterr().err
+    assert "records seeds 0 1 that" in err and "add --restore" in err
+    assert record.read_text() == before and not (tmp_path / "fresh").exists()
+    assert twins.main(base + ["--out", str(tmp_path / "bad"), "--restore", "--only-seeds", "5"]) == 2
+    assert not (tmp_path / "bad").exists()  # the seeds are checked before anything is restored
+    # a finished restore, then --publish before every seed is done is one line, exit 2
+    short = base + ["--out", str(tmp_path / "part"), "--results", str(tmp_path / "other"), "--publish"]
+    assert twins.main(short) == 2
+    assert "twins.py: error: --publish needs every seed finished (0/2 are)" in capsys.readouterr().err
 
 
 def test_a_method_that_diverged_in_every_seed_is_reported_not_averaged():

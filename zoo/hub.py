@@ -95,8 +95,9 @@ def render_card(card: ModelCard) -> str:
             gain = card.metrics[k] - v["mean"] if k in card.metrics else None
             lines.append(f"- **Plain twin:** " + (f"`{card.baseline['name']}`, " if card.baseline.get("name") else "")
                          + (f"{k} {v['mean']:.4f} (the publisher's plain student)" if v.get("std") is None else
-                            f"{k} {v['mean']:.4f} ± {v['std']:.4f} over {v.get('n', '?')} seeds")
-                         + (f"; this student {gain:+.4f}" if gain is not None else ""))
+                            f"{k} {v['mean']:.4f} ± {v['std']:.4f} over {v.get('n', '?')} seeds"
+                            + (f" (protocol table {card.baseline['table']})" if card.baseline.get("table") else ""))
+                         + (f"; this checkpoint {gain:+.4f} against the twin's mean" if gain is not None else ""))
     lines.append(f"- **Params:** {card.params:,}" + (f", **FLOPs:** {card.flops:,}" if card.flops else ""))
     if card.latency_ms:
         lat = ", ".join(f"{k} {v:.2f} ms" for k, v in card.latency_ms.items())

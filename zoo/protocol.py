@@ -219,16 +219,35 @@ def _spec_record(spec: ProtocolSpec) -> dict[str, Any]:
 
 
 def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | None = None,
-        device: str | None = None, only_seeds: list[int] | None = None) -> list[SeedResult]:
+        device: str | None = None, only_seeds: list[int] | None = None,
+        results_file: Path | None = None, restore: bool = False) -> list[SeedResult]:
     """Train every seed of ``spec`` (resuming ``out`` where it stopped); returns the finished seeds.
     ``only_seeds`` trains just those (the others are read if finished): seeds are independent, so several
-    processes can share one run folder, each training its own seeds.
+    processes can share one run folder, each training its own seeds. ``results_file`` is the
+    ``<slug>.json`` the results will be written to: with ``restore``, the seeds it records and ``out``
+    lacks are read back first (`restore_seeds`); without, a results file holding such seeds is refused
+    (writing the table would drop them).
 
-    Raises ValueError when ``out`` holds a run of other settings (use a new folder)."""
+    Raises ValueError when ``out`` holds a run of other settings (use a new folder), when ``only_seeds``
+    are not among the seeds, or when the results file would lose seeds; FileNotFoundError when
+    ``restore`` has no results file to read. Nothing is written when it raises before training."""
     if only_seeds is not None and not set(only_seeds) <= set(spec.seeds):
-        raise ValueError(f"--only-seeds {only_seeds} are not all among the run's seeds {spec.seeds}")
+        raise ValueError(f"--only-seeds {' '.join(map(str, only_seeds))} are not all among the run's seeds "
+                         f"{' '.join(map(str, spec.seeds))}")
     if hasattr(task, "validate"):  # the task checks the spec (recipes, teacher, settings) before anything is written
         task.validate(spec)
+    if restore:
+        if results_file is None:
+            raise ValueError("restore needs the results file to read the seeds from")
+        restored = restore_seeds(spec, out, results_file)
+        print(f"restored seeds {restored} from {results_file}" if restored else "no seed to restore", flush=True)
+    elif results_file is not None and results_file.exists():
+        record = json.loads(results_file.read_text())
+        lost = sorted(e["seed"] for e in record.get("seeds", [])
+                      if not (out / f"seed-{e['seed']}" / "result.json").exists())
+        if lost:
+            raise ValueError(f"{results_file} records seeds {' '.join(map(str, lost))} that {out} lacks; writing the "
+                             "table would drop them: add --restore to read them back, or give another --results folder")
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "protocol.json"
     if spec_path.exists():
