@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian data packages: Fashion-MNIST (classification) and WordNet (the nlp task). The nlp pipeline
-# (python -m zoo.nlp.pipeline) also uses fortunes and dict-gcide: install them with APT_EXTRA="fortunes fortunes-min dict-gcide".
+# Debian data packages: Fashion-MNIST (classification), WordNet and GCIDE (the nlp task: labels and the
+# general-distillation corpus, which tests/test_nlp.py runs). The nlp pipeline's fortune tasks also use
+# fortunes: install them with APT_EXTRA="fortunes fortunes-min".
 PACKAGES=""
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || PACKAGES="$PACKAGES dataset-fashion-mnist"
 [ -f /usr/share/wordnet/data.noun ] || PACKAGES="$PACKAGES wordnet-base"
+[ -f /usr/share/dictd/gcide.dict.dz ] || PACKAGES="$PACKAGES dict-gcide"
 # the face task's identities: CJK characters drawn in these typefaces (zoo.face.data)
 [ -f /usr/share/fonts/truetype/unfonts-core/UnGungseo.ttf ] || PACKAGES="$PACKAGES fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei fonts-wqy-microhei fonts-ipafont-gothic fonts-ipafont-mincho fonts-unfonts-core"
 # the browser that tests/test_board.py drives headless (through Playwright, pip package in the test extra)
