@@ -218,6 +218,21 @@ def _spec_record(spec: ProtocolSpec) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(spec)))
 
 
+def _claim_run_folder(spec: ProtocolSpec, out: Path) -> None:
+    """Record ``spec`` in ``out/protocol.json``, or check that the run already there has these settings
+    (ValueError naming the settings that differ: a run folder holds one protocol run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = out / "protocol.json"
+    if spec_path.exists():
+        saved = json.loads(spec_path.read_text())
+        if saved != _spec_record(spec):
+            changed = sorted(k for k in set(saved) | set(_spec_record(spec)) if saved.get(k) != _spec_record(spec).get(k))
+            raise ValueError(f"{out} holds a protocol run with other settings ({', '.join(changed)} differ; "
+                             f"see {spec_path}); use a new output folder")
+    else:
+        atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
+
+
 def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | None = None,
         device: str | None = None, only_seeds: list[int] | None = None,
         results_file: Path | None = None, restore: bool = False) -> list[SeedResult]:
@@ -248,16 +263,7 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
         if lost:
             raise ValueError(f"{results_file} records seeds {' '.join(map(str, lost))} that {out} lacks; writing the "
                              "table would drop them: add --restore to read them back, or give another --results folder")
-    out.mkdir(parents=True, exist_ok=True)
-    spec_path = out / "protocol.json"
-    if spec_path.exists():
-        saved = json.loads(spec_path.read_text())
-        if saved != _spec_record(spec):
-            changed = sorted(k for k in set(saved) | set(_spec_record(spec)) if saved.get(k) != _spec_record(spec).get(k))
-            raise ValueError(f"{out} holds a protocol run with other settings ({', '.join(changed)} differ; "
-                             f"see {spec_path}); use a new output folder")
-    else:
-        atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
+    _claim_run_folder(spec, out)
     results = []
     for seed in spec.seeds:
         done = out / f"seed-{seed}" / "result.json"
@@ -297,11 +303,7 @@ def restore_seeds(spec: ProtocolSpec, out: Path, record_path: Path) -> list[int]
     record = json.loads(record_path.read_text())
     if record.get("spec") != _spec_record(spec):
         raise ValueError(f"{record_path} records a protocol run with other settings than this one")
-    out.mkdir(parents=True, exist_ok=True)
-    spec_path = out / "protocol.json"
-    if spec_path.exists() and json.loads(spec_path.read_text()) != _spec_record(spec):
-        raise ValueError(f"{out} holds a protocol run with other settings (see {spec_path}); use a new output folder")
-    atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
+    _claim_run_folder(spec, out)
     restored = []
     for entry in record.get("seeds", []):
         seed_dir = out / f"seed-{entry['seed']}"
