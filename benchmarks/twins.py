@@ -88,10 +88,11 @@ def _main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.keep_twin and not args.publish:
         raise ValueError("--keep-twin only applies with --publish")
+    results_dir = Path(args.results or out)
     results = protocol.run(spec, task, out, deadline=deadline, device=args.device, only_seeds=args.only_seeds,
-                           results_file=Path(args.results or out) / f"{spec.slug()}.json", restore=args.restore)
+                           results_file=results_dir / f"{spec.slug()}.json", restore=args.restore)
     line = settings_line(spec, results, getattr(task, "arms_note", ""))
-    table, summary = protocol.write_results(spec, task, results, Path(args.results or out), line)
+    table, summary = protocol.write_results(spec, task, results, results_dir, line)
     done = len(results) == len(spec.seeds)
     print(f"{len(results)}/{len(spec.seeds)} seeds done" + (f"; table in {table}" if table.exists() else "; no table yet")
           + ("" if done else "; run the same command again to continue"), flush=True)

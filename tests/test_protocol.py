@@ -15,6 +15,17 @@ from zoo.protocol import TWIN, ProtocolSpec, SeedResult
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def twins():
+    """benchmarks/twins.py as a module (its main() returns the exit code)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import protocol_bench
+    finally:
+        sys.path.pop(0)
+    return protocol_bench.load_script("twins")
+
+
 def spec(**kw) -> ProtocolSpec:
     fields = dict(task="classification", teacher="resnet56.fmnist", student="resnet8", recipes=["kd", "at"],
                   seeds=[0, 1, 2], dataset="fashion-mnist", settings={"epochs": 10})
@@ -177,12 +188,7 @@ def test_twins_cli_runs_publishes_winners_only(tmp_path):
         assert "not published: kd" in r.stdout and not dest.exists()
 
 
-def test_bad_specs_are_refused_before_anything_is_written(tmp_path, capsys):
-    import importlib.util
-
-    spec_file = importlib.util.spec_from_file_location("twins", ROOT / "benchmarks" / "twins.py")
-    twins = importlib.util.module_from_spec(spec_file)
-    spec_file.loader.exec_module(twins)
+def test_bad_specs_are_refused_before_anything_is_written(twins, tmp_path, capsys):
     base = ["--teacher", "resnet56.fmnist", "--student", "resnet8", "--seeds", "0", "1", "--out", str(tmp_path / "p")]
     for recipes, message in ((["nope"], "unknown recipe 'nope'"), (["pkd"], "is for nlp models"),
                              (["dml"], "learns without a teacher"), (["kd"], "unknown setting 'zzz'")):
@@ -192,12 +198,7 @@ def test_bad_specs_are_refused_before_anything_is_written(tmp_path, capsys):
     assert not (tmp_path / "p").exists()  # nothing recorded: the corrected command can use the same folder
 
 
-def test_twins_cli_restores_seeds_and_refuses_to_publish_what_it_has_no_checkpoint_of(tmp_path, capsys):
-    import importlib.util
-
-    spec_file = importlib.util.spec_from_file_location("twins", ROOT / "benchmarks" / "twins.py")
-    twins = importlib.util.module_from_spec(spec_file)
-    spec_file.loader.exec_module(twins)
+def test_twins_cli_restores_seeds_and_refuses_to_publish_what_it_has_no_checkpoint_of(twins, tmp_path, capsys):
     s = spec(recipes=["kd"], seeds=[0, 1], settings={"epochs": 1})
     results_dir, out, dest = tmp_path / "results", tmp_path / "run", tmp_path / "zoo"
     kept = results({TWIN: [0.90, 0.901], "kd": [0.92, 0.921]})
@@ -215,13 +216,8 @@ def test_twins_cli_restores_seeds_and_refuses_to_publish_what_it_has_no_checkpoi
     assert "--keep-twin only applies with --publish" in capsys.readouterr().err
 
 
-def test_a_results_file_is_never_overwritten_with_fewer_seeds(tmp_path, capsys):
+def test_a_results_file_is_never_overwritten_with_fewer_seeds(twins, tmp_path, capsys):
     """A new run folder beside a results file that records seeds it lacks: the table would lose them."""
-    import importlib.util
-
-    spec_file = importlib.util.spec_from_file_location("twins", ROOT / "benchmarks" / "twins.py")
-    twins = importlib.util.module_from_spec(spec_file)
-    spec_file.loader.exec_module(twins)
     s = spec(recipes=["kd"], seeds=[0, 1], settings={"epochs": 1})
     results_dir = tmp_path / "results"
     record = protocol.write_results(s, FakeTask(), results({TWIN: [0.90, 0.901], "kd": [0.92, 0.921]}),
