@@ -85,3 +85,19 @@ def test_eval_reproduces_the_card(capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "zoo.cli", "list"], capture_output=True, text=True, check=True).stdout
     assert STUDENT in out
+
+
+def test_listing_and_reading_cards_do_not_import_torch():
+    """`import zoo`, `zoo list`, `zoo card` and `zoo.compare` read cards only: they must not pay torch's
+    import (seconds) — scripts call `zoo card` once per entry. Run in a fresh interpreter."""
+    code = ("import sys, zoo\n"
+            "from zoo import cli\n"
+            "names = [c.name for c in zoo.list_models()]\n"
+            "assert 'resnet8-kd.fmnist' in names and zoo.card('resnet8-kd.fmnist').baseline\n"
+            "zoo.compare(task='classification')\n"
+            "for argv in (['list'], ['list', '--json'], ['card', 'resnet8-kd.fmnist', '--json'], ['card', 'resnet8.fmnist']):\n"
+            "    assert cli.main(argv) == 0\n"
+            "heavy = sorted(m for m in ('torch', 'numpy', 'safetensors.torch') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -6,10 +6,28 @@
 """
 __version__ = "0.1.0"
 
-from .api import DistillRun, card, distill, evaluate, list_models, load, predict, register, save, train  # noqa: E402
-from .recipes import get_recipe, list_recipes  # noqa: E402
-from .hub import ChecksumError, StateDictMismatchError  # noqa: E402
 from .registry import ModelCard, UnknownModelError  # noqa: E402
+
+# The rest of the public API is imported on first use (PEP 562), so that reading cards (`zoo list`, `zoo card`,
+# `zoo.card`, `zoo.compare`) never pays torch's import: where each public name lives.
+_LAZY = {**dict.fromkeys(("DistillRun", "card", "distill", "evaluate", "list_models", "load", "predict", "register",
+                          "save", "train"), "api"),
+         **dict.fromkeys(("get_recipe", "list_recipes"), "recipes"),
+         **dict.fromkeys(("ChecksumError", "StateDictMismatchError"), "hub")}
+
+
+def __getattr__(name: str):  # noqa: ANN202 (module attribute hook)
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def compare(task: str | None = None, dataset: str | None = None, method: str | None = None,

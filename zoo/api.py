@@ -5,15 +5,15 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import hub
 from .registry import ModelCard, Registry
 from .tasks import get_adapter
 
+if TYPE_CHECKING:  # torch is imported where a model is built or run, so that reading cards stays cheap
+    import torch
+    from torch import nn
 
 def _discover() -> list[ModelCard]:
     """The bundled checkpoints, then other projects' published students with their reported metrics."""
@@ -95,6 +95,8 @@ def inference(model: nn.Module) -> Iterator[nn.Module]:
     """Run ``model`` for inference whatever mode it is in: every submodule in eval mode (BatchNorm reads
     its running statistics and never updates them, dropout is off) and no autograd, then each submodule's
     own ``training`` flag is restored. Yields ``model``."""
+    import torch
+
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -112,6 +114,8 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
     DataParallel/DDP or ``torch.compile``). The prediction does not depend on the model's train/eval
     mode and leaves its mode and state (BatchNorm statistics included) as they were.
     Raises ValueError for a module that carries no ``.card`` (not a kdzoo model)."""
+    from torch import nn
+
     if isinstance(name_or_model, nn.Module):
         model = hub.unwrap(name_or_model)
         if getattr(model, "card", None) is None:

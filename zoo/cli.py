@@ -312,19 +312,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from .trainer import NonFiniteLossError
-
     try:
         return args.func(args)
-    except NonFiniteLossError as e:  # a diverged run: the message says how to resume it
-        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:  # `zoo list | head`: the reader has gone; not an error of ours (before OSError)
+        sys.stderr.close()
+        return 0
     except (ValueError, OSError, KeyError, TypeError, ImportError, NotImplementedError) as e:  # OSError: files, folders, network
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `zoo list | head`: the reader has gone; not an error of ours
-        sys.stderr.close()
-        return 0
+    except RuntimeError as e:
+        # a diverged run (the message says how to resume it); zoo.trainer is loaded only by commands that train,
+        # so that reading cards never pays torch's import
+        trainer = sys.modules.get(f"{__package__}.trainer")
+        if trainer is None or not isinstance(e, trainer.NonFiniteLossError):
+            raise
+        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

