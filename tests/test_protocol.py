@@ -142,6 +142,19 @@ def test_only_seeds_trains_just_those_and_reads_the_rest(tmp_path):
         protocol.run(s, task, tmp_path, only_seeds=[7])
 
 
+def test_a_run_folder_may_stop_at_fewer_seeds_or_add_seeds(tmp_path, capsys):
+    task = FakeTask()
+    protocol.run(spec(seeds=[0, 1, 2]), task, tmp_path, only_seeds=[0])
+    done = protocol.run(spec(seeds=[0, 1]), task, tmp_path)  # stop at two seeds: seed 0 is kept, 1 trained
+    assert [r.seed for r in done] == [0, 1] and task.calls == [0, 1]
+    assert json.loads((tmp_path / "protocol.json").read_text())["seeds"] == [0, 1]
+    assert "seeds 0 1 2 -> 0 1 (the finished seeds are kept)" in capsys.readouterr().out
+    done = protocol.run(spec(seeds=[0, 1, 3]), task, tmp_path)  # and add one later
+    assert [r.seed for r in done] == [0, 1, 3] and task.calls == [0, 1, 3]
+    with pytest.raises(ValueError, match="other settings \\(recipes differ"):
+        protocol.run(spec(seeds=[0, 1], recipes=["kd"]), task, tmp_path)
+
+
 def test_seeds_lost_with_a_run_folder_are_restored_from_the_results_file(tmp_path, capsys):
     task, s = FakeTask(), spec()
     done = protocol.run(s, task, tmp_path / "old")

@@ -269,3 +269,12 @@ def test_a_stage_without_parameters_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="no trainable parameters in stage 'generator'"):
         fit(Empty(), Points(), TrainConfig(epochs=1, batch_size=16, progress=False), tmp_path)
+
+
+def test_eval_every_evaluates_every_nth_epoch_and_always_the_last(tmp_path):
+    cfg = TrainConfig(epochs=5, batch_size=32, eval_every=2, progress=False, amp="off", channels_last=False)
+    calls = []
+    result = fit(Exploding(blow_up_at=10**9), Rows(), cfg, tmp_path, evaluate=lambda: calls.append(1) or {"m": 1.0})
+    assert [h["epoch"] for h in result.history] == [2, 4, 5] and len(calls) == 3
+    with pytest.raises(ValueError, match="eval_every must be >= 1"):
+        TrainConfig(eval_every=0)

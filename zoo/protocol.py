@@ -14,7 +14,7 @@ inside the spread of the twin itself is not told apart from seed noise.
 The protocol is task-agnostic: a task adapter supplies a `ProtocolTask` (``adapter.protocol``)
 that trains one seed's arms (resumably, stopping at a deadline) and publishes a chosen run. This
 module does the bookkeeping, the statistics and the table, and resumes a run folder where it
-stopped (finished seeds are never trained again; a run folder refuses other settings).
+stopped (finished seeds are never trained again; a run folder refuses other settings, but not other seeds).
 """
 from __future__ import annotations
 
@@ -218,19 +218,30 @@ def _spec_record(spec: ProtocolSpec) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(spec)))
 
 
+def _settings_differ(saved: dict[str, Any], spec: ProtocolSpec) -> list[str]:
+    """The fields of a recorded spec that differ from ``spec``'s, apart from the seeds: seeds are
+    independent, so a run may add seeds or stop at fewer of them."""
+    now = _spec_record(spec)
+    return sorted(k for k in set(saved) | set(now) if k != "seeds" and saved.get(k) != now.get(k))
+
+
 def _claim_run_folder(spec: ProtocolSpec, out: Path) -> None:
     """Record ``spec`` in ``out/protocol.json``, or check that the run already there has these settings
-    (ValueError naming the settings that differ: a run folder holds one protocol run)."""
+    (ValueError naming the settings that differ: a run folder holds one protocol run). Other seeds are
+    allowed (the record is updated, the finished seeds kept): a run may add a seed, or stop at fewer."""
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "protocol.json"
     if spec_path.exists():
         saved = json.loads(spec_path.read_text())
-        if saved != _spec_record(spec):
-            changed = sorted(k for k in set(saved) | set(_spec_record(spec)) if saved.get(k) != _spec_record(spec).get(k))
+        changed = _settings_differ(saved, spec)
+        if changed:
             raise ValueError(f"{out} holds a protocol run with other settings ({', '.join(changed)} differ; "
                              f"see {spec_path}); use a new output folder")
-    else:
-        atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
+        if saved.get("seeds") == spec.seeds:
+            return
+        print(f"{out}: seeds {' '.join(map(str, saved.get('seeds', [])))} -> {' '.join(map(str, spec.seeds))} "
+              "(the finished seeds are kept)", flush=True)
+    atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
 
 
 def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | None = None,
@@ -301,7 +312,7 @@ def restore_seeds(spec: ProtocolSpec, out: Path, record_path: Path) -> list[int]
     if not record_path.exists():
         raise FileNotFoundError(f"no results file {record_path} to restore seeds from")
     record = json.loads(record_path.read_text())
-    if record.get("spec") != _spec_record(spec):
+    if _settings_differ(record.get("spec", {}), spec):
         raise ValueError(f"{record_path} records a protocol run with other settings than this one")
     _claim_run_folder(spec, out)
     restored = []

@@ -23,7 +23,7 @@ from typing import Any
 from .io import atomic_write_text
 
 RUN_FILE = "run.json"
-RESUME_MUTABLE = frozenset({"lr", "max_steps", "progress", "log_every", "checkpoint_every", "tensorboard", "divergence_ratio",
+RESUME_MUTABLE = frozenset({"lr", "max_steps", "progress", "log_every", "checkpoint_every", "eval_every", "tensorboard", "divergence_ratio",
                             "finite_check_every", "compile", "compile_backend", "teacher_cache"})
 PER_CALL = frozenset({"max_steps", "progress"})
 

@@ -73,6 +73,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop (resumably) after this many optimizer steps; schedule unchanged
     checkpoint_every: int = 200  # optimizer steps; also at every epoch end and on stop
     log_every: int = 20
+    eval_every: int = 1  # epochs between evaluations of fit's ``evaluate``; the last epoch is always evaluated
     progress: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to OUT/tensorboard (needs `tensorboard`)
     snapshot_every: int = 0  # epochs; > 0 exports the model every N epochs (teacher snapshots for `rco`)
@@ -88,8 +89,9 @@ class TrainConfig:
             problems.append(f"epochs must be a whole number >= 1 (got {self.epochs!r})")
         if self.warmup_epochs < 0:
             problems.append(f"warmup_epochs must be >= 0 (got {self.warmup_epochs})")
-        if self.log_every < 1 or self.checkpoint_every < 1:
-            problems.append(f"log_every and checkpoint_every must be >= 1 (got {self.log_every}, {self.checkpoint_every})")
+        if self.log_every < 1 or self.checkpoint_every < 1 or self.eval_every < 1:
+            problems.append(f"log_every, checkpoint_every and eval_every must be >= 1 (got {self.log_every}, "
+                            f"{self.checkpoint_every}, {self.eval_every})")
         if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
             problems.append(f"batch_size ({self.batch_size}) must be a positive multiple of grad_accum ({self.grad_accum})")
         if self.lr <= 0:
@@ -431,8 +433,8 @@ def fit(
 
     ``module`` is a `TrainModule` (or a plain ``nn.Module``, which gets its defaults); each of its
     `TrainModule.stages` has its own optimizer, stepped in order on the same micro-batches.
-    ``evaluate`` is called after each epoch (on rank 0) and its metrics are logged; then
-    ``on_epoch_end(epoch, history)`` (rank 0; e.g. to export snapshots); ``on_step_end(step)`` after each
+    ``evaluate`` is called after every ``cfg.eval_every``-th epoch and after the last (on rank 0), and its
+    metrics are logged; then ``on_epoch_end(epoch, history)`` (rank 0; e.g. to export snapshots); ``on_step_end(step)`` after each
     optimizer step, before any logging or checkpoint (e.g. to time steps). With ``resume=True``
     training continues exactly from ``out_dir/train_state.pt``. ``deadline`` (a ``time.monotonic()``
     value) stops training resumably at the first step that ends after it: a checkpoint is written
@@ -651,7 +653,8 @@ def fit(
                 if bar is not None:
                     bar.update(1)
                 if pos == steps_per_epoch:
-                    if evaluate is not None and rank == 0:
+                    if evaluate is not None and rank == 0 and ((epoch + 1) % cfg.eval_every == 0
+                                                               or epoch + 1 == cfg.epochs):
                         metrics = evaluate()
                         history.append({"epoch": epoch + 1, "step": step,
                                          "seconds": round(time.perf_counter() - t0, 1), **metrics})
