@@ -368,7 +368,7 @@ def test_too_little_data_for_a_batch_says_what_to_change(data, tmp_path):
         distill_classifier("plain", None, "resnet8", out_dir=tmp_path, settings={"epochs": 1, "progress": False}, data=data)
 
 
-@pytest.mark.parametrize("settings, message", [({"log_every": 0}, "log_every and checkpoint_every must be >= 1"),
+@pytest.mark.parametrize("settings, message", [({"log_every": 0}, "log_every, checkpoint_every and eval_every must be >= 1"),
                                                ({"epochs": 1.5}, "epochs must be a whole number"),
                                                ({"warmup_epochs": -1}, "warmup_epochs must be >= 0")])
 def test_impossible_training_settings_are_refused(settings, message):
