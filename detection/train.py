@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,6 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
     if world > 1 and own_device is not None:
         device = own_device
     device = torch.device(device)
-    started = time.perf_counter()
     result = fit(module, train, cfg, out, evaluate=lambda: evaluate(student, test, device=device), resume=resume,
                  device=device, deadline=deadline)
     if not result.finished and (deadline is not None or not raise_on_stop):
@@ -91,7 +89,7 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
         return None
     return export_run(student, train, test, out, cfg=cfg, history=result.history, teacher=teacher_model,
                       chen=weights if teacher_model is not None else None, recipe=recipe, command=command,
-                      wall_time_s=time.perf_counter() - started, device=device)
+                      wall_time_s=result.seconds, device=device)
 
 
 def export_run(model: nn.Module, train: DetectionDataset, test: DetectionDataset, out_dir: Path, *,

@@ -1,4 +1,5 @@
 
+import dataclasses
 import pytest
 import torch
 
@@ -278,3 +279,16 @@ def test_eval_every_evaluates_every_nth_epoch_and_always_the_last(tmp_path):
     assert [h["epoch"] for h in result.history] == [2, 4, 5] and len(calls) == 3
     with pytest.raises(ValueError, match="eval_every must be >= 1"):
         TrainConfig(eval_every=0)
+
+
+def test_a_resumed_run_counts_the_wall_time_of_every_segment(tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=8, progress=False, amp="off", channels_last=False)
+    module = Exploding(blow_up_at=10**9)
+    first = fit(module, Rows(), dataclasses.replace(cfg, max_steps=8), tmp_path)
+    saved = torch.load(tmp_path / "train_state.pt", weights_only=True)["train_seconds"]
+    assert 0 < saved <= first.seconds
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    state["train_seconds"] = 1000.0  # as if the first segment had taken 1000 s
+    torch.save(state, tmp_path / "train_state.pt")
+    second = fit(module, Rows(), cfg, tmp_path, resume=True)
+    assert second.finished and 1000.0 < second.seconds < 1000.0 + 60  # the first segment's seconds are carried on

@@ -22,7 +22,6 @@ import argparse
 import datetime as _dt
 import os
 import shlex
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -206,7 +205,6 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     record_ = {"started_with": settings, "changes": []}
     if is_main_process():
         record_ = runs.commit(out, identity, settings, effective, step=resumed_at)
-    started = time.perf_counter()
     try:
         result = fit(distiller, train, cfg, out, evaluate=lambda: adapter.evaluate_model(students[0], test, device=dev),
                      resume=resume, device=dev, deadline=deadline)
@@ -223,7 +221,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
             train_config=asdict(cfg), history=result.history,
             command=reproduce_command(task, identity, record_["started_with"], out), hardware=hardware_description(dev),
             notes=runs.describe_changes(record_["changes"]),
-            wall_time_s=time.perf_counter() - started, recipe=recipe_dict(recipe_obj) if recipe_obj.terms else None,
+            wall_time_s=result.seconds, recipe=recipe_dict(recipe_obj) if recipe_obj.terms else None,
             **card_fields)
         run.card = export_run(adapter, record, out, test)
     return run

@@ -168,6 +168,7 @@ class TrainResult:
     total_steps: int
     finished: bool
     history: list[dict] = field(default_factory=list)  # one row per evaluated epoch
+    seconds: float = 0.0  # wall time of training over every resumed segment (up to the last checkpoint of each)
 
 
 class TrainModule(nn.Module):
@@ -489,7 +490,7 @@ def fit(
     first_loss: torch.Tensor | None = None
     peak = torch.full((), float("-inf"), device=device)
 
-    step, history = 0, []
+    step, history, seconds_before = 0, [], 0.0  # seconds_before: the wall time of the segments resumed from
     state_path = out / STATE_FILE
     # A checkpoint is written as pending and becomes the checkpoint only once the steps after it have passed
     # their NaN/divergence check: the update just before a checkpoint is judged by the next forward, so a
@@ -515,6 +516,7 @@ def fit(
             torch.cuda.set_rng_state(state["rng_cuda"])
         step, history = int(state["step"]), json.loads(state["history"])
         reference = state.get("loss_reference")
+        seconds_before = float(state.get("train_seconds", 0.0))
     else:
         torch.manual_seed(cfg.seed)
 
@@ -570,7 +572,7 @@ def fit(
             "step": step, "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
             "config": asdict(cfg), "history": json.dumps(history), "loss_reference": reference,
-            "data_size": len(data),
+            "data_size": len(data), "train_seconds": seconds_before + time.perf_counter() - t0,
         }
         atomic_write(pending_path, lambda f: torch.save(state, f))
 
@@ -657,7 +659,7 @@ def fit(
                                                                or epoch + 1 == cfg.epochs):
                         metrics = evaluate()
                         history.append({"epoch": epoch + 1, "step": step,
-                                         "seconds": round(time.perf_counter() - t0, 1), **metrics})
+                                         "seconds": round(seconds_before + time.perf_counter() - t0, 1), **metrics})
                         if bar is not None:
                             bar.write(f"epoch {epoch + 1}/{cfg.epochs}: "
                                       + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -681,7 +683,8 @@ def fit(
         if bar is not None:
             bar.close()
         log.close()
-    return TrainResult(step=step, total_steps=total_steps, finished=step >= total_steps, history=history)
+    return TrainResult(step=step, total_steps=total_steps, finished=step >= total_steps, history=history,
+                       seconds=seconds_before + time.perf_counter() - t0)
 
 
 def nonfinite_state(module: nn.Module, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer] | None = None
