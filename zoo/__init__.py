@@ -6,6 +6,7 @@
 """
 __version__ = "0.1.0"
 
+from .lazy import lazy_attributes  # noqa: E402
 from .registry import ModelCard, UnknownModelError  # noqa: E402
 
 # The rest of the public API is imported on first use (PEP 562), so that reading cards (`zoo list`, `zoo card`,
@@ -16,18 +17,7 @@ _LAZY = {**dict.fromkeys(("DistillRun", "card", "distill", "evaluate", "list_mod
          **dict.fromkeys(("ChecksumError", "StateDictMismatchError"), "hub")}
 
 
-def __getattr__(name: str):  # noqa: ANN202 (module attribute hook)
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 def compare(task: str | None = None, dataset: str | None = None, method: str | None = None,
