@@ -435,8 +435,9 @@ def fit(
     ``module`` is a `TrainModule` (or a plain ``nn.Module``, which gets its defaults); each of its
     `TrainModule.stages` has its own optimizer, stepped in order on the same micro-batches.
     ``evaluate`` is called after every ``cfg.eval_every``-th epoch and after the last (on rank 0), and its
-    metrics are logged; then ``on_epoch_end(epoch, history)`` (rank 0; e.g. to export snapshots); ``on_step_end(step)`` after each
-    optimizer step, before any logging or checkpoint (e.g. to time steps). With ``resume=True``
+    metrics are logged; then ``on_epoch_end(epoch, history)`` (rank 0; e.g. to export snapshots);
+    ``on_step_end(step)`` after each optimizer step, before any logging or checkpoint (e.g. to time steps).
+    With ``resume=True``
     training continues exactly from ``out_dir/train_state.pt``. ``deadline`` (a ``time.monotonic()``
     value) stops training resumably at the first step that ends after it: a checkpoint is written
     and the result says ``finished=False`` (to fit a run into a time-limited GPU lease).
@@ -572,7 +573,7 @@ def fit(
             "step": step, "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
             "config": asdict(cfg), "history": json.dumps(history), "loss_reference": reference,
-            "data_size": len(data), "train_seconds": seconds_before + time.perf_counter() - t0,
+            "data_size": len(data), "train_seconds": elapsed(),
         }
         atomic_write(pending_path, lambda f: torch.save(state, f))
 
@@ -583,6 +584,10 @@ def fit(
         bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, desc="train")
     stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
     t0 = time.perf_counter()
+
+    def elapsed() -> float:  # training wall time over every segment of the run, this one included
+        return seconds_before + time.perf_counter() - t0
+
     try:
         while step < stop_at:
             epoch, pos = divmod(step, steps_per_epoch)
@@ -659,7 +664,7 @@ def fit(
                                                                or epoch + 1 == cfg.epochs):
                         metrics = evaluate()
                         history.append({"epoch": epoch + 1, "step": step,
-                                         "seconds": round(seconds_before + time.perf_counter() - t0, 1), **metrics})
+                                         "seconds": round(elapsed(), 1), **metrics})
                         if bar is not None:
                             bar.write(f"epoch {epoch + 1}/{cfg.epochs}: "
                                       + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -684,7 +689,7 @@ def fit(
             bar.close()
         log.close()
     return TrainResult(step=step, total_steps=total_steps, finished=step >= total_steps, history=history,
-                       seconds=seconds_before + time.perf_counter() - t0)
+                       seconds=elapsed())
 
 
 def nonfinite_state(module: nn.Module, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer] | None = None
