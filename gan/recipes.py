@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from zoo.distiller import TermContext, TermModule, term_builder
-from zoo.recipes import Recipe, Term, register_recipe
+from zoo.recipes import Recipe, Term, register_recipe, register_student_init
 
 from . import losses
+from .inherit import INIT as INHERIT_CHANNELS, inherit_channels
 from .models import MAPPING_LAYERS, STRIDE, PatchDiscriminator
 
 TASK = "gan"
@@ -231,18 +232,22 @@ def _channel_distill(ctx: TermContext) -> TermModule:
     return _ChannelDistill(ctx.student, [t.shape[1] for t in ctx.teacher])
 
 
+register_student_init(INHERIT_CHANNELS)(inherit_channels)
+
 GAN_COMPRESSION = "Li et al. 2020, GAN Compression: Efficient Architectures for Interactive Conditional GANs"
 OMGD = "Ren et al. 2021, Online Multi-Granularity Distillation for GAN Compression"
 
 for _recipe in [
     # mit-han-lab/gan-compression, scripts/cycle_gan/horse2zebra/distill.sh: lambda_recon 10 (L1 to the
-    # teacher's image), lambda_distill 0.01, lambda_gan 1 (default), lsgan, ndf 64.
+    # teacher's image), lambda_distill 0.01, lambda_gan 1 (default), lsgan, ndf 64; the student starts from
+    # the teacher's strongest channels (--restore_pretrained_G_path = the teacher, `zoo.gan.inherit`).
     Recipe("gan-compression",
            [Term("feature_distill", student=GAN_COMPRESSION_LAYERS, teacher=GAN_COMPRESSION_LAYERS, weight=0.01),
             Term("patch_adversarial", student="logits", teacher=None, weight=1.0)],
-           task_weight=10.0, paper=GAN_COMPRESSION,
-           description="10 x L1 to the teacher's image + 0.01 x feature MSE through 1x1 convs at model.9/12/15/18 "
-                       "+ LSGAN PatchGAN (teacher images real); Li et al. 2020 eq. 3 and their CycleGAN weights"),
+           task_weight=10.0, paper=GAN_COMPRESSION, init=INHERIT_CHANNELS,
+           description="student initialised from the teacher's largest-L1 channels; 10 x L1 to the teacher's image "
+                       "+ 0.01 x feature MSE through 1x1 convs at model.9/12/15/18 + LSGAN PatchGAN (teacher images "
+                       "real); Li et al. 2020 eq. 3 and their CycleGAN script"),
     # bytedance/OMGD, scripts/cycle_gan/horse2zebra/distill.sh: AGD_weights 1e1,1e4,1e1,1e-5 (SSIM, style,
     # feature, TV) and lambda_CD 5e2; no adversarial and no L1 term for the student. The teacher here is the
     # frozen pretrained generator (OMGD trains its teacher online beside the student; we have no real

@@ -198,12 +198,13 @@ def test_gan_compression_and_the_twin_train_through_the_core(tmp_path):
     except FileNotFoundError as err:
         pytest.skip(str(err))
     torch.manual_seed(0)
-    teacher = ResnetGenerator(ngf=8, n_blocks=9).eval()
+    teacher = ResnetGenerator(ngf=24, n_blocks=9).eval()
     data = _tiny_pairs(teacher)
     settings = {"epochs": 2, "batch_size": 4, "lr": 2e-4, "optimizer": "adamw", "betas": [0.5, 0.999],
                 "weight_decay": 0.0, "progress": False}
     run = zoo.distill(teacher, "cyclegan-resnet9-ngf16", "gan-compression", data=data, out=tmp_path / "gc",
                       settings=settings)
+    assert run.card.extra["recipe"]["init"] == "teacher-channels"
     assert run.finished and run.card.method == "gan-compression" and run.card.task == "gan"
     assert set(run.card.metrics) == {"fd_mnv2", "psnr", "ssim"} and run.card.metrics["psnr"] > 0
     header = (tmp_path / "gc" / "log.csv").read_text().splitlines()[0].split(",")
@@ -220,7 +221,10 @@ def test_gan_compression_and_the_twin_train_through_the_core(tmp_path):
         zoo.distill(teacher, "cyclegan-resnet9-ngf16", "gan-compression", data="photos", out=tmp_path / "y")
     with pytest.raises(ValueError, match="model.18' is .* not the same place in both networks"):
         zoo.distill(teacher, "cyclegan-resnet6-ngf16", "omgd", data=data, out=tmp_path / "z", settings=settings)
-    assert not any((tmp_path / n).exists() for n in "xyz")
+    with pytest.raises(ValueError, match=r"the student \(ngf 16\) is wider than the teacher \(ngf 8\)"):
+        zoo.distill(ResnetGenerator(ngf=8).eval(), "cyclegan-resnet9-ngf16", "gan-compression", data=data,
+                    out=tmp_path / "w", settings=settings)
+    assert not any((tmp_path / n).exists() for n in "xyzw")
     with pytest.raises(ValueError, match="unknown gan data 'faces'"):
         ADAPTER.data_teacher("faces")
 
@@ -356,3 +360,81 @@ def test_gan_data_given_to_a_classification_recipe_is_named(tmp_path):
     with pytest.raises(ValueError, match="got a TranslationPairs \\(data of another task"):
         zoo.distill("resnet20.fmnist", "resnet8", "kd", data=data, out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def _dead_channels(teacher, live_fraction=0.5, seed=0):
+    """Zero every weight that writes a randomly chosen half of each layer's channels (and their norms'
+    scale and shift), so those channels carry exact zeros; returns the live channels' count per width."""
+    from torch import nn
+    from zoo.gan.models import ResidualBlock
+
+    g = torch.Generator().manual_seed(seed)
+
+    def kill(conv, norm, dead):
+        if isinstance(conv, nn.ConvTranspose2d):  # (C_in, C_out, kh, kw)
+            conv.weight[:, dead] = 0
+        else:
+            conv.weight[dead] = 0
+        conv.bias[dead] = 0
+        norm.weight[dead], norm.bias[dead] = 0, 0
+
+    def choose(width):
+        return torch.randperm(width, generator=g)[int(width * live_fraction):]
+
+    with torch.no_grad():
+        layers = list(teacher.model)
+        trunk = None
+        for i, m in enumerate(layers[:-3]):  # the last convolution writes the image: every channel stays
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                trunk = choose(m.out_channels)
+                kill(m, layers[i + 1], trunk)
+            elif isinstance(m, ResidualBlock):
+                b = m.block
+                kill(b[1], b[2], choose(b[1].out_channels))
+                kill(b[5], b[6], trunk)  # the block adds nothing to the trunk's dead channels
+
+
+def test_gan_compression_students_inherit_the_teachers_strongest_channels():
+    """A teacher whose every layer has exact-zero (dead) channels computes the same images as the half-width
+    network of its live channels: the inherited student must reproduce it, which holds only when every
+    layer reads the channels its predecessor kept (skip connections and transposed convolutions included)."""
+    from zoo.gan.inherit import inherit_channels
+
+    torch.manual_seed(0)
+    teacher = ResnetGenerator(ngf=16, n_blocks=3).eval()
+    _dead_channels(teacher)
+    student = ResnetGenerator(ngf=8, n_blocks=3).eval()
+    with torch.no_grad():
+        inherit_channels(teacher, student)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(student(x), teacher(x), atol=1e-5)
+        # a random student of that width is far from the teacher
+        assert not torch.allclose(ResnetGenerator(ngf=8, n_blocks=3).eval()(x), teacher(x), atol=1e-2)
+    # the first layer keeps the filters with the largest L1 norm (mit-han-lab/gan-compression,
+    # utils/weight_transfer.py: |w| summed over inputs and kernel), in the teacher's order
+    first = teacher.model[1].weight
+    keep = first.abs().sum((1, 2, 3)).topk(8).indices.sort().values
+    assert torch.equal(student.model[1].weight, first[keep])
+    with pytest.raises(ValueError, match="the teacher has 3 blocks .* the student 9"):
+        inherit_channels(teacher, ResnetGenerator(ngf=8, n_blocks=9))
+    plain = ResnetGenerator(ngf=8, n_blocks=3, affine=False)
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    with pytest.raises(ValueError, match="affine=True in the teacher and affine=False"):
+        inherit_channels(teacher, plain)
+    assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())  # refused: left as it was
+    with pytest.raises(ValueError, match="ResnetGenerator student from a ResnetGenerator teacher"):
+        inherit_channels(teacher, PatchDiscriminator())
+
+
+def test_a_recipe_init_needs_a_teacher_and_a_known_name():
+    from zoo.distiller import Distiller
+    from zoo.recipes import get_recipe, student_init
+
+    recipe = get_recipe("gan-compression")
+    recipe.teachers = 0  # (the recipe's own count would refuse the missing teacher first)
+    batch = {"inputs": torch.zeros(2, 3, 16, 16), "labels": torch.zeros(2, 3, 16, 16)}
+    with pytest.raises(ValueError, match="initialises its students from the teacher .* needs a teacher module"):
+        Distiller(ResnetGenerator(ngf=8), None, recipe, batch)
+    with pytest.raises(ValueError, match="unknown student initialiser 'teacher-channel'; known: .*teacher-channels"):
+        student_init("teacher-channel")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .recipes import Recipe, Term, term_params
+from .recipes import Recipe, Term, student_init, term_params
 from .taps import Taps
 from .trainer import TrainModule
 from .teacher_cache import ExampleOutputCache, TeacherOutputCache
@@ -160,6 +160,14 @@ class Distiller(TrainModule):
         for t in teachers:
             t.eval()
             t.requires_grad_(False)
+        if recipe.init is not None:  # the students inherit the teacher's weights before anything is probed
+            if not teachers:
+                raise ValueError(f"recipe {recipe.name!r} initialises its students from the teacher "
+                                 f"({recipe.init!r}) and needs a teacher module, got none")
+            inherit = student_init(recipe.init)
+            with torch.no_grad():
+                for s in students:
+                    inherit(teachers[0], s)
         self.progress = 0.0
         self.teacher_cache = teacher_cache
         self._student_taps = [Taps(s, self._paths("student", i)).open() for i, s in enumerate(students)]

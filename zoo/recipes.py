@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 from .trainer import TrainConfig
 
@@ -66,6 +66,9 @@ class Recipe:
     description: str = ""
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults specific to the method
     task: str = ""  # the task whose models its taps name (set by the task that registers it)
+    # a student initialiser (`register_student_init`) that copies the teacher's weights into each student
+    # once, when the Distiller is built (GAN Compression's channel inheritance); None: students as built
+    init: str | None = None
 
     def term(self, name: str) -> Term:
         for t in self.terms:
@@ -174,6 +177,32 @@ def register_recipe(recipe: Recipe) -> Recipe:
     return recipe
 
 
+# name -> fn(teacher, student): fills the student's parameters from the teacher's, in place (a recipe's
+# ``init``). Tasks register theirs with their recipes, as they register loss terms.
+STUDENT_INITS: dict[str, Callable[[Any, Any], None]] = {}
+
+
+def register_student_init(name: str) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, Any], None]]:
+    """Decorator: register ``fn(teacher, student)`` as the student initialiser ``name`` that a recipe's
+    ``init`` names. It copies (a selection of) the teacher's weights into the student in place and raises
+    ValueError for a pair of models it cannot map. Raises ValueError when ``name`` is taken."""
+    def register(fn: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        if name in STUDENT_INITS:
+            raise ValueError(f"student initialiser {name!r} is already registered")
+        STUDENT_INITS[name] = fn
+        return fn
+    return register
+
+
+def student_init(name: str) -> Callable[[Any, Any], None]:
+    """The registered student initialiser ``name`` (loading every task's recipes first). Raises ValueError
+    for an unknown name, listing the known ones."""
+    RECIPES.keys()  # importing the tasks' recipes registers their initialisers
+    if name not in STUDENT_INITS:
+        raise ValueError(f"unknown student initialiser {name!r}; known: {', '.join(sorted(STUDENT_INITS)) or 'none'}")
+    return STUDENT_INITS[name]
+
+
 def list_recipes(task: str | None = None) -> list[str]:
     """Names of every registered recipe (of ``task`` only, when given)."""
     return sorted(n for n, r in RECIPES.items() if task is None or r.task == task)
@@ -214,7 +243,7 @@ def override(recipe: Recipe, cfg: TrainConfig, settings: dict[str, Any]) -> tupl
     An unknown key or a value of the wrong type is an error that lists the valid keys."""
     recipe = copy.deepcopy(recipe)
     train_keys = {f.name for f in fields(TrainConfig)}
-    recipe_keys = {"task_weight", "cohort", "assistant", "branches", "gate"}
+    recipe_keys = {"task_weight", "cohort", "assistant", "branches", "gate", "init"}
     term_fields = {"weight", "start", "stop", "student", "teacher", "warmup"}
     train_updates: dict[str, Any] = {}
     for key, value in settings.items():
