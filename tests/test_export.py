@@ -105,6 +105,28 @@ def test_bad_export_requests_name_the_entry_and_the_reason(tmp_path, capsys, mon
         export_onnx(name, tmp_path / "y.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
+def test_a_face_recogniser_exports_its_embedding_and_verifies_the_same_pairs(tmp_path):
+    """The published ProxylessKD student: onnxruntime's embeddings (another batch size than the export's)
+    match PyTorch's and are unit vectors, and the same/different decision at the card's threshold is the
+    same for every pair; fp16 stays within its tolerance."""
+    import onnxruntime as ort
+
+    name = "face-resnet8-proxyless-kd.cjk-fonts"
+    r = export_onnx(name, tmp_path / "f.onnx")
+    assert r["max_abs_diff"] <= r["tolerance"] and r["dynamic"] == {"images": ["batch"]}
+    model = zoo.load(name)
+    x = torch.rand(5, *r["inputs"]["images"][1:], generator=torch.Generator().manual_seed(0))
+    out = ort.InferenceSession(str(tmp_path / "f.onnx"), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-4
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-4)
+    threshold = model.card.metrics["threshold"]
+    assert np.array_equal(out @ out.T >= threshold, ref @ ref.T >= threshold)
+    half = export_onnx(name, tmp_path / "h.onnx", dtype="fp16")
+    assert half["max_abs_diff"] <= half["tolerance"] and half["bytes"] < 0.7 * r["bytes"]
+
+
 @pytest.mark.slow
 def test_the_text_model_exports_with_its_two_inputs(tmp_path):
     import onnxruntime as ort
