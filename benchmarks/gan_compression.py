@@ -10,8 +10,8 @@ recipe's student, one table of quality against MACs and one figure.
 2. `benchmarks/twins.py` (`zoo.protocol`) trains, per seed, the plain twin (L1 to the teacher's images)
    and each recipe's student on one budget (``--set``), and writes ``twins-photos-...{md,json}``. A
    student is published only if it beats the twin on the Fréchet distance and on PSNR.
-3. Once every seed is done: ``gan-compression-photos.md`` (quality against parameters and MACs at
-   256x256, beside GAN Compression's released CycleGAN models) and ``gan-compression-photos.png``
+3. Once every seed is done: ``quality-<slug>.md`` (quality against parameters and MACs at
+   256x256, beside GAN Compression's released CycleGAN models) and ``quality-<slug>.png``
    (held-out photos: input, teacher, twin and each recipe's median-seed student).
 """
 from __future__ import annotations
@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--publish", action="store_true", help="once finished: the twin and the winners into the zoo")
     p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
     return p.parse_args(argv)
+
+
+def quality_stem(spec: Any) -> str:
+    """File stem of the quality table and figure of one protocol run: ``quality-<the twins table's slug>``, so
+    that runs of other students, recipes or data keep their own files."""
+    return "quality-" + spec.slug().removeprefix("twins-")
 
 
 def _macs(model: torch.nn.Module) -> float:
@@ -173,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                                  parse_overrides([f"{k}={json.dumps(v)}" for k, v in settings.items()]), args.train_subset)
     record = json.loads((Path(args.results) / f"{spec.slug()}.json").read_text())
     if len(record["seeds"]) == len(args.seeds):
-        print(f"table: {quality_table(args, record, Path(args.results) / 'gan-compression-photos.md')}")
-        print(f"figure: {figure(args, record, Path(args.results) / 'gan-compression-photos.png')}")
+        stem = Path(args.results) / quality_stem(spec)
+        print(f"table: {quality_table(args, record, stem.with_suffix('.md'))}")
+        print(f"figure: {figure(args, record, stem.with_suffix('.png'))}")
     return 0
 
 

@@ -438,3 +438,16 @@ def test_a_recipe_init_needs_a_teacher_and_a_known_name():
         Distiller(ResnetGenerator(ngf=8), None, recipe, batch)
     with pytest.raises(ValueError, match="unknown student initialiser 'teacher-channel'; known: .*teacher-channels"):
         student_init("teacher-channel")
+    # with a teacher the student inherits its channels; `--set init=null` (the ablation) leaves it as built
+    from zoo.recipes import override
+    from zoo.trainer import TrainConfig
+
+    teacher, batch = ResnetGenerator(ngf=16).eval(), {"inputs": torch.zeros(2, 3, 32, 32), "labels": torch.zeros(2, 3, 32, 32)}
+    student = ResnetGenerator(ngf=8)
+    Distiller(student, teacher, get_recipe("gan-compression"), batch)
+    assert torch.equal(student.model[-2].bias, teacher.model[-2].bias)  # the last convolution keeps every image channel
+    ablated, _ = override(get_recipe("gan-compression"), TrainConfig(), {"init": None})
+    fresh = ResnetGenerator(ngf=8)
+    before = fresh.model[-2].bias.clone()
+    Distiller(fresh, teacher, ablated, batch)
+    assert torch.equal(fresh.model[-2].bias, before)
