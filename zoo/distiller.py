@@ -167,7 +167,11 @@ class Distiller(TrainModule):
             inherit = student_init(recipe.init)
             with torch.no_grad():
                 for s in students:
-                    inherit(teachers[0], s)
+                    try:
+                        inherit(teachers[0], s)
+                    except ValueError as e:
+                        raise ValueError(f"{e} (recipe {recipe.name!r}, init {recipe.init!r}; --set init=null "
+                                         "trains the student from its own weights)") from e
         self.progress = 0.0
         self.teacher_cache = teacher_cache
         self._student_taps = [Taps(s, self._paths("student", i)).open() for i, s in enumerate(students)]
