@@ -11,7 +11,8 @@ recipe's student, one table of quality against MACs and one figure.
    and each recipe's student on one budget (``--set``), and writes ``twins-photos-...{md,json}``. A
    student is published only if it beats the twin on the Fréchet distance and on PSNR.
 3. Once every seed is done: ``quality-<slug>.md`` (quality against parameters and MACs at
-   256x256, beside GAN Compression's released CycleGAN models) and ``quality-<slug>.png``
+   256x256, with the photo returned unchanged as a no-network reference, beside GAN Compression's
+   released CycleGAN models) and ``quality-<slug>.png``
    (held-out photos: input, teacher, twin and each recipe's median-seed student).
 """
 from __future__ import annotations
@@ -96,6 +97,14 @@ def quality_table(args: argparse.Namespace, record: dict[str, Any], path: Path) 
             "|---|---|---|---|---|---|---|",
             f"| `{TEACHER}` (teacher, the reference) | pretrained | 0 | - | 1 | {teacher.card.params / 1e6:.2f}M | "
             f"{_macs(teacher) / 1e9:.2f} |"]
+    # a reference with no network: the photo returned unchanged, measured against the teacher's image on the
+    # same held-out pairs (the teacher's vintage effect is mild; a student must at least beat doing nothing)
+    from zoo.gan.adapter import ADAPTER
+
+    _, test = ADAPTER.datasets("photos", train_subset=args.train_subset)
+    identity = ADAPTER.evaluate_model(torch.nn.Identity(), test)
+    rows.append(f"| the photo unchanged (no network, a reference) | - | {identity['fd_mnv2']:.2f} | {identity['psnr']:.2f} | "
+                f"{identity['ssim']:.3f} | 0 | 0 |")
     seeds = [s["seed"] for s in record["seeds"]]
     from zoo.gan.models import build_generator
 
@@ -123,7 +132,8 @@ def quality_table(args: argparse.Namespace, record: dict[str, Any], path: Path) 
                  f"MACs than the teacher (MACs: torch's FlopCounterMode / 2 at {SIDE}x{SIDE}). Seeds {seeds}; "
                  f"mean ± sample std; {record.get('settings_line', '')}"]
     atomic_write_text(path, "\n".join(rows) + "\n")
-    atomic_write_text(path.with_suffix(".json"), json.dumps({"seeds": seeds, "arms": data, "params": params, "macs": macs,
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"seeds": seeds, "arms": data, "identity": identity,
+                                                             "params": params, "macs": macs,
                                                              "teacher_params": teacher.card.params,
                                                              "teacher_macs": _macs(teacher), "anchors": ANCHORS},
                                                             indent=2) + "\n")

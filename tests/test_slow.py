@@ -63,6 +63,7 @@ def test_gan_compression_benchmark_end_to_end_on_the_real_teacher(tmp_path):
     stem = "quality-photos-first8-cyclegan-vintagify-to-cyclegan-resnet9-ngf16-gan-compression-omgd"
     table = (results / f"{stem}.md").read_text()
     assert "| cyclegan-resnet9-ngf16 | omgd |" in table and "GAN Compression: full pipeline (paper)" in table
+    assert "| the photo unchanged (no network, a reference) | - | " in table
     assert (results / f"{stem}.png").stat().st_size > 10_000
 
 
