@@ -99,10 +99,10 @@ def quality_table(args: argparse.Namespace, record: dict[str, Any], path: Path) 
             f"{_macs(teacher) / 1e9:.2f} |"]
     # a reference with no network: the photo returned unchanged, measured against the teacher's image on the
     # same held-out pairs (the teacher's vintage effect is mild; a student must at least beat doing nothing)
-    from zoo.gan.adapter import ADAPTER
+    from zoo.gan.adapter import ADAPTER, EVAL_SIDE
+    from zoo.gan.data import make_pairs
 
-    _, test = ADAPTER.datasets("photos", train_subset=args.train_subset)
-    identity = ADAPTER.evaluate_model(torch.nn.Identity(), test)
+    identity = ADAPTER.evaluate_model(torch.nn.Identity(), make_pairs(teacher, TEACHER, "test", eval_side=EVAL_SIDE))
     rows.append(f"| the photo unchanged (no network, a reference) | - | {identity['fd_mnv2']:.2f} | {identity['psnr']:.2f} | "
                 f"{identity['ssim']:.3f} | 0 | 0 |")
     seeds = [s["seed"] for s in record["seeds"]]

@@ -18,8 +18,8 @@ layer, the output channels whose filters have the largest L1 norm. `inherit_chan
 
 Where the reference differs: its transposed-convolution step ignores the channels the previous layer kept
 (its branch on ``input_index`` is inverted) and chooses inputs by their own norm; here every layer reads the
-channels its predecessor actually passes on, so a student as wide as its teacher reproduces it exactly
-(tested).
+channels its predecessor actually passes on, so a teacher whose other channels are dead (exact zeros) is
+reproduced exactly by its inherited student (tested).
 """
 from __future__ import annotations
 
@@ -62,6 +62,15 @@ def _copy_norm(t: nn.Module, s: nn.Module, channels: Tensor) -> None:
             target.copy_(source[channels])
 
 
+def _norm_pairs(t: nn.Module, s: nn.Module) -> list[tuple[nn.InstanceNorm2d, nn.InstanceNorm2d]]:
+    """The (teacher, student) instance norms of one layer: itself, a residual block's two, or none."""
+    if isinstance(t, nn.InstanceNorm2d):
+        return [(t, s)]
+    if isinstance(t, ResidualBlock):
+        return [(t.block[2], s.block[2]), (t.block[6], s.block[6])]
+    return []
+
+
 @torch.no_grad()
 def inherit_channels(teacher: nn.Module, student: nn.Module) -> None:
     """Fill ``student`` in place with the teacher's strongest channels (GAN Compression's weight transfer).
@@ -90,9 +99,7 @@ def inherit_channels(teacher: nn.Module, student: nn.Module) -> None:
         if type(t) is not type(s):
             raise ValueError(f"teacher-channels: layer model.{i} is {type(t).__name__} in the teacher and "
                              f"{type(s).__name__} in the student")
-        norms = [(t, s)] if isinstance(t, nn.InstanceNorm2d) else list(zip(t.block[2::4], s.block[2::4])) \
-            if isinstance(t, ResidualBlock) else []
-        for tn, sn in norms:
+        for tn, sn in _norm_pairs(t, s):
             if tn.affine != sn.affine:
                 raise ValueError(f"teacher-channels: the norms of model.{i} have affine={tn.affine} in the teacher "
                                  f"and affine={sn.affine} in the student")
