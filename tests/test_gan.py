@@ -363,8 +363,8 @@ def test_gan_data_given_to_a_classification_recipe_is_named(tmp_path):
 
 
 def _dead_channels(teacher, live_fraction=0.5, seed=0):
-    """Zero every weight that writes a randomly chosen half of each layer's channels (and their norms'
-    scale and shift), so those channels carry exact zeros; returns the live channels' count per width."""
+    """In place: zero every weight that writes a random ``1 - live_fraction`` of each layer's channels (and
+    their norms' scale and shift), so those channels carry exact zeros."""
     from torch import nn
     from zoo.gan.models import ResidualBlock
 
