@@ -62,23 +62,29 @@ class DetectionDistiller(TrainModule):
         self.connector: nn.Module | None = None
         if teacher is not None:
             teacher.eval().requires_grad_(False)
-            s_anchors = student.rpn.anchor_generator.num_anchors_per_location()
-            t_anchors = teacher.rpn.anchor_generator.num_anchors_per_location()
-            if s_anchors != t_anchors:
-                raise ValueError(f"student and teacher need the same anchors per location, got {s_anchors} and {t_anchors}")
             if example_batch is None:
                 raise ValueError("a teacher needs an example_batch to size the hint's connector")
-            was_training = student.training
-            student.eval()  # the probe must not move the student's BatchNorm statistics
-            with torch.no_grad():
-                images = student.transform.normalize(example_batch["inputs"])  # broadcasts over the batch
-                s_shape = student.backbone(images).shape
-                t_shape = teacher.backbone(images).shape
-            student.train(was_training)
-            if s_shape[-2:] != t_shape[-2:]:
-                raise ValueError(f"student and teacher feature maps must have the same stride: {tuple(s_shape)} vs {tuple(t_shape)}")
-            # Chen et al. use an adaptation layer (kdzoo: a connector) even when the channel counts agree (sec. 3.3).
-            self.connector = make_connector(s_shape, t_shape)
+            self.connector = self._match_teacher(student, teacher, example_batch)
+
+    @staticmethod
+    def _match_teacher(student: nn.Module, teacher: nn.Module, example_batch: dict[str, Any]) -> nn.Module:
+        """Check that ``teacher`` has the student's anchors and feature stride; return the hint's connector
+        (an adaptation layer from the student's feature map to the teacher's). ValueError otherwise."""
+        s_anchors = student.rpn.anchor_generator.num_anchors_per_location()
+        t_anchors = teacher.rpn.anchor_generator.num_anchors_per_location()
+        if s_anchors != t_anchors:
+            raise ValueError(f"student and teacher need the same anchors per location, got {s_anchors} and {t_anchors}")
+        was_training = student.training
+        student.eval()  # the probe must not move the student's BatchNorm statistics
+        with torch.no_grad():
+            images = student.transform.normalize(example_batch["inputs"])  # broadcasts over the batch
+            s_shape = student.backbone(images).shape
+            t_shape = teacher.backbone(images).shape
+        student.train(was_training)
+        if s_shape[-2:] != t_shape[-2:]:
+            raise ValueError(f"student and teacher feature maps must have the same stride: {tuple(s_shape)} vs {tuple(t_shape)}")
+        # Chen et al. use an adaptation layer (kdzoo: a connector) even when the channel counts agree (sec. 3.3).
+        return make_connector(s_shape, t_shape)
 
     @property
     def teacher(self) -> nn.Module | None:

@@ -124,7 +124,12 @@ def onnx_export(model: nn.Module, inputs: Any, *, dtype: str, int8: bool, rate: 
 
     Raises:
         NotImplementedError: the exporter fails (the entry, the exporter and the error named).
+        NotImplementedError: an mmdet detector of the OpenMMLab bridge (`zoo.detection.mm.MMDetector`): its
+            mmcv ops (RoIAlign, NMS) export through OpenMMLab's MMDeploy, not here.
         ValueError: onnxruntime's detections differ from PyTorch's beyond the bounds."""
+    if getattr(model, "mm", None) is not None and getattr(model, "architecture", "").startswith("mmdet:"):
+        raise NotImplementedError(f"{label}: an mmdet detector (the OpenMMLab bridge) exports through OpenMMLab's MMDeploy "
+                                  "(its mmcv RoIAlign and NMS ops); kdzoo exports its torchvision detectors")
     if not is_detector(model):
         return None
     result: dict[str, Any] = {}

@@ -68,6 +68,15 @@ class MobileNetV2Backbone(nn.Module):
         return self.body(x)
 
 
+def check_architecture(architecture: str) -> None:
+    """ValueError unless ``architecture`` is one of kdzoo's detectors or an mmdet config (``mmdet:...``)."""
+    from .mm import is_mm_architecture
+
+    if architecture not in ARCHITECTURES and not is_mm_architecture(architecture):
+        raise ValueError(f"unknown detection architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}, or "
+                         "'mmdet:<config file or mmdet::config name>' (the OpenMMLab bridge)")
+
+
 def build_detector(architecture: str, num_classes: int = 11, image_size: int = 96, pretrained_backbone: bool = False,
                    **config: Any) -> nn.Module:
     """A torchvision ``FasterRCNN`` on a CIFAR-ResNet backbone, for ``image_size`` square images.
@@ -75,15 +84,19 @@ def build_detector(architecture: str, num_classes: int = 11, image_size: int = 9
     ``num_classes`` counts the background. Images are not resized (min = max = ``image_size``);
     the model normalises them with the ImageNet mean and std (its ``transform``). ``frcnn-mobilenetv2``
     (a teacher) starts from ImageNet weights with ``pretrained_backbone`` (training; a card's weights
-    replace them on loading).
+    replace them on loading). ``mmdet:<config>`` builds an mmdet two-stage detector through the OpenMMLab
+    bridge (`zoo.detection.mm.build_mm_detector`; ``mm_model`` in ``config``: a card's recorded mm config).
     """
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.ops import MultiScaleRoIAlign
 
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown detection architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    from .mm import build_mm_detector, is_mm_architecture
+
+    if is_mm_architecture(architecture):  # an mmdet config through the OpenMMLab bridge (zoo.detection.mm)
+        return build_mm_detector(architecture, num_classes, image_size, mm_model=config.get("mm_model"))
+    check_architecture(architecture)
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
     backbone = (MobileNetV2Backbone(pretrained_backbone) if architecture in PRETRAINED_BACKBONES

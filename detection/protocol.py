@@ -29,12 +29,11 @@ class DetectionProtocol(RunnerProtocol):
         return chen_recipe()
 
     def check_data_and_student(self, spec: ProtocolSpec) -> None:
-        from .models import ARCHITECTURES
+        from .models import check_architecture
 
         if spec.dataset != SCENES:
             raise ValueError(f"the detection protocol trains on {SCENES!r}, not {spec.dataset!r}")
-        if spec.student not in ARCHITECTURES:
-            raise ValueError(f"unknown detection architecture {spec.student!r}; known: {', '.join(ARCHITECTURES)}")
+        check_architecture(spec.student)
 
     def train_arm(self, spec: ProtocolSpec, arm: str, seed: int, run_dir: Path, deadline: float | None,
                   device: str | None) -> bool:

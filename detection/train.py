@@ -30,7 +30,7 @@ from zoo.trainer import TrainConfig, fit
 from .data import SCENE_COUNTS, DetectionDataset, load_scenes
 from .distill import DetectionDistiller
 from .evaluate import evaluate
-from .models import ARCHITECTURES, PRETRAINED_BACKBONES, build_detector
+from .models import ARCHITECTURES, PRETRAINED_BACKBONES, build_detector, check_architecture
 from .recipes import CHEN_2017, CHEN_PAPER, chen_recipe, recipe_dict_of
 
 FASTER_RCNN_PAPER = "Ren et al. 2015, Faster R-CNN (torchvision's implementation) on a CIFAR ResNet backbone (He et al. 2016)"
@@ -60,8 +60,7 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
     card, the others return None. With a ``deadline`` (``time.monotonic()``) a run stopped by it returns
     None (resume it with ``resume=True``); without one, a run stopped early (``max_steps``) raises SystemExit
     unless ``raise_on_stop`` is False (then it returns None too)."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown detection architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    check_architecture(arch)
     out = Path(out_dir)
     train = load_scenes("train", train_count or SCENE_COUNTS["train"])
     test = load_scenes("test", test_count or SCENE_COUNTS["test"])
@@ -74,7 +73,10 @@ def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module |
         recipe = chen_recipe(**weights)
     if teacher_model is None:
         recipe = None
-    module = DetectionDistiller(student, teacher_model, recipe, example_batch=train.batch(torch.arange(4)))
+    distiller = DetectionDistiller
+    if getattr(student, "mm", None) is not None:  # an mmdet detector (the OpenMMLab bridge)
+        from .mm import MMDetectionDistiller as distiller
+    module = distiller(student, teacher_model, recipe, example_batch=train.batch(torch.arange(4)))
     _, world, own_device = init_from_env()  # under torchrun: join the group, one device per process
     if world > 1 and own_device is not None:
         device = own_device
@@ -138,8 +140,7 @@ def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = 
     from zoo.recipes import override
     from zoo.trainer import STATE_FILE
 
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown detection architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    check_architecture(arch)
     chen = dict(chen or {})
     if set(chen) - set(CHEN_2017):
         raise ValueError(f"unknown --chen key(s) {sorted(set(chen) - set(CHEN_2017))}; known: {', '.join(CHEN_2017)}")
@@ -173,7 +174,8 @@ def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo.detection.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
+    parser.add_argument("--arch", required=True, help=f"{', '.join(sorted(ARCHITECTURES))}, or mmdet:<config> (an mmdet "
+                        "two-stage detector through the OpenMMLab bridge, e.g. mmdet:kdzoo::frcnn_r18_c16_fpn.py)")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, log.csv, the exported model)")
     parser.add_argument("--teacher", help="distil from this run directory or zoo name (Chen et al. 2017)")
     parser.add_argument("--train-count", type=int, help=f"training scenes (default {SCENE_COUNTS['train']})")
@@ -189,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     from zoo.cli import parse_overrides
 
     try:
+        check_architecture(args.arch)
         card = run(args.arch, args.out, teacher=args.teacher, settings=parse_overrides(args.set),
                    chen=parse_overrides(args.chen), train_count=args.train_count, test_count=args.test_count,
                    resume=args.resume, device=args.device)

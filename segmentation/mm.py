@@ -65,39 +65,53 @@ def load_model_config(config: str | Path) -> dict[str, Any]:
         OpenMMLabMissingError: mmseg missing. FileNotFoundError: no such file or package config.
         ValueError: the config has no ``model``."""
     _require()
+    return read_model_config(str(config), "mmseg", Path(__file__).parent / "configs",
+                             "'mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py'")
+
+
+def read_model_config(name: str, package: str, shipped: Path, example: str) -> dict[str, Any]:
+    """The ``model`` dict of an OpenMMLab config (mmengine's ``Config``), shared by the mmseg and mmdet
+    bridges: ``name`` is ``<package>:`` (the architecture prefix, removed) followed by a config file, a name in
+    the installed ``package``'s own configs (``<package>::dir/file.py``) or in kdzoo's folder ``shipped``
+    (``kdzoo::file.py``). ``example`` names a package config for the error message.
+
+    Raises:
+        FileNotFoundError: no such file or package config (the shipped ones listed). ValueError: no ``model``."""
     from mmengine.config import Config
 
-    name = str(config)
-    if name.startswith(PREFIX) and not name.startswith(PREFIX + ":"):
-        name = name[len(PREFIX):]
+    prefix = package + ":"
+    if name.startswith(prefix) and not name.startswith(prefix + ":"):
+        name = name[len(prefix):]
     try:
-        if name.startswith("kdzoo::"):  # the configs kdzoo ships (segmentation/configs)
-            path = Path(__file__).parent / "configs" / name[len("kdzoo::"):]
+        if name.startswith("kdzoo::"):  # the configs kdzoo ships (segmentation/configs, detection/configs)
+            path = shipped / name[len("kdzoo::"):]
             if not path.is_file():
-                shipped = sorted(p.name for p in (Path(__file__).parent / "configs").glob("*.py"))
-                raise FileNotFoundError(f"kdzoo ships no mmseg config {name[len('kdzoo::'):]!r}; it ships: "
-                                        f"{', '.join(shipped)}")
+                listed = sorted(p.name for p in shipped.glob("*.py"))
+                raise FileNotFoundError(f"kdzoo ships no {package} config {name[len('kdzoo::'):]!r}; it ships: "
+                                        f"{', '.join(listed)}")
             cfg = Config.fromfile(str(path))
-        elif name.startswith("mmseg::"):
+        elif name.startswith(prefix + ":"):
             # the package's own configs (mmengine.hub.get_config needs pkg_resources, gone from setuptools >= 81)
-            import mmseg
+            import importlib
 
-            path = Path(mmseg.__file__).parent / ".mim" / "configs" / name[len("mmseg::"):]
+            module = importlib.import_module(package)
+            rel = name[len(prefix) + 1:]
+            path = Path(module.__file__).parent / ".mim" / "configs" / rel
             if not path.is_file():
-                raise FileNotFoundError(f"mmsegmentation {mmseg.__version__} has no config {name[len('mmseg::'):]!r} "
-                                        f"(its configs are in {path.parents[len(Path(name[7:]).parts) - 1]})")
+                raise FileNotFoundError(f"{package} {module.__version__} has no config {rel!r} "
+                                        f"(its configs are in {path.parents[len(Path(rel).parts) - 1]})")
             cfg = Config.fromfile(str(path))
         else:
             if not Path(name).is_file():
-                raise FileNotFoundError(f"no mmseg config file {name!r} (give a file, or a package config such as "
-                                        "'mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py')")
+                raise FileNotFoundError(f"no {package} config file {name!r} (give a file, or a package config such as "
+                                        f"{example})")
             cfg = Config.fromfile(name)
     except FileNotFoundError:
         raise
     except Exception as e:  # mmengine raises several kinds for a missing package config
-        raise FileNotFoundError(f"mmseg config {name!r} could not be read: {type(e).__name__}: {e}") from None
+        raise FileNotFoundError(f"{package} config {name!r} could not be read: {type(e).__name__}: {e}") from None
     if "model" not in cfg:
-        raise ValueError(f"mmseg config {name!r} has no 'model'")
+        raise ValueError(f"{package} config {name!r} has no 'model'")
     return cfg.to_dict()["model"]
 
 
@@ -109,15 +123,15 @@ def _set_classes(model_cfg: dict[str, Any], num_classes: int) -> None:
         head["num_classes"] = num_classes
 
 
-def _cpu_norms(cfg: Any) -> Any:
+def cpu_norms(cfg: Any) -> Any:
     """SyncBN (the configs' multi-GPU default) as BN: SyncBN runs only in a distributed CUDA job."""
     if isinstance(cfg, dict):
-        out = {k: _cpu_norms(v) for k, v in cfg.items()}
+        out = {k: cpu_norms(v) for k, v in cfg.items()}
         if out.get("type") == "SyncBN":
             out["type"] = "BN"
         return out
     if isinstance(cfg, (list, tuple)):
-        return type(cfg)(_cpu_norms(v) for v in cfg)
+        return type(cfg)(cpu_norms(v) for v in cfg)
     return cfg
 
 
@@ -130,7 +144,7 @@ class MMSegmenter(nn.Module):
     def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int) -> None:
         super().__init__()
         models = _require()
-        cfg = _cpu_norms(copy.deepcopy(model_cfg))
+        cfg = cpu_norms(copy.deepcopy(model_cfg))
         _set_classes(cfg, num_classes)
         pre = cfg.pop("data_preprocessor", None) or {}
         # a config's `pretrained` / `init_cfg` name ImageNet weights to download at init_weights(), which is never
@@ -222,12 +236,14 @@ def build_mm_segmenter(architecture: str, num_classes: int, *, mm_model: dict[st
     return model
 
 
-def load_mm_checkpoint(model: nn.Module, checkpoint: str | Path) -> list[str]:
+def load_mm_checkpoint(model: nn.Module, checkpoint: str | Path, head_keys: tuple[str, ...] = ("conv_seg",)) -> list[str]:
     """Load an OpenMMLab checkpoint (``{"state_dict": ...}`` or a bare state dict, ``weights_only=True``) into
     ``model``; MMRazor's ``architecture.`` prefix is stripped and its teacher/distiller keys dropped. Keys
-    whose shapes differ (a head of another class count) are skipped and returned.
+    of the class-dependent layers (containing one of ``head_keys``: mmseg's ``conv_seg``, mmdet's ``fc_cls`` and
+    ``fc_reg``) whose shapes differ (a head of another class count) are skipped and returned.
 
-    Raises: FileNotFoundError; ValueError: keys the model lacks or lacks of the checkpoint, named."""
+    Raises: FileNotFoundError; ValueError: keys the model lacks or lacks of the checkpoint, or other tensors of
+    other shapes (a checkpoint of another config), named."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file {str(path)!r}")
@@ -236,7 +252,12 @@ def load_mm_checkpoint(model: nn.Module, checkpoint: str | Path) -> list[str]:
     if any(k.startswith("architecture.") for k in state):
         state = {k[len("architecture."):]: v for k, v in state.items() if k.startswith("architecture.")}
     own = model.state_dict()
-    skipped = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    mismatched = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    skipped = [k for k in mismatched if any(h in k for h in head_keys)]
+    other = [k for k in mismatched if k not in skipped]
+    if other:
+        raise ValueError(f"checkpoint {path.name} does not fit this config: {len(other)} tensors of other shapes, e.g. "
+                         + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in other[:3]))
     state = {k: v for k, v in state.items() if k not in skipped}
     missing = sorted(set(own) - set(state) - set(skipped))
     unexpected = sorted(set(state) - set(own))

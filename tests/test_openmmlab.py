@@ -189,3 +189,175 @@ def test_the_shipped_student_config_builds_from_its_short_name():
     assert 0.8e6 < sum(p.numel() for p in model.parameters()) < 1.1e6  # about a third of the 2.6M teacher
     with pytest.raises(FileNotFoundError, match="it ships: fcn_r18_c16.py"):
         build_segmenter("mmseg:kdzoo::nope.py", 11)
+
+
+# ---- the mmdet bridge (zoo.detection.mm) ----
+
+DET_STUDENT = "mmdet:kdzoo::frcnn_r18_c16_fpn.py"
+
+
+def _det_batch(n=4):
+    from zoo.detection.data import load_scenes
+
+    return load_scenes("test", 8).batch(torch.arange(n))
+
+
+@needs_mm
+def test_an_mmdet_config_becomes_a_detector_whose_hard_parts_are_mmdets_own_losses():
+    """Eval: torchvision's detections (background 0). Training: MMDetectionDistiller's four Faster R-CNN parts,
+    computed step by step so a teacher can be asked about the same samples, equal mmdet's own
+    TwoStageDetector.loss on the same batch and random draws (the RPN's and RoI head's samplers)."""
+    from zoo.detection.mm import MMDetectionDistiller
+    from zoo.detection.models import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector(DET_STUDENT, num_classes=11)
+    assert 1.2e6 < sum(p.numel() for p in model.parameters()) < 1.5e6
+    assert model.config["mm_model"]["roi_head"]["bbox_head"]["num_classes"] == 10  # the background is not an mm class
+    batch = _det_batch()
+    model.eval()
+    with torch.no_grad():
+        found = model(list(batch["inputs"]))
+    assert len(found) == 4 and all(set(d) == {"boxes", "scores", "labels"} for d in found)
+    assert all(len(d["boxes"]) <= 20 and (d["labels"] >= 1).all() and (d["labels"] <= 10).all() for d in found)
+    assert all((d["boxes"] >= 0).all() and (d["boxes"] <= 96).all() for d in found)  # clipped to the image
+    model.train()
+    with pytest.raises(RuntimeError, match="MMDetectionDistiller"):
+        model(list(batch["inputs"]))
+    from zoo.detection.data import targets_from_batch
+
+    plain = MMDetectionDistiller(model)
+    torch.manual_seed(7)
+    parts = plain(batch)
+    inputs, samples = model.prepare(list(batch["inputs"]), targets_from_batch(batch["boxes"], batch["labels"]))
+    torch.manual_seed(7)
+    ref = model.mm.loss(inputs, samples)
+    assert set(parts) == {"loss", "rpn_cls", "rpn_reg", "rcn_cls", "rcn_reg"}
+    assert parts["rpn_cls"].item() == pytest.approx(sum(ref["loss_rpn_cls"]).item(), rel=1e-5)
+    assert parts["rpn_reg"].item() == pytest.approx(sum(ref["loss_rpn_bbox"]).item(), rel=1e-5)
+    assert parts["rcn_cls"].item() == pytest.approx(ref["loss_cls"].item(), rel=1e-5)
+    assert parts["rcn_reg"].item() == pytest.approx(ref["loss_bbox"].item(), rel=1e-5)
+    assert parts["loss"].item() == pytest.approx(sum(parts[k].item() for k in ("rpn_cls", "rpn_reg", "rcn_cls", "rcn_reg")),
+                                                 rel=1e-6)
+
+
+@needs_mm
+def test_chen2017_on_an_mmdet_student_and_its_bad_teachers():
+    """With the student as its own teacher (both in eval mode, so both see the same features) the teacher-bounded
+    regression terms are exactly 0 (the student's error never exceeds the teacher's) while the soft terms and the
+    hint are positive and reach the student; teachers on other anchors or of another framework are refused."""
+    import copy
+
+    from zoo.detection.mm import MMDetectionDistiller, load_model_config
+    from zoo.detection.models import build_detector
+
+    torch.manual_seed(0)
+    student = build_detector(DET_STUDENT, num_classes=11)
+    batch = _det_batch()
+    kd = MMDetectionDistiller(student, copy.deepcopy(student), example_batch=batch)
+    kd.eval()
+    parts = kd(batch)
+    assert set(parts) == {"loss", "rpn_cls", "rpn_reg", "rcn_cls", "rcn_reg", "rpn_soft", "rpn_bounded", "rcn_soft",
+                          "rcn_bounded", "backbone_hint"}
+    assert parts["rpn_bounded"].item() == 0.0 and parts["rcn_bounded"].item() == 0.0
+    assert parts["rpn_soft"].item() > 0 and parts["rcn_soft"].item() > 0 and parts["backbone_hint"].item() > 0
+    assert len(kd.connector) == 4  # one adaptation layer per FPN level
+    # the soft RoI term alone moves the student's box classifier
+    kd.zero_grad()
+    soft = MMDetectionDistiller(student, copy.deepcopy(student), example_batch=batch,
+                                recipe=__import__("zoo.detection.recipes", fromlist=["x"]).chen_recipe(mu=0.0, lam=0.0, gamma=0.0))
+    soft.eval()
+    soft(batch)["loss"].backward()
+    assert student.mm.roi_head.bbox_head.fc_cls.weight.grad.abs().sum() > 0
+    assert student.mm.backbone.conv1.weight.grad.abs().sum() > 0
+    other = load_model_config(DET_STUDENT)
+    other["rpn_head"]["anchor_generator"]["scales"] = [8]
+    with pytest.raises(ValueError, match="same anchors"):
+        MMDetectionDistiller(student, build_detector(DET_STUDENT, num_classes=11, mm_model=other), example_batch=batch)
+    with pytest.raises(ValueError, match="from an mmdet teacher"):
+        MMDetectionDistiller(student, build_detector("frcnn-resnet20", num_classes=11), example_batch=batch)
+
+
+@needs_mm
+def test_train_save_load_and_distil_an_mmdet_student(tmp_path, monkeypatch):
+    """The detection runner trains the mmdet student (its card records the mm config, and zoo.load rebuilds it
+    from the card alone), then distils it with Chen et al. 2017 from an mmdet teacher."""
+    import zoo
+    from zoo.detection import train as det_train
+    from zoo.detection import mm
+
+    settings = {"epochs": 1, "batch_size": 4, "progress": False}
+    card = det_train.run(DET_STUDENT, tmp_path / "plain", settings=settings, train_count=8, test_count=8)
+    assert card.architecture == DET_STUDENT and card.method == "plain" and "bbox_mAP" in card.metrics
+    assert card.config["mm_model"]["type"] == "FasterRCNN"
+    monkeypatch.setattr(mm, "load_model_config", lambda *a: pytest.fail("rebuilt from the config file, not the card"))
+    loaded = zoo.load(tmp_path / "plain")
+    x = list(_det_batch(2)["inputs"])
+    again = zoo.load(tmp_path / "plain")
+    with torch.no_grad():
+        a, b = loaded(x), again(x)
+    assert all(torch.equal(p["boxes"], q["boxes"]) and torch.equal(p["scores"], q["scores"]) for p, q in zip(a, b))
+    assert zoo.predict(loaded, x[0])[0]["detections"] is not None
+    monkeypatch.undo()
+    kd = det_train.run(DET_STUDENT, tmp_path / "kd", teacher=str(tmp_path / "plain"), settings=settings,
+                       train_count=8, test_count=8)
+    assert kd.method == "chen2017"
+    header = (tmp_path / "kd" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"rpn_soft", "rcn_soft", "rpn_bounded", "rcn_bounded", "backbone_hint"} <= set(header)
+
+
+@needs_mm
+def test_mmdet_checkpoints_of_another_config_are_refused_and_heads_of_another_class_count_skipped(tmp_path):
+    from zoo.detection.mm import build_mm_detector
+
+    teacher = build_mm_detector("mmdet:kdzoo::frcnn_r18_fpn.py", 11)
+    torch.save({"state_dict": teacher.mm.state_dict()}, tmp_path / "teacher.pth")
+    with pytest.raises(ValueError, match=r"tensors of other shapes, e.g. backbone.conv1.weight \(64, 3, 7, 7\) vs \(16, 3, 7, 7\)"):
+        build_mm_detector(DET_STUDENT, 11, checkpoint=tmp_path / "teacher.pth")
+    student = build_mm_detector(DET_STUDENT, 11)
+    torch.save({"state_dict": student.mm.state_dict()}, tmp_path / "student.pth")
+    with pytest.warns(UserWarning, match="fc_cls"):
+        five = build_mm_detector(DET_STUDENT, 6, checkpoint=tmp_path / "student.pth")  # 5 classes: the head starts anew
+    assert torch.equal(five.mm.backbone.conv1.weight, student.mm.backbone.conv1.weight)
+    with pytest.raises(ValueError, match="two-stage detectors"):
+        from zoo.detection.mm import MMDetector
+
+        MMDetector({"type": "RetinaNet", "backbone": {}}, "mmdet:retina", 11)
+    with pytest.raises(FileNotFoundError, match="it ships: frcnn_r18_c16_fpn.py, frcnn_r18_fpn.py"):
+        build_mm_detector("mmdet:kdzoo::nope.py", 11)
+
+
+def test_a_missing_mmdet_install_names_the_command(monkeypatch):
+    from zoo.detection import mm
+    from zoo.segmentation.mm import OpenMMLabMissingError
+
+    monkeypatch.setitem(sys.modules, "mmdet", None)
+    with pytest.raises(OpenMMLabMissingError, match="scripts/setup_openmmlab.sh"):
+        mm.build_mm_detector("mmdet:x.py", 11)
+
+
+@needs_mm
+def test_the_shipped_mmrazor_faster_rcnn_entry_builds_and_says_what_to_download(monkeypatch):
+    """MMRazor's PKD Faster R-CNN R50 names mmdet's own config, so the mmdet bridge builds it: its parameter count
+    is the card's, and offline, loading it names the file to fetch; the single-stage entries stay refused."""
+    import zoo
+    from zoo import reported
+    from zoo.download import OfflineError
+
+    card = zoo.card("faster-rcnn-r50-pkd.coco.mmrazor")
+    assert reported.buildable(card) == (True, "")
+    assert len(card.labels) == 80 and card.config["num_classes"] == 81  # the background counted, as kdzoo's detectors
+    from zoo.detection.models import build_detector
+
+    model = build_detector(card.architecture, **card.config)
+    assert sum(p.numel() for p in model.parameters()) == card.params
+
+    def offline(url, *args, **kwargs):
+        raise OfflineError(f"cannot reach {url}")
+
+    monkeypatch.setattr(reported, "download", offline)
+    monkeypatch.setattr(reported, "cache_path", lambda c: Path("/nonexistent/kdzoo-cache") / "x.pth")
+    with pytest.raises(OfflineError, match=r"3efbd439.*file=PATH|file=PATH.*3efbd439"):
+        zoo.load(card.name)
+    ok, why = reported.buildable(zoo.card("retinanet-r50-pkd.coco.mmrazor"))
+    assert not ok and "retinanet_r50_fpn_1x" in why
