@@ -125,7 +125,8 @@ def _main(argv: list[str] | None = None) -> int:
     if not winners:
         print("no method beats the twin: nothing published")
         return 0
-    twin_name = f"{spec.student}.{short}"
+    stem = protocol.entry_stem(spec.student)  # e.g. mmseg-fcn-r18-c16 for an OpenMMLab config
+    twin_name = f"{stem}.{short}"
     table_ref = f"benchmarks/results/{spec.slug()}.md"
     twin_seed = protocol.median_seed(twin)
     protocol.unrestored(out, [protocol.median_seed(summary[a]) for a in winners] + ([] if args.keep_twin else [twin_seed]))
@@ -152,7 +153,7 @@ def _main(argv: list[str] | None = None) -> int:
     for arm in winners:
         s = summary[arm]
         seed = protocol.median_seed(s)
-        name = f"{spec.student}-{arm}.{short}"
+        name = f"{stem}-{arm}.{short}"
         card = task.publish(spec, seed, arm, out / f"seed-{seed}", name, baseline=baseline, teacher=spec.teacher,
                             command=command, dest=dest,
                             description=f"{spec.student} distilled from {spec.teacher} with the {arm} recipe, on "

@@ -43,17 +43,9 @@ PREFIX = "mmdet:"
 
 
 def _require() -> Any:
-    from zoo.segmentation.mm import INSTALL, OpenMMLabMissingError
+    from zoo.segmentation.mm import require_openmmlab
 
-    try:
-        import mmdet  # noqa: F401
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    except ImportError as e:
-        raise OpenMMLabMissingError(f"the mmdet bridge needs mmdet 3.3 on mmcv 2.1 ({e.name or e} is missing): "
-                                    f"{INSTALL}") from None
-    register_all_modules(init_default_scope=True)
-    return MODELS
+    return require_openmmlab("mmdet", "mmdet 3.3")
 
 
 def is_mm_architecture(architecture: Any) -> bool:
@@ -74,6 +66,41 @@ def load_model_config(config: str | Path) -> dict[str, Any]:
     _require()
     return read_model_config(str(config), "mmdet", Path(__file__).parent / "configs",
                              "'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'")
+
+
+IMAGENET_MOBILENET_V2 = "kdzoo::mobilenet_v2_imagenet"  # a backbone init_cfg checkpoint: torchvision's ImageNet weights
+
+
+def _imagenet_mobilenet_v2(cfg: dict[str, Any]) -> bool:
+    """Whether the config's backbone asks for torchvision's ImageNet MobileNetV2 weights
+    (``init_cfg=dict(type='Pretrained', checkpoint='kdzoo::mobilenet_v2_imagenet')``), which exist offline."""
+    init = (cfg.get("backbone") or {}).get("init_cfg") or {}
+    return isinstance(init, dict) and init.get("checkpoint") == IMAGENET_MOBILENET_V2
+
+
+def load_mobilenet_v2_imagenet_mm(backbone: nn.Module) -> str:
+    """Load torchvision's ImageNet MobileNetV2 weights (`zoo.classification.pretrained`, sha256-checked) into
+    mmdet's ``MobileNetV2`` backbone (widen factor 1); returns the file's sha256. The two list the same
+    tensors in the same order (mmdet's ``conv1``, ``layer1``-``layer7`` and ``conv2`` are torchvision's
+    ``features.0``, ``features.1``-``features.17`` and ``features.18``), so they are paired in order, each pair
+    checked by shape.
+
+    Raises: FileNotFoundError: the weights are not on this machine (the message says how to get them);
+    ValueError: a backbone of another shape (a widen factor, another architecture)."""
+    from torchvision.models import mobilenet_v2
+
+    from zoo.classification.pretrained import load_mobilenet_v2_imagenet
+
+    net = mobilenet_v2()
+    digest = load_mobilenet_v2_imagenet(net)
+    source, target = net.features.state_dict(), backbone.state_dict()
+    pairs = list(zip(target.items(), source.items()))
+    wrong = [f"{k} {tuple(v.shape)} vs {j} {tuple(w.shape)}" for (k, v), (j, w) in pairs if v.shape != w.shape]
+    if len(source) != len(target) or wrong:
+        raise ValueError(f"the backbone is not torchvision's MobileNetV2 ({len(target)} tensors against {len(source)}"
+                         + (f"; e.g. {wrong[0]}" if wrong else "") + ")")
+    backbone.load_state_dict({k: w for (k, _), (_, w) in pairs})
+    return digest
 
 
 def _no_downloads(cfg: Any) -> Any:
@@ -104,7 +131,8 @@ def _quietly(fn: Any) -> Any:
 
 class MMDetector(nn.Module):
     """An mmdet two-stage detector (``mm``, built from ``model_cfg``, its weights initialised as mmdet's
-    ``init_weights`` does) for ``num_classes`` classes counting the background (kdzoo's and torchvision's
+    ``init_weights`` does; with ``pretrained``, a MobileNetV2 backbone whose config asks for
+    ``kdzoo::mobilenet_v2_imagenet`` starts from torchvision's ImageNet weights) for ``num_classes`` classes counting the background (kdzoo's and torchvision's
     convention; the mm head gets ``num_classes - 1``). Eval: list of (3, H, W) images in [0, 1] -> list of
     ``{boxes, scores, labels}`` (see the module docstring).
 
@@ -113,13 +141,15 @@ class MMDetector(nn.Module):
 
     checkpoint_prefix = "mm."  # the mm model's own state-dict keys live under this prefix (zoo.reported.load)
 
-    def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int, image_size: int = 96) -> None:
+    def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int, image_size: int = 96,
+                 pretrained: bool = False) -> None:
         super().__init__()
         from zoo.segmentation.mm import cpu_norms
 
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
         models = _require()
+        imagenet = pretrained and _imagenet_mobilenet_v2(model_cfg)
         cfg = _no_downloads(cpu_norms(copy.deepcopy(model_cfg)))
         if not (isinstance(cfg.get("rpn_head"), dict) and isinstance(cfg.get("roi_head"), dict)
                 and isinstance(cfg["roi_head"].get("bbox_head"), dict)):
@@ -136,6 +166,9 @@ class MMDetector(nn.Module):
         with DefaultScope.overwrite_default_scope("mmdet"):  # not mmseg's, should the other bridge have set its own
             self.mm = models.build(ConfigDict(copy.deepcopy(cfg)))  # mmdet reads its train/test cfgs by attribute
             _quietly(self.mm.init_weights)  # mmengine logs every parameter's initialiser at INFO
+        # torchvision's ImageNet MobileNetV2 (offline), for a fresh build from a config that asks for it; a card's
+        # weights replace it on loading, so zoo.load never needs the file
+        self.backbone_weights = load_mobilenet_v2_imagenet_mm(self.mm.backbone) if imagenet else None
         self.architecture = architecture
         self.model_cfg = cfg  # the config the model was built from (num_classes and norms set)
         self.num_classes = num_classes
@@ -206,7 +239,8 @@ def build_mm_detector(architecture: str, num_classes: int, image_size: int = 96,
     from zoo.segmentation.mm import load_mm_checkpoint
 
     cfg = mm_model if mm_model is not None else load_model_config(architecture)
-    model = MMDetector(cfg, architecture, num_classes, image_size)
+    # a config's ImageNet backbone is loaded for a fresh build; a card's recorded config has the trained weights
+    model = MMDetector(cfg, architecture, num_classes, image_size, pretrained=mm_model is None and checkpoint is None)
     if checkpoint is not None:
         skipped = load_mm_checkpoint(model.mm, checkpoint, head_keys=("bbox_head.fc_cls", "bbox_head.fc_reg"))
         if skipped:

@@ -36,19 +36,26 @@ INSTALL = "bash scripts/setup_openmmlab.sh (it builds mmcv 2.1.0 once and instal
 
 
 class OpenMMLabMissingError(ImportError):
-    """mmsegmentation (or mmcv/mmengine) is not installed; the message gives the install command."""
+    """mmsegmentation or mmdet (or mmcv/mmengine) is not installed; the message gives the install command."""
 
 
 def _require() -> Any:
+    return require_openmmlab("mmseg", "mmsegmentation 1.2")
+
+
+def require_openmmlab(package: str, needs: str) -> Any:
+    """The ``MODELS`` registry of the OpenMMLab ``package`` (``mmseg``, ``mmdet``), its modules registered;
+    `OpenMMLabMissingError` naming ``needs`` and the install command when it (or mmcv/mmengine) is missing."""
+    import importlib
+
     try:
-        import mmseg  # noqa: F401
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
+        registry = importlib.import_module(f"{package}.registry")
+        utils = importlib.import_module(f"{package}.utils")
     except ImportError as e:
-        raise OpenMMLabMissingError(f"the mmseg bridge needs mmsegmentation 1.2 on mmcv 2.1 ({e.name or e} is missing): "
+        raise OpenMMLabMissingError(f"the {package} bridge needs {needs} on mmcv 2.1 ({e.name or e} is missing): "
                                     f"{INSTALL}") from None
-    register_all_modules(init_default_scope=True)
-    return MODELS
+    utils.register_all_modules(init_default_scope=True)
+    return registry.MODELS
 
 
 def is_mm_architecture(architecture: str) -> bool:

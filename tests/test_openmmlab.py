@@ -323,7 +323,7 @@ def test_mmdet_checkpoints_of_another_config_are_refused_and_heads_of_another_cl
         from zoo.detection.mm import MMDetector
 
         MMDetector({"type": "RetinaNet", "backbone": {}}, "mmdet:retina", 11)
-    with pytest.raises(FileNotFoundError, match="it ships: frcnn_r18_c16_fpn.py, frcnn_r18_fpn.py"):
+    with pytest.raises(FileNotFoundError, match="it ships: frcnn_mnv2_fpn.py, frcnn_r18_c16_fpn.py, frcnn_r18_fpn.py"):
         build_mm_detector("mmdet:kdzoo::nope.py", 11)
 
 
@@ -361,3 +361,26 @@ def test_the_shipped_mmrazor_faster_rcnn_entry_builds_and_says_what_to_download(
         zoo.load(card.name)
     ok, why = reported.buildable(zoo.card("retinanet-r50-pkd.coco.mmrazor"))
     assert not ok and "retinanet_r50_fpn_1x" in why
+
+
+@needs_mm
+def test_the_mobilenetv2_teacher_config_starts_from_torchvisions_imagenet_weights():
+    """The shipped mmdet teacher config asks for torchvision's ImageNet MobileNetV2 (offline): mmdet's backbone
+    then computes exactly torchvision's stage features; rebuilt from a card's config it does not load them."""
+    from torchvision.models import mobilenet_v2
+
+    from zoo.classification.pretrained import MOBILENET_V2_SHA256, load_mobilenet_v2_imagenet
+    from zoo.detection.mm import build_mm_detector, load_mobilenet_v2_imagenet_mm
+
+    teacher = build_mm_detector("mmdet:kdzoo::frcnn_mnv2_fpn.py", 11).eval()
+    assert teacher.backbone_weights == MOBILENET_V2_SHA256
+    net = mobilenet_v2()
+    load_mobilenet_v2_imagenet(net)
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        outs = teacher.mm.backbone(x)
+        assert torch.equal(outs[1], net.eval().features[:7](x))  # stride 8, 32 channels
+    rebuilt = build_mm_detector(teacher.architecture, 11, mm_model=teacher.config["mm_model"])
+    assert rebuilt.backbone_weights is None
+    with pytest.raises(ValueError, match="not torchvision's MobileNetV2"):
+        load_mobilenet_v2_imagenet_mm(build_mm_detector(DET_STUDENT, 11).mm.backbone)

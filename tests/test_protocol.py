@@ -271,3 +271,11 @@ def test_term_settings_apply_to_the_arms_that_have_the_term():
                                  [0, 1], "fmnist-scenes", {"epochs": 1, "cwd.student": "logits"}, None)
     with pytest.raises(ValueError, match=r"name no term of the recipes \['pair-kd'\] \(their terms: pair_kd\)"):
         proto.validate(spec)
+
+
+def test_entry_names_of_config_file_students_carry_no_colons_or_paths():
+    from zoo.protocol import entry_stem
+
+    assert entry_stem("resnet8") == "resnet8" and entry_stem("face-resnet8") == "face-resnet8"
+    assert entry_stem("mmseg:kdzoo::fcn_r18_c16.py") == "mmseg-fcn-r18-c16"
+    assert entry_stem("mmdet:/home/me/configs/My Detector.py") == "mmdet-my-detector"

@@ -214,6 +214,17 @@ def baseline_record(spec: ProtocolSpec, summary: dict[str, ArmSummary], metric: 
             "table": table}
 
 
+def entry_stem(student: str) -> str:
+    """The zoo-name stem of a student architecture: the name itself (``resnet8``), or for a config-file
+    architecture of the OpenMMLab bridge its package and file stem (``mmseg:kdzoo::fcn_r18_c16.py`` ->
+    ``mmseg-fcn-r18-c16``), since zoo names carry no colons or paths."""
+    if ":" not in student:
+        return student
+    package = student.split(":", 1)[0]
+    stem = Path(student.rsplit(":", 1)[-1]).stem
+    return re.sub(r"[^A-Za-z0-9]+", "-", f"{package}-{stem}").strip("-").lower()
+
+
 def _spec_record(spec: ProtocolSpec) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(spec)))
 
