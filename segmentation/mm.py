@@ -49,12 +49,12 @@ def require_openmmlab(package: str, needs: str) -> Any:
     import importlib
 
     try:
+        importlib.import_module(package)  # first: its submodules may be cached while the package is not importable
         registry = importlib.import_module(f"{package}.registry")
-        utils = importlib.import_module(f"{package}.utils")
+        importlib.import_module(f"{package}.utils").register_all_modules(init_default_scope=True)
     except ImportError as e:
         raise OpenMMLabMissingError(f"the {package} bridge needs {needs} on mmcv 2.1 ({e.name or e} is missing): "
                                     f"{INSTALL}") from None
-    utils.register_all_modules(init_default_scope=True)
     return registry.MODELS
 
 

@@ -182,9 +182,24 @@ def test_proxyless_kd_trains_the_embedding_under_the_teachers_frozen_classifier(
     emb = zoo.distill(str(tmp_path / "teacher"), "face-resnet8", "embedding-kd", data=data, out=tmp_path / "emb",
                       settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
     header = (tmp_path / "emb" / "log.csv").read_text().splitlines()[0].split(",")
-    assert emb.finished and {"task", "embedding_l2"} <= set(header)
+    assert emb.finished and "embedding_l2" in header and "task" not in header  # the L2 baseline: no margin loss
     from zoo.face.recipes import embedding_l2_loss
 
+    rkd = zoo.distill(str(tmp_path / "teacher"), "face-resnet8", "embedding-rkd", data=data, out=tmp_path / "rkd",
+                      settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
+    header = (tmp_path / "rkd" / "log.csv").read_text().splitlines()[0].split(",")
+    assert rkd.finished and "rkd" in header and "task" not in header  # the relations alone, no margin loss
+    # why relations: a direction shared by all of the teacher's embeddings (its embeddings sit in a narrow cone)
+    # leaves RKD unchanged (distances and angles ignore a common offset), while the normalised L2 moves with it
+    from zoo.losses.relations import rkd_loss
+
+    torch.manual_seed(0)
+    s_emb, t_emb = torch.randn(16, 8), torch.randn(16, 8)
+    offset = 20 * torch.randn(1, 8)
+    assert rkd_loss(s_emb, t_emb + offset).item() == pytest.approx(rkd_loss(s_emb, t_emb).item(), rel=1e-4)
+    from zoo.face.recipes import embedding_l2_loss as l2
+
+    assert abs(l2(s_emb, t_emb + offset).item() - l2(s_emb, t_emb).item()) > 0.1
     a, b = torch.tensor([[3.0, 4.0]]), torch.tensor([[4.0, 3.0]])  # cos = 24/25: 2 - 2 cos = 2/25
     assert embedding_l2_loss(a, b).item() == pytest.approx(2 / 25) and embedding_l2_loss(a * 1e6, b).item() == pytest.approx(2 / 25)
 
@@ -338,3 +353,21 @@ def test_roles_not_split_names_and_teachers_of_other_identities(tmp_path):
         zoo.distill(str(tmp_path / "teacher"), "face-resnet8", "proxyless-kd", data=(train, test),
                     out=tmp_path / "proxy", settings=settings)
     assert not (tmp_path / "proxy").exists()
+
+
+def test_every_bundled_face_entry_verifies_a_pair_and_reproduces_its_card():
+    """Offline: each face entry of the zoo embeds and verifies two sample images at its card's threshold, and
+    `zoo.evaluate` (what `zoo eval` runs) measures its card's TAR@FAR=1e-3 again on the held-out identities."""
+    import zoo
+
+    entries = [c.name for c in zoo.list_models(task="face") if c.metrics_source != "reported"]
+    assert {"face-resnet20.cjk-fonts", "face-resnet8.cjk-fonts", "face-resnet8-proxyless-kd.cjk-fonts",
+            "face-resnet8-embedding-rkd.cjk-fonts"} <= set(entries)
+    for name in entries:
+        model = zoo.load(name)
+        a, b = zoo.predict(model)  # the card's bundled sample images
+        assert a["similarity"] == b["similarity"] and a["same"] == (a["similarity"] > model.card.metrics["threshold"])
+        result = zoo.evaluate(name)
+        assert set(result["measured"]) == set(result["card"]), name
+        for metric, value in result["card"].items():
+            assert abs(result["measured"][metric] - value) < 1e-3, (name, metric, result["measured"][metric], value)
