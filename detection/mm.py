@@ -114,6 +114,20 @@ def _no_downloads(cfg: Any) -> Any:
     return cfg
 
 
+def check_two_stage(cfg: dict[str, Any], architecture: str) -> None:
+    """ValueError unless the mm model config is a two-stage detector the bridge takes: an ``rpn_head`` and a
+    ``roi_head`` with one ``bbox_head`` (Faster R-CNN and its kin); the message names what is missing."""
+    roi = cfg.get("roi_head")
+    missing = [name for name, ok in (("rpn_head", isinstance(cfg.get("rpn_head"), dict)),
+                                     ("roi_head", isinstance(roi, dict)),
+                                     ("roi_head.bbox_head", isinstance(roi, dict) and isinstance(roi.get("bbox_head"), dict)))
+               if not ok]
+    if missing:
+        raise ValueError(f"{architecture}: the mmdet bridge takes two-stage detectors with an rpn_head and a roi_head "
+                         f"with one bbox_head (Faster R-CNN and its kin); this {cfg.get('type')!r} config has no "
+                         f"{', '.join(missing)}")
+
+
 def _quietly(fn: Any) -> Any:
     """``fn()`` with mmengine's current logger at WARNING."""
     import logging
@@ -130,11 +144,11 @@ def _quietly(fn: Any) -> Any:
 
 
 class MMDetector(nn.Module):
-    """An mmdet two-stage detector (``mm``, built from ``model_cfg``, its weights initialised as mmdet's
-    ``init_weights`` does; with ``pretrained``, a MobileNetV2 backbone whose config asks for
-    ``kdzoo::mobilenet_v2_imagenet`` starts from torchvision's ImageNet weights) for ``num_classes`` classes counting the background (kdzoo's and torchvision's
-    convention; the mm head gets ``num_classes - 1``). Eval: list of (3, H, W) images in [0, 1] -> list of
-    ``{boxes, scores, labels}`` (see the module docstring).
+    """An mmdet two-stage detector (``mm``, built from ``model_cfg``) for ``num_classes`` classes counting the
+    background (kdzoo's and torchvision's convention; the mm head gets ``num_classes - 1``). Its weights start
+    as mmdet's ``init_weights`` sets them; with ``pretrained``, a MobileNetV2 backbone whose config asks for
+    ``kdzoo::mobilenet_v2_imagenet`` starts from torchvision's ImageNet weights. Eval: list of (3, H, W) images
+    in [0, 1] -> list of ``{boxes, scores, labels}`` (see the module docstring).
 
     Raises: ValueError: a config that is not a two-stage detector with an RPN and a box RoI head, or a
     ``num_classes`` < 2."""
@@ -151,10 +165,7 @@ class MMDetector(nn.Module):
         models = _require()
         imagenet = pretrained and _imagenet_mobilenet_v2(model_cfg)
         cfg = _no_downloads(cpu_norms(copy.deepcopy(model_cfg)))
-        if not (isinstance(cfg.get("rpn_head"), dict) and isinstance(cfg.get("roi_head"), dict)
-                and isinstance(cfg["roi_head"].get("bbox_head"), dict)):
-            raise ValueError(f"{architecture}: the mmdet bridge takes two-stage detectors with an rpn_head and a roi_head "
-                             f"with one bbox_head (Faster R-CNN and its kin); this config is a {cfg.get('type')!r}")
+        check_two_stage(cfg, architecture)
         cfg["roi_head"]["bbox_head"]["num_classes"] = num_classes - 1
         pre = cfg.pop("data_preprocessor", None) or {}
         self.pretrained_ignored = cfg.pop("pretrained", None)
@@ -187,16 +198,23 @@ class MMDetector(nn.Module):
         """(the normalised, padded (N, 3, H', W') batch, mmdet's ``DetDataSample`` per image with its shapes
         and, given ``targets`` (torchvision's: ``boxes`` in pixels, ``labels`` >= 1), its ground truth).
 
-        Raises: ValueError: an image that is not (3, H, W), or no images."""
+        ``images``: a list of (3, H, W) float images (or one such image, or an (N, 3, H, W) batch).
+
+        Raises: ValueError: no images, an image that is not (3, H, W) or not float, or a box label outside
+        1..num_classes - 1."""
         from mmdet.structures import DetDataSample
         from mmengine.structures import InstanceData
 
+        if isinstance(images, torch.Tensor) and images.dim() == 3:  # one image, not a list of them
+            images = [images]
         images = list(images)
         if not images:
             raise ValueError("no images given")
         for im in images:
-            if im.dim() != 3 or im.shape[0] != 3:
+            if im.dim() != 3 or im.shape[0] != 3 or min(im.shape[1:]) < 1:
                 raise ValueError(f"an MMDetector takes RGB images (3, H, W) in [0, 1], got {tuple(im.shape)}")
+            if not im.is_floating_point():  # as torchvision's detectors: uint8 pixels would be read as [0, 1]
+                raise ValueError(f"an MMDetector takes float images in [0, 1] (pixels / 255), got {im.dtype}")
         d = self.pad_divisor
         height = -(-max(im.shape[1] for im in images) // d) * d
         width = -(-max(im.shape[2] for im in images) // d) * d
@@ -208,6 +226,10 @@ class MMDetector(nn.Module):
             sample = DetDataSample(metainfo={"img_shape": shape, "ori_shape": shape, "pad_shape": (height, width),
                                              "batch_input_shape": (height, width), "scale_factor": (1.0, 1.0)})
             if targets is not None:
+                labels = targets[i]["labels"]
+                if len(labels) and (int(labels.min()) < 1 or int(labels.max()) >= self.num_classes):
+                    raise ValueError(f"image {i}: box labels must be classes 1..{self.num_classes - 1} (0 is the "
+                                     f"background), got {sorted(set(labels.tolist()))}")
                 sample.gt_instances = InstanceData(bboxes=targets[i]["boxes"].float(),
                                                    labels=targets[i]["labels"].long() - 1)
             samples.append(sample)

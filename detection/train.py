@@ -141,6 +141,10 @@ def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = 
     from zoo.trainer import STATE_FILE
 
     check_architecture(arch)
+    from .mm import check_two_stage, is_mm_architecture, load_model_config
+
+    if is_mm_architecture(arch):  # the config read and checked before the run folder is written
+        check_two_stage(load_model_config(arch), arch)
     chen = dict(chen or {})
     if set(chen) - set(CHEN_2017):
         raise ValueError(f"unknown --chen key(s) {sorted(set(chen) - set(CHEN_2017))}; known: {', '.join(CHEN_2017)}")
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         card = run(args.arch, args.out, teacher=args.teacher, settings=parse_overrides(args.set),
                    chen=parse_overrides(args.chen), train_count=args.train_count, test_count=args.test_count,
                    resume=args.resume, device=args.device)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:  # a bad setting, config or install: one line
         parser.error(str(e))
     if card is not None:
         print(f"{card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()) + f" -> {args.out}")

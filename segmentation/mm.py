@@ -254,8 +254,13 @@ def load_mm_checkpoint(model: nn.Module, checkpoint: str | Path, head_keys: tupl
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file {str(path)!r}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, truncated, or pickled objects weights_only refuses
+        raise ValueError(f"{path.name} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"{path.name} holds no state dict (a dict of named tensors, or one under 'state_dict')")
     if any(k.startswith("architecture.") for k in state):
         state = {k[len("architecture."):]: v for k, v in state.items() if k.startswith("architecture.")}
     own = model.state_dict()

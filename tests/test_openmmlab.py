@@ -384,3 +384,39 @@ def test_the_mobilenetv2_teacher_config_starts_from_torchvisions_imagenet_weight
     assert rebuilt.backbone_weights is None
     with pytest.raises(ValueError, match="not torchvision's MobileNetV2"):
         load_mobilenet_v2_imagenet_mm(build_mm_detector(DET_STUDENT, 11).mm.backbone)
+
+
+@needs_mm
+def test_bad_inputs_to_the_mmdet_bridge_give_clear_errors_and_write_nothing(tmp_path, capsys):
+    from zoo.detection import train as det_train
+    from zoo.detection.mm import build_mm_detector, load_model_config, MMDetector
+
+    model = build_mm_detector(DET_STUDENT, 11).eval()
+    image = _det_batch(1)["inputs"][0]
+    with torch.no_grad():
+        assert len(model(image)) == 1  # one image, not a list: still one result
+        with pytest.raises(ValueError, match="float images in \\[0, 1\\]"):
+            model([(image * 255).to(torch.uint8)])  # uint8 pixels would be read as [0, 1]
+    batch = _det_batch(2)
+    batch["labels"][0, 0] = 11
+    from zoo.detection.mm import MMDetectionDistiller
+
+    with pytest.raises(ValueError, match="box labels must be classes 1..10"):
+        MMDetectionDistiller(model.train())(batch)
+    for name, content in (("text.pth", b"not a checkpoint"), ("empty.pth", b"")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"{name} is not a readable PyTorch checkpoint"):
+            build_mm_detector(DET_STUDENT, 11, checkpoint=tmp_path / name)
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="list.pth holds no state dict"):
+        build_mm_detector(DET_STUDENT, 11, checkpoint=tmp_path / "list.pth")
+    headless = load_model_config(DET_STUDENT)
+    headless.pop("roi_head")
+    with pytest.raises(ValueError, match="has no roi_head, roi_head.bbox_head"):
+        MMDetector(headless, "mmdet:headless", 11)
+    for arch in ("mmdet:kdzoo::nope.py", "mmdet:mmdet::retinanet/retinanet_r50_fpn_1x_coco.py"):
+        with pytest.raises(SystemExit) as exit_:
+            det_train.main(["--arch", arch, "--out", str(tmp_path / "run")])
+        assert exit_.value.code == 2 and not (tmp_path / "run").exists()
+    err = capsys.readouterr().err
+    assert "kdzoo ships no mmdet config 'nope.py'" in err and "has no rpn_head, roi_head" in err and "Traceback" not in err
