@@ -158,7 +158,7 @@ class MMDetector(nn.Module):
     def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int, image_size: int = 96,
                  pretrained: bool = False) -> None:
         super().__init__()
-        from zoo.segmentation.mm import cpu_norms
+        from zoo.segmentation.mm import cpu_norms, register_normalisation
 
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
@@ -168,8 +168,7 @@ class MMDetector(nn.Module):
         check_two_stage(cfg, architecture)
         cfg["roi_head"]["bbox_head"]["num_classes"] = num_classes - 1
         pre = cfg.pop("data_preprocessor", None) or {}
-        self.pretrained_ignored = cfg.pop("pretrained", None)
-        mean, std = pre.get("mean") or [123.675, 116.28, 103.53], pre.get("std") or [58.395, 57.12, 57.375]
+        cfg.pop("pretrained", None)  # ImageNet weights to download: never (see _no_downloads)
         self.pad_divisor = int(pre.get("pad_size_divisor", 1) or 1)
         from mmengine.config import ConfigDict
         from mmengine.registry import DefaultScope
@@ -184,8 +183,7 @@ class MMDetector(nn.Module):
         self.model_cfg = cfg  # the config the model was built from (num_classes and norms set)
         self.num_classes = num_classes
         self.image_size = image_size
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
+        register_normalisation(self, pre)
 
     @property
     def config(self) -> dict[str, Any]:

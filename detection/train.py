@@ -195,7 +195,6 @@ def main(argv: list[str] | None = None) -> None:
     from zoo.cli import parse_overrides
 
     try:
-        check_architecture(args.arch)
         card = run(args.arch, args.out, teacher=args.teacher, settings=parse_overrides(args.set),
                    chen=parse_overrides(args.chen), train_count=args.train_count, test_count=args.test_count,
                    resume=args.resume, device=args.device)

@@ -142,6 +142,15 @@ def cpu_norms(cfg: Any) -> Any:
     return cfg
 
 
+def register_normalisation(module: nn.Module, preprocessor: dict[str, Any]) -> None:
+    """Give ``module`` the buffers ``mean`` and ``std`` (1, 3, 1, 1) of an OpenMMLab ``data_preprocessor``
+    (0-255 scale; ImageNet's when absent) on the [0, 1] scale of kdzoo's images, kept out of the state dict."""
+    mean = preprocessor.get("mean") or [123.675, 116.28, 103.53]
+    std = preprocessor.get("std") or [58.395, 57.12, 57.375]
+    module.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
+    module.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
+
+
 class MMSegmenter(nn.Module):
     """An mmseg segmentor (``mm``, built from ``model_cfg``) on [0, 1] RGB images (N, 3, H, W) -> logits
     (N, C, H, W) at the input's size; in training the logits carry ``mm_loss`` (see the module docstring)."""
@@ -157,13 +166,11 @@ class MMSegmenter(nn.Module):
         # a config's `pretrained` / `init_cfg` name ImageNet weights to download at init_weights(), which is never
         # called here: the weights come from a checkpoint (build_mm_segmenter) or the card
         self.pretrained_ignored = cfg.pop("pretrained", None)
-        mean, std = pre.get("mean") or [123.675, 116.28, 103.53], pre.get("std") or [58.395, 57.12, 57.375]
         self.mm = models.build(cfg)
         self.architecture = architecture
         self.model_cfg = cfg  # the config the model was built from (num_classes and norms set)
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
+        register_normalisation(self, pre)
 
     @property
     def config(self) -> dict[str, Any]:
