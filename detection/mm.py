@@ -68,41 +68,6 @@ def load_model_config(config: str | Path) -> dict[str, Any]:
                              "'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'")
 
 
-IMAGENET_MOBILENET_V2 = "kdzoo::mobilenet_v2_imagenet"  # a backbone init_cfg checkpoint: torchvision's ImageNet weights
-
-
-def _imagenet_mobilenet_v2(cfg: dict[str, Any]) -> bool:
-    """Whether the config's backbone asks for torchvision's ImageNet MobileNetV2 weights
-    (``init_cfg=dict(type='Pretrained', checkpoint='kdzoo::mobilenet_v2_imagenet')``), which exist offline."""
-    init = (cfg.get("backbone") or {}).get("init_cfg") or {}
-    return isinstance(init, dict) and init.get("checkpoint") == IMAGENET_MOBILENET_V2
-
-
-def load_mobilenet_v2_imagenet_mm(backbone: nn.Module) -> str:
-    """Load torchvision's ImageNet MobileNetV2 weights (`zoo.classification.pretrained`, sha256-checked) into
-    mmdet's ``MobileNetV2`` backbone (widen factor 1); returns the file's sha256. The two list the same
-    tensors in the same order (mmdet's ``conv1``, ``layer1``-``layer7`` and ``conv2`` are torchvision's
-    ``features.0``, ``features.1``-``features.17`` and ``features.18``), so they are paired in order, each pair
-    checked by shape.
-
-    Raises: FileNotFoundError: the weights are not on this machine (the message says how to get them);
-    ValueError: a backbone of another shape (a widen factor, another architecture)."""
-    from torchvision.models import mobilenet_v2
-
-    from zoo.classification.pretrained import load_mobilenet_v2_imagenet
-
-    net = mobilenet_v2()
-    digest = load_mobilenet_v2_imagenet(net)
-    source, target = net.features.state_dict(), backbone.state_dict()
-    pairs = list(zip(target.items(), source.items()))
-    wrong = [f"{k} {tuple(v.shape)} vs {j} {tuple(w.shape)}" for (k, v), (j, w) in pairs if v.shape != w.shape]
-    if len(source) != len(target) or wrong:
-        raise ValueError(f"the backbone is not torchvision's MobileNetV2 ({len(target)} tensors against {len(source)}"
-                         + (f"; e.g. {wrong[0]}" if wrong else "") + ")")
-    backbone.load_state_dict({k: w for (k, _), (_, w) in pairs})
-    return digest
-
-
 def _no_downloads(cfg: Any) -> Any:
     """The config without ``init_cfg`` entries of type ``Pretrained`` (ImageNet weights fetched at
     ``init_weights``): kdzoo's weights come from a checkpoint or a card, and nothing downloads here."""
@@ -158,12 +123,13 @@ class MMDetector(nn.Module):
     def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int, image_size: int = 96,
                  pretrained: bool = False) -> None:
         super().__init__()
-        from zoo.segmentation.mm import cpu_norms, register_normalisation
+        from zoo.segmentation.mm import (asks_imagenet_mobilenet_v2, cpu_norms, load_mobilenet_v2_imagenet_mm,
+                                         register_normalisation)
 
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
         models = _require()
-        imagenet = pretrained and _imagenet_mobilenet_v2(model_cfg)
+        imagenet = pretrained and asks_imagenet_mobilenet_v2(model_cfg)
         cfg = _no_downloads(cpu_norms(copy.deepcopy(model_cfg)))
         check_two_stage(cfg, architecture)
         cfg["roi_head"]["bbox_head"]["num_classes"] = num_classes - 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-count", type=int, help=f"training scenes (default {SCENE_COUNTS['train']})")
     parser.add_argument("--test-count", type=int, help=f"test scenes (default {SCENE_COUNTS['test']})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="stop resumably once this many minutes are spent (then run again with --resume)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting (--set epochs=12, see zoo.trainer.TrainConfig) or a part of the "
@@ -194,14 +197,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from zoo.cli import parse_overrides
 
+    if args.time_budget is not None and args.time_budget < 0:
+        parser.error(f"--time-budget is in minutes and must be >= 0, got {args.time_budget}")
+    deadline = None if args.time_budget is None else time.monotonic() + 60.0 * args.time_budget
     try:
         card = run(args.arch, args.out, teacher=args.teacher, settings=parse_overrides(args.set),
                    chen=parse_overrides(args.chen), train_count=args.train_count, test_count=args.test_count,
-                   resume=args.resume, device=args.device)
+                   resume=args.resume, device=args.device, deadline=deadline)
     except (ValueError, FileNotFoundError, ImportError) as e:  # a bad setting, config or install: one line
         parser.error(str(e))
     if card is not None:
         print(f"{card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()) + f" -> {args.out}")
+    elif deadline is not None:
+        print(f"stopped at the time budget; continue with the same command and --resume ({args.out})")
 
 
 if __name__ == "__main__":

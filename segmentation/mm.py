@@ -151,15 +151,59 @@ def register_normalisation(module: nn.Module, preprocessor: dict[str, Any]) -> N
     module.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
 
 
+IMAGENET_MOBILENET_V2 = "kdzoo::mobilenet_v2_imagenet"  # a backbone init_cfg checkpoint: torchvision's ImageNet weights
+
+
+def asks_imagenet_mobilenet_v2(cfg: dict[str, Any]) -> bool:
+    """Whether an mm model config's backbone asks for torchvision's ImageNet MobileNetV2 weights
+    (``init_cfg=dict(type='Pretrained', checkpoint='kdzoo::mobilenet_v2_imagenet')``), which exist offline."""
+    init = (cfg.get("backbone") or {}).get("init_cfg") or {}
+    return isinstance(init, dict) and init.get("checkpoint") == IMAGENET_MOBILENET_V2
+
+
+def load_mobilenet_v2_imagenet_mm(backbone: nn.Module) -> str:
+    """Load torchvision's ImageNet MobileNetV2 weights (`zoo.classification.pretrained`, sha256-checked) into
+    mmdet's or mmseg's ``MobileNetV2`` backbone (widen factor 1; strides and dilations do not change the
+    weights); returns the file's sha256. They list the same tensors in the same order (``conv1``,
+    ``layer1``-``layer7`` and mmdet's ``conv2`` are torchvision's ``features.0``, ``features.1``-``features.17``
+    and ``features.18``; mmseg's backbone has no ``conv2``, so ``features.18`` is left out), so they are paired
+    in order, each pair checked by shape.
+
+    Raises: FileNotFoundError: the weights are not on this machine (the message says how to get them);
+    ValueError: a backbone of another shape (a widen factor, another architecture)."""
+    from torchvision.models import mobilenet_v2
+
+    from zoo.classification.pretrained import load_mobilenet_v2_imagenet
+
+    net = mobilenet_v2()
+    digest = load_mobilenet_v2_imagenet(net)
+    source, target = net.features.state_dict(), backbone.state_dict()
+    last_conv = [k for k in source if k.startswith("18.")]  # the 1x1 conv to 1280 channels, absent in mmseg's
+    pairs = list(zip(target.items(), source.items()))
+    wrong = [f"{k} {tuple(v.shape)} vs {j} {tuple(w.shape)}" for (k, v), (j, w) in pairs if v.shape != w.shape]
+    if len(target) not in (len(source), len(source) - len(last_conv)) or wrong:
+        raise ValueError(f"the backbone is not torchvision's MobileNetV2 ({len(target)} tensors against {len(source)}"
+                         + (f"; e.g. {wrong[0]}" if wrong else "") + ")")
+    backbone.load_state_dict({k: w for (k, _), (_, w) in pairs})
+    return digest
+
+
 class MMSegmenter(nn.Module):
     """An mmseg segmentor (``mm``, built from ``model_cfg``) on [0, 1] RGB images (N, 3, H, W) -> logits
-    (N, C, H, W) at the input's size; in training the logits carry ``mm_loss`` (see the module docstring)."""
+    (N, C, H, W) at the input's size; in training the logits carry ``mm_loss`` (see the module docstring). Its
+    weights start at PyTorch's defaults (mmengine's ``init_weights`` is not called); with ``pretrained``, a
+    MobileNetV2 backbone whose config asks for ``kdzoo::mobilenet_v2_imagenet`` starts from torchvision's ImageNet
+    weights (``backbone_weights`` is then their sha256).
+
+    Raises: ValueError: ``num_classes`` < 2 (via `build_mm_segmenter`), a backbone that is not MobileNetV2 asking
+    for its weights."""
 
     checkpoint_prefix = "mm."  # the mm model's own state-dict keys live under this prefix (zoo.reported.load)
 
-    def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int) -> None:
+    def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int, pretrained: bool = False) -> None:
         super().__init__()
         models = _require()
+        imagenet = pretrained and asks_imagenet_mobilenet_v2(model_cfg)
         cfg = cpu_norms(copy.deepcopy(model_cfg))
         _set_classes(cfg, num_classes)
         pre = cfg.pop("data_preprocessor", None) or {}
@@ -167,6 +211,9 @@ class MMSegmenter(nn.Module):
         # called here: the weights come from a checkpoint (build_mm_segmenter) or the card
         self.pretrained_ignored = cfg.pop("pretrained", None)
         self.mm = models.build(cfg)
+        # torchvision's ImageNet MobileNetV2 (offline), for a fresh build from a config that asks for it; a card's
+        # weights replace it on loading, so zoo.load never needs the file
+        self.backbone_weights = load_mobilenet_v2_imagenet_mm(self.mm.backbone) if imagenet else None
         self.architecture = architecture
         self.model_cfg = cfg  # the config the model was built from (num_classes and norms set)
         self.num_classes = num_classes
@@ -239,7 +286,8 @@ def build_mm_segmenter(architecture: str, num_classes: int, *, mm_model: dict[st
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
     cfg = mm_model if mm_model is not None else load_model_config(architecture)
-    model = MMSegmenter(cfg, architecture, num_classes)
+    # a config's ImageNet backbone is loaded for a fresh build; a card's recorded config has the trained weights
+    model = MMSegmenter(cfg, architecture, num_classes, pretrained=mm_model is None and checkpoint is None)
     if checkpoint is not None:
         skipped = load_mm_checkpoint(model.mm, checkpoint)
         if skipped:

