@@ -199,6 +199,10 @@ class MMSegmenter(nn.Module):
     for its weights."""
 
     checkpoint_prefix = "mm."  # the mm model's own state-dict keys live under this prefix (zoo.reported.load)
+    # said when a recipe's default tap (a torchvision segmenter's module path) is not in the model
+    tap_hint = ("An mmseg model is tapped by its own paths: 'logits' (its output at the input's size), "
+                "'mm.decode_head.conv_seg' (the logits before resizing), 'mm.decode_head.convs' (the head's features), "
+                "'mm.backbone.<stage>'; e.g. --set pixel_kd.student=logits")
 
     def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int, pretrained: bool = False) -> None:
         super().__init__()

@@ -99,6 +99,10 @@ def test_train_save_load_and_distil_an_mmseg_student(fcn_config, tmp_path):
         ADAPTER.distill(teacher, arch, "pair-kd", data=(train, test), out=tmp_path / "bad",
                         settings={**settings, "pair_kd.student": "mm.decode_head.nope"})
     assert not (tmp_path / "bad" / "model.safetensors").exists()
+    # a recipe whose default taps are a torchvision segmenter's paths: the error names the term and the mm paths
+    with pytest.raises(ValueError, match=r"pixel_kd.student=net.classifier.*--set TERM.student=PATH.*'mm.decode_head.conv_seg'"):
+        ADAPTER.distill(teacher, arch, "pixel-kd", data=(train, test), out=tmp_path / "bad2", settings=settings)
+    assert not (tmp_path / "bad2" / "model.safetensors").exists()
 
 
 @needs_mm

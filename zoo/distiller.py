@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .recipes import Recipe, Term, student_init, term_params
-from .taps import Taps
+from .taps import Taps, unwrap
 from .trainer import TrainModule
 from .teacher_cache import ExampleOutputCache, TeacherOutputCache
 
@@ -174,8 +174,8 @@ class Distiller(TrainModule):
                                          "trains the student from its own weights)") from e
         self.progress = 0.0
         self.teacher_cache = teacher_cache
-        self._student_taps = [Taps(s, self._paths("student", i)).open() for i, s in enumerate(students)]
-        self._teacher_taps = [Taps(t, self._paths("teacher", i)).open() for i, t in enumerate(teachers)]
+        self._student_taps = [self._open_taps(s, "student", i) for i, s in enumerate(students)]
+        self._teacher_taps = [self._open_taps(t, "teacher", i) for i, t in enumerate(teachers)]
         # per teacher: the batch's inputs as that teacher takes them (None: as they are), e.g. another
         # image size or channel count than the student's data; modules among them move with the Distiller
         self.teacher_inputs = nn.ModuleList(f if isinstance(f, nn.Module) else nn.Identity()
@@ -199,6 +199,18 @@ class Distiller(TrainModule):
     @property
     def teachers(self) -> list[nn.Module]:
         return self._teachers
+
+    def _open_taps(self, model: nn.Module, side: str, index: int) -> Taps:
+        """Open the hooks of ``side``'s model ``index``. ValueError: a tap path the model lacks, with the terms
+        that tap it, how to choose another (``--set TERM.SIDE=PATH``) and the model's own ``tap_hint`` if it
+        has one (e.g. an OpenMMLab model, whose module paths differ from torchvision's)."""
+        try:
+            return Taps(model, self._paths(side, index)).open()
+        except ValueError as e:
+            terms = [f"{t.name}.{side}={t.student if side == 'student' else t.teacher}" for t in self.recipe.terms]
+            hint = getattr(unwrap(model), "tap_hint", "")
+            raise ValueError(f"{e} (recipe {self.recipe.name!r} taps {', '.join(terms)}; choose other paths with "
+                             f"--set TERM.{side}=PATH, 'logits' being the model's output)" + (f". {hint}" if hint else "")) from None
 
     def _paths(self, side: str, index: int) -> list[str]:
         paths = []
