@@ -12,6 +12,7 @@ student as a kdzoo checkpoint (safetensors + model card with the measured metric
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import time
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from zoo.cli import parse_overrides
 
-    if args.time_budget is not None and args.time_budget < 0:
+    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget >= 0):
         parser.error(f"--time-budget is in minutes and must be >= 0, got {args.time_budget}")
     deadline = None if args.time_budget is None else time.monotonic() + 60.0 * args.time_budget
     try:
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(e))
     if card is not None:
         print(f"{card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()) + f" -> {args.out}")
-    elif deadline is not None:
+    elif deadline is not None and time.monotonic() >= deadline and os.environ.get("RANK", "0") == "0":
         print(f"stopped at the time budget; continue with the same command and --resume ({args.out})")
 
 

@@ -181,9 +181,13 @@ def load_mobilenet_v2_imagenet_mm(backbone: nn.Module) -> str:
     last_conv = [k for k in source if k.startswith("18.")]  # the 1x1 conv to 1280 channels, absent in mmseg's
     pairs = list(zip(target.items(), source.items()))
     wrong = [f"{k} {tuple(v.shape)} vs {j} {tuple(w.shape)}" for (k, v), (j, w) in pairs if v.shape != w.shape]
-    if len(target) not in (len(source), len(source) - len(last_conv)) or wrong:
-        raise ValueError(f"the backbone is not torchvision's MobileNetV2 ({len(target)} tensors against {len(source)}"
-                         + (f"; e.g. {wrong[0]}" if wrong else "") + ")")
+    counts = (len(source), len(source) - len(last_conv))  # mmdet's (with conv2), mmseg's (without)
+    if len(target) not in counts:
+        raise ValueError(f"the backbone is not torchvision's MobileNetV2: {len(target)} tensors, not {counts[0]} "
+                         f"(mmdet's) or {counts[1]} (mmseg's)")
+    if wrong:
+        raise ValueError(f"the backbone is not torchvision's MobileNetV2 (widen factor 1): {len(wrong)} tensors of "
+                         f"other shapes, e.g. {wrong[0]}")
     backbone.load_state_dict({k: w for (k, _), (_, w) in pairs})
     return digest
 
@@ -195,17 +199,19 @@ class MMSegmenter(nn.Module):
     MobileNetV2 backbone whose config asks for ``kdzoo::mobilenet_v2_imagenet`` starts from torchvision's ImageNet
     weights (``backbone_weights`` is then their sha256).
 
-    Raises: ValueError: ``num_classes`` < 2 (via `build_mm_segmenter`), a backbone that is not MobileNetV2 asking
-    for its weights."""
+    Raises: ValueError: ``num_classes`` < 2, a backbone that asks for the ImageNet MobileNetV2 weights but is not
+    that network; FileNotFoundError: those weights are not on this machine (the message says how to get them)."""
 
     checkpoint_prefix = "mm."  # the mm model's own state-dict keys live under this prefix (zoo.reported.load)
     # said when a recipe's default tap (a torchvision segmenter's module path) is not in the model
     tap_hint = ("An mmseg model is tapped by its own paths: 'logits' (its output at the input's size), "
                 "'mm.decode_head.conv_seg' (the logits before resizing), 'mm.decode_head.convs' (the head's features), "
-                "'mm.backbone.<stage>'; e.g. --set pixel_kd.student=logits")
+                "'mm.backbone.<stage>'")
 
     def __init__(self, model_cfg: dict[str, Any], architecture: str, num_classes: int, pretrained: bool = False) -> None:
         super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
         models = _require()
         imagenet = pretrained and asks_imagenet_mobilenet_v2(model_cfg)
         cfg = cpu_norms(copy.deepcopy(model_cfg))

