@@ -42,9 +42,12 @@ def _check_maps(student: Tensor, teacher: Tensor, what: str, same_channels: bool
                          f"{tuple(student.shape)} and teacher {tuple(teacher.shape)} (a model with no spatial output?)")
     if student.shape[0] != teacher.shape[0] or student.shape[2:] != teacher.shape[2:] or (
             same_channels and student.shape[1] != teacher.shape[1]):
+        channels = same_channels and student.shape[1] != teacher.shape[1]
         raise ValueError(f"{what}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must have the same "
                          f"batch size, {'channels and ' if same_channels else ''}spatial size "
-                         f"(tap layers of the same stride, or resize)")
+                         f"(tap layers of the same stride, or resize"
+                         + ("; features of other channel counts go through a 1x1-conv connector where the recipe "
+                            "has one, e.g. cwd.connector=true)" if channels else ")"))
 
 
 def pixel_wise_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -220,7 +221,10 @@ class MMSegmenter(nn.Module):
         # a config's `pretrained` / `init_cfg` name ImageNet weights to download at init_weights(), which is never
         # called here: the weights come from a checkpoint (build_mm_segmenter) or the card
         self.pretrained_ignored = cfg.pop("pretrained", None)
-        self.mm = models.build(cfg)
+        with warnings.catch_warnings():  # two notices mmseg prints at every build: its CE's averaging (README) and
+            warnings.filterwarnings("ignore", message=".*avg_non_ignore.*")  # a deprecated builder it calls itself
+            warnings.filterwarnings("ignore", message=".*build_loss.*would be deprecated.*")
+            self.mm = models.build(cfg)
         # torchvision's ImageNet MobileNetV2 (offline), for a fresh build from a config that asks for it; a card's
         # weights replace it on loading, so zoo.load never needs the file
         self.backbone_weights = load_mobilenet_v2_imagenet_mm(self.mm.backbone) if imagenet else None

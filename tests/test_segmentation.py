@@ -48,6 +48,10 @@ def test_cwd_matches_mmrazor_and_torchdistiller():
     s, t, _, _ = _inputs()
     assert float(losses.cwd_loss(s, t, 4.0)) == pytest.approx(1.03242511577463, rel=1e-10)
     assert float(5 * losses.cwd_loss(s, t, 1.0)) == pytest.approx(5.46153064271154, rel=1e-10)
+    with pytest.raises(ValueError, match=r"\(2, 8, 6, 6\).*\(2, 16, 6, 6\).*cwd.connector=true"):  # channels: the connector
+        losses.cwd_loss(torch.randn(2, 8, 6, 6), torch.randn(2, 16, 6, 6))
+    with pytest.raises(ValueError, match=r"spatial size \(tap layers of the same stride, or resize\)$"):
+        losses.cwd_loss(torch.randn(2, 8, 6, 6), torch.randn(2, 8, 3, 3))
     # half precision is computed in float32
     assert float(losses.cwd_loss(s.half(), t.half(), 4.0)) == pytest.approx(1.0324, rel=1e-2)
 

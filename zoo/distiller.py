@@ -217,7 +217,8 @@ class Distiller(TrainModule):
                          if any(_parse_spec(s)[0] == path for s in _specs(t.student if side == "student" else t.teacher))]
                 hint = getattr(unwrap(model), "tap_hint", "")
                 raise ValueError(f"{e} ({side} {index} of recipe {self.recipe.name!r}, tapped by "
-                                 f"{', '.join(terms)}; choose another path with --set {terms[0]}.{side}=PATH, "
+                                 f"{', '.join(terms)}; choose another path with --set {terms[0]}.{side}=PATH, in Python "
+                                 f"settings={{'{terms[0]}.{side}': PATH}}, "
                                  f"'logits' being the model's output)" + (f". {hint}" if hint else "")) from None
         return Taps(model, paths).open()
 
