@@ -516,3 +516,14 @@ def test_dense_feature_recipes_train_and_resume_exactly(tmp_path, recipe, term):
                               settings=dict(settings), resume=True)
     for (k, a), b in zip(run.student.state_dict().items(), resumed.student.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), k
+
+
+def test_a_run_stopped_by_max_steps_says_so_and_how_to_go_on(tmp_path, capsys):
+    """A Python caller of zoo.train whose run stops early (max_steps) is told where it stopped and how to resume."""
+    import zoo
+
+    run = zoo.train("segmentation", "lraspp-resnet8", out=tmp_path / "r", train_subset=32,
+                    settings={"batch_size": 16, "epochs": 1, "max_steps": 1, "progress": False})
+    assert not run.finished and run.card is None
+    out = capsys.readouterr().out
+    assert "stopped at step 1 of 2" in out and "resume=True" in out

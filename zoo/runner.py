@@ -212,6 +212,9 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
         distiller.close()
     model = students[0].to("cpu").eval()
     run = DistillRun(model, Path(out), result.finished, result.history)
+    if not result.finished and is_main_process():  # max_steps or the deadline: a Python caller is told too
+        print(f"{out}: stopped at step {result.step} of {result.total_steps} (max_steps or the time budget); no model "
+              f"is exported yet: the same call with resume=True (CLI: --resume) continues from the checkpoint", flush=True)
     if result.finished and is_main_process():
         record = RunRecord(
             task=task, model=model, architecture=student, config=adapter.model_config(model),
@@ -256,8 +259,6 @@ def cli(adapter: Any, command: str, argv: Sequence[str]) -> int:
     run = distill(adapter, args.teacher if command == "distill" and args.teacher else None, student, recipe,
                   data=args.data, out=args.out, settings=parse_overrides(args.set), train_subset=args.train_subset,
                   resume=args.resume, device=args.device)
-    if not run.finished:
-        print("stopped before the end; continue with the same command plus --resume")
-    elif run.card is not None:
+    if run.finished and run.card is not None:  # (a run that stopped early said so, with how to go on)
         print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()))
     return 0
