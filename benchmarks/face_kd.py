@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from zoo.cli import parse_overrides
+from zoo.cli import add_time_budget, deadline_in, parse_overrides
 from zoo.tasks import get_adapter
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"every arm's shared budget (default {RUN_SETTINGS})")
     p.add_argument("--train-subset", type=int, help="the first N training images (whole identities first)")
-    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    add_time_budget(p)
     p.add_argument("--device")
     p.add_argument("--publish", action="store_true", help="once finished: teacher, twin and winners into the zoo")
     p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
@@ -101,7 +101,7 @@ def roc_figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, pa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
+    deadline = deadline_in(args.time_budget)
     teacher_dir = train_teacher(args, deadline)
     if teacher_dir is None:
         return 0

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from zoo.cli import parse_overrides
+from zoo.cli import add_time_budget, parse_overrides
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the benchmarks' shared helper, also when loaded by path
@@ -52,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"every arm's shared budget (default {RUN_SETTINGS})")
     p.add_argument("--train-subset", type=int, help="use the first N training crops (default: all 2,048)")
-    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    add_time_budget(p)
     p.add_argument("--device")
     p.add_argument("--publish", action="store_true", help="once finished: the twin and the winners into the zoo")
     p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")

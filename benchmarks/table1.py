@@ -42,7 +42,7 @@ from zoo.classification.models import load_weights, save_weights
 from zoo.classification.pack import PackMember, distill_pack
 from zoo.io import atomic_write, atomic_write_text
 from zoo.metrics import hardware_description
-from zoo.cli import parse_overrides
+from zoo.cli import add_time_budget, deadline_in, parse_overrides
 from zoo.recipes import get_recipe, override
 from zoo.trainer import STATE_FILE, TrainConfig
 
@@ -302,7 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-subset", type=int, help="evaluate on the first N test images (smoke tests only)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more training settings for all rows")
     p.add_argument("--device")
-    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    add_time_budget(p)
     p.add_argument("--teacher", metavar="ZOO_NAME_OR_FOLDER",
                    help="distil the teacher-based rows from this trained ResNet-56 instead of the table's own seed-0 "
                         "one (the survey's teacher was trained to convergence first); the resnet56 row stays the "
@@ -315,7 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
+    deadline = deadline_in(args.time_budget)
     out = Path(args.out)
     settings = {**parse_overrides(args.set), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                 "warmup_epochs": args.warmup_epochs}

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 from zoo import protocol
-from zoo.cli import parse_overrides
+from zoo.cli import add_time_budget, deadline_in, parse_overrides
 from zoo.tasks import get_adapter
 
 SHORT_NAMES = {"fashion-mnist": "fmnist"}
@@ -50,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the shared budget: training settings of every arm (epochs, lr, warmup_epochs, ...)")
     p.add_argument("--out", required=True, help="run folder (resumed when it exists)")
     p.add_argument("--results", help="where the table goes (default: --out)")
-    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    add_time_budget(p)
     p.add_argument("--only-seeds", type=int, nargs="+",
                    help="train only these of --seeds in this process (seeds are independent: run several processes, "
                         "e.g. OMP_NUM_THREADS=1 each, on one --out; a last call without it writes the whole table)")
@@ -84,7 +83,7 @@ def _main(argv: list[str] | None = None) -> int:
     dataset = args.dataset or getattr(task, "default_dataset", "fashion-mnist")
     spec = protocol.ProtocolSpec(args.task, args.teacher, args.student, args.recipes, args.seeds, dataset,
                                  parse_overrides(args.set), args.train_subset)
-    deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
+    deadline = deadline_in(args.time_budget)
     out = Path(args.out)
     if args.keep_twin and not args.publish:
         raise ValueError("--keep-twin only applies with --publish")

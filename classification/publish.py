@@ -10,7 +10,7 @@ from torch import nn
 from zoo import hub
 from zoo.metrics import hardware_description
 from zoo.registry import TeacherRef
-from zoo.runner import RunRecord, make_card
+from zoo.runner import RunRecord, default_name, make_card
 
 from .evaluate import evaluate
 from .models import describe_model
@@ -18,10 +18,6 @@ from .models import describe_model
 CIFAR_RESNET_PAPER = "He et al. 2016, Deep Residual Learning for Image Recognition (CIFAR ResNet, sec. 4.2)"
 
 
-def default_name(arch: str, method: str, dataset: str) -> str:
-    """``resnet20-kd.fashion-mnist``; an image folder's base name stands for its path, ``:`` becomes ``-``."""
-    data = Path(dataset).name if os.path.isdir(dataset) else dataset
-    return (f"{arch}-{method}.{data}" if method != "plain" else f"{arch}.{data}").replace(":", "-")
 
 
 def run_record(model: nn.Module, info: dict[str, Any], *, command: str) -> RunRecord:

@@ -12,7 +12,6 @@ student as a kdzoo checkpoint (safetensors + model card with the measured metric
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import time
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from zoo import hub
+from zoo.cli import add_time_budget, deadline_in, parse_overrides
 from zoo.distributed import init_from_env, is_main_process
 from zoo.metrics import hardware_description
 from zoo.registry import ModelCard, TeacherRef
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-count", type=int, help=f"training scenes (default {SCENE_COUNTS['train']})")
     parser.add_argument("--test-count", type=int, help=f"test scenes (default {SCENE_COUNTS['test']})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
-                        help="stop resumably once this many minutes are spent (then run again with --resume)")
+    add_time_budget(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting (--set epochs=12, see zoo.trainer.TrainConfig) or a part of the "
@@ -196,11 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chen", action="append", default=[], metavar="KEY=VALUE",
                         help=f"a Chen et al. 2017 symbol, e.g. --chen gamma=1 (defaults: {CHEN_2017})")
     args = parser.parse_args(argv)
-    from zoo.cli import parse_overrides
 
-    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget >= 0):
-        parser.error(f"--time-budget is in minutes and must be >= 0, got {args.time_budget}")
-    deadline = None if args.time_budget is None else time.monotonic() + 60.0 * args.time_budget
+    deadline = deadline_in(args.time_budget)
     try:
         card = run(args.arch, args.out, teacher=args.teacher, settings=parse_overrides(args.set),
                    chen=parse_overrides(args.chen), train_count=args.train_count, test_count=args.test_count,

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
+from zoo.cli import add_time_budget, deadline_in
 from zoo.io import atomic_write_text
 from zoo.metrics import hardware_description
 from zoo.recipes import get_recipe
@@ -240,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every-epoch", action="store_true", help="validation accuracy after each epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=300)
-    p.add_argument("--time-budget", type=float, help="minutes; stop resumably when spent")
+    add_time_budget(p)
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -338,7 +339,7 @@ def _content_hash(dataset: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    deadline = time.monotonic() + args.time_budget * 60 if args.time_budget is not None else None
+    deadline = deadline_in(args.time_budget)
     stages = STAGES if "all" in args.stages else args.stages
     Path(args.out).mkdir(parents=True, exist_ok=True)
     runners = {"teacher": run_teacher, "general": run_general, "task": run_task, "plain": run_plain,

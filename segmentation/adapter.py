@@ -98,7 +98,10 @@ class SegmentationAdapter(TaskAdapter):
         """One dict per image: ``mask`` (uint8 tensor (H, W) of class indices at the image's own size),
         ``classes`` ({name: fraction of the pixels}, largest first), and ``label`` / ``index`` /
         ``score``: the largest class (other than class 0 when it is named background) and its pixels'
-        mean softmax probability. ``top_k`` > 1 lists that many classes."""
+        mean softmax probability. ``top_k`` > 1 lists that many classes.
+
+        Each image is resized to the card's input size (bilinear, antialiased) without keeping its aspect
+        ratio, and the logits are resized back to (H, W); crop or pad a very non-square image first."""
         pre = model.preprocess
         labels = list(model.card.labels) or [str(i) for i in range(model.card.config.get("num_classes", 0))]
         results = []

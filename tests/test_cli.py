@@ -103,3 +103,41 @@ def test_listing_and_reading_cards_do_not_import_torch():
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_every_subcommand_says_what_it_does_and_what_each_option_means():
+    """`zoo eval --help` once showed bare option names; each subcommand's --help now has a description
+    and every option (task runs aside: their options are the task's own) a help text."""
+    import argparse
+
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bare = []
+    for name, sub in subs.choices.items():
+        if not sub.description:
+            bare.append(f"zoo {name}: no description")
+        for action in sub._actions:
+            if action.help is None and not isinstance(action, argparse._HelpAction):
+                bare.append(f"zoo {name} {action.option_strings or action.dest}: no help")
+    assert not bare, "\n".join(bare)
+
+
+def test_every_time_budget_refuses_what_is_not_minutes(capsys):
+    """One shared --time-budget (zoo.cli.add_time_budget) in the benchmarks and task CLIs: nan, inf and
+    negatives are refused before any work starts; 0 and 1.5 are minutes."""
+    import argparse
+
+    import pytest
+
+    from zoo.cli import add_time_budget, deadline_in
+
+    p = argparse.ArgumentParser(prog="x")
+    add_time_budget(p)
+    for bad in ("nan", "inf", "-1", "soon"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--time-budget", bad])
+        assert "--time-budget" in capsys.readouterr().err
+    assert p.parse_args(["--time-budget", "1.5"]).time_budget == 1.5 and p.parse_args([]).time_budget is None
+    assert deadline_in(None) is None
+    import time
+    assert 59 < deadline_in(1.0) - time.monotonic() <= 60

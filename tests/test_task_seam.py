@@ -210,3 +210,16 @@ def test_the_core_names_no_task():
             if hits:
                 found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}: {tok.string[:60]}")
     assert not found, "task names in the core:\n" + "\n".join(found)
+
+
+def test_default_run_names_are_zoo_names_for_bridged_and_plain_architectures(tmp_path):
+    """A bridged config's default name has no ':' or '/' (it was 'mmseg:kdzoo::fcn_r18_c16.py-cwd....')."""
+    from zoo.runner import default_name
+
+    assert default_name("mmseg:kdzoo::fcn_r18_c16.py", "cwd", "fmnist-scenes") == "mmseg-fcn-r18-c16-cwd.fmnist-scenes"
+    assert default_name("mmdet:/cfgs/frcnn_r18.py", "plain", "coco") == "mmdet-frcnn-r18.coco"
+    assert default_name("timm:resnet18", "kd", "fashion-mnist") == "timm-resnet18-kd.fashion-mnist"
+    assert default_name("resnet8", "plain", "fashion-mnist") == "resnet8.fashion-mnist"
+    folder = tmp_path / "my-photos"
+    folder.mkdir()
+    assert default_name("resnet8", "kd", str(folder)) == "resnet8-kd.my-photos"

@@ -6,9 +6,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
+
+
+def minutes(text: str) -> float:
+    """The argparse type of ``--time-budget``: a finite number of minutes >= 0 (argparse reports anything else)."""
+    value = float(text)  # a ValueError: argparse says "invalid minutes value"
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"minutes must be a finite number >= 0, got {text}")
+    return value
+
+
+def add_time_budget(parser: argparse.ArgumentParser) -> None:
+    """The ``--time-budget MINUTES`` option every long command shares (read it with `deadline_in`)."""
+    parser.add_argument("--time-budget", type=minutes, metavar="MINUTES",
+                        help="stop resumably once this many minutes are spent; the same command continues the run")
+
+
+def deadline_in(minutes_: float | None) -> float | None:
+    """The `time.monotonic` deadline ``minutes_`` from now, or None (no limit) for None."""
+    return None if minutes_ is None else time.monotonic() + 60.0 * minutes_
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -227,21 +248,27 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(sub: Any, name: str, what: str) -> argparse.ArgumentParser:
+    """A subcommand whose one-line ``what`` is both its line in `zoo --help` and its own --help's description."""
+    return sub.add_parser(name, help=what, description=what)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="kdzoo: knowledge-distillation model zoo")
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("list", help="list zoo entries")
-    ls.add_argument("--task")
-    ls.add_argument("--method")
-    ls.add_argument("--dataset")
+    ls = _command(sub, "list", "list zoo entries: task, method, data set, metrics, gain over the plain twin, size, "
+                  "source")
+    ls.add_argument("--task", help="only this task (e.g. classification)")
+    ls.add_argument("--method", help="only this method (e.g. kd, plain)")
+    ls.add_argument("--dataset", help="only this data set (e.g. fashion-mnist)")
     ls.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     ls.set_defaults(func=_cmd_list)
 
-    cp = sub.add_parser("compare", help="compare published students: metric, size, compute, latency, gain over the twin")
-    cp.add_argument("--task")
-    cp.add_argument("--dataset")
-    cp.add_argument("--method")
+    cp = _command(sub, "compare", "compare published students: metric, size, compute, latency, gain over the twin")
+    cp.add_argument("--task", help="only this task")
+    cp.add_argument("--dataset", help="only this data set")
+    cp.add_argument("--method", help="only this method")
     cp.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     cp.add_argument("--plot", metavar="FILE", help="write the quality-vs-cost plot (one task; a panel per data set)")
     cp.add_argument("--x", default="params", choices=["params", "flops", "latency"], help="the plot's cost axis")
@@ -249,47 +276,50 @@ def build_parser() -> argparse.ArgumentParser:
                     "sortable and filterable table, plots, cards)")
     cp.set_defaults(func=_cmd_compare)
 
-    ex = sub.add_parser("export", help="write an entry as ONNX, checked against onnxruntime on its sample inputs")
+    ex = _command(sub, "export", "write an entry as ONNX, checked against onnxruntime on its sample inputs")
     ex.add_argument("name", help="zoo name, alias or checkpoint directory")
-    ex.add_argument("--onnx", required=True, metavar="FILE")
-    ex.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
+    ex.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    ex.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"], help="weights and activations (default fp32)")
     ex.add_argument("--int8", action="store_true", help="onnxruntime's dynamic int8 quantisation of the weights")
     ex.add_argument("--input", nargs="+", metavar="FILE", help="sample inputs to export and check with, as `zoo predict` "
                     "takes them (default: the task's bundled samples; needed where an entry's data set has none)")
     ex.add_argument("--tolerance", type=float, help="max |onnxruntime - PyTorch| relative to max(1, |output|) "
                     "(detectors: boxes relative to the largest coordinate, scores absolute)")
-    ex.add_argument("--json", action="store_true")
+    ex.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     ex.set_defaults(func=_cmd_export)
 
-    cd = sub.add_parser("card", help="show a model card")
+    cd = _command(sub, "card", "show a model card: metrics, teacher, twin, training command, files with sha256")
     cd.add_argument("name", help="zoo name, alias or checkpoint directory")
-    cd.add_argument("--json", action="store_true")
+    cd.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     cd.set_defaults(func=_cmd_card)
 
-    pr = sub.add_parser("predict", help="run a zoo model on inputs (default: its bundled sample inputs)")
-    pr.add_argument("name")
+    pr = _command(sub, "predict", "run a zoo model on inputs (default: its bundled sample inputs)")
+    pr.add_argument("name", help="zoo name, alias or checkpoint directory")
     pr.add_argument("inputs", nargs="*", help="inputs as the task takes them (image files, texts, ...)")
-    pr.add_argument("--top-k", type=int, default=1)
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--top-k", type=int, default=1, help="list the K best classes (default 1)")
+    pr.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     pr.add_argument("--save", metavar="DIR", help="write each prediction as files into DIR (e.g. a mask and a colour "
                                                   "overlay PNG), where the task renders predictions")
     pr.set_defaults(func=_cmd_predict)
 
-    ev = sub.add_parser("eval", help="re-measure a card's metrics with kdzoo's eval on its dataset split")
-    ev.add_argument("name")
-    ev.add_argument("--data-root", default=None)
-    ev.add_argument("--device", default="cpu")
-    ev.add_argument("--tolerance", type=float, default=0.003, help="allowed |measured - card| (default 0.003)")
-    ev.add_argument("--json", action="store_true")
+    ev = _command(sub, "eval", "re-measure a card's metrics with kdzoo's eval on its dataset split; exit status 1 "
+                  "when a metric drifts beyond --tolerance")
+    ev.add_argument("name", help="zoo name, alias or checkpoint directory")
+    ev.add_argument("--data-root", default=None, help="where the data sets are (default: $KDZOO_DATA, else "
+                    "~/.cache/kdzoo/data)")
+    ev.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    ev.add_argument("--tolerance", type=float, default=0.003,
+                    help="allowed |measured - card|, as a fraction (default 0.003 = 0.3 points)")
+    ev.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     ev.set_defaults(func=_cmd_eval)
 
-    pb = sub.add_parser("publish", help="re-save a finished run as an fp16 zoo entry with a re-measured card")
-    pb.add_argument("run_dir")
-    pb.add_argument("--name", required=True)
-    pb.add_argument("--alias", action="append", default=[])
+    pb = _command(sub, "publish", "re-save a finished run as an fp16 zoo entry with a re-measured card")
+    pb.add_argument("run_dir", help="a finished run folder (from zoo train / zoo distill)")
+    pb.add_argument("--name", required=True, help="the zoo name, e.g. resnet8-kd.fmnist")
+    pb.add_argument("--alias", action="append", default=[], help="another name for the entry (repeatable)")
     pb.add_argument("--dest", default=None, help="destination root (default: the bundled weights/ folder)")
-    pb.add_argument("--notes", default=None)
-    pb.add_argument("--description", default=None)
+    pb.add_argument("--notes", default=None, help="text for the card's training notes")
+    pb.add_argument("--description", default=None, help="the card's one-paragraph description")
     pb.set_defaults(func=_cmd_publish)
 
     from .tasks import known_tasks
@@ -303,8 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("args", nargs=argparse.REMAINDER, help="the task's own options")
         r.set_defaults(func=_cmd_run, parser=r)
 
-    rc = sub.add_parser("recipes", help="list the KD recipes")
-    rc.add_argument("--json", action="store_true")
+    rc = _command(sub, "recipes", "list the KD recipes: task, terms with their weights, paper")
+    rc.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     rc.set_defaults(func=_cmd_recipes)
     return p
 

@@ -53,7 +53,8 @@ def cpu_description() -> str:
             name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{name}, {torch.get_num_threads()} threads, torch {torch.__version__.split('+')[0]}"
+    threads = torch.get_num_threads()
+    return f"{name}, {threads} thread{'s' if threads != 1 else ''}, torch {torch.__version__.split('+')[0]}"
 
 
 def hardware_description(device: str | torch.device | None = None) -> str:

@@ -61,8 +61,26 @@ class RunRecord:
 
     @property
     def default_name(self) -> str:
-        return (f"{self.architecture}-{self.method}.{self.dataset}" if self.method != "plain"
-                else f"{self.architecture}.{self.dataset}")
+        return default_name(self.architecture, self.method, self.dataset)
+
+
+def architecture_slug(architecture: str) -> str:
+    """A zoo-name-safe form of an architecture: ``resnet8`` stays, a bridged config
+    ``mmseg:kdzoo::fcn_r18_c16.py`` becomes ``mmseg-fcn-r18-c16`` (family and config file stem, ``_`` as
+    ``-``); otherwise each ``:``, ``::`` or ``/`` becomes ``-`` (``timm:resnet18`` -> ``timm-resnet18``)."""
+    family, sep, rest = architecture.partition(":")
+    if sep and rest.endswith(".py"):
+        stem = Path(rest.split("::")[-1]).name[:-3]
+        return f"{family}-{stem.replace('_', '-')}"
+    return architecture.replace("::", "-").replace(":", "-").replace("/", "-")
+
+
+def default_name(architecture: str, method: str, dataset: str) -> str:
+    """A run's default zoo name: ``resnet8-kd.fashion-mnist``, ``resnet8.fashion-mnist`` for a plain
+    model; an image folder's base name stands for its path; the architecture via `architecture_slug`."""
+    data = Path(dataset).name if os.path.isdir(dataset) else dataset
+    arch = architecture_slug(architecture)
+    return f"{arch}-{method}.{data}" if method != "plain" else f"{arch}.{data}"
 
 
 def make_card(record: RunRecord, metrics: dict[str, float], name: str | None = None) -> ModelCard:
