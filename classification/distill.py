@@ -15,6 +15,7 @@ from torch import nn
 
 from zoo.distiller import Distiller
 from zoo.recipes import Recipe, get_recipe, override, recipe_dict
+from zoo.registry import TeacherRef
 from zoo.teacher_cache import TeacherOutputCache, weights_fingerprint
 from zoo.trainer import STATE_FILE, TrainConfig, fit, resolve_amp
 
@@ -63,9 +64,9 @@ def _teacher_id(teacher: str | os.PathLike | nn.Module) -> str:
 
 def _teacher_ref(model: nn.Module) -> dict[str, Any]:
     card = getattr(model, "card", None)
-    return {"name": card.name if card else type(model).__name__,
-            "metrics": dict(card.metrics) if card else {},
-            "params": card.params if card else sum(p.numel() for p in model.parameters())}
+    if card is not None:
+        return asdict(TeacherRef.of_card(card))
+    return asdict(TeacherRef(type(model).__name__, {}, sum(p.numel() for p in model.parameters())))
 
 
 def _teacher_cache(teachers: list[nn.Module], train: ImageDataset, cfg: TrainConfig,

@@ -18,7 +18,7 @@ import torch
 from zoo.metrics import hardware_description
 from zoo.protocol import TWIN, ProtocolSpec, SeedResult
 from zoo.recipes import get_recipe, override, recipe_dict
-from zoo.registry import ModelCard
+from zoo.registry import ModelCard, TeacherRef
 from zoo.trainer import STATE_FILE, TrainConfig
 
 from .data import ImageDataset, load_dataset
@@ -132,8 +132,7 @@ class ClassificationProtocol:
         result = json.loads((out_dir / "result.json").read_text())
         teachers = []
         if teacher is not None:
-            t = zoo.card(teacher)
-            teachers = [{"name": t.name, "metrics": dict(t.metrics), "params": t.params}]
+            teachers = [asdict(TeacherRef.of_card(zoo.card(teacher)))]
         info = {"dataset": train, "test": test, "device": "cpu", "hardware": result["hardware"],
                 "wall_time_s": result["wall_seconds"], "history": result["history"].get(arm, []),
                 "train_config": asdict(_config(spec, seed)),

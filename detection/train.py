@@ -110,7 +110,7 @@ def export_run(model: nn.Module, train: DetectionDataset, test: DetectionDataset
         task="detection", model=model, architecture=model.architecture, config=dict(model.config),
         dataset=train.name, split=test.split, method="chen2017" if teacher is not None else "plain",
         paper=CHEN_PAPER if teacher is not None else FASTER_RCNN_PAPER,
-        teachers=[TeacherRef(teacher_card.name, dict(teacher_card.metrics), teacher_card.params)] if teacher_card else [],
+        teachers=[TeacherRef.of_card(teacher_card)] if teacher_card else [],
         train_config=asdict(cfg), history=history, command=command, hardware=hardware_description(device),
         recipe=recipe_dict_of(recipe),
         wall_time_s=wall_time_s, preprocessing={"input_size": [3, *train.image_size],

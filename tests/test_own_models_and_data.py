@@ -42,6 +42,7 @@ def test_a_torchvision_student_learns_from_a_zoo_teacher_on_an_image_folder(fold
     card = run.card
     assert card.architecture == "torchvision:mobilenet_v3_small" and card.config == {"num_classes": 10}
     assert card.dataset == str(folder) and card.teacher.name == "resnet56.fmnist"
+    assert card.teacher.sha256 == teacher.card.files[0].sha256 and len(card.teacher.sha256) == 64  # the very teacher
     assert card.preprocessing["input_size"] == [3, 32, 32] and len(card.labels) == 10
     assert card.training.command.startswith("zoo distill classification --recipe kd --student torchvision:mobilenet_v3_small")
     assert "--teacher resnet56.fmnist" in card.training.command

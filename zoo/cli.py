@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = _command(sub, "list", "list zoo entries: task, method, data set, metrics, gain over the plain twin, size, "
                   "source")
-    ls.add_argument("--task", help="only this task (e.g. classification)")
+    ls.add_argument("--task", help="only entries of this task (the task column of zoo list)")
     ls.add_argument("--method", help="only this method (e.g. kd, plain)")
     ls.add_argument("--dataset", help="only this data set (e.g. fashion-mnist)")
     ls.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")

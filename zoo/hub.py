@@ -90,7 +90,8 @@ def render_card(card: ModelCard) -> str:
                                                                       if rep.get("sha256_prefix") else ""))
     if card.teacher:
         tm = ", ".join(f"{k} {v:.4f}" for k, v in card.teacher.metrics.items())
-        lines.append(f"- **Teacher:** `{card.teacher.name}`" + (f" ({tm})" if tm else ""))
+        lines.append(f"- **Teacher:** `{card.teacher.name}`" + (f" ({tm})" if tm else "")
+                     + (f", weights sha256 {card.teacher.sha256}" if card.teacher.sha256 else ""))
     if card.baseline:
         for k, v in card.baseline["metrics"].items():
             gain = card.metrics[k] - v["mean"] if k in card.metrics else None

@@ -29,6 +29,15 @@ class TeacherRef:
     name: str
     metrics: dict[str, float] = field(default_factory=dict)
     params: int | None = None
+    # sha256 of the teacher's weights file (the first file on its card): pins the very teacher even where it is
+    # not bundled (a large teacher kept out of the zoo and reproduced by its recipe)
+    sha256: str | None = None
+
+    @classmethod
+    def of_card(cls, card: "ModelCard") -> "TeacherRef":
+        """The reference to the teacher that ``card`` describes: its name, measured metrics, parameter count
+        and the sha256 of its first file (None for a card without files)."""
+        return cls(card.name, dict(card.metrics), card.params, card.files[0].sha256 if card.files else None)
 
 
 @dataclass

@@ -237,7 +237,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
         record = RunRecord(
             task=task, model=model, architecture=student, config=adapter.model_config(model),
             dataset=train.name, split=test.split, method=recipe_obj.name, paper=recipe_obj.paper,
-            teachers=[TeacherRef(t.card.name, dict(t.card.metrics), t.card.params) if getattr(t, "card", None)
+            teachers=[TeacherRef.of_card(t.card) if getattr(t, "card", None)
                       else TeacherRef(type(t).__name__, {}, count_params(t)) for t in teachers],
             train_config=asdict(cfg), history=result.history,
             command=reproduce_command(task, identity, record_["started_with"], out), hardware=hardware_description(dev),
