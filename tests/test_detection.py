@@ -342,7 +342,10 @@ def test_the_committed_detection_results_are_in_the_readme_and_match_the_bundled
     md = (root / "benchmarks" / "results" / "detection-fmnist-scenes.md").read_text(encoding="utf-8")
     assert md.strip() in (root / "README.md").read_text(encoding="utf-8"), "stale: copy the results .md into README.md"
     results = json.loads((root / "benchmarks" / "results" / "detection-fmnist-scenes.json").read_text(encoding="utf-8"))
-    names = {"teacher": "frcnn-resnet56.fmnist-scenes", "student": "frcnn-resnet20.fmnist-scenes"}
+    # the ResNet-56 teacher of this table left the zoo (0.4 mAP above its student, the teacher of no entry): its row
+    # stays a benchmark row; the plain student is still an entry
+    assert "frcnn-resnet56.fmnist-scenes" not in {c.name for c in zoo.list_models()}
+    names = {"student": "frcnn-resnet20.fmnist-scenes"}
     for role, name in names.items():
         card = zoo.card(name)
         row = results["rows"][role]
@@ -365,7 +368,7 @@ def test_the_twin_protocol_runs_detection(tmp_path):
     spec = importlib.util.spec_from_file_location("twins", path)
     twins = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(twins)
-    args = ["--task", "detection", "--teacher", "frcnn-resnet56.fmnist-scenes", "--student", "frcnn-resnet20",
+    args = ["--task", "detection", "--teacher", "frcnn-resnet20.fmnist-scenes", "--student", "frcnn-resnet20",
             "--recipes", "chen2017", "--seeds", "0", "1", "--train-subset", "16", "--set", "epochs=1",
             "--set", "batch_size=8", "--out", str(tmp_path / "run"), "--results", str(tmp_path / "res")]
     assert twins.main(args) == 0
@@ -432,7 +435,7 @@ def test_zoo_distill_refuses_bad_detection_calls_before_writing(tmp_path):
     with pytest.raises(ValueError, match="chen2017 needs a teacher"):
         zoo.distill(None, "frcnn-resnet20", "chen2017", out=tmp_path / "a")
     with pytest.raises(ValueError, match="architecture name"):
-        zoo.distill("frcnn-resnet56.fmnist-scenes", build_detector("frcnn-resnet20"), "chen2017", out=tmp_path / "b")
+        zoo.distill("frcnn-resnet20.fmnist-scenes", build_detector("frcnn-resnet20"), "chen2017", out=tmp_path / "b")
     with pytest.raises(ValueError, match="need a teacher"):
         zoo.train("detection", "frcnn-resnet20", out=tmp_path / "c", settings={"rcn_soft.weight": 0.8})
     with pytest.raises(ValueError, match="unknown detection architecture 'frcnn-resnet9'"):

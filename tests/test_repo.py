@@ -18,7 +18,7 @@ from zoo.tasks import task_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = hub.discover_bundled()
-EXPECTED = {"resnet20.fmnist", "resnet32.fmnist", "resnet56.fmnist", "tinybert-kd", "frcnn-resnet56.fmnist-scenes",
+EXPECTED = {"resnet20.fmnist", "resnet32.fmnist", "resnet56.fmnist", "tinybert-kd",
             "frcnn-resnet20.fmnist-scenes"}
 
 
