@@ -19,7 +19,8 @@ from zoo.tasks import task_spec
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = hub.discover_bundled()
 EXPECTED = {"resnet20.fmnist", "resnet32.fmnist", "resnet56.fmnist", "tinybert-kd",
-            "frcnn-resnet20.fmnist-scenes"}
+            "frcnn-resnet20.fmnist-scenes", "mmdet-frcnn-r18-c16-fpn.fmnist-scenes",
+            "mmdet-frcnn-r18-c16-fpn-chen2017.fmnist-scenes"}
 
 
 def test_the_bundled_zoo_has_the_fashion_mnist_resnets_tinybert_and_the_detectors():
