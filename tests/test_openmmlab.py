@@ -487,7 +487,7 @@ def test_the_mmdet_entries_predict_offline_and_reproduce_their_cards():
     """The mmdet twin and Chen et al. 2017 student of the zoo (the mmdet protocol table): each loads offline from
     its card alone, detects in its bundled sample scene, and `zoo.evaluate` (what `zoo eval` runs) measures its
     card's box mAP again on the test scenes; the distilled one is above its twin, and its card names the teacher
-    (not bundled: 9.4 MB, reproduced by the README's command) with the teacher's measured mAP."""
+    (not bundled: 9.5 MB, reproduced by the README's command) with the teacher's measured mAP and sha256."""
     import zoo
 
     names = ["mmdet-frcnn-r18-c16-fpn.fmnist-scenes", "mmdet-frcnn-r18-c16-fpn-chen2017.fmnist-scenes"]
@@ -502,5 +502,7 @@ def test_the_mmdet_entries_predict_offline_and_reproduce_their_cards():
     twin, chen = zoo.card(names[0]), zoo.card(names[1])
     assert chen.method == "chen2017" and chen.baseline["name"] == names[0]
     assert chen.teacher.name == "mmdet-frcnn-mnv2-fpn.fmnist-scenes"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert chen.teacher.sha256 and chen.teacher.sha256 in readme  # the README's teacher is the card's teacher
     assert chen.teacher.metrics["bbox_mAP"] >= twin.metrics["bbox_mAP"] + 0.03  # issue 14: teacher >= twin + 3 mAP
     assert chen.metrics["bbox_mAP"] > twin.metrics["bbox_mAP"]
