@@ -141,3 +141,20 @@ def test_every_time_budget_refuses_what_is_not_minutes(capsys):
     assert deadline_in(None) is None
     import time
     assert 59 < deadline_in(1.0) - time.monotonic() <= 60
+
+
+def test_eval_refuses_a_bad_device_or_tolerance_in_one_line(capsys):
+    """zoo eval --device cuda on a machine without CUDA, an unknown device and a negative tolerance were a torch
+    traceback and a run that called every metric a drift (found by a fresh-user pass); now argparse errors."""
+    import pytest
+    import torch
+
+    bad = [["--device", "bogus"], ["--tolerance", "-1"], ["--tolerance", "nan"]]
+    if not torch.cuda.is_available():
+        bad.append(["--device", "cuda"])
+    for args in bad:
+        with pytest.raises(SystemExit) as e:
+            cli.main(["eval", "resnet8.fmnist", *args])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {args[0]}" in err and "Traceback" not in err

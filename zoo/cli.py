@@ -21,6 +21,31 @@ def minutes(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """The argparse type of a tolerance: a finite number >= 0 (argparse reports anything else)."""
+    value = float(text)  # a ValueError: argparse says "invalid fraction value"
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def torch_device(text: str) -> str:
+    """The argparse type of ``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``);
+    an unknown name or an absent accelerator is an argparse error, not a traceback from deep in a run."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (cpu, cuda, cuda:0, mps, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device on this machine (torch.cuda.is_available() is "
+                                         "False); use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: no MPS device on this machine; use --device cpu")
+    return text
+
+
 def add_time_budget(parser: argparse.ArgumentParser) -> None:
     """The ``--time-budget MINUTES`` option every long command shares (read it with `deadline_in`)."""
     parser.add_argument("--time-budget", type=minutes, metavar="MINUTES",
@@ -307,8 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("name", help="zoo name, alias or checkpoint directory")
     ev.add_argument("--data-root", default=None, help="where the data sets are (default: $KDZOO_DATA, else "
                     "~/.cache/kdzoo/data)")
-    ev.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    ev.add_argument("--tolerance", type=float, default=0.003,
+    ev.add_argument("--device", default="cpu", type=torch_device, help="torch device (default cpu)")
+    ev.add_argument("--tolerance", type=fraction, default=0.003,
                     help="allowed |measured - card|, as a fraction (default 0.003 = 0.3 points)")
     ev.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     ev.set_defaults(func=_cmd_eval)
