@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = _command(sub, "predict", "run a zoo model on inputs (default: its bundled sample inputs)")
     pr.add_argument("name", help="zoo name, alias or checkpoint directory")
     pr.add_argument("inputs", nargs="*", help="inputs as the task takes them (image files, texts, ...)")
-    pr.add_argument("--top-k", type=int, default=1, help="list the K best classes (default 1)")
+    pr.add_argument("--top-k", type=int, default=1, help="how many results per input: a classifier's K best classes (default 1); "
+                    "for models that find several objects per input (boxes), all of them unless K > 1 is given")
     pr.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     pr.add_argument("--save", metavar="DIR", help="write each prediction as files into DIR (e.g. a mask and a colour "
                                                   "overlay PNG), where the task renders predictions")
