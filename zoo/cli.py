@@ -13,20 +13,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+def _finite_non_negative(text: str, what: str) -> float:
+    value = float(text)  # a ValueError: argparse says "invalid <type name> value"
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{what}must be a finite number >= 0, got {text}")
+    return value
+
+
 def minutes(text: str) -> float:
     """The argparse type of ``--time-budget``: a finite number of minutes >= 0 (argparse reports anything else)."""
-    value = float(text)  # a ValueError: argparse says "invalid minutes value"
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"minutes must be a finite number >= 0, got {text}")
-    return value
+    return _finite_non_negative(text, "minutes ")
 
 
 def fraction(text: str) -> float:
     """The argparse type of a tolerance: a finite number >= 0 (argparse reports anything else)."""
-    value = float(text)  # a ValueError: argparse says "invalid fraction value"
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _finite_non_negative(text, "")
 
 
 def torch_device(text: str) -> str:
