@@ -102,6 +102,9 @@ def _main(argv: list[str] | None = None) -> int:
                          "run the same command again to continue")
     command = shlex.join(["python", "benchmarks/twins.py", *(sys.argv[1:] if argv is None else argv)])
     short = SHORT_NAMES.get(spec.dataset, spec.dataset)
+    import zoo
+
+    teacher_name = zoo.card(spec.teacher).name  # a checkpoint folder's own name, not where it lies on this machine
     dest = Path(args.publish_dest) if args.publish_dest else None
     twin = summary[protocol.TWIN]
     scale, unit = protocol.metric_scale(spec.task, task.metric)
@@ -130,15 +133,13 @@ def _main(argv: list[str] | None = None) -> int:
     twin_seed = protocol.median_seed(twin)
     protocol.unrestored(out, [protocol.median_seed(summary[a]) for a in winners] + ([] if args.keep_twin else [twin_seed]))
     if args.keep_twin:
-        import zoo
-
         zoo.card(twin_name)  # KeyError (one line, exit 2) when the twin is not in the zoo
         print(f"kept the zoo's twin {twin_name}; the distilled cards' baseline records this table's twin")
     else:
         card = task.publish(spec, twin_seed, protocol.TWIN, out / f"seed-{twin_seed}", twin_name, baseline=None,
                             teacher=None, command=command, dest=dest,
                             description=f"{spec.student} trained on the task loss only: the plain twin of the "
-                                        f"students distilled from {spec.teacher} on the same budget ({table_ref}).",
+                                        f"students distilled from {teacher_name} on the same budget ({table_ref}).",
                             notes=f"Twin of the protocol table {table_ref}: {twin.mean * scale:.2f} ± {twin.std * scale:.2f}{unit} "
                                   f"over seeds {sorted(twin.values)}; seed {twin_seed} (the median) shipped. {line}")
         print(f"published {card.name} (twin, seed {twin_seed})")
@@ -155,7 +156,7 @@ def _main(argv: list[str] | None = None) -> int:
         name = f"{stem}-{arm}.{short}"
         card = task.publish(spec, seed, arm, out / f"seed-{seed}", name, baseline=baseline, teacher=spec.teacher,
                             command=command, dest=dest,
-                            description=f"{spec.student} distilled from {spec.teacher} with the {arm} recipe, on "
+                            description=f"{spec.student} distilled from {teacher_name} with the {arm} recipe, on "
                                         f"exactly its plain twin's budget ({table_ref}).",
                             notes=f"Protocol row: {s.mean * scale:.2f} ± {s.std * scale:.2f}{unit} over seeds {sorted(s.values)} "
                                   f"({s.gain * scale:+.2f}{unit} over the twin); seed {seed} (the median) shipped. "

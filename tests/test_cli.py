@@ -55,6 +55,13 @@ def test_unknown_name_exits_2_with_suggestions(capsys):
     assert "Did you mean: resnet20.fmnist" in err
 
 
+def test_a_missing_checkpoint_folder_is_named_as_a_folder(capsys, tmp_path):
+    """A path that does not exist said only "no zoo entry named ..." (found by a fresh-user pass)."""
+    missing = tmp_path / "runs" / "teacher"
+    assert cli.main(["card", str(missing)]) == 2
+    assert f"It is no checkpoint folder either: {missing} does not exist" in capsys.readouterr().err
+
+
 def test_predict_default_samples_json(capsys):
     code, data = run_json(capsys, "predict", STUDENT, "--json", "--top-k", "2")
     assert code == 0
@@ -158,3 +165,21 @@ def test_eval_refuses_a_bad_device_or_tolerance_in_one_line(capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert f"argument {args[0]}" in err and "Traceback" not in err
+
+
+def test_eval_refuses_a_data_root_that_is_not_a_folder(capsys, tmp_path):
+    """A missing --data-root evaluated silently on the cached detection scenes (found by a fresh-user pass)."""
+    code = cli.main(["eval", "resnet8.fmnist", "--data-root", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope: no such folder" in err
+
+
+def test_an_unknown_option_is_reported_with_the_subcommands_usage(capsys):
+    """argparse names unknown options under the top-level usage; `zoo eval NAME --bogus` should show eval's."""
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "resnet8.fmnist", "--bogus"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "usage: zoo eval" in err and "unrecognized arguments: --bogus" in err

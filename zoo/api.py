@@ -140,7 +140,20 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
 
 
 def evaluate(name_or_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Re-measure a checkpoint's metrics with kdzoo's eval on its card's dataset split."""
+    """Re-measure a checkpoint's metrics with kdzoo's eval on its card's dataset split.
+
+    ``data_root`` is the folder the task's data sets are read from (default: ``$KDZOO_DATA``, else
+    ``~/.cache/kdzoo/data``). Returns the card's metrics, the measured ones under the same keys (the same units
+    as the card: fractions, e.g. top-1 0.9449) and any further measured values under ``details``.
+
+    Raises:
+        NotADirectoryError: ``data_root`` is given and is not an existing folder (a task that caches derived data,
+            such as the detection scenes, would otherwise evaluate on its cache without reading it).
+        KeyError / FileNotFoundError: no zoo entry or checkpoint folder ``name_or_dir`` (see `load`).
+    """
+    if data_root is not None and not Path(data_root).expanduser().is_dir():
+        raise NotADirectoryError(f"data root {data_root}: no such folder (the data sets are read from there; leave it "
+                                 f"unset for $KDZOO_DATA or ~/.cache/kdzoo/data)")
     model = load(name_or_dir)
     measured = get_adapter(model.card.task).evaluate(model, model.card, data_root=data_root, device=device)
     return {

@@ -275,8 +275,12 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def _command(sub: Any, name: str, what: str) -> argparse.ArgumentParser:
-    """A subcommand whose one-line ``what`` is both its line in `zoo --help` and its own --help's description."""
-    return sub.add_parser(name, help=what, description=what)
+    """A subcommand whose one-line ``what`` is both its line in `zoo --help` and its own --help's description.
+
+    The subcommand's parser is its ``parser`` default, so `main` reports an unknown option with its usage."""
+    parser = sub.add_parser(name, help=what, description=what)
+    parser.set_defaults(parser=parser)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # argparse would name them under the top-level usage; the subcommand's usage lists its options
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except BrokenPipeError:  # `zoo list | head`: the reader has gone; not an error of ours (before OSError)

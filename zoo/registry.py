@@ -9,6 +9,7 @@ of other projects that live on a hub).
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
@@ -215,6 +216,8 @@ class Registry:
         except KeyError:
             close = difflib.get_close_matches(name, list(self._cards), n=5, cutoff=0.4)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            if "/" in name or os.sep in name:  # meant as a checkpoint folder (a folder is tried before the zoo)
+                hint = f" It is no checkpoint folder either: {name} does not exist.{hint}"
             raise UnknownModelError(
                 f"no zoo entry named {name!r}.{hint} `zoo list` shows all {len(self.cards())} entries."
             ) from None
