@@ -104,7 +104,8 @@ def _main(argv: list[str] | None = None) -> int:
     short = SHORT_NAMES.get(spec.dataset, spec.dataset)
     import zoo
 
-    teacher_name = zoo.card(spec.teacher).name  # a checkpoint folder's own name, not where it lies on this machine
+    # the teacher's own name, not where its folder lies on this machine (a task whose teacher is no zoo card names it)
+    teacher_name = task.teacher_name(spec) if hasattr(task, "teacher_name") else zoo.card(spec.teacher).name
     dest = Path(args.publish_dest) if args.publish_dest else None
     twin = summary[protocol.TWIN]
     scale, unit = protocol.metric_scale(spec.task, task.metric)

@@ -112,5 +112,12 @@ class NlpAdapter(TaskAdapter):
 
         return publish(run_dir, name, **kwargs)
 
+    @property
+    def protocol(self) -> Any:
+        """The twin protocol's plug-in: the pipeline's plain and task stages per seed (`zoo.nlp.protocol`)."""
+        from .protocol import NlpProtocol
+
+        return NlpProtocol()
+
 
 ADAPTER = NlpAdapter()

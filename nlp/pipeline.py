@@ -146,7 +146,7 @@ def run_task(args: argparse.Namespace, deadline: float | None) -> bool:
         if not result.finished:
             return False
         history[rec_name] = {"config": asdict(cfg), "temperature": args.pred_temperature if prediction else None,
-                             "history": result.history}
+                             "steps": result.step, "history": result.history}
         write_json(stage_dir / "stage.json", history[rec_name])
         save_classifier(student, done, {"stage": rec_name})
     student = load_classifier(out / "task-prediction" / "student.safetensors")
@@ -170,7 +170,7 @@ def run_plain(args: argparse.Namespace, deadline: float | None) -> bool:
         return False
     save_classifier(student, out / "plain.safetensors", {"stage": "plain"})
     write_json(out / "plain.json", {"stage": "plain", "train_examples": len(train), "config": asdict(cfg),
-                                    "history": result.history, "validation_accuracy": accuracy(student, val),
+                                    "steps": result.step, "history": result.history, "validation_accuracy": accuracy(student, val),
                                     "test_accuracy": accuracy(student, test)})
     return True
 
@@ -337,9 +337,11 @@ def _content_hash(dataset: Any) -> str:
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, deadline: float | None = None) -> int:
+    """The command line; ``deadline`` (``time.monotonic()``) stops it like ``--time-budget`` (the earlier wins)."""
     args = build_parser().parse_args(argv)
-    deadline = deadline_in(args.time_budget)
+    deadlines = [d for d in (deadline, deadline_in(args.time_budget)) if d is not None]
+    deadline = min(deadlines) if deadlines else None
     stages = STAGES if "all" in args.stages else args.stages
     Path(args.out).mkdir(parents=True, exist_ok=True)
     runners = {"teacher": run_teacher, "general": run_general, "task": run_task, "plain": run_plain,

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,18 +64,42 @@ def _file_ref(path: Path) -> FileRef:
     return FileRef(path.name, hashlib.sha256(blob).hexdigest(), len(blob))
 
 
+STUDENT_ROWS = {"task": "student: TinyBERT-4L-312, TinyBERT KD (general + task)",
+                "plain": "student: TinyBERT-4L-312, no distillation (labels only, from random init)"}
+
+
 def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | Path | None = None,
-            aliases: list[str] | None = None, notes: str = "") -> ModelCard:
+            aliases: list[str] | None = None, notes: str = "", stage: str = "task",
+            baseline: dict[str, Any] | None = None, description: str | None = None,
+            command: str | None = None) -> ModelCard:
+    """Publish a finished pipeline run's student as zoo entry ``name`` (fp16, with its tokenizer files).
+
+    ``stage`` picks the student: ``task`` (TinyBERT-distilled, ``OUT/student.safetensors``; needs the
+    teacher, general and task stages) or ``plain`` (the no-KD twin, ``OUT/plain.safetensors``; needs the
+    teacher and plain stages, the teacher for the latency and parameter ratios only). ``baseline`` is the
+    card's twin record (`zoo.protocol.baseline_record`); ``description`` and ``command`` replace the
+    defaults (the pipeline commands that made the run).
+
+    Raises FileNotFoundError when a stage the student needs has not finished, ValueError for another ``stage``.
+    """
+    if stage not in STUDENT_ROWS:
+        raise ValueError(f"stage must be one of {sorted(STUDENT_ROWS)}, got {stage!r}")
     run = Path(run_dir)
-    info = {stage: json.loads((run / f"{stage}.json").read_text()) for stage in ("teacher", "general", "task")}
+    needed = ("teacher", "general", "task") if stage == "task" else ("teacher", "plain")
+    missing = [s for s in needed if not (run / f"{s}.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"{run}: stage(s) {missing} have not finished (no {missing[0]}.json); "
+                                f"run python -m zoo.nlp.pipeline {' '.join(missing)} --out {run} first")
+    info = {s: json.loads((run / f"{s}.json").read_text()) for s in needed}
     optional = {s: json.loads((run / f"{s}.json").read_text()) for s in ("plain", "baseline") if (run / f"{s}.json").exists()}
     teacher_name = info["teacher"]["pretrained"]
     tokenizer_dir = pretrained_path(teacher_name)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    max_length = int(info["task"].get("max_length", 64))
-    student = load_classifier(run / "student.safetensors").half().float()  # the round trip the shipped weights make
+    max_length = int(info[stage].get("max_length", 64))
+    weights = run / ("student.safetensors" if stage == "task" else "plain.safetensors")
+    student = load_classifier(weights).half().float()  # the round trip the shipped weights make
     teacher = load_classifier(run / "teacher.safetensors")
     task_name = info["teacher"].get("task", "wordnet-topic")
     test_task = load_task(task_name, "test")
@@ -82,7 +107,7 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
     student_acc = accuracy(student, test)
     teacher_acc = info["teacher"]["test_accuracy"]
     # latency on real test texts: the first 32 (batch 32) and the first one (batch 1)
-    batch32 = test.batch(torch.arange(32))["inputs"]
+    batch32 = test.batch(torch.arange(min(32, len(test))))["inputs"]
     batch1 = test.batch(torch.arange(1))["inputs"]
     latency = _latency_pair({"teacher": teacher, "student": student}, {1: batch1, 32: batch32})
     params = {"teacher": count_params(teacher), "student": count_params(student)}
@@ -95,10 +120,9 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
     rows = [
         {"model": f"teacher: {teacher_name} fine-tuned", "accuracy": teacher_acc, "params": params["teacher"],
          **latency["teacher"]},
-        {"model": "student: TinyBERT-4L-312, TinyBERT KD (general + task)", "accuracy": student_acc,
-         "params": params["student"], **latency["student"]},
+        {"model": STUDENT_ROWS[stage], "accuracy": student_acc, "params": params["student"], **latency["student"]},
     ]
-    if "plain" in optional:
+    if "plain" in optional and stage == "task":
         rows.append({"model": "same student, no distillation (fine-tuned from random init)",
                      "accuracy": optional["plain"]["test_accuracy"], "params": params["student"]})
     if "baseline" in optional:
@@ -116,34 +140,44 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
         if (tokenizer_dir / fname).exists():
             shutil.copyfile(tokenizer_dir / fname, dest / fname)
             refs.append(_file_ref(dest / fname))
-    stages = info["task"]["stages"]
+    teacher_ref = TeacherRef(name=f"{teacher_name} fine-tuned on {task_name}", metrics={"accuracy": round(teacher_acc, 6)},
+                             params=params["teacher"])
+    if stage == "task":
+        stages = info["task"]["stages"]
+        train_config = {"epochs": float(sum(s["config"]["epochs"] for s in stages.values())),
+                        "seed": int(info["task"]["stages"]["tinybert-intermediate"]["config"]["seed"]),
+                        **{k: {**v["config"], **({"temperature": v["temperature"]} if v.get("temperature") else {})}
+                           for k, v in stages.items()}}
+        made_by = PIPELINE_STAGES
+        method, paper, teachers = "tinybert", TINYBERT, [teacher_ref]
+        default_description = (f"TinyBERT-4L-312 student distilled from {teacher_name} on the {task_name} task, "
+                               "TinyBERT's two stages through kdzoo's trainer.")
+        stage_records = {s: {k: v for k, v in info[s].items() if k not in ("history", "stages")} for s in needed}
+    else:
+        cfg = info["plain"]["config"]
+        train_config = {"epochs": float(cfg["epochs"]), "seed": int(cfg["seed"]), "plain": cfg}
+        made_by = ("plain",)
+        method, paper, teachers = "plain", "", []
+        default_description = (f"TinyBERT-4L-312 shape trained on the {task_name} labels alone from random weights "
+                               f"(no distillation): the plain twin of the students distilled from {teacher_name}.")
+        stage_records = {"plain": {k: v for k, v in info["plain"].items() if k != "history"}}
+    pipeline_command = " && ".join(dict.fromkeys(info[s].get("command", f"python -m zoo.nlp.pipeline {s} --out {run}")
+                                                 for s in made_by)) + f" && python -m zoo.nlp.publish {run} --name {name}"
     record = RunRecord(
         task="nlp", model=student, architecture="text-classifier", config=student.config, dataset=str(task_name),
-        split="test", method="tinybert", paper=TINYBERT,
-        teachers=[TeacherRef(name=f"{teacher_name} fine-tuned on {task_name}", metrics={"accuracy": round(teacher_acc, 6)},
-                             params=params["teacher"])],
-        train_config={"epochs": float(sum(s["config"]["epochs"] for s in stages.values())),
-                      "seed": int(info["general"]["config"]["seed"]),
-                      **{k: {**v["config"], **({"temperature": v["temperature"]} if v.get("temperature") else {})}
-                         for k, v in stages.items()}},
-        command=" && ".join(dict.fromkeys(info[s].get("command", f"python -m zoo.nlp.pipeline {s} --out {run}")
-                                          for s in PIPELINE_STAGES)) + f" && python -m zoo.nlp.publish {run} --name {name}",
-        hardware=info["task"].get("hardware") or f"CPU: {cpu_description()}",
-        wall_time_s=float(sum(info[s].get("wall_seconds", 0.0) for s in PIPELINE_STAGES)),
+        split="test", method=method, paper=paper, teachers=teachers, train_config=train_config,
+        command=command or pipeline_command,
+        hardware=info[stage].get("hardware") or f"CPU: {cpu_description()}",
+        wall_time_s=float(sum(info[s].get("wall_seconds", 0.0) for s in made_by)),
         preprocessing={"max_length": max_length, "tokenizer": f"{teacher_name} (shipped with the weights)"},
-        labels=list(test_task.classes), notes=notes,
-        description=(f"TinyBERT-4L-312 student distilled from {teacher_name} on the {task_name} task, "
-                     "TinyBERT's two stages through kdzoo's trainer."),
+        labels=list(test_task.classes), notes=notes, description=description or default_description,
         extra={"benchmark": rows, "ratios": ratios, "teacher_latency_ms": latency["teacher"],
                "flops_per_text_of_tokens": median_len, "teacher_flops": flops["teacher"],
-               "accuracy_fp32": info["task"]["test_accuracy"],
-               "stages": {"teacher": {k: v for k, v in info["teacher"].items() if k != "history"},
-                          "general": {k: v for k, v in info["general"].items() if k != "history"},
-                          "task": {k: v for k, v in info["task"].items() if k != "stages"}}})
+               "accuracy_fp32": info[stage]["test_accuracy"], "stages": stage_records})
     card = make_card(record, {"accuracy": student_acc}, name)
-    # what a text model's card has beyond make_card's: its tokenizer files, latency, FLOPs and licence
+    # what a text model's card has beyond make_card's: its tokenizer files, latency, FLOPs, licence and twin
     card = replace(card, aliases=aliases or [], latency_ms=latency["student"], latency_env=cpu_description(),
-                   flops=flops["student"], files=refs, license="Apache-2.0")
+                   flops=flops["student"], files=refs, license="Apache-2.0", baseline=baseline)
     return hub.save(student, dest, card, dtype=torch.float16)
 
 

@@ -1,6 +1,8 @@
 """zoo.nlp on tiny random transformers: TinyBERT's losses by hand, the layer mapping, both distillation
 stages and the other recipes through the core trainer, exact resume, save/load, data building, bad input."""
+import json
 import math
+import re
 import random
 from pathlib import Path
 
@@ -493,3 +495,67 @@ def test_hf_labels_and_splits_that_would_be_silently_wrong_are_refused_or_mapped
     with pytest.raises(ValueError, match="was not written by kdzoo"):
         run(["plain"], tmp_path / "b", data=_hf_dict())
     assert (tmp_path / "b" / "hf-dataset" / "mine.csv").read_text() == "keep me"
+
+
+def test_the_twin_protocol_trains_the_plain_and_task_stages_per_seed_and_publishes_both(tokenizer, tmp_path):
+    """zoo.nlp.protocol: per seed the pipeline's plain stage (twin) and task stage (TinyBERT) from a teacher run's
+    teacher and general stages, on one step count; the table; both arms published with the twin as baseline."""
+    import zoo
+    from zoo import protocol
+    from zoo.nlp.pipeline import run
+    from zoo.nlp.protocol import NlpProtocol
+    from zoo.tasks import get_adapter
+
+    teacher_dir = tmp_path / "teacher"
+    tiny_encoder(tokenizer, layers=2).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    options = dict(teacher=str(teacher_dir), batch_size=8, teacher_epochs=1, general_examples=24, student_layers=1,
+                   student_hidden=16, student_ffn=32, student_heads=4, max_length=16, quiet=True)
+    records = run(["teacher", "general"], tmp_path / "run", data=_hf_dict(n_train=40, n_test=30), **options)
+    data = str(tmp_path / "run" / "hf-dataset")
+    task = get_adapter("nlp").protocol
+    assert isinstance(task, NlpProtocol)
+
+    def spec(**change):
+        fields = dict(task="nlp", teacher=str(tmp_path / "run"), student="tinybert-1l-16", recipes=["tinybert"],
+                      seeds=[0, 1], dataset=data, settings={"task_epochs": 1, "pred_epochs": 1, "max_length": 16,
+                                                            "batch_size": 8})
+        return protocol.ProtocolSpec(**{**fields, **change})
+
+    for bad, message in [(spec(student="tinybert-4l-312"), "give --student tinybert-1l-16"),
+                         (spec(recipes=["pkd"]), "nlp recipes under the protocol: tinybert"),
+                         (spec(settings={"augment": 20}), "augmentation changes the distilled arm's step count"),
+                         (spec(settings={"task_lr": "fast"}), "task_lr must be a number"),
+                         (spec(dataset="wordnet-topic"), f"give --dataset {data}")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            protocol.run(bad, task, tmp_path / "refused")
+    with pytest.raises(FileNotFoundError, match="finished the teacher and general stages"):
+        protocol.run(spec(teacher=str(tmp_path / "nope")), task, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # nothing written before the spec is valid
+
+    results = protocol.run(spec(), task, tmp_path / "twins")
+    assert [r.seed for r in results] == [0, 1]
+    train_examples = records["teacher"]["train_examples"]
+    for r in results:
+        seed_dir = tmp_path / "twins" / f"seed-{r.seed}"
+        plain = json.loads((seed_dir / "plain.json").read_text())
+        distilled = json.loads((seed_dir / "task.json").read_text())
+        assert r.metrics == {"twin": plain["test_accuracy"], "tinybert": distilled["test_accuracy"]}
+        assert r.steps == 2 * (train_examples // 8)  # two epochs of full batches of 8, both arms
+        assert plain["config"]["seed"] == r.seed and distilled["stages"]["tinybert-prediction"]["config"]["seed"] == r.seed
+    # a second call finds every seed finished; the table has the teacher's row
+    assert protocol.run(spec(), task, tmp_path / "twins") == results
+    table, summary = protocol.write_results(spec(), task, results, tmp_path / "results")
+    assert f"{records['teacher']['test_accuracy'] * 100:.2f}" in table.read_text()
+    baseline = protocol.baseline_record(spec(), summary, "accuracy", results[0].steps, "tiny-twin", "t.md")
+    kd = task.publish(spec(), 0, "tinybert", tmp_path / "twins" / "seed-0", "tiny-kd", baseline=baseline,
+                      teacher=str(tmp_path / "run"), command="python benchmarks/twins.py ...", notes="n",
+                      description="d", dest=tmp_path / "pub")
+    twin = task.publish(spec(), 0, "twin", tmp_path / "twins" / "seed-0", "tiny-twin", baseline=None, teacher=None,
+                        command="python benchmarks/twins.py ...", notes="n", description="d", dest=tmp_path / "pub")
+    assert kd.method == "tinybert" and kd.baseline == baseline and kd.teacher.name.endswith("fine-tuned on " + data)
+    assert twin.method == "plain" and twin.teacher is None and twin.baseline is None
+    assert kd.training.command == twin.training.command == "python benchmarks/twins.py ..."
+    for name, card in (("tiny-kd", kd), ("tiny-twin", twin)):
+        report = zoo.evaluate(tmp_path / "pub" / name)
+        assert abs(report["measured"]["accuracy"] - card.metrics["accuracy"]) < 1e-6
