@@ -36,6 +36,14 @@ def settings_line(spec: protocol.ProtocolSpec, results: list[protocol.SeedResult
             + (f"; wall time per seed ({walls})" + ("" if mixed else f" on {hardware[0]}") if results else "") + ".")
 
 
+def _repo_path(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (as a bundled card cites its table)."""
+    try:
+        return path.resolve().relative_to(Path(__file__).resolve().parents[1]).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="classification")
@@ -130,7 +138,7 @@ def _main(argv: list[str] | None = None) -> int:
         return 0
     stem = protocol.entry_stem(spec.student)  # e.g. mmseg-fcn-r18-c16 for an OpenMMLab config
     twin_name = f"{stem}.{short}"
-    table_ref = f"benchmarks/results/{spec.slug()}.md"
+    table_ref = _repo_path(table)  # where the table was written (--results), as the cards cite it
     twin_seed = protocol.median_seed(twin)
     protocol.unrestored(out, [protocol.median_seed(summary[a]) for a in winners] + ([] if args.keep_twin else [twin_seed]))
     if args.keep_twin:

@@ -196,6 +196,8 @@ def test_twins_cli_runs_publishes_winners_only(tmp_path):
 
         card = zoo.card(str(dest / "resnet8-kd.fmnist"))
         assert card.baseline["name"] == "resnet8.fmnist" and card.gain_over_baseline() is not None
+        # the card cites the table where --results wrote it (here the run folder, outside the repository)
+        assert card.baseline["table"] == str(out / "twins-fashion-mnist-first256-resnet56-fmnist-to-resnet8-kd.md")
         assert (dest / "resnet8.fmnist" / "README.md").exists()
     else:
         assert "not published: kd" in r.stdout and not dest.exists()
