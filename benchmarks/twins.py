@@ -11,6 +11,7 @@ Writes ``<results>/twins-<dataset>-<teacher>-to-<student>-<recipes>.{md,json}`` 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def settings_line(spec: protocol.ProtocolSpec, results: list[protocol.SeedResult
     mixed = len(hardware) > 1  # seeds trained on different machines: say which ran where
     walls = ", ".join(f"seed {r.seed}: {r.wall_seconds / 60:.0f} min" + (f" on {r.hardware}" if mixed else "")
                       for r in results)
-    return (f"{spec.dataset}" + (f" (first {spec.train_subset} training images)" if spec.train_subset else "")
+    return (f"{spec.dataset}" + (f" (first {spec.train_subset} training examples)" if spec.train_subset else "")
             + f"; every arm: {', '.join(f'{k}={v}' for k, v in sorted(s.items()))}"
             + (f", {steps.pop()} optimizer steps" if len(steps) == 1 else "")
             + f"; seeds {spec.seeds}" + (f"; {arms_note}" if arms_note else "")
@@ -109,7 +110,7 @@ def _main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--publish needs every seed finished ({len(results)}/{len(spec.seeds)} are); "
                          "run the same command again to continue")
     command = shlex.join(["python", "benchmarks/twins.py", *(sys.argv[1:] if argv is None else argv)])
-    short = SHORT_NAMES.get(spec.dataset, spec.dataset)
+    short = SHORT_NAMES.get(spec.dataset) or re.sub(r"[^A-Za-z0-9.-]+", "-", Path(spec.dataset).name)  # a folder: its name
     import zoo
 
     # the teacher's own name, not where its folder lies on this machine (a task whose teacher is no zoo card names it)

@@ -22,6 +22,7 @@ labels; it is shared by the seeds (trained once, with the run's seed) and counte
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,8 @@ from zoo.protocol import TWIN, ProtocolSpec, SeedResult
 RECIPE = "tinybert"  # the one distilled arm: the pipeline's task stage
 # the budget a protocol run may set (pipeline options), with its type; every arm shares them
 SETTINGS: dict[str, type] = {"task_epochs": int, "pred_epochs": int, "task_lr": float, "pred_lr": float,
-                             "pred_temperature": float, "batch_size": int, "max_length": int,
-                             "checkpoint_every": int}
+                             "pred_temperature": float, "batch_size": int, "max_length": int}
+BATCH_SIZE = 32  # the pipeline's --batch-size default
 SHARED_FILES = ("teacher.safetensors", "teacher.json", "general.safetensors", "general.json")
 STUDENT_SHAPE = ("student_layers", "student_hidden", "student_ffn", "student_heads")
 
@@ -63,8 +64,14 @@ class NlpProtocol:
 
     def teacher_name(self, spec: ProtocolSpec) -> str:
         """What the cards call the teacher: the pretrained encoder and the task it was fine-tuned on."""
+        from .publish import short_name
+
         teacher = self._record(spec, "teacher.json")
-        return f"{teacher['pretrained']} fine-tuned on {teacher.get('task', spec.dataset)}"
+        return f"{short_name(teacher['pretrained'])} fine-tuned on {short_name(teacher.get('task', spec.dataset))}"
+
+    def _task(self, spec: ProtocolSpec) -> str:
+        """The data set the teacher run was made on (a task name, or the folder as the run recorded it)."""
+        return self._record(spec, "teacher.args.json")["task"]
 
     def teacher_metric(self, spec: ProtocolSpec) -> float:
         """The fine-tuned teacher's test accuracy (a fraction), as its pipeline stage measured it."""
@@ -84,28 +91,30 @@ class NlpProtocol:
             raise ValueError(f"unknown nlp protocol setting(s) {bad}{why}; known: {', '.join(SETTINGS)}")
         for key, value in spec.settings.items():
             kind = SETTINGS[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-                raise ValueError(f"{key} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
-            if value < 0 or (value == 0 and key not in ("pred_epochs", "task_epochs")):
-                raise ValueError(f"{key} must be {'>= 0' if key.endswith('epochs') else '> 0'}, got {value!r}")
-        if spec.settings.get("task_epochs", 1) + spec.settings.get("pred_epochs", 1) < 1:
-            raise ValueError("task_epochs + pred_epochs must be at least 1")
+            number = (int,) if kind is int else (int, float)
+            if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
+                raise ValueError(f"{key} must be a{'n integer' if kind is int else ' finite number'}, got {value!r}")
+            if value <= 0:  # every stage trains at least one epoch (zoo.trainer.TrainConfig)
+                raise ValueError(f"{key} must be {'>= 1' if kind is int else '> 0'}, got {value!r}")
         expected = self.student_name(spec)
         if spec.student != expected:
             raise ValueError(f"the teacher run {spec.teacher} distilled a {expected} student in its general stage; "
                              f"give --student {expected}")
-        task = self._record(spec, "teacher.args.json")["task"]
-        if spec.dataset != task:
+        task = self._task(spec)
+        same = spec.dataset == task or (Path(spec.dataset).exists() and Path(task).exists()
+                                        and Path(spec.dataset).resolve() == Path(task).resolve())
+        if not same:
             raise ValueError(f"the teacher run {spec.teacher} was fine-tuned on {task!r}, not {spec.dataset!r}; "
                              f"give --dataset {task}")
-        if spec.train_subset is not None and spec.train_subset < 1:
-            raise ValueError(f"train_subset must be >= 1, got {spec.train_subset}")
+        batch = spec.settings.get("batch_size", BATCH_SIZE)
+        if spec.train_subset is not None and spec.train_subset < batch:
+            raise ValueError(f"train_subset must be at least one batch ({batch} examples), got {spec.train_subset}")
 
     # ------------------------------------------------------------------ one seed
     def pipeline_argv(self, spec: ProtocolSpec, seed: int, out_dir: Path) -> list[str]:
         """The pipeline command line of one seed's arms (``task`` and ``plain`` stages in ``out_dir``)."""
         general = self._record(spec, "general.args.json")
-        argv = ["task", "plain", "--out", str(out_dir), "--task", spec.dataset, "--teacher", general["teacher"],
+        argv = ["task", "plain", "--out", str(out_dir), "--task", self._task(spec), "--teacher", general["teacher"],
                 "--seed", str(seed), "--quiet"]
         for key in STUDENT_SHAPE:
             argv += [f"--{key.replace('_', '-')}", str(general[key])]
@@ -130,9 +139,11 @@ class NlpProtocol:
             raise ValueError("the nlp pipeline picks its device itself (CUDA when there is one); leave --device out")
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in SHARED_FILES:  # the seed's run folder reads the teacher run's stages (links, not copies)
-            link = out_dir / name
-            if not link.exists():
-                os.symlink((Path(spec.teacher) / name).resolve(), link)
+            link, target = out_dir / name, (Path(spec.teacher) / name).resolve()
+            if link.is_symlink() and link.resolve() != target:  # the teacher run was moved: follow it
+                link.unlink()
+            if not link.is_symlink():
+                os.symlink(target, link)
         main(self.pipeline_argv(spec, seed, out_dir), deadline=deadline)
         if not ((out_dir / "task.json").exists() and (out_dir / "plain.json").exists()):
             print(f"seed {seed}: stopped (time budget); run again to resume", flush=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -64,8 +65,14 @@ def _file_ref(path: Path) -> FileRef:
     return FileRef(path.name, hashlib.sha256(blob).hexdigest(), len(blob))
 
 
-STUDENT_ROWS = {"task": "student: TinyBERT-4L-312, TinyBERT KD (general + task)",
-                "plain": "student: TinyBERT-4L-312, no distillation (labels only, from random init)"}
+STUDENT_ROWS = {"task": "student: {shape}, TinyBERT KD (general + task)",
+                "plain": "student: {shape}, no distillation (labels only, from random init)"}
+
+
+def short_name(ref: str) -> str:
+    """A pretrained encoder or data set as a card names it: a local folder by its own name (where it lies on
+    this machine means nothing elsewhere), a registered name as it is."""
+    return Path(ref).name if ("/" in ref or os.sep in ref) else ref
 
 
 def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | Path | None = None,
@@ -92,8 +99,8 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
                                 f"run python -m zoo.nlp.pipeline {' '.join(missing)} --out {run} first")
     info = {s: json.loads((run / f"{s}.json").read_text()) for s in needed}
     optional = {s: json.loads((run / f"{s}.json").read_text()) for s in ("plain", "baseline") if (run / f"{s}.json").exists()}
-    teacher_name = info["teacher"]["pretrained"]
-    tokenizer_dir = pretrained_path(teacher_name)
+    tokenizer_dir = pretrained_path(info["teacher"]["pretrained"])
+    teacher_name = short_name(info["teacher"]["pretrained"])
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -117,10 +124,12 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
     example = {"input_ids": torch.full((1, median_len), 5, dtype=torch.long),
                "attention_mask": torch.ones(1, median_len, dtype=torch.long)}
     flops = {n: count_flops(m, example) for n, m in (("teacher", teacher), ("student", student))}
+    encoder = student.encoder.config
+    shape = f"TinyBERT-{encoder.num_hidden_layers}L-{encoder.hidden_size}"
     rows = [
         {"model": f"teacher: {teacher_name} fine-tuned", "accuracy": teacher_acc, "params": params["teacher"],
          **latency["teacher"]},
-        {"model": STUDENT_ROWS[stage], "accuracy": student_acc, "params": params["student"], **latency["student"]},
+        {"model": STUDENT_ROWS[stage].format(shape=shape), "accuracy": student_acc, "params": params["student"], **latency["student"]},
     ]
     if "plain" in optional and stage == "task":
         rows.append({"model": "same student, no distillation (fine-tuned from random init)",
@@ -140,7 +149,7 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
         if (tokenizer_dir / fname).exists():
             shutil.copyfile(tokenizer_dir / fname, dest / fname)
             refs.append(_file_ref(dest / fname))
-    teacher_ref = TeacherRef(name=f"{teacher_name} fine-tuned on {task_name}", metrics={"accuracy": round(teacher_acc, 6)},
+    teacher_ref = TeacherRef(name=f"{teacher_name} fine-tuned on {short_name(str(task_name))}", metrics={"accuracy": round(teacher_acc, 6)},
                              params=params["teacher"])
     if stage == "task":
         stages = info["task"]["stages"]
@@ -150,7 +159,7 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
                            for k, v in stages.items()}}
         made_by = PIPELINE_STAGES
         method, paper, teachers = "tinybert", TINYBERT, [teacher_ref]
-        default_description = (f"TinyBERT-4L-312 student distilled from {teacher_name} on the {task_name} task, "
+        default_description = (f"{shape} student distilled from {teacher_name} on the {short_name(str(task_name))} task, "
                                "TinyBERT's two stages through kdzoo's trainer.")
         stage_records = {s: {k: v for k, v in info[s].items() if k not in ("history", "stages")} for s in needed}
     else:
@@ -158,7 +167,7 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
         train_config = {"epochs": float(cfg["epochs"]), "seed": int(cfg["seed"]), "plain": cfg}
         made_by = ("plain",)
         method, paper, teachers = "plain", "", []
-        default_description = (f"TinyBERT-4L-312 shape trained on the {task_name} labels alone from random weights "
+        default_description = (f"{shape} shape trained on the {short_name(str(task_name))} labels alone from random weights "
                                f"(no distillation): the plain twin of the students distilled from {teacher_name}.")
         stage_records = {"plain": {k: v for k, v in info["plain"].items() if k != "history"}}
     pipeline_command = " && ".join(dict.fromkeys(info[s].get("command", f"python -m zoo.nlp.pipeline {s} --out {run}")

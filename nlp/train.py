@@ -43,6 +43,7 @@ def train_text(recipe: Recipe, students: Sequence[nn.Module], teachers: Sequence
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     example = train.batch(torch.arange(min(4, len(train))))
     cache = _teacher_cache(list(teachers), train, cfg, dev) if cfg.teacher_cache and teachers else None
+    torch.manual_seed(cfg.seed)  # the recipe's connectors (e.g. TinyBERT's W_h) start from the run's seed too
     distiller = Distiller(list(students), list(teachers), recipe, example, num_examples=len(train), teacher_cache=cache)
     def evaluate() -> dict[str, float]:
         return {"accuracy": accuracy(students[0], evaluate_on, device=dev)}

@@ -497,7 +497,7 @@ def test_hf_labels_and_splits_that_would_be_silently_wrong_are_refused_or_mapped
     assert (tmp_path / "b" / "hf-dataset" / "mine.csv").read_text() == "keep me"
 
 
-def test_the_twin_protocol_trains_the_plain_and_task_stages_per_seed_and_publishes_both(tokenizer, tmp_path):
+def test_the_twin_protocol_trains_the_plain_and_task_stages_per_seed_and_publishes_both(tokenizer, tmp_path, monkeypatch):
     """zoo.nlp.protocol: per seed the pipeline's plain stage (twin) and task stage (TinyBERT) from a teacher run's
     teacher and general stages, on one step count; the table; both arms published with the twin as baseline."""
     import zoo
@@ -525,7 +525,10 @@ def test_the_twin_protocol_trains_the_plain_and_task_stages_per_seed_and_publish
     for bad, message in [(spec(student="tinybert-4l-312"), "give --student tinybert-1l-16"),
                          (spec(recipes=["pkd"]), "nlp recipes under the protocol: tinybert"),
                          (spec(settings={"augment": 20}), "augmentation changes the distilled arm's step count"),
-                         (spec(settings={"task_lr": "fast"}), "task_lr must be a number"),
+                         (spec(settings={"task_lr": "fast"}), "task_lr must be a finite number"),
+                         (spec(settings={"batch_size": 8.0}), "batch_size must be an integer, got 8.0"),
+                         (spec(settings={"pred_epochs": 0}), "pred_epochs must be >= 1"),
+                         (spec(train_subset=4), "train_subset must be at least one batch (8 examples)"),
                          (spec(dataset="wordnet-topic"), f"give --dataset {data}")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             protocol.run(bad, task, tmp_path / "refused")
@@ -545,6 +548,15 @@ def test_the_twin_protocol_trains_the_plain_and_task_stages_per_seed_and_publish
         assert plain["config"]["seed"] == r.seed and distilled["stages"]["tinybert-prediction"]["config"]["seed"] == r.seed
     # a second call finds every seed finished; the table has the teacher's row
     assert protocol.run(spec(), task, tmp_path / "twins") == results
+    # a seed fixes both arms, connectors included: seed 1 alone, in another process order, from a relative path
+    monkeypatch.chdir(tmp_path)
+    again = protocol.run(spec(dataset="run/hf-dataset"), task, Path("again"), only_seeds=[1])
+    assert again[0].metrics == results[1].metrics
+    from safetensors.torch import load_file
+
+    for weights in ("student.safetensors", "plain.safetensors"):
+        a, b = (load_file(str(tmp_path / run / "seed-1" / weights)) for run in ("again", "twins"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), weights
     table, summary = protocol.write_results(spec(), task, results, tmp_path / "results")
     assert f"{records['teacher']['test_accuracy'] * 100:.2f}" in table.read_text()
     baseline = protocol.baseline_record(spec(), summary, "accuracy", results[0].steps, "tiny-twin", "t.md")
@@ -553,7 +565,7 @@ def test_the_twin_protocol_trains_the_plain_and_task_stages_per_seed_and_publish
                       description="d", dest=tmp_path / "pub")
     twin = task.publish(spec(), 0, "twin", tmp_path / "twins" / "seed-0", "tiny-twin", baseline=None, teacher=None,
                         command="python benchmarks/twins.py ...", notes="n", description="d", dest=tmp_path / "pub")
-    assert kd.method == "tinybert" and kd.baseline == baseline and kd.teacher.name.endswith("fine-tuned on " + data)
+    assert kd.method == "tinybert" and kd.baseline == baseline and kd.teacher.name == "teacher fine-tuned on hf-dataset"
     assert twin.method == "plain" and twin.teacher is None and twin.baseline is None
     assert kd.training.command == twin.training.command == "python benchmarks/twins.py ..."
     for name, card in (("tiny-kd", kd), ("tiny-twin", twin)):

@@ -230,10 +230,21 @@ def _spec_record(spec: ProtocolSpec) -> dict[str, Any]:
 
 
 def _settings_differ(saved: dict[str, Any], spec: ProtocolSpec) -> list[str]:
-    """The fields of a recorded spec that differ from ``spec``'s, apart from the seeds: seeds are
-    independent, so a run may add seeds or stop at fewer of them."""
+    """What of a recorded spec differs from ``spec``, apart from the seeds (seeds are independent, so a run
+    may add seeds or stop at fewer of them): ``"recipes (['kd'] then, ['at'] now)"``, one entry per field,
+    and per key for the settings (``"settings.epochs (10 then, 12 now)"``)."""
     now = _spec_record(spec)
-    return sorted(k for k in set(saved) | set(now) if k != "seeds" and saved.get(k) != now.get(k))
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if k == "seeds" or a == b:
+            continue
+        if k == "settings" and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"settings.{key} ({a.get(key)!r} then, {b.get(key)!r} now)" for key in sorted(set(a) | set(b))
+                    if a.get(key) != b.get(key)]
+        else:
+            out.append(f"{k} ({a!r} then, {b!r} now)")
+    return out
 
 
 def _claim_run_folder(spec: ProtocolSpec, out: Path) -> None:
@@ -246,7 +257,7 @@ def _claim_run_folder(spec: ProtocolSpec, out: Path) -> None:
         saved = json.loads(spec_path.read_text())
         changed = _settings_differ(saved, spec)
         if changed:
-            raise ValueError(f"{out} holds a protocol run with other settings ({', '.join(changed)} differ; "
+            raise ValueError(f"{out} holds a protocol run with other settings ({'; '.join(changed)}; "
                              f"see {spec_path}); use a new output folder")
         if saved.get("seeds") == spec.seeds:
             return
