@@ -33,7 +33,6 @@ RECIPE = "tinybert"  # the one distilled arm: the pipeline's task stage
 # the budget a protocol run may set (pipeline options), with its type; every arm shares them
 SETTINGS: dict[str, type] = {"task_epochs": int, "pred_epochs": int, "task_lr": float, "pred_lr": float,
                              "pred_temperature": float, "batch_size": int, "max_length": int}
-BATCH_SIZE = 32  # the pipeline's --batch-size default
 SHARED_FILES = ("teacher.safetensors", "teacher.json", "general.safetensors", "general.json")
 STUDENT_SHAPE = ("student_layers", "student_hidden", "student_ffn", "student_heads")
 
@@ -106,7 +105,9 @@ class NlpProtocol:
         if not same:
             raise ValueError(f"the teacher run {spec.teacher} was fine-tuned on {task!r}, not {spec.dataset!r}; "
                              f"give --dataset {task}")
-        batch = spec.settings.get("batch_size", BATCH_SIZE)
+        from .pipeline import build_parser
+
+        batch = spec.settings.get("batch_size", build_parser().get_default("batch_size"))
         if spec.train_subset is not None and spec.train_subset < batch:
             raise ValueError(f"train_subset must be at least one batch ({batch} examples), got {spec.train_subset}")
 

@@ -109,6 +109,7 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
     student = load_classifier(weights).half().float()  # the round trip the shipped weights make
     teacher = load_classifier(run / "teacher.safetensors")
     task_name = info["teacher"].get("task", "wordnet-topic")
+    task_label = short_name(str(task_name))
     test_task = load_task(task_name, "test")
     test = TextBatches(encode(tokenizer, test_task.texts, max_length), test_task.labels, tokenizer.pad_token_id)
     student_acc = accuracy(student, test)
@@ -129,7 +130,8 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
     rows = [
         {"model": f"teacher: {teacher_name} fine-tuned", "accuracy": teacher_acc, "params": params["teacher"],
          **latency["teacher"]},
-        {"model": STUDENT_ROWS[stage].format(shape=shape), "accuracy": student_acc, "params": params["student"], **latency["student"]},
+        {"model": STUDENT_ROWS[stage].format(shape=shape), "accuracy": student_acc, "params": params["student"],
+         **latency["student"]},
     ]
     if "plain" in optional and stage == "task":
         rows.append({"model": "same student, no distillation (fine-tuned from random init)",
@@ -149,17 +151,17 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
         if (tokenizer_dir / fname).exists():
             shutil.copyfile(tokenizer_dir / fname, dest / fname)
             refs.append(_file_ref(dest / fname))
-    teacher_ref = TeacherRef(name=f"{teacher_name} fine-tuned on {short_name(str(task_name))}", metrics={"accuracy": round(teacher_acc, 6)},
-                             params=params["teacher"])
+    teacher_ref = TeacherRef(name=f"{teacher_name} fine-tuned on {task_label}",
+                             metrics={"accuracy": round(teacher_acc, 6)}, params=params["teacher"])
     if stage == "task":
         stages = info["task"]["stages"]
         train_config = {"epochs": float(sum(s["config"]["epochs"] for s in stages.values())),
-                        "seed": int(info["task"]["stages"]["tinybert-intermediate"]["config"]["seed"]),
+                        "seed": int(stages["tinybert-intermediate"]["config"]["seed"]),
                         **{k: {**v["config"], **({"temperature": v["temperature"]} if v.get("temperature") else {})}
                            for k, v in stages.items()}}
         made_by = PIPELINE_STAGES
         method, paper, teachers = "tinybert", TINYBERT, [teacher_ref]
-        default_description = (f"{shape} student distilled from {teacher_name} on the {short_name(str(task_name))} task, "
+        default_description = (f"{shape} student distilled from {teacher_name} on the {task_label} task, "
                                "TinyBERT's two stages through kdzoo's trainer.")
         stage_records = {s: {k: v for k, v in info[s].items() if k not in ("history", "stages")} for s in needed}
     else:
@@ -167,7 +169,7 @@ def publish(run_dir: str | Path, name: str = "tinybert-kd", *, dest_root: str | 
         train_config = {"epochs": float(cfg["epochs"]), "seed": int(cfg["seed"]), "plain": cfg}
         made_by = ("plain",)
         method, paper, teachers = "plain", "", []
-        default_description = (f"{shape} shape trained on the {short_name(str(task_name))} labels alone from random weights "
+        default_description = (f"{shape} shape trained on the {task_label} labels alone from random weights "
                                f"(no distillation): the plain twin of the students distilled from {teacher_name}.")
         stage_records = {"plain": {k: v for k, v in info["plain"].items() if k != "history"}}
     pipeline_command = " && ".join(dict.fromkeys(info[s].get("command", f"python -m zoo.nlp.pipeline {s} --out {run}")
