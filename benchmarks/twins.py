@@ -111,10 +111,7 @@ def _main(argv: list[str] | None = None) -> int:
                          "run the same command again to continue")
     command = shlex.join(["python", "benchmarks/twins.py", *(sys.argv[1:] if argv is None else argv)])
     short = SHORT_NAMES.get(spec.dataset) or re.sub(r"[^A-Za-z0-9.-]+", "-", Path(spec.dataset).name)  # a folder: its name
-    import zoo
-
-    # the teacher's own name, not where its folder lies on this machine (a task whose teacher is no zoo card names it)
-    teacher_name = task.teacher_name(spec) if hasattr(task, "teacher_name") else zoo.card(spec.teacher).name
+    teacher_name = protocol.teacher_label(task, spec)
     dest = Path(args.publish_dest) if args.publish_dest else None
     twin = summary[protocol.TWIN]
     scale, unit = protocol.metric_scale(spec.task, task.metric)
@@ -143,6 +140,8 @@ def _main(argv: list[str] | None = None) -> int:
     twin_seed = protocol.median_seed(twin)
     protocol.unrestored(out, [protocol.median_seed(summary[a]) for a in winners] + ([] if args.keep_twin else [twin_seed]))
     if args.keep_twin:
+        import zoo
+
         zoo.card(twin_name)  # KeyError (one line, exit 2) when the twin is not in the zoo
         print(f"kept the zoo's twin {twin_name}; the distilled cards' baseline records this table's twin")
     else:

@@ -282,3 +282,19 @@ def test_entry_names_of_config_file_students_carry_no_colons_or_paths():
     assert entry_stem("resnet8") == "resnet8" and entry_stem("face-resnet8") == "face-resnet8"
     assert entry_stem("mmseg:kdzoo::fcn_r18_c16.py") == "mmseg-fcn-r18-c16"
     assert entry_stem("mmdet:/home/me/configs/My Detector.py") == "mmdet-my-detector"
+
+
+def test_tables_name_the_teacher_by_its_card_not_its_folder():
+    """A teacher given as a checkpoint folder appears in the table by its card's name (where the folder lies on
+    one machine means nothing in a committed table); a task's own teacher_name wins; an unknown teacher stays."""
+    from zoo import hub
+
+    folder = str(hub.bundled_dir() / "resnet56.fmnist")
+    assert protocol.teacher_label(FakeTask(), spec(teacher=folder)) == "resnet56.fmnist"
+    assert protocol.teacher_label(FakeTask(), spec(teacher="no-such-teacher")) == "no-such-teacher"
+
+    class Named(FakeTask):
+        def teacher_name(self, s):
+            return "a teacher"
+
+    assert protocol.teacher_label(Named(), spec(teacher=folder)) == "a teacher"

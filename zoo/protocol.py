@@ -169,10 +169,25 @@ def median_seed(summary: ArmSummary) -> int:
     return ok[(len(ok) - 1) // 2][1]
 
 
+def teacher_label(task: Any, spec: ProtocolSpec) -> str:
+    """The teacher's name in the tables and cards: the task's ``teacher_name(spec)`` where it has one (a teacher
+    that is no zoo card, e.g. the nlp pipeline's run folder), else its card's name (a checkpoint folder's own
+    name, not where it lies on this machine), else ``spec.teacher`` as given."""
+    if hasattr(task, "teacher_name"):
+        return task.teacher_name(spec)
+    import zoo
+
+    try:
+        return zoo.card(spec.teacher).name
+    except (KeyError, OSError, ValueError):
+        return spec.teacher
+
+
 def markdown(spec: ProtocolSpec, summary: dict[str, ArmSummary], teacher_value: float, metric: str,
-             scale: float = 100.0, unit: str = "%", settings_line: str = "", higher_is_better: bool = True) -> str:
-    """The protocol's table: teacher, twin, each method with its gain (positive: better, whatever the
-    metric's direction) and the gap it closes."""
+             scale: float = 100.0, unit: str = "%", settings_line: str = "", higher_is_better: bool = True,
+             teacher: str | None = None) -> str:
+    """The protocol's table: teacher (named ``teacher``, default ``spec.teacher``), twin, each method with its
+    gain (positive: better, whatever the metric's direction) and the gap it closes."""
     def fmt(v: float) -> str:
         return f"{v * scale:.2f}"
 
@@ -181,7 +196,7 @@ def markdown(spec: ProtocolSpec, summary: dict[str, ArmSummary], teacher_value: 
     heading = f"{metric} {unit}".strip() + ("" if higher_is_better else ", lower is better")
     lines = [f"| model | method | {heading} (mean ± std, n seeds) | gain over twin | teacher-twin gap closed | beats twin |",
              "|---|---|---|---|---|---|",
-             f"| teacher `{spec.teacher}` | - | {fmt(teacher_value)} | {sign * (teacher_value - twin.mean) * scale:.2f} | - | - |",
+             f"| teacher `{teacher or spec.teacher}` | - | {fmt(teacher_value)} | {sign * (teacher_value - twin.mean) * scale:.2f} | - | - |",
              f"| {spec.student} | twin (plain) | {fmt(twin.mean)} ± {fmt(twin.std)} ({twin.n}) | - | - | "
              f"spread {fmt(twin_spread(twin))} |"]
     for arm in spec.recipes:
@@ -380,7 +395,7 @@ def write_results(spec: ProtocolSpec, task: ProtocolTask, results: list[SeedResu
     if any(TWIN in r.metrics for r in results):
         summary = summarize(results, spec.arms, teacher_value, task.higher_is_better)
         scale, unit = metric_scale(spec.task, task.metric)
-        atomic_write_text(stem.with_suffix(".md"), markdown(spec, summary, teacher_value, task.metric, scale=scale,
+        atomic_write_text(stem.with_suffix(".md"), markdown(spec, summary, teacher_value, task.metric, scale=scale, teacher=teacher_label(task, spec),
                                                             unit=unit, settings_line=settings_line,
                                                             higher_is_better=task.higher_is_better))
     record = {"spec": _spec_record(spec), "metric": task.metric, "teacher_value": teacher_value,
