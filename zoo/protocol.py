@@ -395,9 +395,9 @@ def write_results(spec: ProtocolSpec, task: ProtocolTask, results: list[SeedResu
     if any(TWIN in r.metrics for r in results):
         summary = summarize(results, spec.arms, teacher_value, task.higher_is_better)
         scale, unit = metric_scale(spec.task, task.metric)
-        atomic_write_text(stem.with_suffix(".md"), markdown(spec, summary, teacher_value, task.metric, scale=scale, teacher=teacher_label(task, spec),
-                                                            unit=unit, settings_line=settings_line,
-                                                            higher_is_better=task.higher_is_better))
+        table = markdown(spec, summary, teacher_value, task.metric, scale=scale, unit=unit, settings_line=settings_line,
+                         higher_is_better=task.higher_is_better, teacher=teacher_label(task, spec))
+        atomic_write_text(stem.with_suffix(".md"), table)
     record = {"spec": _spec_record(spec), "metric": task.metric, "teacher_value": teacher_value,
               "seeds": [asdict(r) for r in results], "settings_line": settings_line,
               "summary": {k: asdict(v) for k, v in (summary or {}).items()}, "spread_rule": SPREAD}
