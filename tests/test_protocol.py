@@ -298,3 +298,22 @@ def test_tables_name_the_teacher_by_its_card_not_its_folder():
             return "a teacher"
 
     assert protocol.teacher_label(Named(), spec(teacher=folder)) == "a teacher"
+
+
+def test_a_seed_another_live_process_trains_is_skipped_and_a_stale_lock_taken_over(tmp_path, capsys):
+    """Two identical commands on one run folder trained the same arms into the same files; now a seed folder
+    holds training.lock (the pid) while a process trains it."""
+    task = FakeTask()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "seed-0").mkdir()
+        (tmp_path / "seed-0" / protocol.LOCK_FILE).write_text(f"{other.pid}\n")
+        done = protocol.run(spec(seeds=[0, 1]), task, tmp_path)
+        assert task.calls == [1] and [r.seed for r in done] == [1]
+        assert f"seed-0: process {other.pid} is training it" in capsys.readouterr().out
+    finally:
+        other.kill()
+        other.wait()
+    done = protocol.run(spec(seeds=[0, 1]), task, tmp_path)  # its process has ended: the lock is taken over
+    assert task.calls == [1, 0] and [r.seed for r in done] == [0, 1]
+    assert not (tmp_path / "seed-0" / protocol.LOCK_FILE).exists()  # released after training

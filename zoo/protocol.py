@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import statistics
 import time
@@ -324,7 +325,13 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
             continue
         if deadline is not None and time.monotonic() >= deadline:
             break
-        result = task.run_seed(spec, seed, out / f"seed-{seed}", deadline, device)
+        lock = _claim_seed(out / f"seed-{seed}")
+        if lock is None:
+            continue
+        try:
+            result = task.run_seed(spec, seed, out / f"seed-{seed}", deadline, device)
+        finally:
+            lock.unlink(missing_ok=True)
         if result is None:
             break
         if retrain:  # a restored seed trained again: say whether the recorded values came back
@@ -335,6 +342,48 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
         marker.unlink(missing_ok=True)
         results.append(result)
     return results
+
+
+LOCK_FILE = "training.lock"  # in a seed folder while a process trains it: its pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _claim_seed(seed_dir: Path) -> Path | None:
+    """Mark ``seed_dir`` as trained by this process (``training.lock`` holding its pid) and return the lock;
+    None, with a message, when another live process on this machine holds it (two identical commands on one
+    run folder would otherwise train the same arms into the same files). A lock left by a process that has
+    ended is taken over."""
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    lock = seed_dir / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                text, age = lock.read_text().strip(), time.time() - lock.stat().st_mtime
+            except OSError:  # released meanwhile: try again
+                continue
+            pid = int(text) if text.isdigit() else 0
+            just_made = not text and age < 60  # its pid is being written
+            if just_made or (pid > 0 and pid != os.getpid() and _alive(pid)):
+                print(f"{seed_dir.name}: process {pid} is training it ({lock}); skipped here", flush=True)
+                return None
+            lock.unlink(missing_ok=True)  # a lock of an ended process
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        return lock
+    return None
 
 
 def restore_seeds(spec: ProtocolSpec, out: Path, record_path: Path) -> list[int]:
