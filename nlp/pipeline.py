@@ -170,8 +170,8 @@ def run_plain(args: argparse.Namespace, deadline: float | None) -> bool:
         return False
     save_classifier(student, out / "plain.safetensors", {"stage": "plain"})
     write_json(out / "plain.json", {"stage": "plain", "train_examples": len(train), "config": asdict(cfg),
-                                    "steps": result.step, "history": result.history, "validation_accuracy": accuracy(student, val),
-                                    "test_accuracy": accuracy(student, test)})
+                                    "steps": result.step, "history": result.history,
+                                    "validation_accuracy": accuracy(student, val), "test_accuracy": accuracy(student, test)})
     return True
 
 

@@ -48,13 +48,17 @@ class NlpProtocol:
 
     # ------------------------------------------------------------------ the teacher run
     @staticmethod
-    def _record(spec: ProtocolSpec, name: str) -> dict[str, Any]:
+    def _path(spec: ProtocolSpec, name: str) -> Path:
+        """``name`` in the teacher run; FileNotFoundError, with the command that makes it, when it is missing."""
         path = Path(spec.teacher) / name
         if not path.exists():
             raise FileNotFoundError(
                 f"{path} is missing: the nlp protocol's teacher is a pipeline run folder that finished the teacher "
                 f"and general stages (python -m zoo.nlp.pipeline teacher general --out {spec.teacher} ...)")
-        return json.loads(path.read_text())
+        return path
+
+    def _record(self, spec: ProtocolSpec, name: str) -> dict[str, Any]:
+        return json.loads(self._path(spec, name).read_text())
 
     def student_name(self, spec: ProtocolSpec) -> str:
         """``tinybert-<layers>l-<hidden>``: the student shape the teacher run's general stage trained."""
@@ -79,8 +83,7 @@ class NlpProtocol:
     def validate(self, spec: ProtocolSpec) -> None:
         """Raise ValueError (FileNotFoundError for a missing teacher run) before anything is recorded."""
         for name in SHARED_FILES:
-            if not (Path(spec.teacher) / name).exists():
-                self._record(spec, name)  # FileNotFoundError, with the command that makes it
+            self._path(spec, name)
         unknown = [r for r in spec.recipes if r != RECIPE]
         if unknown:
             raise ValueError(f"nlp recipes under the protocol: {RECIPE} (TinyBERT task distillation); got {unknown}")
