@@ -76,8 +76,8 @@ class ImageDataset:
 
     def subset(self, n: int) -> "ImageDataset":
         """The first ``n`` examples (for quick runs)."""
-        if n <= 0:
-            raise ValueError(f"subset size must be positive, got {n}")
+        if not 1 <= n <= len(self):
+            raise ValueError(f"a subset of {self.name}/{self.split} needs 1..{len(self)} examples, got {n}")
         return ImageDataset(self.name, self.split, self.images[:n], self.labels[:n], self.classes,
                             self.mean, self.std, self.crop_padding, self.source)
 

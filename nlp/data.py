@@ -84,8 +84,8 @@ class TextTask:
         return cls(name, split, list(texts), [index[n] for n in label_names], tuple(classes))
 
     def subset(self, n: int) -> "TextTask":
-        if n <= 0:
-            raise ValueError(f"subset size must be positive, got {n}")
+        if not 1 <= n <= len(self.texts):
+            raise ValueError(f"a subset of {self.name}/{self.split} needs 1..{len(self.texts)} examples, got {n}")
         return TextTask(self.name, self.split, self.texts[:n], self.labels[:n], self.classes, self.source, self.ids[:n])
 
     def to_hf(self) -> Any:

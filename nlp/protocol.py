@@ -113,6 +113,10 @@ class NlpProtocol:
         batch = spec.settings.get("batch_size", build_parser().get_default("batch_size"))
         if spec.train_subset is not None and spec.train_subset < batch:
             raise ValueError(f"train_subset must be at least one batch ({batch} examples), got {spec.train_subset}")
+        if spec.train_subset is not None:
+            from .data import load_task
+
+            load_task(task, "train").subset(spec.train_subset)  # raises for more examples than the split has
 
     # ------------------------------------------------------------------ one seed
     def pipeline_argv(self, spec: ProtocolSpec, seed: int, out_dir: Path) -> list[str]:

@@ -57,7 +57,10 @@ def test_fashion_mnist_reads_idx_files_from_a_root(fake_fmnist):
     d = load_dataset("fashion-mnist", "test", root=fake_fmnist)
     assert d.images.shape == (20, 1, 28, 28) and d.images.dtype == torch.uint8
     assert d.labels.tolist() == [i % 10 for i in range(20)]
-    assert len(d.subset(5)) == 5
+    assert len(d.subset(5)) == 5 and len(d.subset(20)) == 20
+    for n in (0, 21):  # a subset larger than the split is refused, not silently the whole split
+        with pytest.raises(ValueError, match=f"a subset of fashion-mnist/test needs 1..20 examples, got {n}"):
+            d.subset(n)
 
 
 def test_truncated_idx_file_is_reported(fake_fmnist):

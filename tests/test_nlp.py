@@ -529,6 +529,7 @@ def test_the_twin_protocol_trains_the_plain_and_task_stages_per_seed_and_publish
                          (spec(settings={"batch_size": 8.0}), "batch_size must be an integer, got 8.0"),
                          (spec(settings={"pred_epochs": 0}), "pred_epochs must be >= 1"),
                          (spec(train_subset=4), "train_subset must be at least one batch (8 examples)"),
+                         (spec(train_subset=32), "needs 1..31 examples, got 32"),
                          (spec(dataset="wordnet-topic"), f"give --dataset {data}")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             protocol.run(bad, task, tmp_path / "refused")
