@@ -32,7 +32,7 @@ from zoo.protocol import TWIN, ProtocolSpec, SeedResult
 RECIPE = "tinybert"  # the one distilled arm: the pipeline's task stage
 # the budget a protocol run may set (pipeline options), with its type; every arm shares them
 SETTINGS: dict[str, type] = {"task_epochs": int, "pred_epochs": int, "task_lr": float, "pred_lr": float,
-                             "pred_temperature": float, "batch_size": int, "max_length": int}
+                             "pred_temperature": float, "batch_size": int, "max_length": int, "amp": str}
 SHARED_FILES = ("teacher.safetensors", "teacher.json", "general.safetensors", "general.json")
 STUDENT_SHAPE = ("student_layers", "student_hidden", "student_ffn", "student_heads")
 
@@ -93,6 +93,12 @@ class NlpProtocol:
             raise ValueError(f"unknown nlp protocol setting(s) {bad}{why}; known: {', '.join(SETTINGS)}")
         for key, value in spec.settings.items():
             kind = SETTINGS[key]
+            if kind is str:
+                from .pipeline import AMP_CHOICES
+
+                if value not in AMP_CHOICES:
+                    raise ValueError(f"{key} must be one of {', '.join(AMP_CHOICES)}, got {value!r}")
+                continue
             number = (int,) if kind is int else (int, float)
             if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
                 raise ValueError(f"{key} must be a{'n integer' if kind is int else ' finite number'}, got {value!r}")

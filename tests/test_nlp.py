@@ -431,6 +431,33 @@ def test_the_pipeline_trains_on_a_datasetdict_and_refuses_another_one_on_resume(
         run(["plain"], tmp_path / "run", data=dd, epochs=3)
 
 
+def test_amp_reaches_the_training_steps_and_a_stage_started_before_the_option_resumes(tokenizer, tmp_path, capsys):
+    """--amp sets every stage's TrainConfig.amp; a stage whose recorded settings predate the option counts as
+    started with its default (auto) and is refused under another value."""
+    from zoo.nlp.pipeline import build_parser, check_stage_settings, run
+
+    teacher_dir = tmp_path / "teacher"
+    tiny_encoder(tokenizer, layers=2).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    options = dict(teacher=str(teacher_dir), batch_size=8, task_epochs=1, pred_epochs=0, student_layers=1,
+                   student_hidden=16, student_ffn=32, student_heads=4, max_length=16, quiet=True)
+    records = run(["plain"], tmp_path / "run", data=_hf_dict(), amp="bf16", **options)
+    assert records["plain"]["config"]["amp"] == "bf16"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["plain", "--out", str(tmp_path / "x"), "--amp", "fast"])
+    assert "argument --amp: invalid choice: 'fast'" in capsys.readouterr().err
+    out = tmp_path / "old"
+    out.mkdir()
+    args = build_parser().parse_args(["plain", "--out", str(out)])
+    check_stage_settings(out, "plain", args)
+    recorded = json.loads((out / "plain.args.json").read_text())
+    del recorded["amp"]  # as written before --amp existed
+    (out / "plain.args.json").write_text(json.dumps(recorded))
+    check_stage_settings(out, "plain", args)  # the default: resumes
+    with pytest.raises(SystemExit, match="--amp 'auto' then, 'bf16' now"):
+        check_stage_settings(out, "plain", build_parser().parse_args(["plain", "--out", str(out), "--amp", "bf16"]))
+
+
 def test_every_stage_on_a_datasetdict_then_publish_load_and_predict(tokenizer, tmp_path):
     """The whole pipeline on a tiny teacher folder and a DatasetDict, published through RunRecord -> make_card."""
     import zoo
@@ -528,6 +555,7 @@ def test_the_twin_protocol_trains_the_plain_and_task_stages_per_seed_and_publish
                          (spec(settings={"task_lr": "fast"}), "task_lr must be a finite number"),
                          (spec(settings={"batch_size": 8.0}), "batch_size must be an integer, got 8.0"),
                          (spec(settings={"pred_epochs": 0}), "pred_epochs must be >= 1"),
+                         (spec(settings={"amp": "fast"}), "amp must be one of auto, bf16, fp16, off, got 'fast'"),
                          (spec(train_subset=4), "train_subset must be at least one batch (8 examples)"),
                          (spec(train_subset=32), "needs 1..31 examples, got 32"),
                          (spec(dataset="wordnet-topic"), f"give --dataset {data}")]:
