@@ -69,6 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-twin", action="store_true",
                    help="with --publish: the twin's zoo entry exists already (from another table of the same student "
                         "and budget) and is kept; the distilled cards' baseline records this table's twin")
+    p.add_argument("--no-twin-entry", action="store_true",
+                   help="with --publish: publish only the distilled students, not the twin (e.g. a text twin too large "
+                        "to bundle: the tracked tree must stay small); their cards' baseline records this table's twin "
+                        "by its metrics, with no zoo name")
     p.add_argument("--restore", action="store_true",
                    help="first read finished seeds that --out lacks back from the results file (a run folder lost "
                         "with its machine); their checkpoints are gone, so retrain a restored seed with --only-seeds "
@@ -94,8 +98,11 @@ def _main(argv: list[str] | None = None) -> int:
                                  parse_overrides(args.set), args.train_subset)
     deadline = deadline_in(args.time_budget)
     out = Path(args.out)
-    if args.keep_twin and not args.publish:
-        raise ValueError("--keep-twin only applies with --publish")
+    for flag, given in (("--keep-twin", args.keep_twin), ("--no-twin-entry", args.no_twin_entry)):
+        if given and not args.publish:
+            raise ValueError(f"{flag} only applies with --publish")
+    if args.keep_twin and args.no_twin_entry:
+        raise ValueError("--keep-twin and --no-twin-entry exclude each other (the twin is an entry already, or none)")
     results_dir = Path(args.results or out)
     results = protocol.run(spec, task, out, deadline=deadline, device=args.device, only_seeds=args.only_seeds,
                            results_file=results_dir / f"{spec.slug()}.json", restore=args.restore)
@@ -138,8 +145,11 @@ def _main(argv: list[str] | None = None) -> int:
     twin_name = f"{stem}.{short}"
     table_ref = _repo_path(table)  # where the table was written (--results), as the cards cite it
     twin_seed = protocol.median_seed(twin)
-    protocol.unrestored(out, [protocol.median_seed(summary[a]) for a in winners] + ([] if args.keep_twin else [twin_seed]))
-    if args.keep_twin:
+    twin_entry = not (args.keep_twin or args.no_twin_entry)  # this table's twin becomes a zoo entry
+    protocol.unrestored(out, [protocol.median_seed(summary[a]) for a in winners] + ([twin_seed] if twin_entry else []))
+    if args.no_twin_entry:
+        print("twin not published (--no-twin-entry): the distilled cards' baseline records its metrics")
+    elif args.keep_twin:
         import zoo
 
         zoo.card(twin_name)  # KeyError (one line, exit 2) when the twin is not in the zoo
@@ -152,9 +162,9 @@ def _main(argv: list[str] | None = None) -> int:
                             notes=f"Twin of the protocol table {table_ref}: {twin.mean * scale:.2f} ± {twin.std * scale:.2f}{unit} "
                                   f"over seeds {sorted(twin.values)}; seed {twin_seed} (the median) shipped. {line}")
         print(f"published {card.name} (twin, seed {twin_seed})")
-    # with --keep-twin this table's twin is no zoo entry: the baseline names none (the entry is another run)
+    # with --keep-twin or --no-twin-entry this table's twin is no zoo entry: the baseline names none
     baseline = protocol.baseline_record(spec, summary, task.metric, results[0].steps,
-                                        None if args.keep_twin else twin_name, table_ref)
+                                        twin_name if twin_entry else None, table_ref)
     for metric, other in extra.items():
         t = other[protocol.TWIN]
         baseline["metrics"][metric] = {"mean": round(t.mean, 6), "std": round(t.std, 6), "n": t.n,

@@ -202,6 +202,17 @@ def test_twins_cli_runs_publishes_winners_only(tmp_path):
         assert (dest / "resnet8.fmnist" / "README.md").exists()
     else:
         assert "not published: kd" in r.stdout and not dest.exists()
+    # --no-twin-entry: the same finished run publishes only the winners; their baseline names no entry
+    only = tmp_path / "only"
+    r = subprocess.run(cmd[:-1] + [str(only), "--no-twin-entry"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (only / "resnet8.fmnist").exists()
+    if kd["beats_twin"]:
+        import zoo
+
+        card = zoo.card(str(only / "resnet8-kd.fmnist"))
+        assert card.baseline["name"] is None and card.baseline["metrics"] == zoo.card(str(dest / "resnet8-kd.fmnist")).baseline["metrics"]
+        assert "twin not published (--no-twin-entry)" in r.stdout
 
 
 def test_bad_specs_are_refused_before_anything_is_written(twins, tmp_path, capsys):
@@ -230,6 +241,10 @@ def test_twins_cli_restores_seeds_and_refuses_to_publish_what_it_has_no_checkpoi
     assert "no seed to restore" in capsys.readouterr().out and not dest.exists()
     assert twins.main(args + ["--keep-twin"]) == 2
     assert "--keep-twin only applies with --publish" in capsys.readouterr().err
+    assert twins.main(args + ["--no-twin-entry"]) == 2
+    assert "--no-twin-entry only applies with --publish" in capsys.readouterr().err
+    assert twins.main(args + ["--publish", "--keep-twin", "--no-twin-entry"]) == 2
+    assert "exclude each other" in capsys.readouterr().err and not dest.exists()
 
 
 def test_a_results_file_is_never_overwritten_with_fewer_seeds(twins, tmp_path, capsys):
