@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --publish: publish only the distilled students, not the twin (e.g. a text twin too large "
                         "to bundle: the tracked tree must stay small); their cards' baseline records this table's twin "
                         "by its metrics, with no zoo name")
+    p.add_argument("--entry-name", action="append", default=[], metavar="RECIPE=NAME",
+                   help="with --publish: the zoo name of a recipe's entry (default STUDENT-RECIPE.DATASET), e.g. "
+                        "tinybert=tinybert-kd to replace the entry of that name")
     p.add_argument("--restore", action="store_true",
                    help="first read finished seeds that --out lacks back from the results file (a run folder lost "
                         "with its machine); their checkpoints are gone, so retrain a restored seed with --only-seeds "
@@ -101,6 +104,14 @@ def _main(argv: list[str] | None = None) -> int:
     for flag, given in (("--keep-twin", args.keep_twin), ("--no-twin-entry", args.no_twin_entry)):
         if given and not args.publish:
             raise ValueError(f"{flag} only applies with --publish")
+    names = {}
+    for item in args.entry_name:
+        recipe, sep, name = item.partition("=")
+        if not sep or not name or recipe not in args.recipes:
+            raise ValueError(f"--entry-name takes RECIPE=NAME with RECIPE one of {args.recipes}, got {item!r}")
+        names[recipe] = name
+    if names and not args.publish:
+        raise ValueError("--entry-name only applies with --publish")
     if args.keep_twin and args.no_twin_entry:
         raise ValueError("--keep-twin and --no-twin-entry exclude each other (the twin is an entry already, or none)")
     results_dir = Path(args.results or out)
@@ -172,7 +183,7 @@ def _main(argv: list[str] | None = None) -> int:
     for arm in winners:
         s = summary[arm]
         seed = protocol.median_seed(s)
-        name = f"{stem}-{arm}.{short}"
+        name = names.get(arm, f"{stem}-{arm}.{short}")
         card = task.publish(spec, seed, arm, out / f"seed-{seed}", name, baseline=baseline, teacher=spec.teacher,
                             command=command, dest=dest,
                             description=f"{spec.student} distilled from {teacher_name} with the {arm} recipe, on "

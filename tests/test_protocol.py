@@ -202,15 +202,18 @@ def test_twins_cli_runs_publishes_winners_only(tmp_path):
         assert (dest / "resnet8.fmnist" / "README.md").exists()
     else:
         assert "not published: kd" in r.stdout and not dest.exists()
-    # --no-twin-entry: the same finished run publishes only the winners; their baseline names no entry
+    # --no-twin-entry: the same finished run publishes only the winners, under --entry-name; their baseline
+    # names no entry
     only = tmp_path / "only"
-    r = subprocess.run(cmd[:-1] + [str(only), "--no-twin-entry"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    r = subprocess.run(cmd[:-1] + [str(only), "--no-twin-entry", "--entry-name", "kd=my-kd"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert not (only / "resnet8.fmnist").exists()
+    assert not (only / "resnet8.fmnist").exists() and not (only / "resnet8-kd.fmnist").exists()
     if kd["beats_twin"]:
         import zoo
 
-        card = zoo.card(str(only / "resnet8-kd.fmnist"))
+        card = zoo.card(str(only / "my-kd"))
+        assert card.name == "my-kd"
         assert card.baseline["name"] is None and card.baseline["metrics"] == zoo.card(str(dest / "resnet8-kd.fmnist")).baseline["metrics"]
         assert "twin not published (--no-twin-entry)" in r.stdout
 
@@ -245,6 +248,11 @@ def test_twins_cli_restores_seeds_and_refuses_to_publish_what_it_has_no_checkpoi
     assert "--no-twin-entry only applies with --publish" in capsys.readouterr().err
     assert twins.main(args + ["--publish", "--keep-twin", "--no-twin-entry"]) == 2
     assert "exclude each other" in capsys.readouterr().err and not dest.exists()
+    for bad in ("kd", "at=x", "kd="):
+        assert twins.main(args + ["--publish", "--entry-name", bad]) == 2
+        assert f"--entry-name takes RECIPE=NAME with RECIPE one of ['kd'], got {bad!r}" in capsys.readouterr().err
+    assert twins.main(args + ["--entry-name", "kd=x"]) == 2
+    assert "--entry-name only applies with --publish" in capsys.readouterr().err and not dest.exists()
 
 
 def test_a_results_file_is_never_overwritten_with_fewer_seeds(twins, tmp_path, capsys):
