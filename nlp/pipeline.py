@@ -243,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-freeze", type=int, default=0, help="freeze the embeddings and this many lowest layers")
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
                    help="mixed precision of every stage's training steps (zoo.trainer.TrainConfig.amp; auto: bf16 on a "
-                        "GPU or a CPU with AMX). On a CPU with AVX512-BF16 but no AMX, bf16 made an all-mpnet-base-v2 "
-                        "fine-tuning step about 2x faster than fp32 (measured); accuracies are always measured in fp32")
+                        "GPU or a CPU with AMX). On a CPU with AVX512-BF16 but no AMX, bf16 made an MPNet-base "
+                        "fine-tuning step 1.9x faster than fp32 (benchmarks/amp_cpu.py); accuracies are always "
+                        "measured in fp32")
     p.add_argument("--eval-every-epoch", action="store_true", help="validation accuracy after each epoch")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (default 0)")
     p.add_argument("--checkpoint-every", type=int, default=300, help="optimizer steps between resumable checkpoints (default 300)")

@@ -51,3 +51,22 @@ def test_readme_shows_the_recorded_kd_epoch_run():
     rows = json.loads((ROOT / "benchmarks" / "results" / "kd_epoch-cpu.json").read_text())["rows"]
     assert len(rows) == 5 and all(f"| {name} | {ms:.1f} |" in recorded for name, ms, _, _ in rows)
 
+
+
+def test_amp_benchmark_times_both_dtypes_from_one_start_and_checks_the_loss(tmp_path, capsys):
+    """benchmarks/amp_cpu.py: fp32 and bf16 steps of the same model from the same weights and batch; the
+    bf16 loss after a round stays near fp32's (bf16 keeps 8 bits of mantissa, the weights stay fp32)."""
+    amp_spec = importlib.util.spec_from_file_location("amp_cpu", ROOT / "benchmarks" / "amp_cpu.py")
+    amp_cpu = importlib.util.module_from_spec(amp_spec)
+    amp_spec.loader.exec_module(amp_cpu)
+    assert amp_cpu.main(["--steps", "1", "--rounds", "1", "--only", "TinyBERT", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "amp-cpu.json").read_text())
+    [row] = record["rows"]
+    assert row["case"].startswith("nlp: TinyBERT-4L-312") and record["hardware"].startswith("CPU: ")
+    assert row["fp32_ms_min"] > 0 and row["bf16_ms_min"] > 0
+    assert abs(row["speedup"] - row["fp32_ms_min"] / row["bf16_ms_min"]) < 0.02  # the ratio of the minima
+    assert row["loss_rel_diff"] < 0.05 and row["loss_fp32"] != row["loss_bf16"]  # bf16 really ran
+    assert "| nlp: TinyBERT-4L-312" in (tmp_path / "amp-cpu.md").read_text()
+    with pytest.raises(SystemExit):
+        amp_cpu.main(["--only", "nothing", "--out", str(tmp_path)])
+    assert "matches no case" in capsys.readouterr().err

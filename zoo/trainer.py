@@ -142,7 +142,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu":
         amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return torch.bfloat16 if amx else None  # bf16 without AMX is slower than fp32 on a CPU
+        # not every CPU computes in bf16 natively, so auto keeps fp32 on one without AMX; where it has
+        # AVX512-BF16, an explicit amp=bf16 made training steps 1.5-2x faster (benchmarks/amp_cpu.py)
+        return torch.bfloat16 if amx else None
     return None
 
 
