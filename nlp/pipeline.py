@@ -31,7 +31,7 @@ from zoo.cli import add_time_budget, deadline_in
 from zoo.io import atomic_write_text
 from zoo.metrics import hardware_description
 from zoo.recipes import get_recipe
-from zoo.trainer import STATE_FILE, TrainConfig
+from zoo.trainer import AMP_MODES, STATE_FILE, TrainConfig
 
 from .data import TextBatches, encode, load_corpus, load_task
 from .models import TextClassifier, load_encoder, load_tokenizer_and_config, student_encoder
@@ -39,7 +39,6 @@ from .recipes import recipe as nlp_recipe
 from .train import accuracy, load_classifier, save_classifier, train_text, write_json
 
 STAGES = ("teacher", "general", "task", "plain", "baseline")
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")  # zoo.trainer.TrainConfig.amp
 
 
 def _cfg(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
@@ -241,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-ffn", type=int, default=1200, help="student feed-forward size (default 1200)")
     p.add_argument("--student-heads", type=int, default=12, help="student attention heads (default 12)")
     p.add_argument("--teacher-freeze", type=int, default=0, help="freeze the embeddings and this many lowest layers")
-    p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+    p.add_argument("--amp", choices=AMP_MODES, default="auto",
                    help="mixed precision of every stage's training steps (zoo.trainer.TrainConfig.amp; auto: bf16 on a "
                         "GPU or a CPU with AMX). On a CPU with AVX512-BF16 but no AMX, bf16 made an MPNet-base "
                         "fine-tuning step 1.9x faster than fp32 (benchmarks/amp_cpu.py); accuracies are always "

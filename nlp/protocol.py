@@ -94,10 +94,10 @@ class NlpProtocol:
         for key, value in spec.settings.items():
             kind = SETTINGS[key]
             if kind is str:
-                from .pipeline import AMP_CHOICES
+                from zoo.trainer import AMP_MODES
 
-                if value not in AMP_CHOICES:
-                    raise ValueError(f"{key} must be one of {', '.join(AMP_CHOICES)}, got {value!r}")
+                if value not in AMP_MODES:
+                    raise ValueError(f"{key} must be one of {', '.join(AMP_MODES)}, got {value!r}")
                 continue
             number = (int,) if kind is int else (int, float)
             if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):

@@ -38,6 +38,7 @@ class BatchSource(Protocol):
 
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+AMP_MODES = ("auto", "bf16", "fp16", "off")  # TrainConfig.amp (resolve_amp)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -102,8 +103,8 @@ class TrainConfig:
             problems.append(f"optimizer must be sgd or adamw (got {self.optimizer!r})")
         if len(tuple(self.betas)) != 2 or not all(0.0 <= float(b) < 1.0 for b in self.betas):
             problems.append(f"betas must be two numbers in [0, 1) (got {self.betas!r})")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            problems.append(f"amp must be auto, bf16, fp16 or off (got {self.amp!r})")
+        if self.amp not in AMP_MODES:
+            problems.append(f"amp must be one of {', '.join(AMP_MODES)} (got {self.amp!r})")
         if self.compile not in COMPILE_MODES:
             problems.append(f"compile must be one of {', '.join(COMPILE_MODES)} (got {self.compile!r})")
         if self.divergence_ratio < 0 or 0 < self.divergence_ratio <= 1:
