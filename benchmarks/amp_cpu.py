@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed steps per round (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per dtype, alternating (default 3)")
     p.add_argument("--only", help="run only the cases whose name contains this text")
-    p.add_argument("--out", default="benchmarks/results", help="folder for amp-cpu.{md,json}")
+    p.add_argument("--out", help="folder for amp-cpu.{md,json} (default benchmarks/results; give one with --only, "
+                                 "whose table has only some cases)")
     given = sys.argv[1:] if argv is None else argv
     args = p.parse_args(given)
     command = shlex.join(["python", "benchmarks/amp_cpu.py", *given])
@@ -181,13 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     cases = {k: v for k, v in _cases().items() if not args.only or args.only in k}
     if not cases:
         p.error(f"--only {args.only!r} matches no case; cases: {', '.join(_cases())}")
+    if args.only and args.out is None:
+        p.error("--only writes a table of some cases: give --out (the default folder holds the whole table)")
+    out = Path(args.out or "benchmarks/results")
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file, not a folder")
     hardware = f"CPU: {cpu_description()}"
     rows = []
     for name, build in cases.items():
         row = {"case": name, **measure(build, args.steps, args.rounds)}
         print(f"{name}: fp32 {row['fp32_ms_min']} ms, bf16 {row['bf16_ms_min']} ms, {row['speedup']}x", flush=True)
         rows.append(row)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"command": command, "hardware": hardware, "steps": args.steps, "rounds": args.rounds, "warmup": WARMUP, "rows": rows}
     atomic_write_text(out / "amp-cpu.json", json.dumps(record, indent=2) + "\n")

@@ -45,6 +45,34 @@ def _repo_path(path: Path) -> str:
         return str(path)
 
 
+def entry_names(given: list[str], recipes: list[str], stem: str, short: str, twin: str | None) -> dict[str, str]:
+    """Each recipe's zoo name: ``--entry-name RECIPE=NAME`` or ``STEM-RECIPE.SHORT``.
+
+    Raises:
+        ValueError: a malformed item, a recipe not compared or named twice, a name that is no zoo name
+            (`zoo.registry.name_problem`), or two entries (the twin ``twin`` included) of one name.
+    """
+    from zoo.registry import name_problem
+
+    names: dict[str, str] = {}
+    for item in given:
+        recipe, sep, name = item.partition("=")
+        if not sep or recipe not in recipes:
+            raise ValueError(f"--entry-name takes RECIPE=NAME with RECIPE one of {recipes}, got {item!r}")
+        if recipe in names:
+            raise ValueError(f"--entry-name names {recipe!r} twice ({names[recipe]!r}, {name!r})")
+        if problem := name_problem(name):
+            raise ValueError(f"--entry-name {item!r}: {problem}")
+        names[recipe] = name
+    names = {r: names.get(r, f"{stem}-{r}.{short}") for r in recipes}
+    entries = [*names.values(), *([twin] if twin else [])]
+    same = sorted({n for n in entries if entries.count(n) > 1})
+    if same:
+        whose = " (the twin's name)" if same[0] == twin else ""
+        raise ValueError(f"two entries would be called {same[0]!r}{whose}; give each recipe its own --entry-name")
+    return names
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="classification")
@@ -104,16 +132,14 @@ def _main(argv: list[str] | None = None) -> int:
     for flag, given in (("--keep-twin", args.keep_twin), ("--no-twin-entry", args.no_twin_entry)):
         if given and not args.publish:
             raise ValueError(f"{flag} only applies with --publish")
-    names = {}
-    for item in args.entry_name:
-        recipe, sep, name = item.partition("=")
-        if not sep or not name or recipe not in args.recipes:
-            raise ValueError(f"--entry-name takes RECIPE=NAME with RECIPE one of {args.recipes}, got {item!r}")
-        names[recipe] = name
-    if names and not args.publish:
+    if args.entry_name and not args.publish:
         raise ValueError("--entry-name only applies with --publish")
     if args.keep_twin and args.no_twin_entry:
         raise ValueError("--keep-twin and --no-twin-entry exclude each other (the twin is an entry already, or none)")
+    short = SHORT_NAMES.get(spec.dataset) or re.sub(r"[^A-Za-z0-9.-]+", "-", Path(spec.dataset).name)  # a folder: its name
+    stem = protocol.entry_stem(spec.student)  # e.g. mmseg-fcn-r18-c16 for an OpenMMLab config
+    twin_name = f"{stem}.{short}"
+    names = entry_names(args.entry_name, args.recipes, stem, short, None if args.no_twin_entry else twin_name)
     results_dir = Path(args.results or out)
     results = protocol.run(spec, task, out, deadline=deadline, device=args.device, only_seeds=args.only_seeds,
                            results_file=results_dir / f"{spec.slug()}.json", restore=args.restore)
@@ -128,7 +154,6 @@ def _main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--publish needs every seed finished ({len(results)}/{len(spec.seeds)} are); "
                          "run the same command again to continue")
     command = shlex.join(["python", "benchmarks/twins.py", *(sys.argv[1:] if argv is None else argv)])
-    short = SHORT_NAMES.get(spec.dataset) or re.sub(r"[^A-Za-z0-9.-]+", "-", Path(spec.dataset).name)  # a folder: its name
     teacher_name = protocol.teacher_label(task, spec)
     dest = Path(args.publish_dest) if args.publish_dest else None
     twin = summary[protocol.TWIN]
@@ -152,8 +177,6 @@ def _main(argv: list[str] | None = None) -> int:
     if not winners:
         print("no method beats the twin: nothing published")
         return 0
-    stem = protocol.entry_stem(spec.student)  # e.g. mmseg-fcn-r18-c16 for an OpenMMLab config
-    twin_name = f"{stem}.{short}"
     table_ref = _repo_path(table)  # where the table was written (--results), as the cards cite it
     twin_seed = protocol.median_seed(twin)
     twin_entry = not (args.keep_twin or args.no_twin_entry)  # this table's twin becomes a zoo entry
@@ -163,7 +186,7 @@ def _main(argv: list[str] | None = None) -> int:
     elif args.keep_twin:
         import zoo
 
-        zoo.card(twin_name)  # KeyError (one line, exit 2) when the twin is not in the zoo
+        zoo.card(str(dest / twin_name) if dest else twin_name)  # KeyError (one line, exit 2) when it is not there
         print(f"kept the zoo's twin {twin_name}; the distilled cards' baseline records this table's twin")
     else:
         card = task.publish(spec, twin_seed, protocol.TWIN, out / f"seed-{twin_seed}", twin_name, baseline=None,
@@ -183,7 +206,7 @@ def _main(argv: list[str] | None = None) -> int:
     for arm in winners:
         s = summary[arm]
         seed = protocol.median_seed(s)
-        name = names.get(arm, f"{stem}-{arm}.{short}")
+        name = names[arm]
         card = task.publish(spec, seed, arm, out / f"seed-{seed}", name, baseline=baseline, teacher=spec.teacher,
                             command=command, dest=dest,
                             description=f"{spec.student} distilled from {teacher_name} with the {arm} recipe, on "

@@ -282,6 +282,7 @@ def distill_classifier(
                 "dataset": dataset if data is None else f"{getattr(data[0], 'name', type(data[0]).__name__)} "
                                                         f"({len(data[0])} training examples, given)",
                 "train_subset": train_subset}
+    runs.check_train_subset(train_subset)
     identity, settings = runs.resolve(out_dir, identity, dict(settings or {}), resume)
     if not teachers_in and identity.get("teachers"):  # resumed without --teacher: the run's own
         if any(t.startswith("module:") for t in identity["teachers"]):

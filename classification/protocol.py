@@ -84,7 +84,7 @@ class ClassificationProtocol:
         for name in spec.recipes:
             override(get_recipe(name), TrainConfig(), {k: v for k, v in spec.settings.items()})  # bad keys/values
         cfg = _config(spec, spec.seeds[0])
-        n = spec.train_subset or 60000
+        n = len(_data(spec)[0])  # the data loads, and a subset larger than the split is refused
         if n < cfg.batch_size:
             raise ValueError(f"the first {n} training images are fewer than one batch of {cfg.batch_size}")
 

@@ -67,6 +67,10 @@ def test_amp_benchmark_times_both_dtypes_from_one_start_and_checks_the_loss(tmp_
     assert abs(row["speedup"] - row["fp32_ms_min"] / row["bf16_ms_min"]) < 0.02  # the ratio of the minima
     assert row["loss_rel_diff"] < 0.05 and row["loss_fp32"] != row["loss_bf16"]  # bf16 really ran
     assert "| nlp: TinyBERT-4L-312" in (tmp_path / "amp-cpu.md").read_text()
-    with pytest.raises(SystemExit):
-        amp_cpu.main(["--only", "nothing", "--out", str(tmp_path)])
-    assert "matches no case" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    for bad, message in ((["--only", "nothing", "--out", str(tmp_path)], "matches no case"),
+                         (["--only", "TinyBERT"], "--only writes a table of some cases: give --out"),
+                         (["--out", str(tmp_path / "file")], "is a file, not a folder")):
+        with pytest.raises(SystemExit):
+            amp_cpu.main(bad)
+        assert message in capsys.readouterr().err

@@ -162,6 +162,12 @@ def test_card_validation_rejects_bad_fields(tiny_model):
         make_card(tiny_model, metrics={"acc": 0.9})
     with pytest.raises(ValueError, match="unknown field"):
         ModelCard.from_dict({**make_card(tiny_model).to_dict(), "colour": "red"})
+    for name in ("../escape", "a/b", "has space", "x=y", "", ".hidden"):  # a name is one folder name
+        with pytest.raises(ValueError, match="a zoo name is letters, digits"):
+            ModelCard(**{**make_card(tiny_model).to_dict(), "name": name})
+    with pytest.raises(ValueError, match="got 'bad/alias'"):
+        ModelCard(**{**make_card(tiny_model).to_dict(), "aliases": ["bad/alias"]})
+    assert ModelCard(**{**make_card(tiny_model).to_dict(), "name": "lraspp-resnet8-cwd+pixel.fmnist-scenes"})
 
 
 def test_load_refuses_a_card_without_sha256(tmp_path, tiny_model):

@@ -66,6 +66,8 @@ def test_no_twin_no_table():
 @pytest.mark.parametrize("bad, message", [
     (dict(recipes=[]), "at least one recipe"), (dict(recipes=["plain"]), "always trained"),
     (dict(seeds=[0]), "at least 2 seeds"), (dict(recipes=["kd", "kd"]), "repeat"),
+    (dict(train_subset=0), "train_subset must be a number of examples >= 1"),
+    (dict(train_subset=True), "train_subset must be a number of examples >= 1"),
 ])
 def test_bad_specs_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -225,6 +227,10 @@ def test_bad_specs_are_refused_before_anything_is_written(twins, tmp_path, capsy
         extra = ["--set", "zzz=1"] if message.startswith("unknown setting") else []
         assert twins.main(base + ["--recipes", *recipes, *extra]) == 2
         assert message in capsys.readouterr().err
+    for subset, message in (("10000000", "a subset of fashion-mnist/train needs 1..60000 examples, got 10000000"),
+                            ("0", "train_subset must be a number of examples >= 1")):
+        assert twins.main(base + ["--recipes", "kd", "--train-subset", subset]) == 2
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "p").exists()  # nothing recorded: the corrected command can use the same folder
 
 
@@ -248,9 +254,16 @@ def test_twins_cli_restores_seeds_and_refuses_to_publish_what_it_has_no_checkpoi
     assert "--no-twin-entry only applies with --publish" in capsys.readouterr().err
     assert twins.main(args + ["--publish", "--keep-twin", "--no-twin-entry"]) == 2
     assert "exclude each other" in capsys.readouterr().err and not dest.exists()
-    for bad in ("kd", "at=x", "kd="):
+    for bad in ("kd", "at=x"):
         assert twins.main(args + ["--publish", "--entry-name", bad]) == 2
         assert f"--entry-name takes RECIPE=NAME with RECIPE one of ['kd'], got {bad!r}" in capsys.readouterr().err
+    for bad in ("kd=", "kd=../../escape", "kd=a/b", "kd=x=y", "kd=has space"):  # a name is one folder name
+        assert twins.main(args + ["--publish", "--entry-name", bad]) == 2
+        assert f"--entry-name {bad!r}: a zoo name is letters, digits" in capsys.readouterr().err
+    assert twins.main(args + ["--publish", "--entry-name", "kd=a", "--entry-name", "kd=b"]) == 2
+    assert "--entry-name names 'kd' twice ('a', 'b')" in capsys.readouterr().err
+    assert twins.main(args + ["--publish", "--entry-name", "kd=resnet8.fmnist"]) == 2  # would replace the twin
+    assert "two entries would be called 'resnet8.fmnist' (the twin's name)" in capsys.readouterr().err
     assert twins.main(args + ["--entry-name", "kd=x"]) == 2
     assert "--entry-name only applies with --publish" in capsys.readouterr().err and not dest.exists()
 

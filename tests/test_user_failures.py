@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -366,6 +367,17 @@ def test_resume_on_the_command_line_needs_only_the_folder(tmp_path, capsys):
 def test_too_little_data_for_a_batch_says_what_to_change(data, tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch of 128: lower batch_size"):
         distill_classifier("plain", None, "resnet8", out_dir=tmp_path, settings={"epochs": 1, "progress": False}, data=data)
+
+
+@pytest.mark.parametrize("subset, message", [(0, "train_subset must be a number of examples >= 1"),
+                                             (10**7, "needs 1..")])
+def test_a_training_subset_of_none_or_more_than_the_data_is_refused_before_anything_is_written(data, tmp_path, subset,
+                                                                                                message):
+    """0 is not "all" (it was, silently), and more examples than the split holds is not "the whole split"."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        distill_classifier("plain", None, "resnet8", out_dir=tmp_path / "run", train_subset=subset,
+                           settings={"epochs": 1, "progress": False}, data=data)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("settings, message", [({"log_every": 0}, "log_every, checkpoint_every and eval_every must be >= 1"),

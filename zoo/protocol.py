@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import runs
 from .io import atomic_write_text
 
 TWIN = "twin"  # the name of the plain arm in tables and run folders
@@ -61,6 +62,10 @@ class ProtocolSpec:
             problems.append(f"the protocol needs at least 2 seeds (3 where a run costs under ~40 CPU minutes), got {self.seeds}")
         if len(set(self.seeds)) != len(self.seeds):
             problems.append(f"seeds repeat: {self.seeds}")
+        try:
+            runs.check_train_subset(self.train_subset)
+        except ValueError as e:
+            problems.append(str(e))
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -508,8 +513,6 @@ class RunnerProtocol:
             raise ValueError(f"settings {sorted(term_keys - used)} name no term of the recipes {list(spec.recipes)} "
                              f"(their terms: {', '.join(terms) or 'none'})")
         self.teacher_metric(spec)  # a teacher of this task, measured on the split the arms are measured on
-        if spec.train_subset is not None and spec.train_subset < 1:
-            raise ValueError(f"train_subset must be >= 1, got {spec.train_subset}")
         self.check_data_and_student(spec)
 
     def check_data_and_student(self, spec: ProtocolSpec) -> None:

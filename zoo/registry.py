@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
@@ -149,11 +150,24 @@ class ModelCard:
         return sign * (self.metrics[metric] - twin["mean"])
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # a zoo name is also its folder's name
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a zoo name (None when it can): letters, digits and ``. _ + -``, starting with
+    a letter or digit, so that it is one folder name (no spaces, slashes, colons or ``..``)."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        return (f"a zoo name is letters, digits and . _ + - (starting with a letter or digit, no '..'), "
+                f"got {name!r}")
+    return None
+
+
 def validate_card_fields(card: ModelCard) -> list[str]:
     """Schema problems of a card (empty when it is valid)."""
     problems = []
-    if not card.name or any(c.isspace() for c in card.name):
-        problems.append("name must be non-empty without spaces")
+    for name in (card.name, *card.aliases):
+        if problem := name_problem(name):
+            problems.append(problem)
     from .tasks import known_tasks, task_spec
 
     spec = task_spec(card.task) if card.task in known_tasks() else None

@@ -173,8 +173,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     from .trainer import STATE_FILE, TrainConfig, fit
 
     task = adapter.task
-    if train_subset is not None and (isinstance(train_subset, bool) or train_subset < 1):
-        raise ValueError(f"train_subset must be a number of examples >= 1, got {train_subset!r}")
+    runs.check_train_subset(train_subset)
     if resume and (Path(out) / hub.CARD_FILE).exists():  # finished: nothing to resume, and its card stays as it is
         card = hub.read_card(out)
         print(f"{out}: this run has finished (its card is unchanged); start a new run in another folder to train again")

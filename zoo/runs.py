@@ -40,6 +40,17 @@ RUN_FILES = ("train_state.pt", "model.safetensors")  # a folder with one of thes
 # is what a run that failed before its first checkpoint leaves: starting again over it is allowed)
 
 
+def check_train_subset(train_subset: Any) -> None:
+    """Refuse a ``train_subset`` that is not a number of examples >= 1 (None means all of them).
+
+    Raises:
+        ValueError: 0, a negative number, a bool or a non-integer (0 would otherwise read as "all").
+    """
+    if train_subset is not None and (isinstance(train_subset, bool) or not isinstance(train_subset, int)
+                                     or train_subset < 1):
+        raise ValueError(f"train_subset must be a number of examples >= 1 (or none: all), got {train_subset!r}")
+
+
 def refuse_existing(out_dir: str | os.PathLike) -> None:
     """Raise `RunExistsError` when ``out_dir`` holds a run (a checkpoint or an exported model). Checked by
     the main process only (``RANK`` 0 under torchrun), before any process writes."""
