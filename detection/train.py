@@ -143,6 +143,7 @@ def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = 
     from zoo.trainer import STATE_FILE
 
     check_architecture(arch)
+    runs.check_train_subset(train_count)  # 0 is not "all scenes"
     from .mm import check_two_stage, is_mm_architecture, load_model_config
 
     if is_mm_architecture(arch):  # the config read and checked before the run folder is written

@@ -223,6 +223,11 @@ def test_training_resumes_exactly_and_the_run_loads_and_predicts_through_the_zoo
         main(["--arch", "frcnn-resnet20", "--out", str(tmp_path / "bad"), "--teacher", str(tmp_path / "whole"),
               "--chen", "tau=2", *TINY])
     assert "hint" in (tmp_path / "kd" / "log.csv").read_text().splitlines()[0]
+    from zoo.detection.train import run
+
+    with pytest.raises(ValueError, match="train_subset must be a number of examples >= 1"):  # 0 is not "all"
+        run("frcnn-resnet20", tmp_path / "zero", train_count=0)
+    assert not (tmp_path / "zero").exists()
 
 
 def test_detection_predictions_carry_boxes_inside_the_image(tmp_path):
