@@ -30,7 +30,8 @@ def _variant(card, **changes):
 
 def _evil(card):
     training = dataclasses.replace(card.training, command=f'zoo train "><img src=x onerror=alert(1)> {EVIL}')
-    return _variant(card, name="evil" + EVIL.replace(" ", ""), description=EVIL, paper="<b>bold</b> & co",
+    # (the name cannot carry markup: a zoo name is letters, digits and . _ + -, checked on every card)
+    return _variant(card, name="evil", description=EVIL, paper="<b>bold</b> & co",
                     training=training, extra={"note": EVIL}, source="https://example.org/a.pth?x=<i>&y=\"q\"")
 
 
@@ -41,6 +42,8 @@ def test_card_text_is_escaped(tmp_path, kd_card):
     assert page.count("<script>") == 1  # the board's own script only
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "&lt;b&gt;bold&lt;/b&gt; &amp; co" in page
     assert 'href="https://example.org/a.pth?x=&lt;i&gt;&amp;y=&quot;q&quot;"' in page
+    with pytest.raises(ValueError, match="a zoo name is letters, digits"):
+        _variant(kd_card, name="evil" + EVIL.replace(" ", ""))
 
 
 def test_bad_cards_and_plots_are_named_and_the_rest_is_written(tmp_path, kd_card, monkeypatch):
