@@ -27,7 +27,7 @@ from zoo.cli import add_time_budget, deadline_in, parse_overrides
 from zoo.distributed import init_from_env, is_main_process
 from zoo.metrics import hardware_description
 from zoo.registry import ModelCard, TeacherRef
-from zoo.trainer import TrainConfig, fit
+from zoo.trainer import TrainConfig, fit, resolve_amp
 
 from .data import SCENE_COUNTS, DetectionDataset, load_scenes
 from .distill import DetectionDistiller
@@ -163,6 +163,11 @@ def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = 
         raise ValueError("--chen and TERM.FIELD settings shape the distillation loss and need a teacher")
     recipe, cfg = override(chen_recipe(**{**CHEN_2017, **chen}), DEFAULTS, rest)
     resumed_at = runs.check_checkpoint_config(Path(out) / STATE_FILE, cfg) if resume else None
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_amp(cfg.amp, torch.device(device))
+    if is_mm_architecture(identity["arch"]) and torch.device(device).type == "cpu" and dtype is not None:
+        raise ValueError(f"amp={cfg.amp} would run the mmdet detector in {str(dtype).replace('torch.', '')} on the CPU, "
+                         "where mmcv's NMS takes float32 only; use --set amp=off (the default)")
     record = {"started_with": settings, "changes": []}
     if os.environ.get("RANK", "0") == "0":  # (before torchrun's process group exists: the environment says)
         record = runs.commit(out, identity, settings, {"chen2017": recipe_dict_of(recipe)} if distilling else {},
@@ -172,7 +177,6 @@ def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = 
                 and not str(identity.get(k)).startswith("module:") for a in (f"--{k.replace('_', '-')}", str(identity[k]))]
     command += [a for k, v in record["started_with"].items() if k not in runs.PER_CALL
                 for a in (("--chen", f"{k[5:]}={v}") if k.startswith("chen.") else ("--set", f"{k}={v}"))]
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return train_detector(identity["arch"], out, teacher=teacher if teacher is not None else identity.get("teacher"),
                           cfg=cfg, train_count=identity.get("train_count"), test_count=identity.get("test_count"),
                           resume=resume, device=device, chen={**CHEN_2017, **chen}, recipe=recipe if distilling else None,

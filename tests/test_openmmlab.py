@@ -459,6 +459,9 @@ def test_bad_inputs_to_the_mmdet_bridge_give_clear_errors_and_write_nothing(tmp_
         assert exit_.value.code == 2 and not (tmp_path / "run").exists()
     err = capsys.readouterr().err
     assert "kdzoo ships no mmdet config 'nope.py'" in err and "has no rpn_head, roi_head" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="mmcv's NMS takes float32 only; use --set amp=off"):  # (it raised inside mmcv)
+        det_train.run(DET_STUDENT, tmp_path / "bf16", settings={"amp": "bf16"}, device="cpu")
+    assert not (tmp_path / "bf16").exists()
 
 
 @needs_mm
