@@ -26,14 +26,14 @@ from typing import Any
 import torch
 
 from zoo.cli import add_time_budget, parse_overrides
+from zoo.gan.adapter import ADAPTER
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the benchmarks' shared helper, also when loaded by path
 import protocol_bench  # noqa: E402
 
 TEACHER = "cyclegan-vintagify"
-RUN_SETTINGS = {"epochs": 10, "batch_size": 4, "lr": 2e-4, "optimizer": "adamw", "betas": [0.5, 0.999],
-                "weight_decay": 0.0, "warmup_epochs": 0}
+RUN_SETTINGS = {"epochs": 10, **ADAPTER.train_defaults}  # recorded in full: the protocol's shared budget
 # mit-han-lab/gan-compression README, "Performance of Released Models" (CycleGAN, horse->zebra; FID on
 # Inception-v3 features against real zebra images, a different measure from ours)
 ANCHORS = [{"model": "GAN Compression: CycleGAN original (horse->zebra)", "params": 11.4e6, "macs": 56.8e9, "fid": 65.75},
@@ -98,7 +98,7 @@ def quality_table(args: argparse.Namespace, record: dict[str, Any], path: Path) 
             f"{_macs(teacher) / 1e9:.2f} |"]
     # a reference with no network: the photo returned unchanged, measured against the teacher's image on the
     # same held-out pairs (the teacher's vintage effect is mild; a student must at least beat doing nothing)
-    from zoo.gan.adapter import ADAPTER, EVAL_SIDE
+    from zoo.gan.adapter import EVAL_SIDE
     from zoo.gan.data import make_pairs
 
     identity = ADAPTER.evaluate_model(torch.nn.Identity(), make_pairs(teacher, TEACHER, "test", eval_side=EVAL_SIDE))

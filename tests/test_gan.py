@@ -210,8 +210,12 @@ def test_gan_compression_and_the_twin_train_through_the_core(tmp_path):
     header = (tmp_path / "gc" / "log.csv").read_text().splitlines()[0].split(",")
     # every term trained in the main stage, and the discriminator in its own
     assert {"main/task", "main/feature_distill", "main/patch_adversarial", "discriminator/loss"} <= set(header)
-    twin = zoo.train("gan", "cyclegan-resnet9-ngf16", data, out=tmp_path / "twin", settings=settings)
+    # the twin on the task's own defaults (ADAPTER.train_defaults: CycleGAN's Adam; TrainConfig's SGD at 0.1
+    # diverged within two steps)
+    twin = zoo.train("gan", "cyclegan-resnet9-ngf16", data, out=tmp_path / "twin", settings={"epochs": 2, "progress": False})
     assert twin.finished and twin.card.method == "plain" and twin.card.teacher is None
+    used = twin.card.training.config
+    assert (used["optimizer"], used["lr"], list(used["betas"]), used["batch_size"]) == ("adamw", 2e-4, [0.5, 0.999], 4)
     # the run's own evaluation is the adapter's: same pairs, same numbers
     again = ADAPTER.evaluate_model(zoo.load(tmp_path / "gc"), data[1])
     assert again == pytest.approx(run.card.metrics, rel=1e-3, abs=1e-3)

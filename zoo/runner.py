@@ -22,7 +22,7 @@ import argparse
 import datetime as _dt
 import os
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -195,7 +195,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
         raise runs.ResumeMismatchError(f"--resume: the teacher's weights changed since {out} was started "
                                        f"(sha256 {identity['teacher_weights']} -> {weights}); start a new run")
     identity["teacher_weights"] = weights
-    recipe_obj, cfg = override(base, TrainConfig(), settings)
+    recipe_obj, cfg = override(base, replace(TrainConfig(), **adapter.train_defaults), settings)
     effective = {"recipe": recipe_dict(recipe_obj)}
     runs.check_effective(out, effective, resume)
     resumed_at = runs.check_checkpoint_config(Path(out) / STATE_FILE, cfg) if resume else None

@@ -137,6 +137,9 @@ class TaskAdapter:
     # The generic run path (`zoo.runner`) needs these five; a task that trains its own way overrides
     # `distill` and `cli` instead.
     task_loss: Callable[[torch.Tensor, dict[str, Any]], torch.Tensor] | None = None  # default: cross-entropy
+    # TrainConfig fields the task trains with unless a recipe's own ``train`` or the user's settings set them
+    # (e.g. an image-to-image generator's Adam at 2e-4); empty: TrainConfig's defaults
+    train_defaults: dict[str, Any] = {}
 
     def datasets(self, data: Any = None, *, train_subset: int | None = None) -> tuple[Any, Any]:
         """(train, test) batch sources (``len``, ``batch(indices, generator, augment, device)``, ``name``,
