@@ -57,12 +57,8 @@ def _step_fn(student: torch.nn.Module, teacher: torch.nn.Module | None, batch: d
     return step
 
 
-def _float(x):
-    if x is None:
-        return None
-    if isinstance(x, torch.Tensor):
-        return x.float()
-    return x.last_hidden_state.float()  # a transformers model output
+def _float(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else x.float()
 
 
 def _cases() -> dict[str, Callable[[], tuple[torch.nn.Module, torch.nn.Module | None, dict, Callable, Callable]]]:
