@@ -209,13 +209,33 @@ def benchmark_markdown(card: ModelCard) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", nargs="?", help="a finished pipeline run folder (not with --table-of)")
     p.add_argument("--name", default="tinybert-kd")
+    p.add_argument("--table-of", metavar="ENTRY",
+                   help="only write ENTRY's benchmark table (RESULTS/ENTRY.md) from its published card: for an entry "
+                        "that benchmarks/twins.py --publish made")
     p.add_argument("--dest", help="folder to publish into (default: the bundled weights/)")
     p.add_argument("--alias", action="append", default=[])
     p.add_argument("--notes", default="")
     p.add_argument("--results", default="benchmarks/results", help="where the benchmark table (NAME.md) goes")
     args = p.parse_args(argv)
+    if (args.run_dir is None) == (args.table_of is None):
+        p.error("give a run folder to publish, or --table-of ENTRY (not both)")
+    if args.table_of:
+        import zoo
+        from zoo.registry import UnknownModelError
+
+        try:
+            card = zoo.card(args.table_of)
+        except UnknownModelError as e:
+            p.error(str(e))
+        if card.task != "nlp" or "benchmark" not in card.extra:
+            p.error(f"{args.table_of} is not a text entry published by kdzoo (its card has no benchmark rows)")
+        out = Path(args.results or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / f"{card.name}.md", benchmark_markdown(card))
+        print(f"wrote {out / (card.name + '.md')}")
+        return 0
     card = publish(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias, notes=args.notes)
     if args.results:
         out = Path(args.results)

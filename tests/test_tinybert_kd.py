@@ -54,3 +54,16 @@ def test_readme_benchmark_table_is_the_cards():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert benchmark_markdown(zoo.card("tinybert-kd")) in readme, \
         "stale: copy benchmarks/results/tinybert-kd.md (python -m zoo.nlp.publish) into README.md"
+
+
+def test_publish_table_of_writes_the_cards_table(tmp_path):
+    from zoo.nlp.publish import benchmark_markdown, main
+
+    assert main(["--table-of", "tinybert-kd", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "tinybert-kd.md").read_text() == benchmark_markdown(zoo.card("tinybert-kd"))
+    for bad in (["--table-of", "resnet8.fmnist"], ["--table-of", "no-such-entry"], [],
+                ["runs/x", "--table-of", "tinybert-kd"]):
+        with pytest.raises(SystemExit) as err:
+            main([*bad, "--results", str(tmp_path / "bad")])
+        assert err.value.code == 2
+    assert not (tmp_path / "bad").exists()
