@@ -182,8 +182,15 @@ class NlpProtocol:
                 baseline: dict[str, Any] | None, teacher: str | None, command: str, notes: str,
                 description: str, dest: Path | None) -> Any:
         """Publish ``arm`` of ``seed`` (`zoo.nlp.publish.publish`: the task stage's student, or the plain
-        stage's for the twin) as zoo entry ``name``; returns its card."""
+        stage's for the twin) as zoo entry ``name``; returns its card. The card's benchmark rows include the
+        TF-IDF and majority-class baselines on the same labelled examples: the seed folder's ``baseline``
+        stage (a minute or two on the CPU) runs first when it has not."""
+        from .pipeline import main
         from .publish import publish
+
+        if not (out_dir / "baseline.json").exists():
+            argv = ["baseline", "--out", str(out_dir), "--task", self._task(spec), "--quiet"]
+            main(argv + (["--train-subset", str(spec.train_subset)] if spec.train_subset else []))
 
         return publish(out_dir, name, dest_root=dest, notes=notes, stage="plain" if arm == TWIN else "task",
                        baseline=baseline, description=description, command=command)

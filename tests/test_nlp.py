@@ -595,6 +595,10 @@ def test_the_twin_protocol_trains_the_plain_and_task_stages_per_seed_and_publish
     twin = task.publish(spec(), 0, "twin", tmp_path / "twins" / "seed-0", "tiny-twin", baseline=None, teacher=None,
                         command="python benchmarks/twins.py ...", notes="n", description="d", dest=tmp_path / "pub")
     assert kd.method == "tinybert" and kd.baseline == baseline and kd.teacher.name == "teacher fine-tuned on hf-dataset"
+    # publishing ran the seed's TF-IDF baseline stage: its rows are on the card, beside the twin's
+    assert (tmp_path / "twins" / "seed-0" / "baseline.json").exists()
+    rows = [r["model"] for r in kd.extra["benchmark"]]
+    assert any("TF-IDF" in r for r in rows) and any("no distillation" in r for r in rows)
     assert twin.method == "plain" and twin.teacher is None and twin.baseline is None
     assert kd.training.command == twin.training.command == "python benchmarks/twins.py ..."
     for name, card in (("tiny-kd", kd), ("tiny-twin", twin)):
