@@ -231,17 +231,14 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(e))
         if card.task != "nlp" or "benchmark" not in card.extra:
             p.error(f"{args.table_of} is not a text entry published by kdzoo (its card has no benchmark rows)")
-        out = Path(args.results or ".")
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / f"{card.name}.md", benchmark_markdown(card))
-        print(f"wrote {out / (card.name + '.md')}")
-        return 0
-    card = publish(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias, notes=args.notes)
+    else:
+        card = publish(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias, notes=args.notes)
+        print(f"published {card.name}: accuracy {card.metrics['accuracy']:.4f}; " + json.dumps(card.extra["ratios"]))
     if args.results:
         out = Path(args.results)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / f"{card.name}.md", benchmark_markdown(card))
-    print(f"published {card.name}: accuracy {card.metrics['accuracy']:.4f}; " + json.dumps(card.extra["ratios"]))
+        print(f"wrote {out / (card.name + '.md')}")
     return 0
 
 
