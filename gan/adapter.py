@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,6 +21,24 @@ from .models import MIN_SIDE, build_generator
 
 DEFAULT_TEACHER = "cyclegan-vintagify"
 EVAL_SIDE = 256
+# whether the run being set up reads the teacher's whole maps from its pairs (`zoo.gan.maps`); set around a
+# run by `GanAdapter.distill` and the protocol's arms, read by `GanAdapter.datasets`
+_WITH_MAPS: ContextVar[bool] = ContextVar("gan_with_maps", default=False)
+
+
+@contextmanager
+def _maps_for(recipe: str | None) -> Iterator[bool]:
+    """Within it, `GanAdapter.datasets` gives training pairs with the teacher's maps when ``recipe`` reads them."""
+    from zoo.recipes import get_recipe
+
+    from .recipes import reads_teacher_maps
+
+    needed = recipe not in (None, "plain") and reads_teacher_maps(get_recipe(recipe))
+    token = _WITH_MAPS.set(needed)
+    try:
+        yield needed
+    finally:
+        _WITH_MAPS.reset(token)
 
 
 class GanPreprocessor:
@@ -161,7 +181,8 @@ class GanAdapter(TaskAdapter):
         raise ValueError(f"unknown gan data {shown}: use {PHOTOS!r} (pairs with {DEFAULT_TEACHER}'s images), "
                          f"'{PHOTOS}:TEACHER' (a zoo generator), or a (train, test) pair of TranslationPairs")
 
-    def _pairs(self, teacher_name: str, split: str, *, count: int | None = None, eval_side: int = EVAL_SIDE) -> Any:
+    def _pairs(self, teacher_name: str, split: str, *, count: int | None = None, eval_side: int = EVAL_SIDE,
+               maps: bool = False) -> Any:
         import zoo
 
         from .data import TRAIN_PAIRS, make_pairs
@@ -169,13 +190,14 @@ class GanAdapter(TaskAdapter):
         teacher = zoo.load(teacher_name)
         if torch.cuda.is_available():
             teacher = teacher.to("cuda")
-        return make_pairs(teacher, teacher_name, split, count=count or TRAIN_PAIRS, eval_side=eval_side)
+        return make_pairs(teacher, teacher_name, split, count=count or TRAIN_PAIRS, eval_side=eval_side, maps=maps)
 
     def datasets(self, data: Any = None, *, train_subset: int | None = None) -> tuple[Any, Any]:
         """(train, test) `TranslationPairs`: ``photos`` (or ``photos:TEACHER``) gives 2,048 random 128-px crops of
         the training photos and the 9 held-out photos (256 px), each with the teacher's image (computed once,
-        cached); ``train_subset`` takes the first crops (only those are translated). A (train, test) pair of
-        `TranslationPairs` is used as it is."""
+        cached); ``train_subset`` takes the first crops (only those are translated). For a recipe that reads the
+        teacher's whole maps (`gan-compression`), the training pairs carry them too (`zoo.gan.maps`, stored once
+        beside the pairs). A (train, test) pair of `TranslationPairs` is used as it is."""
         from .data import TranslationPairs
 
         if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, TranslationPairs) for d in data):
@@ -189,7 +211,7 @@ class GanAdapter(TaskAdapter):
                                  "fewer than 2 feature positions; the Fréchet distance needs more test images or larger ones")
             return (train.subset(train_subset) if train_subset else train), test
         name = self.data_teacher(data)
-        train = self._pairs(name, "train", count=train_subset)
+        train = self._pairs(name, "train", count=train_subset, maps=_WITH_MAPS.get())
         return train, self._pairs(name, "test")
 
     def build_student(self, architecture: str, train: Any) -> nn.Module:
@@ -214,9 +236,38 @@ class GanAdapter(TaskAdapter):
                                    "crop": train.meta.get("crop")}}}
 
     def distill(self, teacher: Any, student: Any, recipe: str | None, **kwargs: Any) -> Any:
-        """`zoo.runner.distill`, after checking that a named teacher is the generator whose images the data pairs."""
+        """`zoo.runner.distill`, after checking that a named teacher is the generator whose images the data pairs.
+
+        A recipe that reads the teacher's whole maps (`gan-compression`) gets them with the pairs: stored on
+        disk for a named data set (`zoo.gan.maps`), recorded in memory from the teacher for (train, test)
+        `TranslationPairs` that lack them."""
         from zoo.runner import distill
 
+        with _maps_for(recipe) as needed:
+            if needed and teacher is not None:
+                kwargs["data"] = self._with_maps(teacher, kwargs.get("data"))
+            return self._distill(teacher, student, recipe, distill, **kwargs)
+
+    @staticmethod
+    def _with_maps(teacher: Any, data: Any) -> Any:
+        """``data`` itself, or, for (train, test) `TranslationPairs` whose training pairs have no teacher maps,
+        a copy whose training pairs carry ``teacher``'s maps (`zoo.gan.maps.record_maps`)."""
+        from dataclasses import replace
+
+        from .data import TranslationPairs
+        from .maps import record_maps
+
+        if not (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], TranslationPairs)
+                and data[0].maps is None):
+            return data
+        import zoo
+
+        module = teacher if isinstance(teacher, nn.Module) else zoo.load(teacher)
+        if not (isinstance(module, nn.Module) and hasattr(module, "n_blocks")):
+            return data  # not a generator: the checks below name the problem
+        return (replace(data[0], maps=record_maps(module, data[0].inputs)), data[1])
+
+    def _distill(self, teacher: Any, student: Any, recipe: str | None, distill: Callable[..., Any], **kwargs: Any) -> Any:
         data = kwargs.get("data")
         if teacher is not None and (data is None or isinstance(data, str)):
             made_by = self.data_teacher(data)
@@ -241,9 +292,15 @@ class GanAdapter(TaskAdapter):
     @property
     def protocol(self) -> Any:
         """The twin protocol's plug-in: each arm a run of the generic run path (`zoo.protocol.RunnerProtocol`)."""
-        from zoo.protocol import RunnerProtocol
+        from zoo.protocol import TWIN, RunnerProtocol
 
-        plug = RunnerProtocol(self, PHOTOS)
+        class GanProtocol(RunnerProtocol):
+            def train_arm(self, spec: Any, arm: str, seed: int, run_dir: Path, deadline: float | None,
+                          device: str | None) -> bool:
+                with _maps_for(None if arm == TWIN else arm):  # gan-compression's pairs carry the teacher's maps
+                    return super().train_arm(spec, arm, seed, run_dir, deadline, device)
+
+        plug = GanProtocol(self, PHOTOS)
         plug.also_beat = ("psnr",)  # a published student beats its twin on the Fréchet distance and on PSNR
         return plug
 

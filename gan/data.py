@@ -238,6 +238,8 @@ class TranslationPairs:
     meta: dict = field(default_factory=dict)
     # the teacher's maps at `MAPPING_LAYERS`, averaged over space: float (N, layers, C), or None
     pooled: Tensor | None = None
+    # the teacher's whole maps there: float16 (N, layers, C, H/4, W/4) (`zoo.gan.maps`), or None
+    maps: Tensor | None = None
 
     def __post_init__(self) -> None:
         if len(self.inputs) == 0:
@@ -248,19 +250,26 @@ class TranslationPairs:
         if self.pooled is not None and (self.pooled.dim() != 3 or len(self.pooled) != len(self.inputs)):
             raise ValueError(f"{self.name}/{self.split}: pooled teacher maps must be (N, layers, C) for the N pairs, got "
                              f"{tuple(self.pooled.shape)}")
+        if self.maps is not None and (self.maps.dim() != 5 or len(self.maps) != len(self.inputs)):
+            raise ValueError(f"{self.name}/{self.split}: teacher maps must be (N, layers, C, h, w) for the N pairs, got "
+                             f"{tuple(self.maps.shape)}")
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def batch(self, indices: Tensor, generator: torch.Generator | None = None, augment: bool = False,
               device: torch.device | str | None = None) -> dict[str, Tensor]:
-        """``{"inputs": photos, "labels": the teacher's images, "index"}``, both float (B, 3, H, W) in [-1, 1].
+        """``{"inputs": photos, "labels": the teacher's images, "index"}``, both float (B, 3, H, W) in [-1, 1],
+        with ``teacher_pooled`` (B, layers, C) and ``teacher_maps`` (B, layers, C, h, w), float, when the pairs
+        carry them.
         ``augment`` is accepted and ignored: the crops are already random, and a flipped photo's teacher
         image is not the flipped teacher image."""
         out = {"inputs": self.inputs[indices].float() / 127.5 - 1, "labels": self.targets[indices].float() / 127.5 - 1,
                "index": indices}
         if self.pooled is not None:
             out["teacher_pooled"] = self.pooled[indices].float()
+        if self.maps is not None:
+            out["teacher_maps"] = self.maps[indices].float()
         if device is not None:
             out = {k: v.to(device, non_blocking=True) for k, v in out.items()}
         return out
@@ -270,7 +279,8 @@ class TranslationPairs:
         if not 1 <= count <= len(self):
             raise ValueError(f"a subset of {self.name}/{self.split} needs 1..{len(self)} pairs, got {count}")
         return TranslationPairs(self.name, self.split, self.inputs[:count], self.targets[:count], self.teacher,
-                                {**self.meta, "count": count}, None if self.pooled is None else self.pooled[:count])
+                                {**self.meta, "count": count}, None if self.pooled is None else self.pooled[:count],
+                                None if self.maps is None else self.maps[:count])
 
 
 @torch.no_grad()
@@ -305,7 +315,7 @@ def teacher_outputs(teacher: torch.nn.Module, images: Tensor, batch_size: int = 
 
 def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train", count: int = TRAIN_PAIRS,
                crop: int = CROP, seed: int = 0, eval_side: int = 256, cache: str | os.PathLike | None = None,
-               progress: bool = True, batch_size: int = 8) -> TranslationPairs:
+               progress: bool = True, batch_size: int = 8, maps: bool = False) -> TranslationPairs:
     """The ``photos`` pairs of ``teacher``: ``count`` seeded random ``crop``-pixel crops of the training
     photos (``train``), or the held-out photos' ``eval_side`` centre crops (``test``), with the teacher's images.
 
@@ -315,14 +325,27 @@ def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train"
     after another from one seeded generator, so a longer set extends a shorter one: only the missing
     pairs are translated, and each chunk is saved (atomically) as it is done, so an interrupted run
     keeps what it finished.
+
+    With ``maps`` (training pairs of a 9-block `ResnetGenerator` teacher) the pairs also carry the teacher's
+    whole maps at `MAPPING_LAYERS` (`zoo.gan.maps.teacher_maps`: float16, stored beside the pairs, about
+    2 MB a 128-px crop at ngf 64), for GAN Compression's feature term.
+
+    Raises:
+        ValueError: an unknown split; ``maps`` for test pairs or for a teacher that is not a 9-block
+            `ResnetGenerator`; a cache file that holds other crops than this code draws.
     """
     from safetensors.torch import load_file, save_file
 
     from zoo.io import atomic_write_bytes
     from zoo.teacher_cache import weights_fingerprint
 
+    from .models import ResnetGenerator
+
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if maps and (split != "train" or not (isinstance(teacher, ResnetGenerator) and teacher.n_blocks == 9)):
+        raise ValueError("maps=True records a 9-block ResnetGenerator teacher's maps of the training crops, got "
+                         f"split {split!r} and a {type(teacher).__name__}")
     fingerprint = weights_fingerprint(teacher)[:16]
     folder = Path(cache) if cache is not None else data_dir() / "gan-pairs"
     key = (f"{fingerprint}-train-crop{crop}-seed{seed}" if split == "train" else f"{fingerprint}-test-side{eval_side}")
@@ -361,5 +384,10 @@ def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train"
             save_file(tensors, f"{tmp}/pairs.safetensors")
             atomic_write_bytes(path, Path(f"{tmp}/pairs.safetensors").read_bytes())
     meta = {"count": count, "crop": crop if split == "train" else eval_side, "seed": seed, "cache": str(path)}
+    stored_maps = None
+    if maps:
+        from .maps import teacher_maps
+
+        stored_maps = teacher_maps(teacher, inputs[:count], folder / f"{key}-maps", batch_size, progress)
     return TranslationPairs(PHOTOS, split, inputs, targets[:count], teacher_name, meta,
-                            pooled[:count] if pooled is not None else None)
+                            pooled[:count] if pooled is not None else None, stored_maps)

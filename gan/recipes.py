@@ -3,8 +3,9 @@
 A batch is ``{"inputs": photos, "labels": the teacher's images of them}`` (both in [-1, 1]; the teacher's
 images come from the pseudo-pair cache, `zoo.gan.data.make_pairs`). The task loss is the L1 distance of
 the student's image to the teacher's: alone it is the plain twin, the student fitted to the teacher's
-outputs as plain targets. Terms that need the teacher's intermediate features tap the teacher, which
-then runs at every step; terms that only need its images read them from the batch.
+outputs as plain targets. The recipes' feature terms read the teacher's maps from the batch too
+(``teacher_maps``, ``teacher_pooled``: recorded once with the pairs), so the teacher never runs in their
+training; a term given teacher taps instead runs the teacher at every step.
 
 Taps (`zoo.gan.models.ResnetGenerator`, junyanz's layout): ``model.9`` is the ReLU after the second
 downsampling (4 ngf channels at 1/4 of the image side), ``model.10`` ... ``model.18`` the nine residual
@@ -30,31 +31,49 @@ GAN_COMPRESSION_LAYERS = list(MAPPING_LAYERS)
 
 class _FeatureDistill(TermModule):
     """GAN Compression eq. 3: a learnable 1x1 convolution (with bias) per layer maps the student's map to
-    the teacher's channels; the MSE per layer, summed."""
+    the teacher's channels; the MSE per layer, summed. Without teacher taps, the teacher's maps are read
+    from the batch (``teacher_maps``, (B, layers, C, h, w), stored once by `zoo.gan.maps`), so the teacher
+    does not run."""
 
-    def __init__(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> None:
+    def __init__(self, student: list[torch.Tensor], channels: list[int]) -> None:
         super().__init__()
-        self.connectors = nn.ModuleList(nn.Conv2d(s.shape[1], t.shape[1], 1) for s, t in zip(student, teacher))
+        self.connectors = nn.ModuleList(nn.Conv2d(s.shape[1], c, 1) for s, c in zip(student, channels))
 
     def forward(self, student: list[Any], teacher: list[Any], batch: dict[str, Any]) -> torch.Tensor:
+        if not teacher:
+            maps = batch["teacher_maps"]
+            teacher = [maps[:, i] for i in range(maps.shape[1])]
         return losses.feature_distill_loss(student, teacher, self.connectors)
 
 
 @term_builder("feature_distill")
 def _feature_distill(ctx: TermContext) -> TermModule:
-    """Intermediate-feature distillation through 1x1 convolutions (Li et al. 2020, eq. 3)."""
+    """Intermediate-feature distillation through 1x1 convolutions (Li et al. 2020, eq. 3); with ``teacher=None``
+    the teacher's maps at the same layers come with the batch (``teacher_maps``)."""
+    if not ctx.teacher:
+        maps = (ctx.batch or {}).get("teacher_maps")
+        if maps is None:
+            raise ValueError(f"term {ctx.term.name!r} (feature_distill) has no teacher taps, so it reads the teacher's "
+                             "maps from the batch ('teacher_maps'), and the data has none: make the pairs with "
+                             "zoo.gan.data.make_pairs(..., maps=True) (zoo.distill does), or tap the teacher's layers")
+        if not ctx.student or len(ctx.student) != maps.shape[1]:
+            raise ValueError(f"term {ctx.term.name!r} (feature_distill): {len(ctx.student)} student layers for the "
+                             f"{maps.shape[1]} teacher layers the data carries")
+        _same_places(ctx, [maps[:, i] for i in range(maps.shape[1])])
+        return _FeatureDistill(ctx.student, [int(maps.shape[2])] * len(ctx.student))
     if not ctx.student or len(ctx.student) != len(ctx.teacher):
         raise ValueError(f"term {ctx.term.name!r} (feature_distill) pairs student and teacher layers one to one, got "
                          f"{len(ctx.student)} student and {len(ctx.teacher)} teacher taps")
     _same_places(ctx)
-    return _FeatureDistill(ctx.student, ctx.teacher)
+    return _FeatureDistill(ctx.student, [t.shape[1] for t in ctx.teacher])
 
 
-def _same_places(ctx: TermContext) -> None:
-    """Paired student and teacher maps must be (N, C, H, W) of one size: the same place in both networks.
-    The recipes' layers (model.9 ... model.18) are those of a 9-block generator; in another depth they name
-    other modules (in a 6-block one, model.18 is an upsampling layer at twice the size)."""
-    for i, (s, t) in enumerate(zip(ctx.student, ctx.teacher)):
+def _same_places(ctx: TermContext, teacher: list[torch.Tensor] | None = None) -> None:
+    """Paired student and teacher maps (``teacher``: the batch's, else the taps') must be (N, C, H, W) of one
+    size: the same place in both networks. The recipes' layers (model.9 ... model.18) are those of a 9-block
+    generator; in another depth they name other modules (in a 6-block one, model.18 is an upsampling layer at
+    twice the size)."""
+    for i, (s, t) in enumerate(zip(ctx.student, ctx.teacher if teacher is None else teacher)):
         if not (isinstance(s, torch.Tensor) and isinstance(t, torch.Tensor) and s.dim() == 4 and t.dim() == 4):
             raise ValueError(f"term {ctx.term.name!r} ({ctx.term.loss}): layer {i} needs (N, C, H, W) maps")
         if s.shape[2:] != t.shape[2:]:
@@ -234,6 +253,12 @@ def _channel_distill(ctx: TermContext) -> TermModule:
 
 register_student_init(INHERIT_CHANNELS)(inherit_channels)
 
+
+def reads_teacher_maps(recipe: Recipe | None) -> bool:
+    """Whether ``recipe`` has a feature term that reads the teacher's whole maps from the batch
+    (``feature_distill`` with ``teacher=None``): its training pairs must carry them (`zoo.gan.maps`)."""
+    return recipe is not None and any(t.loss == "feature_distill" and t.teacher is None for t in recipe.terms)
+
 GAN_COMPRESSION = "Li et al. 2020, GAN Compression: Efficient Architectures for Interactive Conditional GANs"
 OMGD = "Ren et al. 2021, Online Multi-Granularity Distillation for GAN Compression"
 
@@ -242,7 +267,8 @@ for _recipe in [
     # teacher's image), lambda_distill 0.01, lambda_gan 1 (default), lsgan, ndf 64; the student starts from
     # the teacher's strongest channels (--restore_pretrained_G_path = the teacher, `zoo.gan.inherit`).
     Recipe("gan-compression",
-           [Term("feature_distill", student=GAN_COMPRESSION_LAYERS, teacher=GAN_COMPRESSION_LAYERS, weight=0.01),
+           # teacher=None: the teacher's maps at the same layers come with the pairs (zoo.gan.maps, stored once)
+           [Term("feature_distill", student=GAN_COMPRESSION_LAYERS, teacher=None, weight=0.01),
             Term("patch_adversarial", student="logits", teacher=None, weight=1.0)],
            task_weight=10.0, paper=GAN_COMPRESSION, init=INHERIT_CHANNELS,
            description="student initialised from the teacher's largest-L1 channels; 10 x L1 to the teacher's image "

@@ -1,4 +1,5 @@
 """zoo.gan: the CycleGAN generator and the pretrained vintagify file, the photos, the metrics, the adapter."""
+import json
 import os
 
 import numpy as np
@@ -446,7 +447,9 @@ def test_a_recipe_init_needs_a_teacher_and_a_known_name():
     from zoo.recipes import override
     from zoo.trainer import TrainConfig
 
-    teacher, batch = ResnetGenerator(ngf=16).eval(), {"inputs": torch.zeros(2, 3, 32, 32), "labels": torch.zeros(2, 3, 32, 32)}
+    teacher = ResnetGenerator(ngf=16).eval()
+    batch = {"inputs": torch.zeros(2, 3, 32, 32), "labels": torch.zeros(2, 3, 32, 32),
+             "teacher_maps": torch.zeros(2, 4, 64, 8, 8)}  # the teacher's maps at model.9/12/15/18 (zoo.gan.maps)
     student = ResnetGenerator(ngf=8)
     Distiller(student, teacher, get_recipe("gan-compression"), batch)
     assert torch.equal(student.model[-2].bias, teacher.model[-2].bias)  # the last convolution keeps every image channel
@@ -455,3 +458,83 @@ def test_a_recipe_init_needs_a_teacher_and_a_known_name():
     before = fresh.model[-2].bias.clone()
     Distiller(fresh, teacher, ablated, batch)
     assert torch.equal(fresh.model[-2].bias, before)
+
+
+def test_teacher_maps_are_stored_once_verified_and_extended(tmp_path, monkeypatch):
+    from zoo.gan import maps as gan_maps
+
+    monkeypatch.setattr(gan_maps, "CHUNK", 4)
+    torch.manual_seed(0)
+    teacher = ResnetGenerator(ngf=8, n_blocks=9).eval()
+    photos = (torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    live = gan_maps.record_maps(teacher, photos)
+    assert live.shape == (10, 4, 32, 4, 4) and live.dtype == torch.float16
+    # the stored maps are the live float32 maps rounded to float16 (11 significant bits)
+    seen = {}
+    hook = teacher.model[15].register_forward_hook(lambda m, i, o: seen.setdefault("x", o))
+    with torch.no_grad():
+        teacher(photos[:3].float() / 127.5 - 1)
+    hook.remove()
+    assert torch.allclose(live[:3, 2].float(), seen["x"], rtol=2 ** -10, atol=1e-6)
+    stem = tmp_path / "t-maps"
+    six = gan_maps.teacher_maps(teacher, photos[:6], stem, progress=False)  # chunks of 4: one whole, one of 2
+    assert torch.equal(six, live[:6])
+    calls = []
+    hook = teacher.register_forward_hook(lambda *a: calls.append(1))
+    again = gan_maps.teacher_maps(teacher, photos[:6], stem, progress=False)
+    assert torch.equal(again, live[:6]) and len(calls) == 1  # read back: only the one-crop probe ran
+    ten = gan_maps.teacher_maps(teacher, photos, stem, progress=False)  # extended: the partial chunk recomputed
+    assert torch.equal(ten, live)
+    assert [c["count"] for c in json.loads(stem.with_name("t-maps.json").read_text())["chunks"]] == [4, 4, 2]
+    data = stem.with_name("t-maps.f16")
+    raw = bytearray(data.read_bytes())
+    raw[100] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="crops 0-4 do not match the sha256"):
+        gan_maps.teacher_maps(teacher, photos, stem, progress=False)
+    with pytest.raises(ValueError, match="holds maps of shape"):
+        gan_maps.teacher_maps(ResnetGenerator(ngf=4, n_blocks=9).eval(), photos, stem, progress=False)
+    with pytest.raises(ValueError, match="no module 'model.30'"):
+        gan_maps.record_maps(teacher, photos, layers=("model.30",))
+    fresh = tmp_path / "other"
+    gan_maps.teacher_maps(teacher, photos[:4], fresh, progress=False)
+    with pytest.raises(ValueError, match="another teacher's maps or other crops"):
+        gan_maps.teacher_maps(teacher, photos.flip(0)[:4], fresh, progress=False)
+
+
+def test_gan_compression_reads_the_teachers_maps_from_the_pairs(tmp_path):
+    """The feature term on the stored maps equals the term on live teacher taps (up to float16), and a
+    gan-compression run never runs the teacher after the Distiller's probe."""
+    import zoo
+    from zoo.distiller import Distiller
+    from zoo.gan.maps import record_maps
+    from zoo.gan.recipes import GAN_COMPRESSION_LAYERS
+    from zoo.recipes import Recipe, Term
+
+    torch.manual_seed(0)
+    teacher = ResnetGenerator(ngf=16, n_blocks=9).eval()
+    train, test = _tiny_pairs(teacher)
+    idx = torch.arange(4)
+    stored = gan_data.TranslationPairs(train.name, train.split, train.inputs, train.targets, train.teacher,
+                                       maps=record_maps(teacher, train.inputs))
+    batch = stored.batch(idx)
+    assert batch["teacher_maps"].shape == (4, 4, 64, 8, 8)
+    values = []
+    for teacher_taps in (None, GAN_COMPRESSION_LAYERS):
+        torch.manual_seed(1)
+        student = ResnetGenerator(ngf=8, n_blocks=9)
+        recipe = Recipe("fd", [Term("feature_distill", student=GAN_COMPRESSION_LAYERS, teacher=teacher_taps)], task_weight=0.0)
+        recipe.task = "gan"
+        values.append(Distiller(student, teacher, recipe, batch)(batch)["feature_distill"].item())
+    assert values[0] == pytest.approx(values[1], rel=1e-3)
+    with pytest.raises(ValueError, match="reads the teacher's maps from the batch"):
+        recipe = Recipe("fd", [Term("feature_distill", student=GAN_COMPRESSION_LAYERS, teacher=None)], task_weight=0.0)
+        recipe.task = "gan"
+        Distiller(ResnetGenerator(ngf=8, n_blocks=9), teacher, recipe, train.batch(idx))
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    run = zoo.distill(teacher, "cyclegan-resnet9-ngf16", "gan-compression", data=(stored, test), out=tmp_path / "gc",
+                      settings={"epochs": 2, "batch_size": 4, "progress": False, "init": None})
+    assert run.finished and len(calls) == 1  # 4 training steps, 0 teacher forwards (the probe only)
+    with pytest.raises(ValueError, match="maps=True records a 9-block ResnetGenerator"):
+        gan_data.make_pairs(ResnetGenerator(ngf=8, n_blocks=6), "x", "train", count=2, maps=True, cache=tmp_path)
