@@ -51,14 +51,7 @@ def _feature_distill(ctx: TermContext) -> TermModule:
     """Intermediate-feature distillation through 1x1 convolutions (Li et al. 2020, eq. 3); with ``teacher=None``
     the teacher's maps at the same layers come with the batch (``teacher_maps``)."""
     if not ctx.teacher:
-        maps = (ctx.batch or {}).get("teacher_maps")
-        if maps is None:
-            raise ValueError(f"term {ctx.term.name!r} (feature_distill) has no teacher taps, so it reads the teacher's "
-                             "maps from the batch ('teacher_maps'), and the data has none: make the pairs with "
-                             "zoo.gan.data.make_pairs(..., maps=True) (zoo.distill does), or tap the teacher's layers")
-        if not ctx.student or len(ctx.student) != maps.shape[1]:
-            raise ValueError(f"term {ctx.term.name!r} (feature_distill): {len(ctx.student)} student layers for the "
-                             f"{maps.shape[1]} teacher layers the data carries")
+        maps = _recorded(ctx, "teacher_maps", "maps", "zoo.gan.data.make_pairs(..., maps=True) (zoo.distill does)")
         _same_places(ctx, [maps[:, i] for i in range(maps.shape[1])])
         return _FeatureDistill(ctx.student, [int(maps.shape[2])] * len(ctx.student))
     if not ctx.student or len(ctx.student) != len(ctx.teacher):
@@ -66,6 +59,20 @@ def _feature_distill(ctx: TermContext) -> TermModule:
                          f"{len(ctx.student)} student and {len(ctx.teacher)} teacher taps")
     _same_places(ctx)
     return _FeatureDistill(ctx.student, [t.shape[1] for t in ctx.teacher])
+
+
+def _recorded(ctx: TermContext, key: str, what: str, how: str) -> torch.Tensor:
+    """The teacher's recorded ``key`` ((B, layers, ...)) in the term's example batch, checked against the
+    term's student layers; ValueError, saying how to record them, when the data has none."""
+    found = (ctx.batch or {}).get(key)
+    if found is None:
+        raise ValueError(f"term {ctx.term.name!r} ({ctx.term.loss}) has no teacher taps, so it reads the teacher's "
+                         f"{what} from the batch ({key!r}), and the data has none: make the pairs with {how}, or tap "
+                         "the teacher's layers")
+    if not ctx.student or len(ctx.student) != found.shape[1]:
+        raise ValueError(f"term {ctx.term.name!r} ({ctx.term.loss}): {len(ctx.student)} student layers for the "
+                         f"{found.shape[1]} teacher layers the data carries")
+    return found
 
 
 def _same_places(ctx: TermContext, teacher: list[torch.Tensor] | None = None) -> None:
@@ -226,14 +233,7 @@ def _channel_distill(ctx: TermContext) -> TermModule:
     """OMGD's channel distillation between paired layers (Ren et al. 2021, sec. 3.3); with ``teacher=None``
     the teacher's spatially averaged maps come with the batch (``teacher_pooled``)."""
     if not ctx.teacher:
-        pooled = (ctx.batch or {}).get("teacher_pooled")
-        if pooled is None:
-            raise ValueError(f"term {ctx.term.name!r} (channel_distill) has no teacher taps, so it reads the teacher's "
-                             "pooled maps from the batch ('teacher_pooled'), and the data has none: make the pairs with "
-                             "zoo.gan.data.make_pairs, or tap the teacher's layers")
-        if not ctx.student or len(ctx.student) != pooled.shape[1]:
-            raise ValueError(f"term {ctx.term.name!r} (channel_distill): {len(ctx.student)} student layers for the "
-                             f"{pooled.shape[1]} pooled teacher layers the data carries")
+        pooled = _recorded(ctx, "teacher_pooled", "pooled maps", "zoo.gan.data.make_pairs")
         if not all(isinstance(m, torch.Tensor) and m.dim() == 4 for m in ctx.student):
             raise ValueError(f"term {ctx.term.name!r} (channel_distill) needs (N, C, H, W) student maps")
         side = tuple(d // STRIDE for d in ctx.batch["inputs"].shape[-2:])
