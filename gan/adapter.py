@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.protocol import TWIN, RunnerProtocol
 from zoo.registry import ModelCard
 from zoo.tasks import TaskAdapter, read_image
 
@@ -292,17 +293,18 @@ class GanAdapter(TaskAdapter):
     @property
     def protocol(self) -> Any:
         """The twin protocol's plug-in: each arm a run of the generic run path (`zoo.protocol.RunnerProtocol`)."""
-        from zoo.protocol import TWIN, RunnerProtocol
-
-        class GanProtocol(RunnerProtocol):
-            def train_arm(self, spec: Any, arm: str, seed: int, run_dir: Path, deadline: float | None,
-                          device: str | None) -> bool:
-                with _maps_for(None if arm == TWIN else arm):  # gan-compression's pairs carry the teacher's maps
-                    return super().train_arm(spec, arm, seed, run_dir, deadline, device)
-
         plug = GanProtocol(self, PHOTOS)
         plug.also_beat = ("psnr",)  # a published student beats its twin on the Fréchet distance and on PSNR
         return plug
+
+
+class GanProtocol(RunnerProtocol):
+    """`RunnerProtocol` whose arms see training pairs with the teacher's maps when their recipe reads them."""
+
+    def train_arm(self, spec: Any, arm: str, seed: int, run_dir: Path, deadline: float | None,
+                  device: str | None) -> bool:
+        with _maps_for(None if arm == TWIN else arm):  # gan-compression's pairs carry the teacher's maps
+            return super().train_arm(spec, arm, seed, run_dir, deadline, device)
 
 
 ADAPTER = GanAdapter()
