@@ -3,9 +3,12 @@ cjk-fonts identities, one table and a ROC figure.
 
     python benchmarks/face_kd.py --out runs/face --results benchmarks/results --time-budget 120
     # the same command again resumes (teacher first, then seed after seed); add --publish once it has finished
+    python benchmarks/face_kd.py --teacher face-resnet20.cjk-fonts --out runs/face15 --recipes proxyless-kd ddl
+    # an existing teacher (a zoo entry or a finished run folder): no teacher training
 
 1. The teacher (``--teacher-arch``, default face-resnet56) is trained with ArcFace on the 2,000 training
-   identities, resumably, in ``OUT/teacher``.
+   identities, resumably, in ``OUT/teacher``; or ``--teacher`` names one that exists (it is not published
+   again).
 2. `benchmarks/twins.py` (`zoo.protocol`) trains the plain twin (ArcFace alone) and each recipe's student
    (``--recipes``) for every seed on one budget (``--set``) and writes ``twins-cjk-fonts-...{md,json}``.
 3. Once every seed is done: ``face-cjk-fonts-roc.png``, the ROC curves (TAR against FAR, log scale) of the
@@ -30,6 +33,7 @@ sys.path.insert(0, str(HERE))  # the benchmarks' shared helper, also when loaded
 import protocol_bench  # noqa: E402
 
 DATA = "cjk-fonts"
+TEACHER_ARCH = "face-resnet56"
 TEACHER_SETTINGS = {"epochs": 30, "lr": 0.1, "batch_size": 128, "warmup_epochs": 1}
 RUN_SETTINGS = {"epochs": 15, "lr": 0.1, "batch_size": 128, "warmup_epochs": 1}
 
@@ -38,7 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="run folder (resumed when it exists)")
     p.add_argument("--results", default="benchmarks/results")
-    p.add_argument("--teacher-arch", default="face-resnet56")
+    p.add_argument("--teacher-arch", help=f"the architecture of the teacher trained in OUT/teacher (default {TEACHER_ARCH})")
+    p.add_argument("--teacher", help="an existing teacher instead: a zoo entry (e.g. face-resnet20.cjk-fonts) or a "
+                                     "finished run folder; --teacher-arch and --teacher-set then do not apply")
     p.add_argument("--student", default="face-resnet8")
     p.add_argument("--recipes", nargs="+", default=["proxyless-kd", "embedding-kd", "ddl"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -51,7 +57,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device")
     p.add_argument("--publish", action="store_true", help="once finished: teacher, twin and winners into the zoo")
     p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.teacher and (args.teacher_set or args.teacher_arch):
+        p.error("--teacher names an existing teacher: --teacher-arch and --teacher-set do not apply")
+    args.teacher_arch = args.teacher_arch or TEACHER_ARCH
+    return args
+
+
+def resolve_teacher(name: str) -> str:
+    """``name`` as the protocol takes a teacher: a zoo entry's name as it is, a folder as its path.
+    Raises FileNotFoundError for a folder without a card, KeyError for an unknown entry."""
+    import zoo
+    from zoo.hub import CARD_FILE
+
+    path = Path(name)
+    if path.is_dir():
+        if not (path / CARD_FILE).exists():
+            raise FileNotFoundError(f"--teacher {name}: the folder has no model card ({CARD_FILE}): an unfinished run?")
+        return str(path)
+    zoo.card(name)  # KeyError naming the entries when there is none of that name
+    return name
 
 
 def train_teacher(args: argparse.Namespace, deadline: float | None) -> Path | None:
@@ -61,7 +86,7 @@ def train_teacher(args: argparse.Namespace, deadline: float | None) -> Path | No
                                    train_subset=args.train_subset, device=args.device, deadline=deadline)
 
 
-def roc_figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, path: Path) -> Path:
+def roc_figure(args: argparse.Namespace, teacher: str, table_json: Path, path: Path) -> Path:
     """TAR against FAR (log scale) on all pairs of the held-out identities, one curve per model."""
     import matplotlib
 
@@ -75,7 +100,7 @@ def roc_figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, pa
     record = json.loads(table_json.read_text())
     summary = {arm: protocol.ArmSummary(**s) for arm, s in record["summary"].items()}
     _, test = get_adapter("face").datasets(DATA)
-    models = [("teacher", zoo.load(teacher_dir))]
+    models = [("teacher", zoo.load(teacher))]
     for arm in [protocol.TWIN, *args.recipes]:
         if arm in summary and summary[arm].values:
             seed = protocol.median_seed(summary[arm])
@@ -102,32 +127,40 @@ def roc_figure(args: argparse.Namespace, teacher_dir: Path, table_json: Path, pa
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     deadline = deadline_in(args.time_budget)
-    teacher_dir = train_teacher(args, deadline)
-    if teacher_dir is None:
-        return 0
+    try:
+        teacher = resolve_teacher(args.teacher) if args.teacher else None
+    except (FileNotFoundError, KeyError) as e:
+        print(f"face_kd.py: error: {e}", file=sys.stderr)
+        return 2
+    if teacher is None:
+        teacher_dir = train_teacher(args, deadline)
+        if teacher_dir is None:
+            return 0
+        teacher = str(teacher_dir)
     remaining = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 60)
     settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
-    twin_args = protocol_bench.twin_args("face", str(teacher_dir), args.student, args.recipes, args.seeds, DATA,
+    twin_args = protocol_bench.twin_args("face", teacher, args.student, args.recipes, args.seeds, DATA,
                                          Path(args.out), args.results, settings, train_subset=args.train_subset,
                                          time_budget=remaining, device=args.device)
-    if args.publish:
+    if args.publish and not args.teacher:
         from zoo.publish import publish
 
-        card = publish(teacher_dir, f"{args.teacher_arch}.{DATA}", dest_root=args.publish_dest, description=(
+        card = publish(teacher, f"{args.teacher_arch}.{DATA}", dest_root=args.publish_dest, description=(
             f"The face teacher: {args.teacher_arch} trained with ArcFace on the {DATA} training identities."))
         print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
+    if args.publish:
         twin_args += ["--publish"] + (["--publish-dest", args.publish_dest] if args.publish_dest else [])
     code = protocol_bench.load_script("twins").main(twin_args)
     if code:
         return code
     from zoo import protocol
 
-    spec = protocol.ProtocolSpec("face", str(teacher_dir), args.student, args.recipes, args.seeds, DATA, settings,
+    spec = protocol.ProtocolSpec("face", teacher, args.student, args.recipes, args.seeds, DATA, settings,
                                  args.train_subset)
     table_json = Path(args.results) / f"{spec.slug()}.json"
     record = json.loads(table_json.read_text())
     if len(record["seeds"]) == len(args.seeds):
-        print(f"figure: {roc_figure(args, teacher_dir, table_json, Path(args.results) / f'face-{DATA}-roc.png')}")
+        print(f"figure: {roc_figure(args, teacher, table_json, Path(args.results) / f'face-{DATA}-roc.png')}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """zoo.face, part 1: the CJK-font identities, ArcFace/CosFace heads by their definitions, verification metrics."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -371,3 +372,27 @@ def test_every_bundled_face_entry_verifies_a_pair_and_reproduces_its_card():
         assert set(result["measured"]) == set(result["card"]), name
         for metric, value in result["card"].items():
             assert abs(result["measured"][metric] - value) < 1e-3, (name, metric, result["measured"][metric], value)
+
+
+def test_face_benchmark_takes_an_existing_teacher_and_refuses_a_wrong_one(tmp_path, capsys):
+    """`benchmarks/face_kd.py --teacher`: an unknown entry or a folder without a card stops with one line and
+    writes nothing; --teacher beside the trained teacher's options is a usage error."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "face_kd.py"
+    spec = importlib.util.spec_from_file_location("face_bench_args", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "run"
+    assert bench.main(["--teacher", "no-such-face-teacher", "--out", str(out)]) == 2
+    assert "no-such-face-teacher" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    assert bench.main(["--teacher", str(unfinished), "--out", str(out)]) == 2
+    assert "card" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--teacher", "face-resnet20.cjk-fonts", "--teacher-arch", "face-resnet14", "--out", "x"])
+    assert "do not apply" in capsys.readouterr().err
+    assert bench.resolve_teacher("face-resnet20.cjk-fonts") == "face-resnet20.cjk-fonts"
+    assert bench.parse_args(["--out", "x"]).teacher_arch == bench.TEACHER_ARCH
