@@ -79,6 +79,26 @@ def resolve_teacher(name: str) -> str:
     return name
 
 
+def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The shared budget (``--set`` over `RUN_SETTINGS`), once every argument the run will use is checked:
+    before the teacher trains (hours), not after. Raises ValueError (seeds, recipes, settings), KeyError
+    (an unknown recipe or architecture); SystemExit for a ``--set`` without ``=``."""
+    from zoo import protocol
+    from zoo.recipes import get_recipe
+
+    settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
+    parse_overrides(args.teacher_set)
+    protocol.ProtocolSpec("face", args.teacher or f"{args.out}/teacher", args.student, args.recipes, args.seeds, DATA,
+                          settings, args.train_subset)
+    for name in args.recipes:
+        get_recipe(name)
+    adapter = get_adapter("face")
+    train, _ = adapter.datasets(DATA, train_subset=args.train_subset)
+    for arch in [args.student] + ([] if args.teacher else [args.teacher_arch]):
+        adapter.build_student(arch, train)
+    return settings
+
+
 def train_teacher(args: argparse.Namespace, deadline: float | None) -> Path | None:
     """The teacher's run folder once finished, else None (stopped at the deadline)."""
     settings = {**TEACHER_SETTINGS, **parse_overrides(args.teacher_set)}
@@ -129,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     deadline = deadline_in(args.time_budget)
     try:
         teacher = resolve_teacher(args.teacher) if args.teacher else None
-    except (FileNotFoundError, KeyError) as e:
-        print(f"face_kd.py: error: {e}", file=sys.stderr)
+        settings = check_arguments(args)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"face_kd.py: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     if teacher is None:
         teacher_dir = train_teacher(args, deadline)
@@ -138,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         teacher = str(teacher_dir)
     remaining = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 60)
-    settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
     twin_args = protocol_bench.twin_args("face", teacher, args.student, args.recipes, args.seeds, DATA,
                                          Path(args.out), args.results, settings, train_subset=args.train_subset,
                                          time_budget=remaining, device=args.device)

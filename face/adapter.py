@@ -64,7 +64,7 @@ class FaceAdapter(TaskAdapter):
         if "similarity" in prediction:
             verdict = "same identity" if prediction["same"] else "different identities"
             return f"cosine similarity {prediction['similarity']:.3f}: {verdict} (threshold {prediction['threshold']:.3f})"
-        return f"embedding of {len(prediction['embedding'])} values (pass two images to compare them)"
+        return f"embedding of {len(prediction['embedding'])} values (--json prints them; pass two images to compare them)"
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:
         """Two PNG files of one held-out identity in two typefaces (rendered from the installed fonts into
@@ -92,9 +92,13 @@ class FaceAdapter(TaskAdapter):
 
     def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
                  device: str = "cpu") -> dict[str, Any]:
+        """The card's verification metrics on the held-out identities; ``data_root``: the folder the rendered
+        ``cjk-fonts`` test set is cached in (rendered there from the installed fonts when it is not)."""
+        from .data import load_cjk
+
         if card.dataset != CJK:
             raise ValueError(f"no loader for face dataset {card.dataset!r} (known: {CJK})")
-        _, test = self.datasets(CJK)
+        test = load_cjk("test", cache=data_root) if data_root is not None else self.datasets(CJK)[1]
         return {**self.evaluate_model(model, test, device=device), "n": len(test)}
 
     # ------------------------------------------------------------------ runs (zoo.runner)

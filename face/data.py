@@ -291,11 +291,13 @@ def identity_split(chars: Sequence[str], test: int = TEST_IDENTITIES, train: int
 
 
 def load_cjk(split: str = "train", *, train_identities: int = TRAIN_IDENTITIES, per_face: int | None = None,
-             seed: int = 0, root: str | os.PathLike | None = None, progress: bool = True) -> FaceDataset:
+             seed: int = 0, root: str | os.PathLike | None = None, progress: bool = True,
+             cache: str | os.PathLike | None = None) -> FaceDataset:
     """The ``cjk-fonts`` split (see the module docstring): ``train`` renders each training identity in every
     covering typeface, ``per_face`` augmented images each (default 2; training adds fresh augmentation per
-    step on top); ``test`` one image per typeface (default 1). Rendered once, cached as safetensors in
-    ``$KDZOO_DATA``.
+    step on top); ``test`` one image per typeface (default 1). Rendered once from the fonts under ``root``
+    (default: the system's font folders), cached as safetensors in ``cache`` (default ``$KDZOO_DATA``, else
+    ``~/.cache/kdzoo/data``).
 
     Raises:
         ValueError: an unknown split. FaceDataNotFoundError: the fonts are missing.
@@ -310,7 +312,7 @@ def load_cjk(split: str = "train", *, train_identities: int = TRAIN_IDENTITIES, 
     per_face = per_face or (2 if split == "train" else 1)
     faces = find_faces(root)
     key = f"{CJK}-v1-{split}-n{train_identities if split == 'train' else TEST_IDENTITIES}-k{per_face}-s{seed}"
-    path = data_dir() / f"{key}.safetensors"
+    path = (Path(cache) if cache is not None else data_dir()) / f"{key}.safetensors"
     cov = coverage(faces, gb2312_level1())
     usable = [c for c, f in cov.items() if len(f) >= MIN_FACES]
     train_ids, test_ids = identity_split(usable, TEST_IDENTITIES, train_identities)
@@ -440,21 +442,54 @@ def read_lfw_pairs(pairs_file: str | os.PathLike, image_root: str | os.PathLike,
     ``image_root/name/name_000i.jpg``. Returns (the pairs' distinct images as a `FaceDataset`, pairs
     int64 (folds, 2 per_fold, 3) of (image index, image index, same)).
 
+    The whole file is checked before any image is read: each line's form, each fold's order (its
+    ``per_fold`` same-person lines, then its ``per_fold`` different-person lines), a same-person line that
+    pairs an image with itself, and a different-person line that names one person twice.
+
     Raises:
         FileNotFoundError: the pairs file or an image it names is missing (the path is named).
-        ValueError: a malformed line (its number is named) or a fold with the wrong number of pairs.
+        ValueError: a pairs file that is not text, a header announcing no pairs, a malformed line, a line out of
+            its fold's order or pairing what it must not (each names its line number), or an image that
+            cannot be read (its line and path named).
     """
     path, root = Path(pairs_file), Path(image_root)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a file" if path.exists() else f"{path} does not exist")
     try:
-        folds, per_fold = int(lines[0][0]), int(lines[0][1])
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file (LFW's pairs.txt is plain text)") from None
+    lines = [(n, ln.split()) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+    try:
+        folds, per_fold = int(lines[0][1][0]), int(lines[0][1][1])
     except (IndexError, ValueError):
-        raise ValueError(f"{path}:1: the header must be 'folds per_fold', got {' '.join(lines[0]) if lines else 'nothing'!r}") from None
+        got = " ".join(lines[0][1]) if lines else "nothing"
+        raise ValueError(f"{path}:1: the header must be 'folds per_fold', got {got!r}") from None
+    if folds < 1 or per_fold < 1:
+        raise ValueError(f"{path}:{lines[0][0]}: the header announces {folds} folds of {per_fold} + {per_fold} pairs: no pairs")
     body = lines[1:]
     if len(body) != folds * 2 * per_fold:
         raise ValueError(f"{path}: the header announces {folds} x 2 x {per_fold} pairs, the file has {len(body)} lines")
+    wanted: list[tuple[int, str, int, str, int]] = []  # (line, person 1, image 1, person 2, image 2)
+    for k, (line, fields_) in enumerate(body):
+        same = k % (2 * per_fold) < per_fold
+        try:
+            if len(fields_) == 3 and same:
+                pair = (line, fields_[0], int(fields_[1]), fields_[0], int(fields_[2]))
+            elif len(fields_) == 4 and not same:
+                pair = (line, fields_[0], int(fields_[1]), fields_[2], int(fields_[3]))
+            else:
+                raise ValueError
+        except ValueError:
+            kind = "a same-person line 'name i j'" if same else "a different-person line 'name1 i name2 j'"
+            raise ValueError(f"{path}:{line}: fold {k // (2 * per_fold) + 1} expects {kind} here (each fold: "
+                             f"{per_fold} same-person lines, then {per_fold} different-person lines), got "
+                             f"{' '.join(fields_)!r}") from None
+        if same and pair[2] == pair[4]:
+            raise ValueError(f"{path}:{line}: the same-person pair names image {pair[2]} of {pair[1]} twice")
+        if not same and pair[1] == pair[3]:
+            raise ValueError(f"{path}:{line}: the different-person pair names {pair[1]} twice")
+        wanted.append(pair)
     index: dict[tuple[str, int], int] = {}
     images, labels, names, pairs = [], [], [], []
 
@@ -464,25 +499,18 @@ def read_lfw_pairs(pairs_file: str | os.PathLike, image_root: str | os.PathLike,
             f = root / person / f"{person}_{number:04d}.jpg"
             if not f.exists():
                 raise FileNotFoundError(f"{path}:{line}: {f} does not exist")
+            try:
+                images.append(_read(f, channels, size))
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}:{line}: {f} cannot be read as an image ({e})") from None
             if person not in names:
                 names.append(person)
-            index[key] = len(images)
-            images.append(_read(f, channels, size))
+            index[key] = len(images) - 1
             labels.append(names.index(person))
         return index[key]
 
-    for k, fields_ in enumerate(body):
-        line = k + 2
-        try:
-            if len(fields_) == 3:
-                pair = (image(fields_[0], int(fields_[1]), line), image(fields_[0], int(fields_[2]), line), 1)
-            elif len(fields_) == 4:
-                pair = (image(fields_[0], int(fields_[1]), line), image(fields_[2], int(fields_[3]), line), 0)
-            else:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"{path}:{line}: expected 'name i j' or 'name1 i name2 j', got {' '.join(fields_)!r}") from None
-        pairs.append(pair)
+    for line, a, i, b, j in wanted:
+        pairs.append((image(a, i, line), image(b, j, line), int(a == b)))
     dataset = FaceDataset(path.parent.name or "lfw", "test", torch.stack(images), torch.tensor(labels), names,
                           meta={"pairs": str(path)}) if len(set(labels)) >= 2 else None
     if dataset is None:

@@ -225,8 +225,26 @@ def test_identity_folders_and_lfw_pairs_as_users_hold_them(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"bad.txt:2: .*Ann_A_0009.jpg does not exist"):
         face_data.read_lfw_pairs(tmp_path / "bad.txt", tmp_path / "lfw")
     (tmp_path / "bad2.txt").write_text("1 1\nAnn_A one two\nBob_B 1 Ann_A 1\n")
-    with pytest.raises(ValueError, match="bad2.txt:2: expected 'name i j'"):
+    with pytest.raises(ValueError, match="bad2.txt:2: fold 1 expects a same-person line 'name i j'"):
         face_data.read_lfw_pairs(tmp_path / "bad2.txt", tmp_path / "lfw")
+    # checked before any image is read: a fold's order, a self pair, one person on a different-person line
+    for name, text, message in (
+            ("swapped.txt", "1 1\nBob_B 1 Ann_A 1\nAnn_A 1 2\n", "swapped.txt:2: fold 1 expects a same-person line"),
+            ("self.txt", "1 1\nAnn_A 1 1\nBob_B 1 Ann_A 1\n", "self.txt:2: the same-person pair names image 1 of Ann_A twice"),
+            ("one-person.txt", "1 1\nAnn_A 1 2\nAnn_A 1 Ann_A 3\n", "one-person.txt:3: the different-person pair names Ann_A twice"),
+            ("empty-header.txt", "0 0\n", "empty-header.txt:1: the header announces 0 folds .*no pairs")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=message):
+            face_data.read_lfw_pairs(tmp_path / name, tmp_path / "lfw")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x81" * 8)
+    with pytest.raises(ValueError, match="binary.txt is not a text file"):
+        face_data.read_lfw_pairs(tmp_path / "binary.txt", tmp_path / "lfw")
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        face_data.read_lfw_pairs(tmp_path / "lfw", tmp_path / "lfw")
+    (tmp_path / "lfw" / "Bob_B" / "Bob_B_0002.jpg").write_bytes(b"not a jpeg")  # a corrupt image: its line and path
+    with pytest.raises(ValueError, match=r"pairs.txt:4: .*Bob_B_0002.jpg cannot be read as an image"):
+        face_data.read_lfw_pairs(tmp_path / "pairs.txt", tmp_path / "lfw")
+    (tmp_path / "lfw" / "Bob_B" / "Bob_B_0002.jpg").unlink()
     (tmp_path / "one" / "solo").mkdir(parents=True)
     Image.new("L", (8, 8)).save(tmp_path / "one" / "solo" / "a.png")
     with pytest.raises(ValueError, match="1 identity folder"):
@@ -356,10 +374,15 @@ def test_roles_not_split_names_and_teachers_of_other_identities(tmp_path):
     assert not (tmp_path / "proxy").exists()
 
 
-def test_every_bundled_face_entry_verifies_a_pair_and_reproduces_its_card():
+def test_every_bundled_face_entry_verifies_a_pair_and_reproduces_its_card(tmp_path):
     """Offline: each face entry of the zoo embeds and verifies two sample images at its card's threshold, and
-    `zoo.evaluate` (what `zoo eval` runs) measures its card's TAR@FAR=1e-3 again on the held-out identities."""
+    `zoo.evaluate` (what `zoo eval` runs) measures its card's TAR@FAR=1e-3 again on the held-out identities;
+    with ``data_root`` the held-out set is read from (here: rendered into) that folder."""
     import zoo
+
+    elsewhere = zoo.evaluate("face-resnet8-proxyless-kd.cjk-fonts", data_root=str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["cjk-fonts-v1-test-n500-k1-s0.safetensors"]
+    assert all(abs(elsewhere["measured"][k] - v) < 1e-3 for k, v in elsewhere["card"].items())
 
     entries = [c.name for c in zoo.list_models(task="face") if c.metrics_source != "reported"]
     assert {"face-resnet20.cjk-fonts", "face-resnet8.cjk-fonts", "face-resnet8-proxyless-kd.cjk-fonts",
@@ -395,4 +418,10 @@ def test_face_benchmark_takes_an_existing_teacher_and_refuses_a_wrong_one(tmp_pa
         bench.parse_args(["--teacher", "face-resnet20.cjk-fonts", "--teacher-arch", "face-resnet14", "--out", "x"])
     assert "do not apply" in capsys.readouterr().err
     assert bench.resolve_teacher("face-resnet20.cjk-fonts") == "face-resnet20.cjk-fonts"
+    # the run's other arguments are checked before the teacher would train, not hours later
+    for bad, message in ((["--teacher-arch", "no-such-arch"], "unknown face architecture 'no-such-arch'"),
+                         (["--seeds", "0"], "at least 2 seeds"), (["--recipes", "nope"], "unknown recipe 'nope'")):
+        assert bench.main([*bad, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    assert not out.exists()
     assert bench.parse_args(["--out", "x"]).teacher_arch == bench.TEACHER_ARCH
