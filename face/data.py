@@ -185,6 +185,10 @@ class FaceDataset:
     faces: Tensor | None = None
     meta: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (f"FaceDataset({self.name}/{self.split}: {len(self.images)} images of {len(self.identities)} "
+                f"identities, {tuple(self.images.shape[1:])})")
+
     def __post_init__(self) -> None:
         where = f"{self.name}/{self.split}"
         if len(self.images) == 0:
