@@ -18,7 +18,7 @@ from zoo.registry import ModelCard
 from zoo.tasks import TaskAdapter, read_image
 
 from .data import PHOTOS
-from .models import MIN_SIDE, build_generator
+from .models import MIN_SIDE, build_generator, to_pixels
 
 DEFAULT_TEACHER = "cyclegan-vintagify"
 EVAL_SIDE = 256
@@ -104,7 +104,7 @@ class GanAdapter(TaskAdapter):
         results = []
         for x in model.preprocess(inputs):
             y = model(x.to(device)).float().cpu()[0]
-            picture = ((y + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            picture = to_pixels(y).permute(1, 2, 0).numpy()
             results.append({"label": None, "index": None, "score": 0.0, "image": picture,
                             "size": [int(picture.shape[0]), int(picture.shape[1])]})
         return results

@@ -291,7 +291,7 @@ def teacher_outputs(teacher: torch.nn.Module, images: Tensor, batch_size: int = 
     (None for any other generator)."""
     from tqdm import tqdm
 
-    from .models import MAPPING_LAYERS, ResnetGenerator
+    from .models import MAPPING_LAYERS, ResnetGenerator, from_pixels, to_pixels
 
     record = isinstance(teacher, ResnetGenerator) and teacher.n_blocks == 9
     modules = dict(teacher.named_modules())
@@ -303,8 +303,7 @@ def teacher_outputs(teacher: torch.nn.Module, images: Tensor, batch_size: int = 
     device = next(teacher.parameters()).device
     try:
         for i in tqdm(range(0, len(images), batch_size), desc=what, disable=not progress, leave=False):
-            x = images[i:i + batch_size].to(device).float() / 127.5 - 1
-            images_out.append(((teacher(x).float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+            images_out.append(to_pixels(teacher(from_pixels(images[i:i + batch_size].to(device)))))
             if record:
                 pooled.append(torch.stack([seen[m].cpu() for m in MAPPING_LAYERS], dim=1))
     finally:
@@ -366,11 +365,23 @@ def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train"
     if len(targets) > count:  # a longer set is cached: its first `count` pairs are this one
         inputs, targets = have["inputs"][:count], targets[:count]
         pooled = pooled[:count] if pooled is not None else None
+    stored_maps, seen = None, {}
+    if maps:  # first: the crops whose maps it computes leave their images too (one teacher pass, not two)
+        from .maps import teacher_maps
+
+        stored_maps = teacher_maps(teacher, inputs[:count], folder / f"{key}-maps", batch_size, progress, sink=seen)
+    start = seen.get("start", count)
+    seen_images = torch.cat(seen["images"]) if seen.get("images") else None
+    seen_pooled = torch.cat(seen["pooled"]) if seen.get("pooled") else None
     chunk = 256
     while len(targets) < count:
         upto = min(count, len(targets) + chunk)
-        more, more_pooled = teacher_outputs(teacher, inputs[len(targets):upto], batch_size, progress,
-                                            f"teacher images {len(targets)}-{upto}/{count}")
+        if seen_images is not None and start <= len(targets):
+            more, more_pooled = (seen_images[len(targets) - start:upto - start],
+                                 seen_pooled[len(targets) - start:upto - start])
+        else:
+            more, more_pooled = teacher_outputs(teacher, inputs[len(targets):upto], batch_size, progress,
+                                                f"teacher images {len(targets)}-{upto}/{count}")
         targets = torch.cat([targets, more])
         if more_pooled is not None:
             pooled = more_pooled if pooled is None else torch.cat([pooled, more_pooled])
@@ -384,10 +395,5 @@ def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train"
             save_file(tensors, f"{tmp}/pairs.safetensors")
             atomic_write_bytes(path, Path(f"{tmp}/pairs.safetensors").read_bytes())
     meta = {"count": count, "crop": crop if split == "train" else eval_side, "seed": seed, "cache": str(path)}
-    stored_maps = None
-    if maps:
-        from .maps import teacher_maps
-
-        stored_maps = teacher_maps(teacher, inputs[:count], folder / f"{key}-maps", batch_size, progress)
     return TranslationPairs(PHOTOS, split, inputs, targets[:count], teacher_name, meta,
                             pooled[:count] if pooled is not None else None, stored_maps)

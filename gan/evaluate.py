@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .models import from_pixels
+
 FEATURE_LAYERS = 14  # MobileNetV2 features[:14]: 96 channels at stride 16
 
 
@@ -66,7 +68,7 @@ def translate(model: nn.Module, images: Tensor, batch_size: int = 4, device: Any
     model = model.to(device).eval()
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device).float() / 127.5 - 1
+        x = from_pixels(images[i:i + batch_size].to(device))
         out.append(((model(x).float() + 1) / 2).clamp(0, 1).cpu())
     return torch.cat(out)
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,15 +33,19 @@ from torch import Tensor, nn
 
 from zoo.io import atomic_write_text
 
-from .models import MAPPING_LAYERS
+from .models import MAPPING_LAYERS, from_pixels, to_pixels
 
 CHUNK = 256  # crops per verified chunk
 
 
 @torch.no_grad()
 def record_maps(teacher: nn.Module, images: Tensor, batch_size: int = 8, layers: tuple[str, ...] = MAPPING_LAYERS,
-                progress: bool = False, what: str = "teacher maps") -> Tensor:
+                progress: bool = False, what: str = "teacher maps", sink: dict[str, list[Tensor]] | None = None) -> Tensor:
     """The teacher's outputs at ``layers`` for uint8 (N, 3, H, W) photos: float16 (N, len(layers), C, h, w).
+
+    With ``sink``, the same forward passes also append the teacher's images (uint8 (n, 3, H, W)) to
+    ``sink["images"]`` and the maps averaged over space (float32 (n, len(layers), C), from the float32 maps)
+    to ``sink["pooled"]``: the pairs `zoo.gan.data.make_pairs` stores, without a second pass of the teacher.
 
     Raises:
         ValueError: a layer the teacher does not have, layers of different shapes, or a value beyond
@@ -60,7 +65,7 @@ def record_maps(teacher: nn.Module, images: Tensor, batch_size: int = 8, layers:
     out: list[Tensor] = []
     try:
         for i in tqdm(range(0, len(images), batch_size), desc=what, disable=not progress, leave=False):
-            teacher(images[i:i + batch_size].to(device).float() / 127.5 - 1)
+            y = teacher(from_pixels(images[i:i + batch_size].to(device)))
             shapes = {tuple(seen[m].shape) for m in layers}
             if len(shapes) != 1:
                 raise ValueError(f"the layers {list(layers)} give maps of different shapes {sorted(shapes)}; they are "
@@ -68,6 +73,9 @@ def record_maps(teacher: nn.Module, images: Tensor, batch_size: int = 8, layers:
             maps = torch.stack([seen[m].float().cpu() for m in layers], dim=1)
             if not bool(maps.abs().max() <= torch.finfo(torch.float16).max):
                 raise ValueError("a teacher map exceeds float16's range; it cannot be stored in float16")
+            if sink is not None:
+                sink.setdefault("images", []).append(to_pixels(y))
+                sink.setdefault("pooled", []).append(maps.mean(dim=(3, 4)))
             out.append(maps.to(torch.float16))
     finally:
         for h in hooks:
@@ -80,9 +88,11 @@ def _sha(array: np.ndarray) -> str:
 
 
 def teacher_maps(teacher: nn.Module, images: Tensor, stem: str | os.PathLike, batch_size: int = 8,
-                 progress: bool = True) -> Tensor:
+                 progress: bool = True, sink: dict[str, Any] | None = None) -> Tensor:
     """The teacher's maps at `MAPPING_LAYERS` for uint8 (N, 3, H, W) ``images``, float16 (N, layers, C, H/4,
     W/4), read from ``<stem>.f16`` (memory-mapped; see the module docstring) and computed for what it lacks.
+    With ``sink`` (see `record_maps`), the crops it computes also leave their images and pooled maps there,
+    from crop ``sink["start"]`` on (nothing when every map was stored).
 
     The caller keys ``stem`` by the teacher's weights and the crops (`zoo.gan.data.make_pairs`): a file
     holds one teacher's maps of one crop sequence, and a longer sequence extends a shorter one.
@@ -116,10 +126,12 @@ def teacher_maps(teacher: nn.Module, images: Tensor, stem: str | os.PathLike, ba
             with open(data_path, "ab") as f:
                 f.truncate(rows * 2 * per_crop)
         mm = np.memmap(data_path, dtype="<f2", mode="r+", shape=(rows, *shape))
+        if sink is not None:
+            sink["start"] = done
         for start in range(done, count, CHUNK):
             end = min(start + CHUNK, count)
             mm[start:end] = record_maps(teacher, images[start:end], batch_size, progress=progress,
-                                        what=f"teacher maps {start}-{end}/{count}").numpy()
+                                        what=f"teacher maps {start}-{end}/{count}", sink=sink).numpy()
             mm.flush()
             manifest["shape"] = shape
             chunks.append({"count": end - start, "sha256": _sha(mm[start:end])})

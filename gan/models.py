@@ -141,11 +141,11 @@ def build_generator(architecture: str, **config: Any) -> ResnetGenerator:
     return ResnetGenerator(**{**ARCHITECTURES[architecture], **config})
 
 
-def to_unit(images: Tensor) -> Tensor:
-    """[-1, 1] generator images -> [0, 1]."""
-    return ((images + 1) / 2).clamp(0, 1)
+def from_pixels(images: Tensor) -> Tensor:
+    """uint8 (..., 3, H, W) pixels -> the generator's float [-1, 1] (``pixels / 127.5 - 1``)."""
+    return images.float() / 127.5 - 1
 
 
-def from_unit(images: Tensor) -> Tensor:
-    """[0, 1] images -> the generator's [-1, 1]."""
-    return images * 2 - 1
+def to_pixels(images: Tensor) -> Tensor:
+    """The generator's [-1, 1] images -> uint8 pixels (rounded, clamped to 0-255), on the CPU."""
+    return ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -502,6 +502,35 @@ def test_teacher_maps_are_stored_once_verified_and_extended(tmp_path, monkeypatc
         gan_maps.teacher_maps(teacher, photos.flip(0)[:4], fresh, progress=False)
 
 
+def test_pairs_with_maps_run_the_teacher_once_per_crop(tmp_path, monkeypatch):
+    """make_pairs(maps=True) with neither cache: one teacher pass gives the maps, the images and the pooled
+    maps (equal to the two-pass results); a longer set then runs the teacher on the new crops only."""
+    from zoo.gan import maps as gan_maps
+
+    try:
+        gan_data.load_photos("train")
+    except gan_data.PhotoDataNotFoundError as err:
+        pytest.skip(str(err))
+    monkeypatch.setattr(gan_maps, "CHUNK", 4)
+    torch.manual_seed(0)
+    teacher = ResnetGenerator(ngf=8, n_blocks=9).eval()
+    calls = []
+    hook = teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    pairs = gan_data.make_pairs(teacher, "t", "train", count=6, crop=32, cache=tmp_path, progress=False,
+                                batch_size=2, maps=True)
+    assert sum(calls) == 6 + 1  # each crop once, plus teacher_maps' one-crop probe
+    hook.remove()
+    targets, pooled = gan_data.teacher_outputs(teacher, pairs.inputs)  # the separate passes
+    assert torch.equal(pairs.targets, targets) and torch.allclose(pairs.pooled, pooled, rtol=1e-4, atol=1e-6)
+    assert torch.equal(pairs.maps, gan_maps.record_maps(teacher, pairs.inputs))
+    calls.clear()
+    teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    longer = gan_data.make_pairs(teacher, "t", "train", count=10, crop=32, cache=tmp_path, progress=False,
+                                 batch_size=2, maps=True)
+    assert sum(calls) == 1 + 2 + 4  # the probe, the partial chunk (crops 4-5) again, crops 6-9
+    assert torch.equal(longer.targets[:6], pairs.targets) and longer.maps.shape[0] == 10
+
+
 def test_gan_compression_reads_the_teachers_maps_from_the_pairs(tmp_path):
     """The feature term on the stored maps equals the term on live teacher taps (up to float16), and a
     gan-compression run never runs the teacher after the Distiller's probe."""
