@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .models import from_pixels
+from .models import from_pixels, to_unit
 
 FEATURE_LAYERS = 14  # MobileNetV2 features[:14]: 96 channels at stride 16
 
@@ -69,7 +69,7 @@ def translate(model: nn.Module, images: Tensor, batch_size: int = 4, device: Any
     out = []
     for i in range(0, len(images), batch_size):
         x = from_pixels(images[i:i + batch_size].to(device))
-        out.append(((model(x).float() + 1) / 2).clamp(0, 1).cpu())
+        out.append(to_unit(model(x).float()).cpu())
     return torch.cat(out)
 
 

@@ -146,6 +146,11 @@ def from_pixels(images: Tensor) -> Tensor:
     return images.float() / 127.5 - 1
 
 
+def to_unit(images: Tensor) -> Tensor:
+    """The generator's [-1, 1] images -> float [0, 1] (clamped)."""
+    return ((images + 1) / 2).clamp(0, 1)
+
+
 def to_pixels(images: Tensor) -> Tensor:
     """The generator's [-1, 1] images -> uint8 pixels (rounded, clamped to 0-255), on the CPU."""
     return ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
