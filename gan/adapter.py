@@ -306,5 +306,17 @@ class GanProtocol(RunnerProtocol):
         with _maps_for(None if arm == TWIN else arm):  # gan-compression's pairs carry the teacher's maps
             return super().train_arm(spec, arm, seed, run_dir, deadline, device)
 
+    def check_data_and_student(self, spec: Any) -> None:
+        """As the runner's (before any arm trains), with the teacher's maps recorded first when a recipe reads
+        them: their pass makes the pairs too, so the teacher runs once per crop, not once for the pairs and
+        again for the maps."""
+        from zoo.recipes import get_recipe
+
+        from .recipes import reads_teacher_maps
+
+        reader = next((r for r in spec.recipes if reads_teacher_maps(get_recipe(r))), None)
+        with _maps_for(reader):
+            super().check_data_and_student(spec)
+
 
 ADAPTER = GanAdapter()

@@ -531,6 +531,28 @@ def test_pairs_with_maps_run_the_teacher_once_per_crop(tmp_path, monkeypatch):
     assert torch.equal(longer.targets[:6], pairs.targets) and longer.maps.shape[0] == 10
 
 
+def test_the_protocol_makes_the_pairs_with_maps_when_a_recipe_reads_them(monkeypatch):
+    """Before any arm trains, the protocol loads the data once: with the teacher's maps when a recipe reads
+    them (their pass then makes the pairs too), without them otherwise."""
+    from zoo import protocol
+    from zoo.gan.adapter import ADAPTER
+
+    asked = []
+    teacher = ResnetGenerator(ngf=8, n_blocks=9).eval()
+    tiny = _tiny_pairs(teacher)
+
+    def fake_pairs(name, split, *, count=None, eval_side=256, maps=False):
+        asked.append((split, maps))
+        return tiny[0] if split == "train" else tiny[1]
+
+    monkeypatch.setattr(ADAPTER, "_pairs", fake_pairs)
+    for recipes, with_maps in ((["omgd", "gan-compression"], True), (["omgd"], False)):
+        asked.clear()
+        spec = protocol.ProtocolSpec("gan", "cyclegan-vintagify", "cyclegan-resnet9-ngf16", recipes, [0, 1], "photos")
+        ADAPTER.protocol.check_data_and_student(spec)
+        assert asked == [("train", with_maps), ("test", False)]
+
+
 def test_gan_compression_reads_the_teachers_maps_from_the_pairs(tmp_path):
     """The feature term on the stored maps equals the term on live teacher taps (up to float16), and a
     gan-compression run never runs the teacher after the Distiller's probe."""
