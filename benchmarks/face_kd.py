@@ -92,10 +92,11 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
                           settings, args.train_subset)
     for name in args.recipes:
         get_recipe(name)
-    adapter = get_adapter("face")
-    train, _ = adapter.datasets(DATA, train_subset=args.train_subset)
-    for arch in [args.student] + ([] if args.teacher else [args.teacher_arch]):
-        adapter.build_student(arch, train)
+    if not args.teacher:  # with a teacher given, twins.py checks the data and the student before any arm trains
+        adapter = get_adapter("face")
+        train, _ = adapter.datasets(DATA, train_subset=args.train_subset)
+        for arch in (args.student, args.teacher_arch):
+            adapter.build_student(arch, train)
     return settings
 
 

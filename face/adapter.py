@@ -98,7 +98,7 @@ class FaceAdapter(TaskAdapter):
 
         if card.dataset != CJK:
             raise ValueError(f"no loader for face dataset {card.dataset!r} (known: {CJK})")
-        test = load_cjk("test", cache=data_root) if data_root is not None else self.datasets(CJK)[1]
+        test = load_cjk("test", cache=data_root)  # the held-out split only (None: $KDZOO_DATA)
         return {**self.evaluate_model(model, test, device=device), "n": len(test)}
 
     # ------------------------------------------------------------------ runs (zoo.runner)

@@ -468,7 +468,7 @@ def read_lfw_pairs(pairs_file: str | os.PathLike, image_root: str | os.PathLike,
         folds, per_fold = int(lines[0][1][0]), int(lines[0][1][1])
     except (IndexError, ValueError):
         got = " ".join(lines[0][1]) if lines else "nothing"
-        raise ValueError(f"{path}:1: the header must be 'folds per_fold', got {got!r}") from None
+        raise ValueError(f"{path}:{lines[0][0] if lines else 1}: the header must be 'folds per_fold', got {got!r}") from None
     if folds < 1 or per_fold < 1:
         raise ValueError(f"{path}:{lines[0][0]}: the header announces {folds} folds of {per_fold} + {per_fold} pairs: no pairs")
     body = lines[1:]
