@@ -254,6 +254,14 @@ for _recipe in [
     Recipe("embedding-rkd", [Term("rkd", student="embedding", teacher="embedding", weight=1.0)], task_weight=0.0,
            paper="Park et al. 2019, Relational Knowledge Distillation (CVPR)",
            description="the distance- and angle-wise relations of the teacher's embeddings (RKD-DA), no margin loss"),
+    # RKD as Park et al. 2019 train a student (sec. 3, eq. 3 added to the task loss: L_task + L_RKD, with the
+    # paper's weights 25 and 50 inside the term): the relations beside the student's own ArcFace loss (its own
+    # head, trained, as the twin's). RKD alone gives structure early but no margin between the training
+    # identities; ArcFace from scratch gives the margin but leaves its early collapse late (README face section).
+    Recipe("embedding-rkd-arcface", [Term("rkd", student="embedding", teacher="embedding", weight=1.0)],
+           task_weight=1.0, paper="Park et al. 2019, Relational Knowledge Distillation (CVPR)",
+           description="ArcFace (s 64, m 0.5, the student's own head) + the distance- and angle-wise relations of "
+                       "the teacher's embeddings (RKD-DA)"),
     # the student's own head is not trained (task weight 0): its classifier is the teacher's, frozen
     # DDL distils within the student (its easy pairs teach its hard pairs), on top of its own ArcFace loss;
     # easy/hard are the printed vs. brush-script typefaces (zoo.face.data.HARD_FACES)

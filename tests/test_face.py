@@ -190,6 +190,10 @@ def test_proxyless_kd_trains_the_embedding_under_the_teachers_frozen_classifier(
                       settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
     header = (tmp_path / "rkd" / "log.csv").read_text().splitlines()[0].split(",")
     assert rkd.finished and "rkd" in header and "task" not in header  # the relations alone, no margin loss
+    both = zoo.distill(str(tmp_path / "teacher"), "face-resnet8", "embedding-rkd-arcface", data=data,
+                       out=tmp_path / "rkd-arcface", settings={"epochs": 1, "batch_size": 12, "lr": 0.05, "progress": False})
+    header = (tmp_path / "rkd-arcface" / "log.csv").read_text().splitlines()[0].split(",")
+    assert both.finished and {"rkd", "task"} <= set(header)  # the relations beside the student's own ArcFace
     # why relations: a direction shared by all of the teacher's embeddings (its embeddings sit in a narrow cone)
     # leaves RKD unchanged (distances and angles ignore a common offset), while the normalised L2 moves with it
     from zoo.losses.relations import rkd_loss

@@ -158,6 +158,33 @@ def test_a_run_folder_may_stop_at_fewer_seeds_or_add_seeds(tmp_path, capsys):
         protocol.run(spec(seeds=[0, 1], recipes=["kd"]), task, tmp_path)
 
 
+def test_a_run_folder_may_gain_recipes_but_not_lose_them(tmp_path, capsys):
+    """A method added to a finished run trains its arm on every seed; the twin and the finished arms are
+    kept (FakeTask records a call per seed it trains; the real task reads finished arms from their cards)."""
+    task = FakeTask()
+    done = protocol.run(spec(recipes=["kd"]), task, tmp_path)
+    assert task.calls == [0, 1, 2] and all(set(r.metrics) == {TWIN, "kd"} for r in done)
+    done = protocol.run(spec(recipes=["kd", "at"]), task, tmp_path)
+    assert task.calls == [0, 1, 2, 0, 1, 2] and all(set(r.metrics) == {TWIN, "kd", "at"} for r in done)
+    assert json.loads((tmp_path / "protocol.json").read_text())["recipes"] == ["kd", "at"]
+    assert "recipes at added" in capsys.readouterr().out
+    done = protocol.run(spec(recipes=["kd", "at"]), task, tmp_path)  # nothing left to train
+    assert len(task.calls) == 6 and len(done) == 3
+    with pytest.raises(ValueError, match=r"may gain recipes but not lose them: give the recorded ones too, "
+                                         r"--recipes kd at \.\.\."):
+        protocol.run(spec(recipes=["at"]), task, tmp_path)
+
+
+def test_a_restored_seed_is_not_trained_for_added_recipes_unless_asked(tmp_path, capsys):
+    task, s = FakeTask(), spec(recipes=["kd"])
+    record = protocol.write_results(s, task, protocol.run(s, task, tmp_path / "old"),
+                                    tmp_path / "results")[0].with_suffix(".json")
+    protocol.restore_seeds(s, tmp_path / "new", record)
+    done = protocol.run(spec(recipes=["kd", "at"]), task, tmp_path / "new")
+    assert task.calls == [0, 1, 2] and [set(r.metrics) for r in done] == [{TWIN, "kd"}] * 3
+    assert "--only-seeds 0 trains the seed again, every arm" in capsys.readouterr().out
+
+
 def test_seeds_lost_with_a_run_folder_are_restored_from_the_results_file(tmp_path, capsys):
     task, s = FakeTask(), spec()
     done = protocol.run(s, task, tmp_path / "old")

@@ -14,7 +14,8 @@ inside the spread of the twin itself is not told apart from seed noise.
 The protocol is task-agnostic: a task adapter supplies a `ProtocolTask` (``adapter.protocol``)
 that trains one seed's arms (resumably, stopping at a deadline) and publishes a chosen run. This
 module does the bookkeeping, the statistics and the table, and resumes a run folder where it
-stopped (finished seeds are never trained again; a run folder refuses other settings, but not other seeds).
+stopped (finished seeds are never trained again; a run folder refuses other settings, but not other seeds,
+and it may gain recipes: the finished arms, the twin's included, are kept and only the new arms train).
 """
 from __future__ import annotations
 
@@ -252,13 +253,17 @@ def _spec_record(spec: ProtocolSpec) -> dict[str, Any]:
 
 def _settings_differ(saved: dict[str, Any], spec: ProtocolSpec) -> list[str]:
     """What of a recorded spec differs from ``spec``, apart from the seeds (seeds are independent, so a run
-    may add seeds or stop at fewer of them): ``"recipes (['kd'] then, ['at'] now)"``, one entry per field,
-    and per key for the settings (``"settings.epochs (10 then, 12 now)"``)."""
+    may add seeds or stop at fewer of them) and from recipes added to the recorded ones (each arm trains on
+    its own, so a run may gain a method; one that drops a recorded recipe would lose its arms from the
+    table): ``"recipes (['kd'] then, ['at'] now)"``, one entry per field, and per key for the settings
+    (``"settings.epochs (10 then, 12 now)"``)."""
     now = _spec_record(spec)
     out = []
     for k in sorted(set(saved) | set(now)):
         a, b = saved.get(k), now.get(k)
         if k == "seeds" or a == b:
+            continue
+        if k == "recipes" and isinstance(a, list) and isinstance(b, list) and set(a) <= set(b):
             continue
         if k == "settings" and isinstance(a, dict) and isinstance(b, dict):
             out += [f"settings.{key} ({a.get(key)!r} then, {b.get(key)!r} now)" for key in sorted(set(a) | set(b))
@@ -271,19 +276,29 @@ def _settings_differ(saved: dict[str, Any], spec: ProtocolSpec) -> list[str]:
 def _claim_run_folder(spec: ProtocolSpec, out: Path) -> None:
     """Record ``spec`` in ``out/protocol.json``, or check that the run already there has these settings
     (ValueError naming the settings that differ: a run folder holds one protocol run). Other seeds are
-    allowed (the record is updated, the finished seeds kept): a run may add a seed, or stop at fewer."""
+    allowed (the record is updated, the finished seeds kept): a run may add a seed, or stop at fewer. So are
+    added recipes: the finished arms are kept and the new ones train on the same seeds and budget."""
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "protocol.json"
     if spec_path.exists():
         saved = json.loads(spec_path.read_text())
         changed = _settings_differ(saved, spec)
         if changed:
+            hint = ""
+            if set(saved.get("recipes", [])) - set(spec.recipes):
+                hint = (" (a run may gain recipes but not lose them: give the recorded ones too, "
+                        f"--recipes {' '.join(saved['recipes'])} ...)")
             raise ValueError(f"{out} holds a protocol run with other settings ({'; '.join(changed)}; "
-                             f"see {spec_path}); use a new output folder")
-        if saved.get("seeds") == spec.seeds:
+                             f"see {spec_path}){hint}; use a new output folder")
+        if saved.get("seeds") == spec.seeds and saved.get("recipes") == spec.recipes:
             return
-        print(f"{out}: seeds {' '.join(map(str, saved.get('seeds', [])))} -> {' '.join(map(str, spec.seeds))} "
-              "(the finished seeds are kept)", flush=True)
+        if saved.get("seeds") != spec.seeds:
+            print(f"{out}: seeds {' '.join(map(str, saved.get('seeds', [])))} -> {' '.join(map(str, spec.seeds))} "
+                  "(the finished seeds are kept)", flush=True)
+        if saved.get("recipes") != spec.recipes:
+            added = [r for r in spec.recipes if r not in saved.get("recipes", [])]
+            print(f"{out}: recipes {' '.join(added) or '(reordered)'} added (the finished arms are kept; the new "
+                  "arms train on every seed)", flush=True)
     atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
 
 
@@ -324,8 +339,15 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
         marker = out / f"seed-{seed}" / RESTORED_FILE
         retrain = marker.exists() and only_seeds is not None and seed in only_seeds
         if done.exists() and not retrain:
-            results.append(SeedResult(**json.loads(done.read_text())))
-            continue
+            finished = SeedResult(**json.loads(done.read_text()))
+            if set(spec.arms) <= set(finished.metrics) or marker.exists():
+                if marker.exists() and not set(spec.arms) <= set(finished.metrics):
+                    print(f"seed {seed} was restored from a results file without the arms "
+                          f"{' '.join(a for a in spec.arms if a not in finished.metrics)}; its checkpoints are not "
+                          f"here: --only-seeds {seed} trains the seed again, every arm", flush=True)
+                results.append(finished)
+                continue
+            # recipes were added since the seed finished: train its new arms (the finished ones are read back)
         if only_seeds is not None and seed not in only_seeds:
             continue
         if deadline is not None and time.monotonic() >= deadline:
