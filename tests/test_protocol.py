@@ -380,3 +380,16 @@ def test_a_seed_another_live_process_trains_is_skipped_and_a_stale_lock_taken_ov
     done = protocol.run(spec(seeds=[0, 1]), task, tmp_path)  # its process has ended: the lock is taken over
     assert task.calls == [1, 0] and [r.seed for r in done] == [0, 1]
     assert not (tmp_path / "seed-0" / protocol.LOCK_FILE).exists()  # released after training
+
+
+def test_epoch_table_means_each_evaluated_epoch_over_seeds():
+    def hist(*values):
+        return [{"epoch": 3 * (i + 1), "step": 10 * (i + 1), "top1": v} for i, v in enumerate(values)]
+
+    results = [SeedResult(0, {TWIN: 0.5, "kd": 0.7}, 20, 1.0, "cpu", {TWIN: hist(0.2, 0.5), "kd": hist(0.4, 0.7)}),
+               SeedResult(1, {TWIN: 0.6, "kd": 0.8}, 20, 1.0, "cpu", {TWIN: hist(0.3, 0.6), "kd": hist(0.5)})]
+    table = protocol.epoch_table(results, [TWIN, "kd"], "top1")
+    assert "| arm | 3 | 6 |" in table
+    assert "| twin | 25.0 | 55.0 |" in table and "| kd | 45.0 | 70.0 (1) |" in table  # kd's seed 1 stopped early
+    one_point = [SeedResult(0, {TWIN: 0.5}, 20, 1.0, "cpu", {TWIN: hist(0.5)})]
+    assert protocol.epoch_table(one_point, [TWIN], "top1") == ""  # evaluated once: nothing to show

@@ -223,6 +223,34 @@ def markdown(spec: ProtocolSpec, summary: dict[str, ArmSummary], teacher_value: 
     return "\n".join(lines) + "\n" + note + (f"\n\n{settings_line}" if settings_line else "") + "\n"
 
 
+def epoch_table(results: list[SeedResult], arms: list[str], metric: str, scale: float = 100.0,
+                unit: str = "%") -> str:
+    """The headline ``metric`` after each evaluated epoch (columns), mean over the seeds that evaluated it
+    (the seeds' ``history``, from each arm's card): how each arm got where it ended. Empty when no arm was
+    evaluated more than once. A cell of fewer seeds than the arm's others shows its count, ``91.2 (2)``."""
+    curves: dict[str, dict[int, list[float]]] = {}
+    for r in results:
+        for arm in arms:
+            for h in r.history.get(arm, []):
+                if "epoch" in h and metric in h and math.isfinite(h[metric]):
+                    curves.setdefault(arm, {}).setdefault(int(h["epoch"]), []).append(float(h[metric]))
+    epochs = sorted({e for c in curves.values() for e in c})
+    if len(epochs) < 2:
+        return ""
+    lines = [f"{metric} {unit}".strip() + " after each evaluated epoch (columns), mean over seeds:", "",
+             "| arm | " + " | ".join(str(e) for e in epochs) + " |", "|---|" + "---|" * len(epochs)]
+    for arm in arms:
+        if arm not in curves:
+            continue
+        n = max(len(v) for v in curves[arm].values())
+        cells = []
+        for e in epochs:
+            v = curves[arm].get(e, [])
+            cells.append("" if not v else f"{statistics.mean(v) * scale:.1f}" + (f" ({len(v)})" if len(v) < n else ""))
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def baseline_record(spec: ProtocolSpec, summary: dict[str, ArmSummary], metric: str, steps: int,
                     twin_name: str | None, table: str) -> dict[str, Any]:
     """The ``baseline`` field of a distilled card: its twin (zoo name if published), the twin's metric
@@ -463,7 +491,8 @@ def metric_scale(task: str, metric: str) -> tuple[float, str]:
 
 def write_results(spec: ProtocolSpec, task: ProtocolTask, results: list[SeedResult], results_dir: Path,
                   settings_line: str = "") -> tuple[Path, dict[str, ArmSummary] | None]:
-    """``<slug>.md`` (the table) and ``<slug>.json`` (spec, every seed's values, the summary) in ``results_dir``."""
+    """``<slug>.md`` (the table, then `epoch_table` where the arms were evaluated along the way) and
+    ``<slug>.json`` (spec, every seed's values and histories, the summary) in ``results_dir``."""
     results_dir.mkdir(parents=True, exist_ok=True)
     teacher_value = task.teacher_metric(spec)
     stem = results_dir / spec.slug()
@@ -473,7 +502,8 @@ def write_results(spec: ProtocolSpec, task: ProtocolTask, results: list[SeedResu
         scale, unit = metric_scale(spec.task, task.metric)
         table = markdown(spec, summary, teacher_value, task.metric, scale=scale, unit=unit, settings_line=settings_line,
                          higher_is_better=task.higher_is_better, teacher=teacher_label(task, spec))
-        atomic_write_text(stem.with_suffix(".md"), table)
+        curves = epoch_table(results, spec.arms, task.metric, scale=scale, unit=unit)
+        atomic_write_text(stem.with_suffix(".md"), table + (f"\n{curves}" if curves else ""))
     record = {"spec": _spec_record(spec), "metric": task.metric, "teacher_value": teacher_value,
               "seeds": [asdict(r) for r in results], "settings_line": settings_line,
               "summary": {k: asdict(v) for k, v in (summary or {}).items()}, "spread_rule": SPREAD}
