@@ -48,22 +48,29 @@ class FaceAdapter(TaskAdapter):
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
         """One dict per image with its ``embedding`` (L2-normalised list of floats). With exactly two images,
-        both dicts also hold ``similarity`` (their cosine) and ``same`` (above the card's ``threshold``).
-        ``label``/``index`` are None and ``score`` is the similarity (or 0)."""
+        both dicts also hold ``similarity`` (their cosine), ``same`` (above the card's ``threshold``) and
+        ``pair`` (0 for the first image, 1 for the second). ``label``/``index`` are None and ``score`` is the
+        similarity (or 0). Raises ValueError for ``top_k`` other than 1: a recogniser has no classes to rank."""
+        if top_k != 1:
+            raise ValueError(f"top_k={top_k}: a face recogniser gives embeddings (and a pair's similarity), not "
+                             "classes to rank; leave --top-k out")
         x = model.preprocess(inputs)
         e = model(x.to(next(model.parameters()).device)).float().cpu()
         out = [{"label": None, "index": None, "score": 0.0, "embedding": [round(v, 6) for v in row.tolist()]} for row in e]
         if len(out) == 2:
             sim = float(F.cosine_similarity(e[0:1], e[1:2]))
             threshold = float(model.card.metrics.get("threshold", 0.0))
-            for r in out:
-                r.update(score=round(sim, 6), similarity=round(sim, 6), same=sim > threshold, threshold=threshold)
+            for i, r in enumerate(out):
+                r.update(score=round(sim, 6), similarity=round(sim, 6), same=sim > threshold, threshold=threshold, pair=i)
         return out
 
     def describe(self, prediction: dict[str, Any]) -> str:
+        if prediction.get("pair") == 1:
+            return "the pair's second image (its verdict is on the line above)"
         if "similarity" in prediction:
             verdict = "same identity" if prediction["same"] else "different identities"
-            return f"cosine similarity {prediction['similarity']:.3f}: {verdict} (threshold {prediction['threshold']:.3f})"
+            return (f"cosine similarity {prediction['similarity']:.3f} with the next image: {verdict} "
+                    f"(threshold {prediction['threshold']:.3f})")
         return f"embedding of {len(prediction['embedding'])} values (--json prints them; pass two images to compare them)"
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:

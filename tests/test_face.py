@@ -394,6 +394,13 @@ def test_every_bundled_face_entry_verifies_a_pair_and_reproduces_its_card(tmp_pa
         model = zoo.load(name)
         a, b = zoo.predict(model)  # the card's bundled sample images
         assert a["similarity"] == b["similarity"] and a["same"] == (a["similarity"] > model.card.metrics["threshold"])
+        if name == entries[0]:  # the verdict is printed once, on the first image's line; no classes to rank
+            from zoo.tasks import get_adapter
+
+            adapter = get_adapter("face")
+            assert "with the next image" in adapter.describe(a) and "line above" in adapter.describe(b)
+            with pytest.raises(ValueError, match="not classes to rank"):
+                zoo.predict(model, top_k=3)
         result = zoo.evaluate(name)
         assert set(result["measured"]) == set(result["card"]), name
         for metric, value in result["card"].items():
