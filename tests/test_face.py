@@ -389,7 +389,8 @@ def test_every_bundled_face_entry_verifies_a_pair_and_reproduces_its_card(tmp_pa
     assert all(abs(elsewhere["measured"][k] - v) < 1e-3 for k, v in elsewhere["card"].items())
 
     entries = [c.name for c in zoo.list_models(task="face") if c.metrics_source != "reported"]
-    assert {"face-resnet20.cjk-fonts", "face-resnet8.cjk-fonts", "face-resnet8-proxyless-kd.cjk-fonts"} <= set(entries)
+    assert {"face-resnet20.cjk-fonts", "face-resnet8.cjk-fonts", "face-resnet8-proxyless-kd.cjk-fonts",
+            "face-resnet8-embedding-rkd-arcface.cjk-fonts"} <= set(entries)
     for name in entries:
         model = zoo.load(name)
         a, b = zoo.predict(model)  # the card's bundled sample images
