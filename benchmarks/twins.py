@@ -146,7 +146,7 @@ def _main(argv: list[str] | None = None) -> int:
     line = settings_line(spec, results, getattr(task, "arms_note", ""))
     table, summary = protocol.write_results(spec, task, results, results_dir, line)
     done = len(results) == len(spec.seeds)
-    print(f"{len(results)}/{len(spec.seeds)} seeds done" + (f"; table in {table}" if table.exists() else "; no table yet")
+    print(f"{len(results)}/{len(spec.seeds)} seeds done" + (f"; table in {table}" if summary is not None else "; no table yet")
           + ("" if done else "; run the same command again to continue"), flush=True)
     if not args.publish:
         return 0

@@ -158,10 +158,14 @@ def test_a_run_folder_may_stop_at_fewer_seeds_or_add_seeds(tmp_path, capsys):
         protocol.run(spec(seeds=[0, 1], recipes=["kd"]), task, tmp_path)
 
 
+class ApartTask(FakeTask):
+    arms_apart = True  # each arm trains on its own (RunnerProtocol): a run folder may gain recipes
+
+
 def test_a_run_folder_may_gain_recipes_but_not_lose_them(tmp_path, capsys):
     """A method added to a finished run trains its arm on every seed; the twin and the finished arms are
     kept (FakeTask records a call per seed it trains; the real task reads finished arms from their cards)."""
-    task = FakeTask()
+    task = ApartTask()
     done = protocol.run(spec(recipes=["kd"]), task, tmp_path)
     assert task.calls == [0, 1, 2] and all(set(r.metrics) == {TWIN, "kd"} for r in done)
     done = protocol.run(spec(recipes=["kd", "at"]), task, tmp_path)
@@ -170,18 +174,42 @@ def test_a_run_folder_may_gain_recipes_but_not_lose_them(tmp_path, capsys):
     assert "recipes at added" in capsys.readouterr().out
     done = protocol.run(spec(recipes=["kd", "at"]), task, tmp_path)  # nothing left to train
     assert len(task.calls) == 6 and len(done) == 3
-    with pytest.raises(ValueError, match=r"may gain recipes but not lose them: give the recorded ones too, "
-                                         r"--recipes kd at \.\.\."):
+    with pytest.raises(ValueError, match=r"this command drops kd, whose arms would leave the table. A run may gain "
+                                         r"recipes but not lose them: give --recipes kd at"):
         protocol.run(spec(recipes=["at"]), task, tmp_path)
+    done = protocol.run(spec(recipes=["at", "kd"]), task, tmp_path)  # reordered: nothing to train
+    assert len(task.calls) == 6 and "added" not in capsys.readouterr().out
+
+
+def test_a_task_that_trains_arms_together_keeps_its_recipes(tmp_path):
+    """Classification trains a seed's arms in one state: a finished seed cannot gain an arm, and resuming
+    with the recipes reordered would hand one arm's optimizer state to another. Both are refused, and
+    the run's record is left as it was."""
+    task = FakeTask()
+    protocol.run(spec(recipes=["kd", "at"]), task, tmp_path)
+    record = (tmp_path / "protocol.json").read_text()
+    for recipes in (["kd", "at", "fitnet"], ["at", "kd"]):
+        with pytest.raises(ValueError, match="trains a seed's arms together, so its run folders cannot gain or "
+                                             "reorder recipes"):
+            protocol.run(spec(recipes=recipes), task, tmp_path)
+    assert (tmp_path / "protocol.json").read_text() == record
+
+
+def test_a_deadline_still_reads_the_finished_seeds_after_it(tmp_path):
+    task = ApartTask()
+    protocol.run(spec(recipes=["kd"]), task, tmp_path, only_seeds=[1])
+    protocol.run(spec(recipes=["kd", "at"]), task, tmp_path, only_seeds=[1])  # seed 1 gains the new arm
+    done = protocol.run(spec(recipes=["kd", "at"]), task, tmp_path, deadline=0.0)  # no time to train seed 0
+    assert [r.seed for r in done] == [1] and task.calls == [1, 1]
 
 
 def test_a_restored_seed_is_not_trained_for_added_recipes_unless_asked(tmp_path, capsys):
-    task, s = FakeTask(), spec(recipes=["kd"])
+    task, s = ApartTask(), spec(recipes=["kd"])
     record = protocol.write_results(s, task, protocol.run(s, task, tmp_path / "old"),
                                     tmp_path / "results")[0].with_suffix(".json")
     protocol.restore_seeds(s, tmp_path / "new", record)
     done = protocol.run(spec(recipes=["kd", "at"]), task, tmp_path / "new")
-    assert task.calls == [0, 1, 2] and [set(r.metrics) for r in done] == [{TWIN, "kd"}] * 3
+    assert task.calls == [0, 1, 2] and done == []  # a seed counts once every arm is done
     assert "--only-seeds 0 trains the seed again, every arm" in capsys.readouterr().out
 
 

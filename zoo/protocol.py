@@ -100,7 +100,9 @@ class SeedResult:
 
 
 class ProtocolTask(Protocol):
-    """What a task supplies to the protocol (``get_adapter(task).protocol``)."""
+    """What a task supplies to the protocol (``get_adapter(task).protocol``). Optional: ``arms_apart``
+    (True when each arm of a seed trains and is stored on its own, so a finished run may gain recipes),
+    ``validate``, ``arms_note``."""
 
     metric: str  # the headline metric (a card metric name, e.g. top1)
     higher_is_better: bool
@@ -214,7 +216,7 @@ def markdown(spec: ProtocolSpec, summary: dict[str, ArmSummary], teacher_value: 
         if s is None or not s.n:
             lines.append(f"| {spec.student} | {arm} | (not run yet) | | | |")
             continue
-        closed = f"{s.gap_closed * 100:.0f}%" if s.gap_closed is not None else "-"
+        closed = f"{s.gap_closed * 100:.0f}%".replace("-0%", "0%") if s.gap_closed is not None else "-"
         div = f"; **diverged in {s.diverged} seed(s)**" if s.diverged else ""
         lines.append(f"| {spec.student} | {arm} | {fmt(s.mean)} ± {fmt(s.std)} ({s.n}){div} | {s.gain * scale:+.2f} "
                      f"| {closed} | {'yes' if s.beats_twin else 'no'} |")
@@ -279,19 +281,19 @@ def _spec_record(spec: ProtocolSpec) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(spec)))
 
 
-def _settings_differ(saved: dict[str, Any], spec: ProtocolSpec) -> list[str]:
+def _settings_differ(saved: dict[str, Any], spec: ProtocolSpec, grow: bool = False) -> list[str]:
     """What of a recorded spec differs from ``spec``, apart from the seeds (seeds are independent, so a run
-    may add seeds or stop at fewer of them) and from recipes added to the recorded ones (each arm trains on
-    its own, so a run may gain a method; one that drops a recorded recipe would lose its arms from the
-    table): ``"recipes (['kd'] then, ['at'] now)"``, one entry per field, and per key for the settings
-    (``"settings.epochs (10 then, 12 now)"``)."""
+    may add seeds or stop at fewer of them) and, with ``grow`` (a task whose arms train apart, `arms_apart`),
+    from recipes added to the recorded ones or reordered (a run may gain a method; one that drops a
+    recorded recipe would lose its arms from the table): ``"recipes (['kd'] then, ['at'] now)"``, one
+    entry per field, and per key for the settings (``"settings.epochs (10 then, 12 now)"``)."""
     now = _spec_record(spec)
     out = []
     for k in sorted(set(saved) | set(now)):
         a, b = saved.get(k), now.get(k)
         if k == "seeds" or a == b:
             continue
-        if k == "recipes" and isinstance(a, list) and isinstance(b, list) and set(a) <= set(b):
+        if k == "recipes" and grow and isinstance(a, list) and isinstance(b, list) and set(a) <= set(b):
             continue
         if k == "settings" and isinstance(a, dict) and isinstance(b, dict):
             out += [f"settings.{key} ({a.get(key)!r} then, {b.get(key)!r} now)" for key in sorted(set(a) | set(b))
@@ -301,32 +303,38 @@ def _settings_differ(saved: dict[str, Any], spec: ProtocolSpec) -> list[str]:
     return out
 
 
-def _claim_run_folder(spec: ProtocolSpec, out: Path) -> None:
+def _claim_run_folder(spec: ProtocolSpec, out: Path, grow: bool = False) -> None:
     """Record ``spec`` in ``out/protocol.json``, or check that the run already there has these settings
     (ValueError naming the settings that differ: a run folder holds one protocol run). Other seeds are
-    allowed (the record is updated, the finished seeds kept): a run may add a seed, or stop at fewer. So are
-    added recipes: the finished arms are kept and the new ones train on the same seeds and budget."""
+    allowed (the record is updated, the finished seeds kept): a run may add a seed, or stop at fewer. With
+    ``grow`` (the task trains each arm apart) so are added recipes: the finished arms are kept and the new
+    ones train on the same seeds and budget. A task that trains a seed's arms together (one state for all)
+    cannot add an arm to a finished seed, so there the recipes must stay as recorded."""
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "protocol.json"
     if spec_path.exists():
         saved = json.loads(spec_path.read_text())
-        changed = _settings_differ(saved, spec)
+        changed = _settings_differ(saved, spec, grow)
         if changed:
-            hint = ""
-            if set(saved.get("recipes", [])) - set(spec.recipes):
-                hint = (" (a run may gain recipes but not lose them: give the recorded ones too, "
-                        f"--recipes {' '.join(saved['recipes'])} ...)")
+            dropped = [r for r in saved.get("recipes", []) if r not in spec.recipes]
+            if grow and dropped and changed == [c for c in changed if c.startswith("recipes ")]:
+                raise ValueError(f"{out} holds a protocol run of the recipes {' '.join(saved['recipes'])}; this "
+                                 f"command drops {' '.join(dropped)}, whose arms would leave the table. A run may "
+                                 f"gain recipes but not lose them: give --recipes {' '.join(saved['recipes'])} "
+                                 "(and any new ones), or use a new output folder")
+            why = ("" if grow or "recipes" not in " ".join(changed) else
+                   " (this task trains a seed's arms together, so its run folders cannot gain or reorder recipes)")
             raise ValueError(f"{out} holds a protocol run with other settings ({'; '.join(changed)}; "
-                             f"see {spec_path}){hint}; use a new output folder")
-        if saved.get("seeds") == spec.seeds and saved.get("recipes") == spec.recipes:
+                             f"see {spec_path}){why}; use a new output folder")
+        added = [r for r in spec.recipes if r not in saved.get("recipes", [])]
+        if saved.get("seeds") == spec.seeds and not added:
             return
         if saved.get("seeds") != spec.seeds:
             print(f"{out}: seeds {' '.join(map(str, saved.get('seeds', [])))} -> {' '.join(map(str, spec.seeds))} "
                   "(the finished seeds are kept)", flush=True)
-        if saved.get("recipes") != spec.recipes:
-            added = [r for r in spec.recipes if r not in saved.get("recipes", [])]
-            print(f"{out}: recipes {' '.join(added) or '(reordered)'} added (the finished arms are kept; the new "
-                  "arms train on every seed)", flush=True)
+        if added:
+            print(f"{out}: recipes {' '.join(added)} added (the finished arms are kept; the new arms train on "
+                  "every seed)", flush=True)
     atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
 
 
@@ -360,26 +368,28 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
         if lost:
             raise ValueError(f"{results_file} records seeds {' '.join(map(str, lost))} that {out} lacks; writing the "
                              "table would drop them: add --restore to read them back, or give another --results folder")
-    _claim_run_folder(spec, out)
-    results = []
+    _claim_run_folder(spec, out, grow=bool(getattr(task, "arms_apart", False)))
+    results, stopped = [], False
     for seed in spec.seeds:
         done = out / f"seed-{seed}" / "result.json"
         marker = out / f"seed-{seed}" / RESTORED_FILE
         retrain = marker.exists() and only_seeds is not None and seed in only_seeds
         if done.exists() and not retrain:
             finished = SeedResult(**json.loads(done.read_text()))
-            if set(spec.arms) <= set(finished.metrics) or marker.exists():
-                if marker.exists() and not set(spec.arms) <= set(finished.metrics):
-                    print(f"seed {seed} was restored from a results file without the arms "
-                          f"{' '.join(a for a in spec.arms if a not in finished.metrics)}; its checkpoints are not "
-                          f"here: --only-seeds {seed} trains the seed again, every arm", flush=True)
+            if set(spec.arms) <= set(finished.metrics):
                 results.append(finished)
+                continue
+            if marker.exists():
+                print(f"seed {seed} was restored from a results file without the arms "
+                      f"{' '.join(a for a in spec.arms if a not in finished.metrics)}; its checkpoints are not "
+                      f"here: --only-seeds {seed} trains the seed again, every arm", flush=True)
                 continue
             # recipes were added since the seed finished: train its new arms (the finished ones are read back)
         if only_seeds is not None and seed not in only_seeds:
             continue
-        if deadline is not None and time.monotonic() >= deadline:
-            break
+        if stopped or (deadline is not None and time.monotonic() >= deadline):
+            stopped = True  # train nothing more, but read the later seeds that are finished
+            continue
         lock = _claim_seed(out / f"seed-{seed}")
         if lock is None:
             continue
@@ -387,8 +397,9 @@ def run(spec: ProtocolSpec, task: ProtocolTask, out: Path, *, deadline: float | 
             result = task.run_seed(spec, seed, out / f"seed-{seed}", deadline, device)
         finally:
             lock.unlink(missing_ok=True)
-        if result is None:
-            break
+        if result is None:  # stopped at the deadline
+            stopped = True
+            continue
         if retrain:  # a restored seed trained again: say whether the recorded values came back
             recorded = json.loads(done.read_text())["metrics"]
             print(f"seed {seed} retrained: " + ", ".join(
@@ -493,9 +504,11 @@ def write_results(spec: ProtocolSpec, task: ProtocolTask, results: list[SeedResu
                   settings_line: str = "") -> tuple[Path, dict[str, ArmSummary] | None]:
     """``<slug>.md`` (the table, then `epoch_table` where the arms were evaluated along the way) and
     ``<slug>.json`` (spec, every seed's values and histories, the summary) in ``results_dir``."""
+    stem = results_dir / spec.slug()
+    if not results:  # nothing finished: leave any earlier table of this run as it is
+        return stem.with_suffix(".md"), None
     results_dir.mkdir(parents=True, exist_ok=True)
     teacher_value = task.teacher_metric(spec)
-    stem = results_dir / spec.slug()
     summary = None
     if any(TWIN in r.metrics for r in results):
         summary = summarize(results, spec.arms, teacher_value, task.higher_is_better)
@@ -519,6 +532,7 @@ class RunnerProtocol:
     of optimizer steps; a stopped arm resumes where it stopped."""
 
     arms_note = "the arms of a seed trained one after another on the same batches (same seed)"
+    arms_apart = True  # each arm is a run of its own: a run folder may gain recipes (`run`)
     # metrics besides the headline on which a published student must also beat its twin (e.g. gan: psnr)
     also_beat: tuple[str, ...] = ()
 
