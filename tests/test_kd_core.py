@@ -138,7 +138,12 @@ def test_distillation_resumes_bit_exactly(name, data, tmp_path):
     distill_classifier(name, teacher(0), "resnet8", out_dir=tmp_path / "a", settings=settings, data=data)
     distill_classifier(name, teacher(0), "resnet8", out_dir=tmp_path / "b", settings={**settings, "max_steps": 6},
                        data=data)
+    log_b = tmp_path / "b" / "log.csv"  # a run killed after step 6's checkpoint had logged step 9 already
+    rows = log_b.read_text().splitlines()
+    log_b.write_text("\n".join(rows + ["9" + rows[-1][rows[-1].index(","):]]) + "\n")
     distill_classifier(name, teacher(0), "resnet8", out_dir=tmp_path / "b", settings=settings, data=data, resume=True)
+    steps = [[r.split(",")[0] for r in (tmp_path / d / "log.csv").read_text().splitlines()] for d in "ab"]
+    assert steps[0] == steps[1]  # each step logged once, the resumed steps logged again
     a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)["module"]
     b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["module"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

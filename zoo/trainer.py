@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .io import atomic_write
+from .io import atomic_write, atomic_write_text
 
 STATE_FILE = "train_state.pt"
 
@@ -329,11 +329,25 @@ def finite_check_interval(cfg: TrainConfig, device: torch.device, scaler_enabled
     return cfg.log_every if device.type == "cuda" and not scaler_enabled else 1
 
 
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Drop the rows of ``log.csv`` logged after ``step`` (the checkpoint a run resumes from): a run killed
+    between a checkpoint and the next logs those steps again, and each step keeps one row."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].strip().isdigit()
+                        and int(ln.split(",", 1)[0]) <= step]
+    if len(keep) < len(lines):
+        atomic_write_text(path, "".join(keep) if step > 0 else "")
+
+
 class _Log:
     """``log.csv`` (and TensorBoard) of rank 0: one row per logged step, columns fixed by the first row
     and the module's `TrainModule.part_names` (parts that switch on later keep their column)."""
 
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool, part_names: list[str]) -> None:
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool, part_names: list[str], start_step: int = 0) -> None:
+        if enabled:
+            _drop_rows_after(out / "log.csv", start_step)
         self.file = open(out / "log.csv", "a", newline="") if enabled else None
         self.writer: csv.DictWriter | None = None
         self.part_names = part_names
@@ -580,7 +594,7 @@ def fit(
         }
         atomic_write(pending_path, lambda f: torch.save(state, f))
 
-    log = _Log(out, rank == 0, cfg.tensorboard, hooks.part_names)
+    log = _Log(out, rank == 0, cfg.tensorboard, hooks.part_names, start_step=step)
     bar = None
     if rank == 0 and cfg.progress:
         from tqdm.auto import tqdm
