@@ -15,7 +15,8 @@ The protocol is task-agnostic: a task adapter supplies a `ProtocolTask` (``adapt
 that trains one seed's arms (resumably, stopping at a deadline) and publishes a chosen run. This
 module does the bookkeeping, the statistics and the table, and resumes a run folder where it
 stopped (finished seeds are never trained again; a run folder refuses other settings, but not other seeds,
-and it may gain recipes: the finished arms, the twin's included, are kept and only the new arms train).
+and where the task trains each arm apart it may gain recipes: the finished arms, the twin's included, are
+kept and only the new arms train).
 """
 from __future__ import annotations
 
