@@ -318,12 +318,12 @@ def _claim_run_folder(spec: ProtocolSpec, out: Path, grow: bool = False) -> None
         changed = _settings_differ(saved, spec, grow)
         if changed:
             dropped = [r for r in saved.get("recipes", []) if r not in spec.recipes]
-            if grow and dropped and changed == [c for c in changed if c.startswith("recipes ")]:
+            if grow and dropped and all(c.startswith("recipes ") for c in changed):
                 raise ValueError(f"{out} holds a protocol run of the recipes {' '.join(saved['recipes'])}; this "
                                  f"command drops {' '.join(dropped)}, whose arms would leave the table. A run may "
                                  f"gain recipes but not lose them: give --recipes {' '.join(saved['recipes'])} "
                                  "(and any new ones), or use a new output folder")
-            why = ("" if grow or "recipes" not in " ".join(changed) else
+            why = ("" if grow or saved.get("recipes") == spec.recipes else
                    " (this task trains a seed's arms together, so its run folders cannot gain or reorder recipes)")
             raise ValueError(f"{out} holds a protocol run with other settings ({'; '.join(changed)}; "
                              f"see {spec_path}){why}; use a new output folder")

@@ -335,8 +335,8 @@ def _drop_rows_after(path: Path, step: int) -> None:
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
-    keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].strip().isdigit()
-                        and int(ln.split(",", 1)[0]) <= step]
+    steps = [ln.split(",", 1)[0].strip() for ln in lines[1:]]
+    keep = lines[:1] + [ln for ln, s in zip(lines[1:], steps) if s.isdigit() and int(s) <= step]
     if len(keep) < len(lines):
         atomic_write_text(path, "".join(keep) if step > 0 else "")
 
