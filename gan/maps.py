@@ -102,6 +102,7 @@ def teacher_maps(teacher: nn.Module, images: Tensor, stem: str | os.PathLike, ba
             another map shape (another teacher width or crop size under the same name).
     """
     stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)  # a fresh cache: the maps are the first file written there
     data_path, manifest_path = stem.with_name(stem.name + ".f16"), stem.with_name(stem.name + ".json")
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"chunks": []}
     count = len(images)

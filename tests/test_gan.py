@@ -516,7 +516,8 @@ def test_pairs_with_maps_run_the_teacher_once_per_crop(tmp_path, monkeypatch):
     teacher = ResnetGenerator(ngf=8, n_blocks=9).eval()
     calls = []
     hook = teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
-    pairs = gan_data.make_pairs(teacher, "t", "train", count=6, crop=32, cache=tmp_path, progress=False,
+    cache = tmp_path / "not-made-yet"  # a fresh cache: the maps are the first file written there
+    pairs = gan_data.make_pairs(teacher, "t", "train", count=6, crop=32, cache=cache, progress=False,
                                 batch_size=2, maps=True)
     assert sum(calls) == 6 + 1  # each crop once, plus teacher_maps' one-crop probe
     hook.remove()
@@ -525,7 +526,7 @@ def test_pairs_with_maps_run_the_teacher_once_per_crop(tmp_path, monkeypatch):
     assert torch.equal(pairs.maps, gan_maps.record_maps(teacher, pairs.inputs))
     calls.clear()
     teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
-    longer = gan_data.make_pairs(teacher, "t", "train", count=10, crop=32, cache=tmp_path, progress=False,
+    longer = gan_data.make_pairs(teacher, "t", "train", count=10, crop=32, cache=cache, progress=False,
                                  batch_size=2, maps=True)
     assert sum(calls) == 1 + 2 + 4  # the probe, the partial chunk (crops 4-5) again, crops 6-9
     assert torch.equal(longer.targets[:6], pairs.targets) and longer.maps.shape[0] == 10
