@@ -274,6 +274,16 @@ for _recipe in [
            description="student initialised from the teacher's largest-L1 channels; 10 x L1 to the teacher's image "
                        "+ 0.01 x feature MSE through 1x1 convs at model.9/12/15/18 + LSGAN PatchGAN (teacher images "
                        "real); Li et al. 2020 eq. 3 and their CycleGAN script"),
+    # GAN Compression's full objective (eq. 4) less its adversarial term and its weight transfer: the
+    # twin's L1 to the teacher's image plus eq. 3's intermediate-feature distillation, from the twin's random
+    # init. It isolates what the teacher's feature maps add to its images (the question of the paper's
+    # distillation ablation), with the weights of their CycleGAN script.
+    Recipe("gan-compression-distill",
+           [Term("feature_distill", student=GAN_COMPRESSION_LAYERS, teacher=None, weight=0.01)],
+           task_weight=10.0, paper=GAN_COMPRESSION,
+           description="10 x L1 to the teacher's image + 0.01 x feature MSE through 1x1 convs at model.9/12/15/18 "
+                       "(Li et al. 2020 eqs. 3-4 without the LSGAN term and without the weight transfer; random init "
+                       "as the twin's)"),
     # bytedance/OMGD, scripts/cycle_gan/horse2zebra/distill.sh: AGD_weights 1e1,1e4,1e1,1e-5 (SSIM, style,
     # feature, TV) and lambda_CD 5e2; no adversarial and no L1 term for the student. The teacher here is the
     # frozen pretrained generator (OMGD trains its teacher online beside the student; we have no real

@@ -590,3 +590,31 @@ def test_gan_compression_reads_the_teachers_maps_from_the_pairs(tmp_path):
     assert run.finished and len(calls) == 1  # 4 training steps, 0 teacher forwards (the probe only)
     with pytest.raises(ValueError, match="maps=True records a 9-block ResnetGenerator"):
         gan_data.make_pairs(ResnetGenerator(ngf=8, n_blocks=6), "x", "train", count=2, maps=True, cache=tmp_path)
+
+
+def test_gan_compression_distill_is_gan_compression_without_its_adversary_and_weight_transfer(tmp_path):
+    """`gan-compression-distill` keeps GAN Compression's L1 and feature terms with their weights, drops the
+    LSGAN term and the weight transfer (random init, as the twin's), reads the stored maps, and trains with
+    no discriminator stage."""
+    import zoo
+    from zoo.gan.maps import record_maps
+    from zoo.gan.recipes import reads_teacher_maps
+    from zoo.recipes import get_recipe
+
+    full, ablated = get_recipe("gan-compression"), get_recipe("gan-compression-distill")
+    assert ablated.task == "gan" and ablated.init is None and full.init is not None
+    assert ablated.task_weight == full.task_weight == 10.0
+    assert [(t.loss, t.student, t.weight) for t in ablated.terms] == [
+        (t.loss, t.student, t.weight) for t in full.terms if t.loss != "patch_adversarial"]
+    assert reads_teacher_maps(ablated)
+    torch.manual_seed(0)
+    teacher = ResnetGenerator(ngf=16, n_blocks=9).eval()
+    train, test = _tiny_pairs(teacher)
+    stored = gan_data.TranslationPairs(train.name, train.split, train.inputs, train.targets, train.teacher,
+                                       maps=record_maps(teacher, train.inputs))
+    run = zoo.distill(teacher, "cyclegan-resnet9-ngf16", "gan-compression-distill", data=(stored, test),
+                      out=tmp_path / "gcd", settings={"epochs": 1, "batch_size": 4, "progress": False})
+    assert run.finished and run.card.extra["recipe"]["init"] is None
+    header = (tmp_path / "gcd" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"task", "feature_distill"} <= set(header)  # one stage: no stage prefix
+    assert not any("/" in h or "adversarial" in h for h in header)
