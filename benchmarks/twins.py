@@ -117,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as e:  # a bad spec or folder: one line, nothing written
         print(f"twins.py: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the checkpoints are written atomically, so nothing finished is lost
+        print("\ntwins.py: interrupted; the finished seeds and each arm's last checkpoint are kept: run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+
+
+def _to_continue(seeds: list[int], finished: list[int], only_seeds: list[int] | None) -> str:
+    """What to run next when ``finished`` is not every seed: the same command again, unless it trained just
+    ``only_seeds`` and those are done (the rest are another process's, or the next command's)."""
+    left = [s for s in seeds if s not in finished]
+    if only_seeds and set(only_seeds) <= set(finished):
+        return (f"seed(s) {' '.join(map(str, left))} are not done: train them with --only-seeds "
+                f"{' '.join(map(str, left))}, or run without --only-seeds")
+    return "run the same command again to continue"
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -147,7 +161,7 @@ def _main(argv: list[str] | None = None) -> int:
     table, summary = protocol.write_results(spec, task, results, results_dir, line)
     done = len(results) == len(spec.seeds)
     print(f"{len(results)}/{len(spec.seeds)} seeds done" + (f"; table in {table}" if summary is not None else "; no table yet")
-          + ("" if done else "; run the same command again to continue"), flush=True)
+          + ("" if done else "; " + _to_continue(spec.seeds, [r.seed for r in results], args.only_seeds)), flush=True)
     if not args.publish:
         return 0
     if not done or summary is None:

@@ -421,3 +421,29 @@ def test_epoch_table_means_each_evaluated_epoch_over_seeds():
     assert "| twin | 25.0 | 55.0 |" in table and "| kd | 45.0 | 70.0 (1) |" in table  # kd's seed 1 stopped early
     one_point = [SeedResult(0, {TWIN: 0.5}, 20, 1.0, "cpu", {TWIN: hist(0.5)})]
     assert protocol.epoch_table(one_point, [TWIN], "top1") == ""  # evaluated once: nothing to show
+
+
+def test_twins_cli_says_what_to_run_next_and_stops_cleanly_on_ctrl_c(twins, tmp_path, capsys, monkeypatch):
+    """--only-seeds that finished its seeds names the seeds left (not "the same command again"); Ctrl-C is one
+    line and exit 130, not a traceback."""
+    args = ["--teacher", "resnet56.fmnist", "--student", "resnet8", "--recipes", "kd", "--seeds", "0", "1", "2",
+            "--set", "epochs=1", "--out", str(tmp_path / "run"), "--results", str(tmp_path / "results")]
+    done = results({TWIN: [0.90], "kd": [0.92]})  # seed 0 only
+    monkeypatch.setattr(protocol, "run", lambda *a, **k: done)
+    assert twins.main(args + ["--only-seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "1/3 seeds done" in out and "seed(s) 1 2 are not done: train them with --only-seeds 1 2" in out
+    assert "same command again" not in out
+    assert twins.main(args + ["--only-seeds", "0", "1"]) == 0  # seed 1 was cut short: the same command resumes it
+    assert "run the same command again to continue" in capsys.readouterr().out
+    assert twins.main(args) == 0
+    assert "run the same command again to continue" in capsys.readouterr().out
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protocol, "run", interrupted)
+    assert twins.main(args) == 130
+    captured = capsys.readouterr()
+    assert "twins.py: interrupted" in captured.err and "run the same command again to resume" in captured.err
+    assert "Traceback" not in captured.err
