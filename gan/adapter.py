@@ -111,7 +111,7 @@ class GanAdapter(TaskAdapter):
 
     def describe(self, prediction: dict[str, Any]) -> str:
         h, w = prediction["size"]
-        return f"translated image {w}x{h} (save it with --save DIR)"
+        return f"translated image {w}x{h}" + ("" if prediction.get("saved") else " (save it with --save DIR)")
 
     def save_prediction(self, prediction: dict[str, Any], source: Any, directory: Path) -> list[Path]:
         """``<name>.png``: the translated image, ``<name>`` being the input file's stem (``input`` otherwise)."""

@@ -155,8 +155,11 @@ def test_the_adapter_predicts_and_saves_images_of_any_size(tmp_path):
     rgba.save(tmp_path / "odd.png")
     [pred] = ADAPTER.predict(model, [str(tmp_path / "odd.png")])
     assert pred["image"].shape == (37, 50, 3) and pred["image"].dtype == np.uint8 and pred["size"] == [37, 50]
+    assert ADAPTER.describe(pred) == "translated image 50x37 (save it with --save DIR)"
     [path] = ADAPTER.save_prediction(pred, str(tmp_path / "odd.png"), tmp_path / "out")
     assert path.name == "odd.png" and np.array_equal(np.asarray(Image.open(path)), pred["image"])
+    pred["saved"] = [str(path)]  # as `zoo predict --save` records it: no hint to save what was saved
+    assert ADAPTER.describe(pred) == "translated image 50x37"
     with pytest.raises(ValueError, match="input 0 is 5x40 pixels"):
         ADAPTER.predict(model, [np.zeros((40, 5, 3), np.uint8)])
     with pytest.raises(ValueError, match="no inputs"):
