@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 
 from zoo import cli
 from zoo.cli import LIST_FIELDS
@@ -81,6 +82,10 @@ def test_predict_text_output_lists_the_top_k(capsys):
 def test_predict_bad_input_is_a_clear_error(capsys, tmp_path):
     assert cli.main(["predict", STUDENT, str(tmp_path / "nope.png")]) == 2
     assert "no image file" in capsys.readouterr().err
+    for bad in ("0", "-2", "x"):  # the option is named, not the Python parameter behind it
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["predict", STUDENT, "--top-k", bad])
+        assert exit_.value.code == 2 and "argument --top-k" in capsys.readouterr().err
 
 
 def test_eval_reproduces_the_card(capsys):

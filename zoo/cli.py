@@ -30,6 +30,14 @@ def fraction(text: str) -> float:
     return _finite_non_negative(text, "")
 
 
+def positive_int(text: str) -> int:
+    """The argparse type of a count such as ``--top-k``: an integer >= 1 (argparse names the option otherwise)."""
+    value = int(text)  # a ValueError: argparse says "invalid positive_int value"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
 def torch_device(text: str) -> str:
     """The argparse type of ``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``);
     an unknown name or an absent accelerator is an argparse error, not a traceback from deep in a run."""
@@ -326,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = _command(sub, "predict", "run a zoo model on inputs (default: its bundled sample inputs)")
     pr.add_argument("name", help="zoo name, alias or checkpoint directory")
     pr.add_argument("inputs", nargs="*", help="inputs as the task takes them (image files, texts, ...)")
-    pr.add_argument("--top-k", type=int, default=1, help="how many results per input: a classifier's K best classes (default 1); "
+    pr.add_argument("--top-k", type=positive_int, default=1, help="how many results per input: a classifier's K best classes (default 1); "
                     "for models that find several objects per input (boxes), all of them unless K > 1 is given")
     pr.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     pr.add_argument("--save", metavar="DIR", help="write each prediction as files into DIR (e.g. a mask and a colour "
