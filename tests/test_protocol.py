@@ -171,7 +171,10 @@ def test_a_run_folder_may_gain_recipes_but_not_lose_them(tmp_path, capsys):
     done = protocol.run(spec(recipes=["kd", "at"]), task, tmp_path)
     assert task.calls == [0, 1, 2, 0, 1, 2] and all(set(r.metrics) == {TWIN, "kd", "at"} for r in done)
     assert json.loads((tmp_path / "protocol.json").read_text())["recipes"] == ["kd", "at"]
-    assert "recipes at added" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "recipes at added" in out
+    # the earlier recipes' table is named (it stays in the results folder until the user deletes it)
+    assert f"{spec(recipes=['kd']).slug()}.md/.json in the results folder, stays" in out
     done = protocol.run(spec(recipes=["kd", "at"]), task, tmp_path)  # nothing left to train
     assert len(task.calls) == 6 and len(done) == 3
     with pytest.raises(ValueError, match=r"this command drops kd, whose arms would leave the table. A run may gain "

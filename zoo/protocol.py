@@ -26,7 +26,7 @@ import os
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -334,8 +334,10 @@ def _claim_run_folder(spec: ProtocolSpec, out: Path, grow: bool = False) -> None
             print(f"{out}: seeds {' '.join(map(str, saved.get('seeds', [])))} -> {' '.join(map(str, spec.seeds))} "
                   "(the finished seeds are kept)", flush=True)
         if added:
+            before = replace(spec, recipes=list(saved.get("recipes", []))).slug()
             print(f"{out}: recipes {' '.join(added)} added (the finished arms are kept; the new arms train on "
-                  "every seed)", flush=True)
+                  f"every seed). The earlier recipes' table, {before}.md/.json in the results folder, stays "
+                  "beside this run's: delete it once this one is written", flush=True)
     atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
 
 
