@@ -276,8 +276,8 @@ for _recipe in [
                        "real); Li et al. 2020 eq. 3 and their CycleGAN script"),
     # GAN Compression's full objective (eq. 4) less its adversarial term and its weight transfer: the
     # twin's L1 to the teacher's image plus eq. 3's intermediate-feature distillation, from the twin's random
-    # init. It isolates what the teacher's feature maps add to its images (the question of the paper's
-    # distillation ablation), with the weights of their CycleGAN script.
+    # init. It isolates what the teacher's feature maps add to its images, with the weights of their
+    # CycleGAN script.
     Recipe("gan-compression-distill",
            [Term("feature_distill", student=GAN_COMPRESSION_LAYERS, teacher=None, weight=0.01)],
            task_weight=10.0, paper=GAN_COMPRESSION,
