@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from zoo.metrics import hardware_description
-from zoo.protocol import TWIN, ProtocolSpec, SeedResult
+from zoo.protocol import TWIN, ProtocolSpec, SeedResult, check_term_settings, settings_for
 from zoo.recipes import get_recipe, override, recipe_dict
 from zoo.registry import ModelCard, TeacherRef
 from zoo.trainer import STATE_FILE, TrainConfig
@@ -27,7 +27,9 @@ from .pack import PackMember, distill_pack
 
 
 def _config(spec: ProtocolSpec, seed: int) -> TrainConfig:
-    _, cfg = override(get_recipe("plain"), TrainConfig(), {**spec.settings, "seed": seed, "progress": False})
+    """The pack's training settings (a term's setting goes to its arms only, `_members`)."""
+    plain = get_recipe("plain")
+    _, cfg = override(plain, TrainConfig(), {**settings_for(spec.settings, plain), "seed": seed, "progress": False})
     return cfg
 
 
@@ -49,7 +51,8 @@ def _members(spec: ProtocolSpec) -> list[PackMember]:
                    f"takes {recipe.teachers} teachers" if recipe.teachers > 1 else "distils through an assistant")
             raise ValueError(f"recipe {name!r} {why}; the protocol compares students distilled from one teacher "
                              "with their twin")
-        members.append(PackMember(name, name, spec.student, (0,)))
+        term_settings = {k: v for k, v in settings_for(spec.settings, recipe).items() if "." in k or k == "T"}
+        members.append(PackMember(name, name, spec.student, (0,), term_settings))
     return members
 
 
@@ -81,8 +84,9 @@ class ClassificationProtocol:
         card = zoo.card(spec.teacher)
         if card.task != "classification":
             raise ValueError(f"teacher {card.name!r} is a {card.task} model, not an image classifier")
-        for name in spec.recipes:
-            override(get_recipe(name), TrainConfig(), {k: v for k, v in spec.settings.items()})  # bad keys/values
+        for name in spec.recipes:  # unknown keys and bad values
+            override(get_recipe(name), TrainConfig(), settings_for(spec.settings, get_recipe(name)))
+        check_term_settings(spec.settings, {name: get_recipe(name) for name in spec.recipes})
         cfg = _config(spec, spec.seeds[0])
         n = len(_data(spec)[0])  # the data loads, and a subset larger than the split is refused
         if n < cfg.batch_size:
@@ -99,14 +103,16 @@ class ClassificationProtocol:
         cfg = _config(spec, seed)
         wall_path = out_dir / "wall_seconds.json"  # training time summed over the calls that ran this seed
         wall = json.loads(wall_path.read_text())["seconds"] if wall_path.exists() else 0.0
-        t0 = time.perf_counter()
-        res = distill_pack(_members(spec), [teacher], train, test, cfg, out_dir,
-                           resume=(out_dir / STATE_FILE).exists(), device=device, deadline=deadline,
-                           eval_every_epoch=True)
-        wall += time.perf_counter() - t0
         from zoo.io import atomic_write_text
 
-        atomic_write_text(wall_path, json.dumps({"seconds": round(wall, 1)}) + "\n")
+        t0 = time.perf_counter()
+        try:
+            res = distill_pack(_members(spec), [teacher], train, test, cfg, out_dir,
+                               resume=(out_dir / STATE_FILE).exists(), device=device, deadline=deadline,
+                               eval_every_epoch=True)
+        finally:  # an interrupted call (Ctrl-C) counts its time too
+            wall += time.perf_counter() - t0
+            atomic_write_text(wall_path, json.dumps({"seconds": round(wall, 1)}) + "\n")
         if not res.finished:
             print(f"seed {seed}: stopped at step {res.step}/{res.total_steps} (time budget); run again to resume",
                   flush=True)

@@ -450,3 +450,37 @@ def test_twins_cli_says_what_to_run_next_and_stops_cleanly_on_ctrl_c(twins, tmp_
     captured = capsys.readouterr()
     assert "twins.py: interrupted" in captured.err and "run the same command again to resume" in captured.err
     assert "Traceback" not in captured.err
+
+
+def test_classification_term_settings_reach_only_the_arms_that_have_the_term():
+    """``--set kd.T=4`` in a classification protocol goes to the kd arm (the pack's member settings), not to
+    the twin's training settings; a term setting that no recipe has is refused, with the terms listed."""
+    from zoo.classification import protocol as cls_protocol
+
+    s = spec(recipes=["kd", "at"], settings={"epochs": 1, "kd.T": 4.0, "at.weight": 500.0}, train_subset=256)
+    cls_protocol.ClassificationProtocol().validate(s)
+    members = {m.name: m for m in cls_protocol._members(s)}
+    assert members[TWIN].settings == {} and members["kd"].settings == {"kd.T": 4.0}
+    assert members["at"].settings == {"at.weight": 500.0}
+    assert cls_protocol._config(s, 0).epochs == 1
+    bad = spec(recipes=["at"], settings={"epochs": 1, "kd.T": 4.0}, train_subset=256)
+    with pytest.raises(ValueError, match=r"name no term of the recipes \['at'\] \(their terms: at\)"):
+        cls_protocol.ClassificationProtocol().validate(bad)
+
+
+def test_an_interrupted_classification_seed_keeps_its_training_time(tmp_path, monkeypatch):
+    """Ctrl-C inside a seed's pack still adds the time spent to ``wall_seconds.json`` (the table's wall time)."""
+    import time as time_
+
+    from zoo.classification import protocol as cls_protocol
+
+    def interrupted(*a, **k):
+        time_.sleep(0.3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cls_protocol, "distill_pack", interrupted)
+    s = spec(recipes=["kd"], settings={"epochs": 1}, train_subset=256)
+    (tmp_path / "wall_seconds.json").write_text('{"seconds": 10.0}\n')
+    with pytest.raises(KeyboardInterrupt):
+        cls_protocol.ClassificationProtocol().run_seed(s, 0, tmp_path, None, "cpu")
+    assert json.loads((tmp_path / "wall_seconds.json").read_text())["seconds"] >= 10.3

@@ -304,6 +304,30 @@ def _settings_differ(saved: dict[str, Any], spec: ProtocolSpec, grow: bool = Fal
     return out
 
 
+def settings_for(settings: dict[str, Any], recipe: Any | None) -> dict[str, Any]:
+    """The shared ``--set`` settings that apply to one arm (``recipe`` a `zoo.recipes.Recipe`, None for the
+    twin): training settings to every arm, a term's (``TERM.FIELD``, and ``T``) only to an arm whose recipe has
+    that term (e.g. ``cwd.student=logits`` leaves the twin and the other recipes alone)."""
+    from .recipes import term_params
+
+    terms = [] if recipe is None else recipe.terms
+    names = {t.name for t in terms}
+    has_t = any("T" in term_params(t) for t in terms)
+    return {k: v for k, v in settings.items()
+            if ("." not in k and k != "T") or (k == "T" and has_t) or k.split(".", 1)[0] in names}
+
+
+def check_term_settings(settings: dict[str, Any], recipes: dict[str, Any]) -> None:
+    """ValueError when a term setting (``TERM.FIELD`` or ``T``) in ``settings`` applies to none of ``recipes``
+    ({arm name: `zoo.recipes.Recipe`}): it would change nothing, silently."""
+    term_keys = {k for k in settings if "." in k or k == "T"}
+    used = {k for recipe in recipes.values() for k in settings_for(settings, recipe)}
+    if term_keys - used:
+        terms = sorted({t.name for recipe in recipes.values() for t in recipe.terms})
+        raise ValueError(f"settings {sorted(term_keys - used)} name no term of the recipes {list(recipes)} "
+                         f"(their terms: {', '.join(terms) or 'none'})")
+
+
 def _claim_run_folder(spec: ProtocolSpec, out: Path, grow: bool = False) -> None:
     """Record ``spec`` in ``out/protocol.json``, or check that the run already there has these settings
     (ValueError naming the settings that differ: a run folder holds one protocol run). Other seeds are
@@ -575,12 +599,7 @@ class RunnerProtocol:
                 raise ValueError(f"recipe {name!r} does not distil one student from one teacher (or itself); the "
                                  "protocol compares such students with their twin")
             override(recipe, TrainConfig(), self.arm_settings(spec.settings, name))  # unknown keys and bad values
-        term_keys = {k for k in spec.settings if "." in k or k == "T"}
-        used = {k for name in spec.recipes for k in self.arm_settings(spec.settings, name)}
-        if term_keys - used:
-            terms = sorted({t.name for name in spec.recipes for t in self.recipe(name).terms})
-            raise ValueError(f"settings {sorted(term_keys - used)} name no term of the recipes {list(spec.recipes)} "
-                             f"(their terms: {', '.join(terms) or 'none'})")
+        check_term_settings(spec.settings, {name: self.recipe(name) for name in spec.recipes})
         self.teacher_metric(spec)  # a teacher of this task, measured on the split the arms are measured on
         self.check_data_and_student(spec)
 
@@ -598,16 +617,8 @@ class RunnerProtocol:
         return get_recipe(name)
 
     def arm_settings(self, settings: dict[str, Any], arm: str) -> dict[str, Any]:
-        """The settings that apply to ``arm``: training settings to every arm, a term's (``TERM.FIELD``, and
-        ``T``) only to the arms whose recipe has that term (e.g. ``cwd.student=logits`` leaves the twin and the
-        other recipes alone)."""
-        from .recipes import term_params
-
-        terms = [] if arm == TWIN else self.recipe(arm).terms
-        names = {t.name for t in terms}
-        has_t = any("T" in term_params(t) for t in terms)
-        return {k: v for k, v in settings.items()
-                if ("." not in k and k != "T") or (k == "T" and has_t) or k.split(".", 1)[0] in names}
+        """The settings that apply to ``arm`` (`settings_for`)."""
+        return settings_for(settings, None if arm == TWIN else self.recipe(arm))
 
     def _settings(self, spec: ProtocolSpec, seed: int, arm: str = TWIN) -> dict[str, Any]:
         return {**self.arm_settings(spec.settings, arm), "seed": seed, "progress": False}
