@@ -71,7 +71,7 @@ class FaceAdapter(TaskAdapter):
             verdict = "same identity" if prediction["same"] else "different identities"
             return (f"cosine similarity {prediction['similarity']:.3f} with the next image: {verdict} "
                     f"(threshold {prediction['threshold']:.3f})")
-        return f"embedding of {len(prediction['embedding'])} values (--json prints them; pass two images to compare them)"
+        return f"embedding of {len(prediction['embedding'])} values (--json prints them; pass exactly two images to compare them)"
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:
         """Two PNG files of one held-out identity in two typefaces (rendered from the installed fonts into

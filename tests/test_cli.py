@@ -86,6 +86,9 @@ def test_predict_bad_input_is_a_clear_error(capsys, tmp_path):
         with pytest.raises(SystemExit) as exit_:
             cli.main(["predict", STUDENT, "--top-k", bad])
         assert exit_.value.code == 2 and "argument --top-k" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # an empty folder name saved nothing, silently
+        cli.main(["predict", STUDENT, "--save", ""])
+    assert exit_.value.code == 2 and "argument --save: must name a folder" in capsys.readouterr().err
 
 
 def test_eval_reproduces_the_card(capsys):

@@ -402,6 +402,10 @@ def test_every_bundled_face_entry_verifies_a_pair_and_reproduces_its_card(tmp_pa
             assert "with the next image" in adapter.describe(a) and "line above" in adapter.describe(b)
             with pytest.raises(ValueError, match="not classes to rank"):
                 zoo.predict(model, top_k=3)
+            samples = adapter.sample_inputs(model.card)
+            three = zoo.predict(model, [samples[0], samples[1], samples[0]])  # only a pair is compared
+            assert all("similarity" not in r for r in three)
+            assert "pass exactly two images" in adapter.describe(three[0])
         result = zoo.evaluate(name)
         assert set(result["measured"]) == set(result["card"]), name
         for metric, value in result["card"].items():

@@ -38,6 +38,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def folder(text: str) -> str:
+    """The argparse type of an output folder such as ``--save``: a non-empty path (``--save ""`` saved nothing)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return text
+
+
 def torch_device(text: str) -> str:
     """The argparse type of ``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``);
     an unknown name or an absent accelerator is an argparse error, not a traceback from deep in a run."""
@@ -337,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=positive_int, default=1, help="how many results per input: a classifier's K best classes (default 1); "
                     "for models that find several objects per input (boxes), all of them unless K > 1 is given")
     pr.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
-    pr.add_argument("--save", metavar="DIR", help="write each prediction as files into DIR (e.g. a mask and a colour "
+    pr.add_argument("--save", metavar="DIR", type=folder, help="write each prediction as files into DIR (e.g. a mask and a colour "
                                                   "overlay PNG), where the task renders predictions")
     pr.set_defaults(func=_cmd_predict)
 
