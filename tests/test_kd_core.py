@@ -122,6 +122,13 @@ def test_recipe_overrides_and_errors():
         override(get_recipe("kd"), TrainConfig(), {"colour": 1})
     with pytest.raises(ValueError, match="need 0 <= start < stop <= 1"):
         override(get_recipe("eskd"), TrainConfig(), {"kd.stop": 0.0})
+    # a negative weight would maximise its loss; a non-finite one fails at the first step
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="term kd: weight must be a finite number >= 0"):
+            override(get_recipe("kd"), TrainConfig(), {"kd.weight": bad})
+        with pytest.raises(ValueError, match="task_weight must be a finite number >= 0"):
+            override(get_recipe("kd"), TrainConfig(), {"task_weight": bad})
+    assert override(get_recipe("kd"), TrainConfig(), {"kd.weight": 0, "task_weight": 0})[0].task_weight == 0
 
 
 def test_wrong_number_of_teachers_is_a_clear_error(data, tmp_path):

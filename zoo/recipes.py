@@ -9,6 +9,7 @@ picks model k of the cohort or of the teachers (default 0) and ``@*`` passes all
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
@@ -34,6 +35,8 @@ class Term:
 
     def __post_init__(self) -> None:
         self.name = self.name or self.loss
+        if not (math.isfinite(self.weight) and self.weight >= 0):  # a negative weight maximises the loss
+            raise ValueError(f"term {self.name}: weight must be a finite number >= 0, got {self.weight}")
         if not 0.0 <= self.start < self.stop <= 1.0:
             raise ValueError(f"term {self.name}: need 0 <= start < stop <= 1, got start={self.start}, stop={self.stop}")
         if not 0.0 <= self.warmup <= self.stop - self.start:
@@ -251,6 +254,8 @@ def override(recipe: Recipe, cfg: TrainConfig, settings: dict[str, Any]) -> tupl
             train_updates[key] = _coerce(value, getattr(cfg, key), key)
         elif key in recipe_keys:
             setattr(recipe, key, _coerce(value, getattr(recipe, key), key))
+            if key == "task_weight" and not (math.isfinite(recipe.task_weight) and recipe.task_weight >= 0):
+                raise ValueError(f"task_weight must be a finite number >= 0, got {value}")
         elif key == "T":
             hits = [t for t in recipe.terms if "T" in term_params(t)]
             if not hits:
