@@ -99,7 +99,9 @@ class GanAdapter(TaskAdapter):
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
         """One dict per image: ``image`` (the translated image, uint8 (H, W, 3) numpy array at the input's
         size) and ``size`` ([height, width]); ``label``/``index`` are None and ``score`` 0 (a generator
-        does not classify)."""
+        does not classify). Raises ValueError for ``top_k`` other than 1: a generator has no classes to rank."""
+        if top_k != 1:
+            raise ValueError(f"top_k={top_k}: a generator translates images, it has no classes to rank")
         device = next(model.parameters()).device
         results = []
         for x in model.preprocess(inputs):

@@ -164,6 +164,8 @@ def test_the_adapter_predicts_and_saves_images_of_any_size(tmp_path):
         ADAPTER.predict(model, [np.zeros((40, 5, 3), np.uint8)])
     with pytest.raises(ValueError, match="no inputs"):
         ADAPTER.predict(model, [])
+    with pytest.raises(ValueError, match="top_k=3: a generator translates images"):
+        ADAPTER.predict(model, [str(tmp_path / "odd.png")], top_k=3)
 
 
 def test_the_teacher_entry_reads_the_package_weights_and_reproduces_its_card(vintagify_file, tmp_path):
