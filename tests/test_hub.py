@@ -89,6 +89,11 @@ def test_unknown_name_lists_close_matches(tmp_path, tiny_model, monkeypatch):
         zoo.load("resnet2O.fmnist")
     msg = str(err.value)
     assert "resnet2O.fmnist" in msg and "resnet20.fmnist" in msg and "Did you mean" in msg
+    zoo.register(make_card(tiny_model, name="resnet32.fmnist", aliases=["resnet32.fashion-mnist"]))
+    with pytest.raises(UnknownModelError) as err:
+        zoo.load("resnet3.fmnist")
+    hint = str(err.value).split("Did you mean: ")[1].split("?")[0].split(", ")
+    assert "resnet32.fmnist" in hint and "resnet32.fashion-mnist" not in hint  # one name per entry
 
 
 def test_wrong_architecture_names_missing_and_unexpected_keys(tmp_path, tiny_model):
