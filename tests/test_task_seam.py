@@ -127,7 +127,7 @@ def test_a_task_defined_outside_zoo_runs_through_the_api(toy_task, tmp_path):
     assert zoo.evaluate(tmp_path / "zoo" / "mlp4-kd.toy")["measured"] == pytest.approx(card.metrics, abs=1e-3)
 
 
-def test_a_runner_task_gets_the_twin_protocol(toy_task, tmp_path):
+def test_a_runner_task_gets_the_twin_protocol(toy_task, tmp_path, capsys):
     """`zoo.protocol.RunnerProtocol`: each arm its own run on the seed's data stream, resumable by arm,
     a lower-is-better metric compared the right way round."""
     import time
@@ -142,8 +142,12 @@ def test_a_runner_task_gets_the_twin_protocol(toy_task, tmp_path):
     spec = protocol.ProtocolSpec("toyreg", str(tmp_path / "teacher"), "mlp-4", ["toyreg-kd"], [0, 1], "toy-lines",
                                  {**FAST, "epochs": 5})
     assert protocol.run(spec, plug, tmp_path / "tw", deadline=time.monotonic() - 1) == []  # stopped at once
+    capsys.readouterr()
     results = protocol.run(spec, plug, tmp_path / "tw")
     assert [r.seed for r in results] == [0, 1] and all(r.steps == 40 for r in results)
+    out = capsys.readouterr().out  # each arm says where its progress goes, and its result when done
+    assert f"seed 1: training toyreg-kd (its progress: {tmp_path / 'tw' / 'seed-1' / 'toyreg-kd' / 'log.csv'})" in out
+    assert re.search(r"seed 0: twin done, mse \d+\.\d{4} \(\d+\.\d min\)", out)
     assert (tmp_path / "tw" / "seed-0" / "twin" / "README.md").exists()
     assert results[0].metrics["twin"] != results[1].metrics["twin"]  # the seed reaches the arms
     table, summary = protocol.write_results(spec, plug, results, tmp_path / "res")

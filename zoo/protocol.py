@@ -646,11 +646,19 @@ class RunnerProtocol:
             run_dir = out_dir / arm
             finished = (run_dir / CARD_FILE).exists()  # the card is written last, once the run finished
             t0 = time.perf_counter()
+            if not finished:  # a long arm trains quietly: say where its progress is logged
+                from .trainer import STATE_FILE
+
+                how = "resuming" if (run_dir / STATE_FILE).exists() else "training"
+                print(f"seed {seed}: {how} {arm} (its progress: {run_dir / 'log.csv'})", flush=True)
             if not finished and not self.train_arm(spec, arm, seed, run_dir, deadline, device):
                 print(f"seed {seed}: {arm} stopped (time budget); run again to resume", flush=True)
                 return None
             card = read_card(run_dir)
             metrics[arm] = card.metrics[self.metric]
+            if not finished:
+                print(f"seed {seed}: {arm} done, {self.metric} {metrics[arm]:.4f} "
+                      f"({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)
             history[arm] = [{k: h[k] for k in ("epoch", "step", self.metric) if k in h}
                             for h in card.extra.get("history", [])]
             steps |= {h["step"] for h in card.extra.get("history", [])[-1:]}
