@@ -228,9 +228,12 @@ class Registry:
         try:
             return self._cards[name]
         except KeyError:
-            close = difflib.get_close_matches(name, list(self._cards), n=10, cutoff=0.4)
-            seen: set[str] = set()  # one suggestion per entry: its closest name (an alias names the same model)
-            close = [n for n in close if not (self._cards[n].name in seen or seen.add(self._cards[n].name))][:5]
+            close, entries = [], set()
+            for match in difflib.get_close_matches(name, list(self._cards), n=10, cutoff=0.4):
+                if self._cards[match].name not in entries:  # one name per entry: an alias names the same model
+                    entries.add(self._cards[match].name)
+                    close.append(match)
+            close = close[:5]
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             if "/" in name or os.sep in name:  # meant as a checkpoint folder (a folder is tried before the zoo)
                 hint = f" It is no checkpoint folder either: {name} does not exist.{hint}"
