@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from zoo.metrics import hardware_description
-from zoo.protocol import TWIN, ProtocolSpec, SeedResult, check_term_settings, settings_for
+from zoo.protocol import TWIN, ProtocolSpec, SeedResult, check_term_settings, is_term_setting, settings_for
 from zoo.recipes import get_recipe, override, recipe_dict
 from zoo.registry import ModelCard, TeacherRef
 from zoo.trainer import STATE_FILE, TrainConfig
@@ -51,7 +51,7 @@ def _members(spec: ProtocolSpec) -> list[PackMember]:
                    f"takes {recipe.teachers} teachers" if recipe.teachers > 1 else "distils through an assistant")
             raise ValueError(f"recipe {name!r} {why}; the protocol compares students distilled from one teacher "
                              "with their twin")
-        term_settings = {k: v for k, v in settings_for(spec.settings, recipe).items() if "." in k or k == "T"}
+        term_settings = {k: v for k, v in settings_for(spec.settings, recipe).items() if is_term_setting(k)}
         members.append(PackMember(name, name, spec.student, (0,), term_settings))
     return members
 
@@ -84,9 +84,10 @@ class ClassificationProtocol:
         card = zoo.card(spec.teacher)
         if card.task != "classification":
             raise ValueError(f"teacher {card.name!r} is a {card.task} model, not an image classifier")
-        for name in spec.recipes:  # unknown keys and bad values
-            override(get_recipe(name), TrainConfig(), settings_for(spec.settings, get_recipe(name)))
-        check_term_settings(spec.settings, {name: get_recipe(name) for name in spec.recipes})
+        recipes = {name: get_recipe(name) for name in spec.recipes}
+        for recipe in recipes.values():  # unknown keys and bad values
+            override(recipe, TrainConfig(), settings_for(spec.settings, recipe))
+        check_term_settings(spec.settings, recipes)
         cfg = _config(spec, spec.seeds[0])
         n = len(_data(spec)[0])  # the data loads, and a subset larger than the split is refused
         if n < cfg.batch_size:

@@ -304,6 +304,12 @@ def _settings_differ(saved: dict[str, Any], spec: ProtocolSpec, grow: bool = Fal
     return out
 
 
+def is_term_setting(key: str) -> bool:
+    """Whether a ``--set`` key sets a loss term (``TERM.FIELD``, or ``T`` for every term with a temperature)
+    rather than training or the recipe."""
+    return "." in key or key == "T"
+
+
 def settings_for(settings: dict[str, Any], recipe: Any | None) -> dict[str, Any]:
     """The shared ``--set`` settings that apply to one arm (``recipe`` a `zoo.recipes.Recipe`, None for the
     twin): training settings to every arm, a term's (``TERM.FIELD``, and ``T``) only to an arm whose recipe has
@@ -314,13 +320,13 @@ def settings_for(settings: dict[str, Any], recipe: Any | None) -> dict[str, Any]
     names = {t.name for t in terms}
     has_t = any("T" in term_params(t) for t in terms)
     return {k: v for k, v in settings.items()
-            if ("." not in k and k != "T") or (k == "T" and has_t) or k.split(".", 1)[0] in names}
+            if not is_term_setting(k) or (k == "T" and has_t) or k.split(".", 1)[0] in names}
 
 
 def check_term_settings(settings: dict[str, Any], recipes: dict[str, Any]) -> None:
     """ValueError when a term setting (``TERM.FIELD`` or ``T``) in ``settings`` applies to none of ``recipes``
     ({arm name: `zoo.recipes.Recipe`}): it would change nothing, silently."""
-    term_keys = {k for k in settings if "." in k or k == "T"}
+    term_keys = {k for k in settings if is_term_setting(k)}
     used = {k for recipe in recipes.values() for k in settings_for(settings, recipe)}
     if term_keys - used:
         terms = sorted({t.name for recipe in recipes.values() for t in recipe.terms})
@@ -640,20 +646,19 @@ class RunnerProtocol:
                  device: str | None) -> SeedResult | None:
         from .hub import CARD_FILE, read_card
         from .metrics import hardware_description
+        from .trainer import STATE_FILE
 
         metrics, history, steps, wall = {}, {}, set(), 0.0
         for arm in spec.arms:
             run_dir = out_dir / arm
             finished = (run_dir / CARD_FILE).exists()  # the card is written last, once the run finished
             t0 = time.perf_counter()
-            if not finished:  # a long arm trains quietly: say where its progress is logged
-                from .trainer import STATE_FILE
-
+            if not finished:  # a long arm trains quietly: say where its progress is logged, and its result
                 how = "resuming" if (run_dir / STATE_FILE).exists() else "training"
                 print(f"seed {seed}: {how} {arm} (its progress: {run_dir / 'log.csv'})", flush=True)
-            if not finished and not self.train_arm(spec, arm, seed, run_dir, deadline, device):
-                print(f"seed {seed}: {arm} stopped (time budget); run again to resume", flush=True)
-                return None
+                if not self.train_arm(spec, arm, seed, run_dir, deadline, device):
+                    print(f"seed {seed}: {arm} stopped (time budget); run again to resume", flush=True)
+                    return None
             card = read_card(run_dir)
             metrics[arm] = card.metrics[self.metric]
             if not finished:

@@ -16,6 +16,13 @@ from typing import Any, Callable
 from .trainer import TrainConfig
 
 
+def _check_weight(value: float, what: str) -> None:
+    """ValueError unless ``value`` is finite and >= 0 (a negative weight maximises its loss; a NaN or inf one
+    fails at the first step)."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{what} must be a finite number >= 0, got {value}")
+
+
 @dataclass
 class Term:
     """One loss term: ``weight * ramp * loss(student taps, teacher taps, **params)``, active in [start, stop).
@@ -35,8 +42,7 @@ class Term:
 
     def __post_init__(self) -> None:
         self.name = self.name or self.loss
-        if not (math.isfinite(self.weight) and self.weight >= 0):  # a negative weight maximises the loss
-            raise ValueError(f"term {self.name}: weight must be a finite number >= 0, got {self.weight}")
+        _check_weight(self.weight, f"term {self.name}: weight")
         if not 0.0 <= self.start < self.stop <= 1.0:
             raise ValueError(f"term {self.name}: need 0 <= start < stop <= 1, got start={self.start}, stop={self.stop}")
         if not 0.0 <= self.warmup <= self.stop - self.start:
@@ -72,6 +78,9 @@ class Recipe:
     # a student initialiser (`register_student_init`) that copies the teacher's weights into each student
     # once, when the Distiller is built (GAN Compression's channel inheritance); None: students as built
     init: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_weight(self.task_weight, "task_weight")
 
     def term(self, name: str) -> Term:
         for t in self.terms:
@@ -254,8 +263,7 @@ def override(recipe: Recipe, cfg: TrainConfig, settings: dict[str, Any]) -> tupl
             train_updates[key] = _coerce(value, getattr(cfg, key), key)
         elif key in recipe_keys:
             setattr(recipe, key, _coerce(value, getattr(recipe, key), key))
-            if key == "task_weight" and not (math.isfinite(recipe.task_weight) and recipe.task_weight >= 0):
-                raise ValueError(f"task_weight must be a finite number >= 0, got {value}")
+            Recipe.__post_init__(recipe)
         elif key == "T":
             hits = [t for t in recipe.terms if "T" in term_params(t)]
             if not hits:
