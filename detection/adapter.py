@@ -12,7 +12,7 @@ from zoo import hub
 from zoo.registry import ModelCard
 from zoo.tasks import TaskAdapter, bundled_samples, read_image
 
-from .data import SCENE_COUNTS, SCENES, load_scenes
+from .data import SCENE_COUNTS, SCENE_SIZE, SCENES, load_scenes
 from .evaluate import evaluate
 from .models import build_detector
 
@@ -22,16 +22,29 @@ SCORE_THRESHOLD = 0.5  # boxes scoring below this are left out of predictions (n
 
 class DetectionPreprocessor:
     """Image paths, PIL images, uint8 arrays or tensors -> the list of float (3, H, W) images in [0, 1]
-    a torchvision detector takes (any size: the model resizes, and maps its boxes back)."""
+    a torchvision detector takes (any size: the model resizes its longer side to ``image_size`` px, and
+    maps its boxes back).
+
+    Raises ``ValueError`` for an image so elongated that the resize would leave its shorter side under
+    one pixel (e.g. 3 x 3000 at 96 px), which the detector cannot run on."""
+
+    def __init__(self, image_size: int = SCENE_SIZE) -> None:
+        self.image_size = image_size
 
     def __repr__(self) -> str:
-        return "DetectionPreprocessor(RGB, pixels / 255)"
+        return f"DetectionPreprocessor(RGB, pixels / 255, longer side resized to {self.image_size} px by the model)"
 
     def __call__(self, inputs: Any) -> list[torch.Tensor]:
         items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         if not items:
             raise ValueError("no inputs given")
-        return [read_image(x, 3).float() / 255.0 for x in items]
+        images = [read_image(x, 3).float() / 255.0 for x in items]
+        for i, image in enumerate(images):
+            h, w = image.shape[-2:]
+            if min(h, w) * self.image_size < max(h, w):
+                raise ValueError(f"input {i} is {w}x{h} pixels: resized to {self.image_size} px on its longer side, its "
+                                 f"shorter side would be under one pixel. Crop it to a less elongated region first")
+        return images
 
 
 class DetectionAdapter(TaskAdapter):
@@ -41,7 +54,7 @@ class DetectionAdapter(TaskAdapter):
         return build_detector(architecture, **config)
 
     def preprocessor(self, card: ModelCard, directory: str | os.PathLike | None = None) -> Callable[[Any], Any]:
-        return DetectionPreprocessor()
+        return DetectionPreprocessor(card.config.get("image_size", SCENE_SIZE))
 
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
@@ -68,7 +81,7 @@ class DetectionAdapter(TaskAdapter):
             raise ValueError(f"no loader for detection dataset {card.dataset!r} (known: {SCENES})")
         meta = card.extra.get("data", {}).get(card.split, {})
         data = load_scenes(card.split, meta.get("count", SCENE_COUNTS.get(card.split)), meta.get("seed", 0),
-                           meta.get("size", card.config.get("image_size", 96)), root=data_root)
+                           meta.get("size", card.config.get("image_size", SCENE_SIZE)), root=data_root)
         return evaluate(model.to(device), data, device=device)
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:

@@ -29,6 +29,7 @@ from torch import nn
 from zoo import hub
 from zoo.io import atomic_write_text
 from zoo.metrics import count_flops, count_params, cpu_description
+from zoo.publish import check_destination
 from zoo.registry import FileRef, ModelCard, TeacherRef
 from zoo.runner import RunRecord, make_card
 
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                         "that benchmarks/twins.py --publish made")
     p.add_argument("--dest", help="folder to publish into (default: the bundled weights/)")
     p.add_argument("--alias", action="append", default=[])
+    p.add_argument("--overwrite", action="store_true", help="replace DEST/NAME if it exists (default: refuse)")
     p.add_argument("--notes", default="")
     p.add_argument("--results", default="benchmarks/results", help="where the benchmark table (NAME.md) goes")
     args = p.parse_args(argv)
@@ -232,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         if card.task != "nlp" or "benchmark" not in card.extra:
             p.error(f"{args.table_of} is not a text entry published by kdzoo (its card has no benchmark rows)")
     else:
+        try:
+            check_destination(args.name, args.alias, args.dest, overwrite=args.overwrite)
+        except ValueError as e:
+            p.error(str(e))
         card = publish(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias, notes=args.notes)
         print(f"published {card.name}: accuracy {card.metrics['accuracy']:.4f}; " + json.dumps(card.extra["ratios"]))
     if args.results:

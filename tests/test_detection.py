@@ -247,6 +247,14 @@ def test_detection_predictions_carry_boxes_inside_the_image(tmp_path):
         assert d["label"] == "c0" and d["score"] >= 0.5 and 0 <= x1 < x2 <= 80 and 0 <= y1 < y2 <= 120
     with pytest.raises(ValueError, match="no inputs"):
         DetectionPreprocessor()([])
+    # an image whose shorter side the 96-px resize would take under one pixel: the detector itself fails
+    # with a RuntimeError deep in its resize; the preprocessor refuses it first, naming its size
+    wide = torch.zeros(3, 3, 3000, dtype=torch.uint8)
+    with pytest.raises(RuntimeError):
+        model([wide.float() / 255])
+    with pytest.raises(ValueError, match="input 1 is 3000x3 pixels.*under one pixel"):
+        ADAPTER.predict(model, [image, wide])
+    assert len(ADAPTER.predict(model, [torch.zeros(3, 3, 96, dtype=torch.uint8)])) == 1  # 1 px: runs
 
 
 # ---------------------------------------------------------------- standard formats

@@ -63,6 +63,22 @@ def test_damaged_weights_fail_with_sha256_error(tmp_path, tiny_model, damage):
     assert card.file("model.safetensors").sha256 in str(err.value)
 
 
+@pytest.mark.parametrize("content", [b"", b"\x10" * 100, "half"])
+def test_a_file_that_matches_its_card_but_is_no_safetensors_file_is_a_value_error(tmp_path, tiny_model, content):
+    import hashlib
+
+    card = zoo.save(tiny_model, tmp_path / "c", make_card(tiny_model))
+    path, readme = tmp_path / "c" / "model.safetensors", tmp_path / "c" / "README.md"
+    blob = path.read_bytes()[:1000] if content == "half" else content
+    path.write_bytes(blob)  # and the card rewritten to match it: the sha256 check passes
+    ref = card.file("model.safetensors")
+    readme.write_text(readme.read_text().replace(ref.sha256, hashlib.sha256(blob).hexdigest())
+                      .replace(f"size: {ref.size}", f"size: {len(blob)}"))
+    with pytest.raises(ValueError, match="is not a valid safetensors file") as err:
+        zoo.load(tmp_path / "c")
+    assert not isinstance(err.value, zoo.ChecksumError) and str(path) in str(err.value)
+
+
 def test_nothing_is_loaded_from_a_tampered_file(tmp_path, tiny_model, monkeypatch):
     zoo.save(tiny_model, tmp_path / "c", make_card(tiny_model))
     path = tmp_path / "c" / "model.safetensors"
@@ -76,6 +92,20 @@ def test_nothing_is_loaded_from_a_tampered_file(tmp_path, tiny_model, monkeypatc
     with pytest.raises(zoo.ChecksumError):
         zoo.load(tmp_path / "c")
     assert calls == []
+
+
+def test_discovery_never_lets_an_alias_shadow_another_entrys_name(tiny_model):
+    from zoo.registry import Registry
+
+    first, second = make_card(tiny_model, name="a.fmnist"), make_card(tiny_model, name="b.fmnist")
+    hijack = make_card(tiny_model, name="z.fmnist", aliases=["a.fmnist", "zz"])  # discovered before a.fmnist
+    registry = Registry(discover=lambda: [hijack, first, second, make_card(tiny_model, name="b.fmnist")])
+    with pytest.warns(UserWarning) as caught:
+        assert registry.get("a.fmnist") is first  # the alias was found first, the name still wins
+    assert registry.get("zz") is hijack and registry.get("b.fmnist") is second
+    messages = sorted(str(w.message) for w in caught)
+    assert messages == ["alias 'a.fmnist' of zoo entry 'z.fmnist' is already a name of 'a.fmnist'; the alias is ignored",
+                        "two zoo entries are named 'b.fmnist'; the first one found is kept"]
 
 
 def test_unknown_name_lists_close_matches(tmp_path, tiny_model, monkeypatch):

@@ -167,6 +167,19 @@ def test_the_same_task_through_the_command_line(toy_task, tmp_path, capsys):
                      str(tmp_path / "t"), "--out", str(tmp_path / "s"), *sets]) == 0
     assert cli.main(["publish", str(tmp_path / "s"), "--name", "mlp4.toy", "--dest", str(tmp_path / "zoo")]) == 0
     capsys.readouterr()
+    # an existing entry folder, an alias that is another entry's name, a missing run folder: refused first
+    card_before = (tmp_path / "zoo" / "mlp4.toy" / "README.md").read_text()
+    assert cli.main(["publish", str(tmp_path / "s"), "--name", "mlp4.toy", "--dest", str(tmp_path / "zoo")]) == 2
+    assert "mlp4.toy exists already; nothing was published. Pass --overwrite" in capsys.readouterr().err
+    assert cli.main(["publish", str(tmp_path / "s"), "--name", "mlp4b.toy", "--alias", "resnet8.fmnist"]) == 2
+    assert "'resnet8.fmnist' is already a name of the zoo entry 'resnet8.fmnist'" in capsys.readouterr().err
+    assert cli.main(["publish", str(tmp_path / "nothing"), "--name", "x.toy", "--dest", str(tmp_path / "zoo")]) == 2
+    assert f"run folder {tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
+    assert (tmp_path / "zoo" / "mlp4.toy" / "README.md").read_text() == card_before
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["mlp4.toy"]
+    assert cli.main(["publish", str(tmp_path / "s"), "--name", "mlp4.toy", "--dest", str(tmp_path / "zoo"),
+                     "--overwrite"]) == 0
+    capsys.readouterr()
     assert cli.main(["predict", str(tmp_path / "zoo" / "mlp4.toy")]) == 0
     assert re.search(r"y = -?\d+\.\d{3}", capsys.readouterr().out)
     assert cli.main(["eval", str(tmp_path / "zoo" / "mlp4.toy")]) == 0

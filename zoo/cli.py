@@ -246,8 +246,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_publish(args: argparse.Namespace) -> int:
     from .hub import CARD_FILE, read_card
+    from .publish import check_destination
     from .tasks import get_adapter, known_tasks
 
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"run folder {args.run_dir} does not exist" if not Path(args.run_dir).exists()
+                         else f"{args.run_dir} is a file, not a run folder")
+    check_destination(args.name, args.alias, args.dest, overwrite=args.overwrite)
     if not (Path(args.run_dir) / CARD_FILE).exists():  # a task's own kind of run folder (e.g. a pipeline's)
         for task in known_tasks():
             card = get_adapter(task).publish_run(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias,
@@ -364,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--name", required=True, help="the zoo name, e.g. resnet8-kd.fmnist")
     pb.add_argument("--alias", action="append", default=[], help="another name for the entry (repeatable)")
     pb.add_argument("--dest", default=None, help="destination root (default: the bundled weights/ folder)")
+    pb.add_argument("--overwrite", action="store_true", help="replace DEST/NAME if it exists (default: refuse)")
     pb.add_argument("--notes", default=None, help="text for the card's training notes")
     pb.add_argument("--description", default=None, help="the card's one-paragraph description")
     pb.set_defaults(func=_cmd_publish)

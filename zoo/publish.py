@@ -15,6 +15,34 @@ from .registry import ModelCard
 from .tasks import get_adapter
 
 
+def check_destination(name: str, aliases: list[str] | None = None, dest_root: str | os.PathLike | None = None,
+                      *, overwrite: bool = False) -> Path:
+    """The folder ``dest_root/name`` a publish will write (default root: the bundled ``weights/``), checked
+    before any work is done.
+
+    Raises ``ValueError`` when ``dest_root`` is not a folder, when ``dest_root/name`` exists already and
+    ``overwrite`` is false, when an alias repeats the name, or, for the bundled folder, when the name or
+    an alias is already a name of another zoo entry (an alias would shadow it)."""
+    from .api import REGISTRY
+
+    root = Path(dest_root) if dest_root is not None else hub.bundled_dir()
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--dest {root} is a file, not a folder")
+    target = root / name
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target} exists already; nothing was published. Pass --overwrite to replace it, "
+                         "or choose another --name")
+    aliases = aliases or []
+    if name in aliases:
+        raise ValueError(f"alias {name!r} repeats the entry's name")
+    if dest_root is None or target.parent.resolve() == hub.bundled_dir().resolve():
+        for n in [name, *aliases]:
+            if n in REGISTRY and REGISTRY.get(n).name != name:
+                raise ValueError(f"{n!r} is already a name of the zoo entry {REGISTRY.get(n).name!r}; nothing "
+                                 "was published. Choose another name")
+    return target
+
+
 def measure_costs(model: nn.Module, input_size: tuple[int, ...], batch_sizes: tuple[int, ...] = (1, 32)) -> dict[str, Any]:
     """Params, FLOPs per image and median CPU latency at each batch size, for a card."""
     model = model.to("cpu").eval()

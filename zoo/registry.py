@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
@@ -210,8 +211,19 @@ class Registry:
     def _ensure(self) -> None:
         if not self._discovered and self._discover is not None:
             self._discovered = True
-            for card in self._discover():
-                self.register(card, replace=True)
+            kept = []
+            for card in self._discover():  # every name first: an alias never shadows another entry's name
+                if card.name in self._cards:
+                    warnings.warn(f"two zoo entries are named {card.name!r}; the first one found is kept")
+                else:
+                    self._cards[card.name] = card
+                    kept.append(card)
+            for card in kept:
+                for alias in card.aliases:
+                    taken = self._cards.setdefault(alias, card)
+                    if taken is not card:
+                        warnings.warn(f"alias {alias!r} of zoo entry {card.name!r} is already a name of "
+                                      f"{taken.name!r}; the alias is ignored")
 
     def register(self, card: ModelCard, replace: bool = False) -> ModelCard:
         """Add ``card``; a name or alias already taken is an error unless ``replace``."""
