@@ -1,7 +1,9 @@
 """The classification task adapter: model builders, preprocessing, prediction and evaluation."""
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +24,20 @@ class ClassificationPreprocessor:
     """Turn image paths, PIL images, arrays or uint8 tensors into the normalised batch a model expects."""
 
     def __init__(self, input_size: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """``input_size``: (C, H, W) the model reads; ``mean``/``std``: per channel (or one for all), of
+        pixels in [0, 1]. Raises ``ValueError`` for a size that is not three positive integers, or a
+        mean/std of another length, not finite, or (std) not positive."""
+        if (len(input_size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                            for v in input_size)):
+            raise ValueError(f"preprocessing input_size must be [channels, height, width], positive integers, "
+                             f"got {list(input_size)}")
+        for key, values in (("mean", mean), ("std", std)):
+            if len(values) not in (1, input_size[0]) or not all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                                  for v in values):
+                raise ValueError(f"preprocessing {key} must hold 1 or {input_size[0]} finite numbers (one per channel), "
+                                 f"got {list(values)}")
+        if not all(v > 0 for v in std):
+            raise ValueError(f"preprocessing std must be positive, got {list(std)}")
         self.channels, self.height, self.width = input_size
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
@@ -48,8 +64,24 @@ class ClassificationAdapter(TaskAdapter):
         return build_model(architecture, **config)
 
     def preprocessor(self, card: ModelCard, directory: str | os.PathLike | None = None) -> Callable[[Any], torch.Tensor]:
+        """The card's preprocessing, checked against its model: ``ValueError`` for a card whose
+        preprocessing lacks a field or is invalid, whose channels differ from the model's
+        ``in_channels``, or whose labels are fewer or more than the model's ``num_classes``."""
         p = card.preprocessing
-        return ClassificationPreprocessor(tuple(p["input_size"]), tuple(p["mean"]), tuple(p["std"]))
+        missing = [k for k in ("input_size", "mean", "std") if k not in p]
+        if missing:
+            raise ValueError(f"the card of {card.name!r} has no preprocessing {', '.join(missing)}")
+        size = p["input_size"]
+        if not isinstance(size, (list, tuple)):
+            raise ValueError(f"preprocessing input_size must be [channels, height, width], got {size!r}")
+        pre = ClassificationPreprocessor(tuple(size), tuple(p["mean"]), tuple(p["std"]))
+        channels, classes = card.config.get("in_channels"), card.config.get("num_classes")
+        if channels is not None and channels != pre.channels:
+            raise ValueError(f"the card of {card.name!r}: preprocessing input_size has {pre.channels} channels, "
+                             f"its model reads {channels}")
+        if classes is not None and card.labels and len(card.labels) != classes:
+            raise ValueError(f"the card of {card.name!r} names {len(card.labels)} labels for a model of {classes} classes")
+        return pre
 
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
@@ -65,8 +97,14 @@ class ClassificationAdapter(TaskAdapter):
             p = card.preprocessing
             data = load_image_folder(card.dataset, card.split, channels=p["input_size"][0], size=p["input_size"][-1],
                                      mean=tuple(p["mean"]), std=tuple(p["std"]))
-        else:
+        else:  # normalised as the card says, as `predict` does (not by the data set's own statistics)
+            pre = self.preprocessor(card)
             data = load_dataset(card.dataset, card.split, data_root)
+            if (data.in_channels, data.image_size) != (pre.channels, pre.width) or pre.height != pre.width:
+                raise ValueError(f"the card of {card.name!r} reads {pre.channels}x{pre.height}x{pre.width} inputs, "
+                                 f"{card.dataset} has {data.in_channels}x{data.image_size}x{data.image_size} images")
+            p = card.preprocessing
+            data = replace(data, mean=tuple(map(float, p["mean"])), std=tuple(map(float, p["std"])), _norm=None)
         return evaluate(model.to(device), data, device=device)
 
     def sample_inputs(self, card: ModelCard) -> list[Any]:

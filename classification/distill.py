@@ -17,7 +17,7 @@ from zoo.distiller import Distiller
 from zoo.recipes import Recipe, get_recipe, override, recipe_dict
 from zoo.registry import TeacherRef
 from zoo.teacher_cache import TeacherOutputCache, weights_fingerprint
-from zoo.trainer import STATE_FILE, TrainConfig, fit, resolve_amp
+from zoo.trainer import STATE_FILE, TrainConfig, check_one_batch, fit, resolve_amp
 
 from .data import ImageDataset, load_dataset
 from .evaluate import evaluate
@@ -41,6 +41,8 @@ def _load_teachers(teachers: list[str | nn.Module], train: ImageDataset) -> tupl
     for t in teachers:
         model = zoo.load(t) if not isinstance(t, nn.Module) else t
         card = getattr(model, "card", None)
+        if card is not None and card.task != "classification":  # a detector of the same classes, say
+            raise ValueError(f"teacher {card.name!r} is a {card.task} model, not a classification one")
         if card is not None and card.dataset != train.name:
             theirs, ours = [_class_key(c) for c in card.labels], [_class_key(c) for c in train.classes]
             if sorted(theirs) != sorted(ours) or len(set(ours)) != len(ours):
@@ -308,6 +310,7 @@ def distill_classifier(
     train, test = resolve_data(dataset, data, data_root, download)
     if train_subset:
         train = train.subset(train_subset)
+    check_one_batch(len(train), cfg)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teachers, class_order_hooks = _load_teachers(teachers_in, train)
     try:

@@ -154,6 +154,48 @@ def test_preprocessor_errors_are_clear(tmp_path):
         pre([])
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"std": [0.0]}, "std must be positive"),
+    ({"std": [float("nan")]}, "std must hold 1 or 1 finite numbers"),
+    ({"mean": [0.1, 0.2]}, "mean must hold 1 or 1 finite numbers"),
+    ({"input_size": [1, 28]}, r"input_size must be \[channels, height, width\]"),
+    ({"input_size": 28}, r"input_size must be \[channels, height, width\], got 28"),
+    ({"input_size": [3, 28, 28], "mean": [0.3], "std": [0.3]}, "input_size has 3 channels, its model reads 1"),
+    ({"labels": ["a", "b"]}, "names 2 labels for a model of 10 classes"),
+])
+def test_a_card_whose_preprocessing_does_not_fit_its_model_is_refused_at_load(tiny_model, tmp_path, change, message):
+    import zoo
+    from conftest import make_card
+
+    fields = {"preprocessing": {"input_size": [1, 28, 28], "mean": [0.286], "std": [0.353]}}
+    labels = change.pop("labels", None)
+    fields["preprocessing"].update(change)
+    card = make_card(tiny_model, **fields, **({"labels": labels} if labels else {}))
+    zoo.save(tiny_model, tmp_path / "c", card)
+    with pytest.raises(ValueError, match=message):
+        zoo.load(tmp_path / "c")
+
+
+def test_eval_normalises_as_the_card_says_as_predict_does(tiny_model, fake_fmnist):
+    from dataclasses import replace
+
+    from conftest import make_card
+
+    card = make_card(tiny_model)
+    shifted = replace(card, preprocessing={**card.preprocessing, "mean": [0.9], "std": [0.1]})
+    tiny_model.eval()
+    first = ADAPTER.evaluate(tiny_model, card, data_root=fake_fmnist)
+    assert ADAPTER.evaluate(tiny_model, card, data_root=fake_fmnist) == first  # deterministic
+    data = load_dataset("fashion-mnist", "test", fake_fmnist)
+    logits = tiny_model(ClassificationPreprocessor((1, 28, 28), (0.9,), (0.1,))(list(data.images)))
+    expected = (logits.argmax(1) == data.labels).float().mean().item()
+    assert ADAPTER.evaluate(tiny_model, shifted, data_root=fake_fmnist)["top1"] == pytest.approx(expected)
+    assert expected != first["top1"]  # the two normalisations do differ on these images
+    wrong = replace(card, preprocessing={**card.preprocessing, "input_size": [1, 32, 32]})
+    with pytest.raises(ValueError, match="reads 1x32x32 inputs, fashion-mnist has 1x28x28 images"):
+        ADAPTER.evaluate(tiny_model, wrong, data_root=fake_fmnist)
+
+
 def test_predict_returns_labels_scores_and_top_k(tiny_model, tmp_path):
     import zoo
     from conftest import make_card

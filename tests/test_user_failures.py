@@ -319,6 +319,16 @@ def test_too_small_micro_batches_are_refused_up_front(data, tmp_path, recipe, te
     assert not (tmp_path / STATE_FILE).exists()
 
 
+def test_a_teacher_of_another_task_with_the_same_classes_is_refused_before_anything_is_written(data, tmp_path):
+    import zoo
+
+    detector = zoo.load("frcnn-resnet20.fmnist-scenes")  # it names the ten Fashion-MNIST classes too
+    with pytest.raises(ValueError, match="teacher 'frcnn-resnet20.fmnist-scenes' is a detection model, "
+                                         "not a classification one"):
+        distill_classifier("kd", detector, "resnet8", out_dir=tmp_path / "run", settings=SMALL, data=data)
+    assert not (tmp_path / "run").exists()
+
+
 def test_fitnet_on_a_one_by_one_tap_is_refused_at_micro_batch_one(data, tmp_path):
     with pytest.raises(ValueError, match="recipe 'fitnet' needs at least 2: its BatchNorm layers"):
         distill_classifier("fitnet", teacher(0), "resnet8", out_dir=tmp_path, data=data,
@@ -366,7 +376,9 @@ def test_resume_on_the_command_line_needs_only_the_folder(tmp_path, capsys):
 
 def test_too_little_data_for_a_batch_says_what_to_change(data, tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch of 128: lower batch_size"):
-        distill_classifier("plain", None, "resnet8", out_dir=tmp_path, settings={"epochs": 1, "progress": False}, data=data)
+        distill_classifier("plain", None, "resnet8", out_dir=tmp_path / "run", settings={"epochs": 1, "progress": False},
+                           data=data)
+    assert not (tmp_path / "run").exists()  # refused before the run record is written
 
 
 @pytest.mark.parametrize("subset, message", [(0, "train_subset must be a number of examples >= 1"),

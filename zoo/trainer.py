@@ -434,6 +434,14 @@ def _load_optimizers(optimizers: dict[str, torch.optim.Optimizer], state: dict[s
         opt.load_state_dict(saved[stage])
 
 
+def check_one_batch(num_examples: int, cfg: TrainConfig) -> None:
+    """Raises ``ValueError`` when ``num_examples`` make no full batch of ``cfg.batch_size`` (no step could run);
+    callers that write a run folder call it before writing anything."""
+    if num_examples < cfg.batch_size:
+        raise ValueError(f"the data has {num_examples} examples, fewer than one batch of {cfg.batch_size}: lower "
+                         f"batch_size (--set batch_size=N, settings={{'batch_size': N}}) to at most {num_examples}")
+
+
 def fit(
     module: nn.Module,
     data: BatchSource,
@@ -469,10 +477,8 @@ def fit(
     hooks = hooks_of(module)
     _check_micro_batch(module, cfg, world)
     micro = cfg.batch_size // cfg.grad_accum
+    check_one_batch(len(data), cfg)
     steps_per_epoch = len(data) // cfg.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"the data has {len(data)} examples, fewer than one batch of {cfg.batch_size}: lower "
-                         f"batch_size (--set batch_size=N, settings={{'batch_size': N}}) to at most {len(data)}")
     total_steps = cfg.epochs * steps_per_epoch
 
     module.to(device)
