@@ -11,7 +11,7 @@ from zoo.runs import read_record
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None,
                    help="fashion-mnist (default) | cifar10 | cifar100 | an image folder (ImageFolder layout); "
-                        "with --resume, the run's")
+                        "with --resume, the run's own data set is used")
     p.add_argument("--data-root", default=None, help="dataset directory (default: standard locations)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network)")
     p.add_argument("--epochs", type=int, default=None)

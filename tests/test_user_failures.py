@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 import zoo
+from zoo import hub
 from test_kd_core import synthetic, teacher
 from zoo.classification.distill import distill_classifier
 from zoo.classification.models import build_model
@@ -140,6 +141,31 @@ def test_predict_on_a_detector_in_train_mode():
 def test_predict_needs_a_zoo_model():
     with pytest.raises(ValueError, match="kdzoo model"):
         zoo.predict(torch.nn.Linear(2, 2), [np.zeros((2, 2), np.uint8)])
+
+
+def test_wrong_argument_types_are_type_errors_that_say_what_is_taken(tiny_model, tmp_path):
+    for bad in (None, 3, b"resnet8.fmnist"):
+        with pytest.raises(TypeError, match="zoo.load takes a zoo name, a checkpoint folder or a URL"):
+            zoo.load(bad)
+        with pytest.raises(TypeError, match="zoo.card takes a zoo name or a checkpoint folder"):
+            zoo.card(bad)
+    for bad in ("3", 2.5, True):
+        with pytest.raises(TypeError, match="top_k must be an int"):
+            zoo.predict("resnet8.fmnist", top_k=bad)
+    assert len(zoo.predict("resnet8.fmnist", top_k=np.int64(2))[0]["top_k"]) == 2
+    weights = hub.bundled_dir() / "resnet8.fmnist" / "model.safetensors"
+    with pytest.raises(zoo.UnknownModelError, match="model.safetensors is a file: give the checkpoint folder"):
+        zoo.load(weights)
+
+
+def test_a_card_without_a_required_field_names_it(tiny_model, tmp_path):
+    from conftest import make_card
+
+    zoo.save(tiny_model, tmp_path / "c", make_card(tiny_model))
+    readme = tmp_path / "c" / "README.md"
+    readme.write_text(readme.read_text().replace("  task: classification\n", "", 1))
+    with pytest.raises(ValueError, match="model card 'resnet8.unit' lacks the required field.s. task"):
+        zoo.load(tmp_path / "c")
 
 
 # ------------------------------------------------------------------ 3. wrapped models

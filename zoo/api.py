@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,14 @@ def list_models(task: str | None = None, method: str | None = None, dataset: str
     return REGISTRY.filter(task=task, method=method, dataset=dataset)
 
 
-def card(name: str) -> ModelCard:
-    """The model card of zoo entry ``name`` (or alias), or of a checkpoint directory."""
+def card(name: str | os.PathLike) -> ModelCard:
+    """The model card of zoo entry ``name`` (or alias), or of a checkpoint directory.
+
+    Raises ``TypeError`` for a name that is not a string or path, `UnknownModelError` for an unknown one."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"zoo.card takes a zoo name or a checkpoint folder (str or path), got {type(name).__name__} "
+                        f"{name!r}")
+    name = os.fspath(name)
     if os.path.isdir(name):
         return hub.read_card(name)
     return REGISTRY.get(name)
@@ -53,7 +60,13 @@ def load(name_or_dir: str | os.PathLike, *, progress: bool = True, file: str | o
     against the publisher's hash, converted and loaded when kdzoo builds its architecture; ``file`` is a
     local copy of its checkpoint to use instead of the download. kdzoo refuses one it cannot build
     (`zoo.reported.ArchitectureNotBuildable`; `zoo.reported.state_dict` gives its converted weights).
+
+    Raises ``TypeError`` for a ``name_or_dir`` that is not a string or path, `UnknownModelError` for an
+    unknown name, ``FileNotFoundError``/``ValueError`` for a missing, damaged or invalid checkpoint.
     """
+    if not isinstance(name_or_dir, (str, os.PathLike)):
+        raise TypeError(f"zoo.load takes a zoo name, a checkpoint folder or a URL (str or path), got "
+                        f"{type(name_or_dir).__name__} {name_or_dir!r}")
     source = str(name_or_dir)
     if file is not None and (os.path.isdir(source) or source.startswith(("https://", "http://", "hf://"))):
         raise ValueError("file= is the local checkpoint of a reported zoo entry; give the entry's name")
@@ -116,6 +129,11 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
     Raises ValueError for a module that carries no ``.card`` (not a kdzoo model)."""
     from torch import nn
 
+    if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool):  # numpy ints are fine
+        raise TypeError(f"top_k must be an int, got {type(top_k).__name__} {top_k!r}")
+    top_k = int(top_k)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
     if isinstance(name_or_model, nn.Module):
         model = hub.unwrap(name_or_model)
         if getattr(model, "card", None) is None:
@@ -126,8 +144,6 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
         if key not in _LOADED:
             _LOADED[key] = load(key)
         model = _LOADED[key]
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
     adapter = get_adapter(model.card.task)
     samples = inputs is None
     if samples:

@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
 CARD_SCHEMA_VERSION = 1
@@ -118,6 +118,10 @@ class ModelCard:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"model card has unknown field(s) {unknown}; known: {', '.join(sorted(known))}")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ValueError(f"model card {data.get('name', '?')!r} lacks the required field(s) {', '.join(missing)}")
         return cls(**data)
 
     def file(self, name: str) -> FileRef | None:
@@ -247,7 +251,9 @@ class Registry:
                     close.append(match)
             close = close[:5]
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            if "/" in name or os.sep in name:  # meant as a checkpoint folder (a folder is tried before the zoo)
+            if os.path.isfile(name):  # e.g. the weights file itself
+                hint = f" {name} is a file: give the checkpoint folder that holds it (its README.md card)."
+            elif "/" in name or os.sep in name:  # meant as a checkpoint folder (a folder is tried before the zoo)
                 hint = f" It is no checkpoint folder either: {name} does not exist.{hint}"
             raise UnknownModelError(
                 f"no zoo entry named {name!r}.{hint} `zoo list` shows all {len(self.cards())} entries."
