@@ -13,7 +13,8 @@ from torch import nn
 from zoo.registry import ModelCard
 from zoo.tasks import TaskAdapter, bundled_samples, label_predictions, read_image
 
-from .data import load_dataset
+from .data import ImageDataset, dataset_key, load_dataset
+from .folders import class_key, load_image_folder
 from .evaluate import evaluate
 from .models import build_model
 
@@ -57,6 +58,41 @@ class ClassificationPreprocessor:
         return (batch.float() / 255.0 - self.mean) / self.std
 
 
+def image_folder_of(card: ModelCard, data_root: str | os.PathLike | None = None) -> str | None:
+    """The image folder a classification card is evaluated on, or None for a data set kdzoo loads by name.
+
+    The folder the card names while it exists (``data_root`` replaces it when given: the same data
+    elsewhere); otherwise ``data_root``. Raises ``FileNotFoundError`` when neither is a folder."""
+    if dataset_key(card.dataset) is not None:
+        return None
+    if data_root is not None and os.path.isdir(data_root):
+        return os.fspath(data_root)
+    if os.path.isdir(card.dataset):
+        return card.dataset
+    given = f"--data-root {data_root} is not a folder either" if data_root is not None else "give it with --data-root FOLDER"
+    if os.sep in card.dataset or "/" in card.dataset:
+        raise FileNotFoundError(f"the card of {card.name!r} was measured on the image folder {card.dataset}, which is not "
+                                f"there (moved?): {given} (data_root= in Python)")
+    raise FileNotFoundError(f"the card of {card.name!r} names the data set {card.dataset!r}, which kdzoo cannot load by "
+                            f"name (a run on Python datasets, data=(train, test), records their class name): {given}, "
+                            "its test images as an image folder (class folders, or test/ and train/ of class folders)")
+
+
+def in_card_order(data: ImageDataset, card: ModelCard, folder: str) -> ImageDataset:
+    """``data`` (an image folder's split, classes sorted by folder name) with its labels renumbered in the
+    order of the card's labels (names compared by `class_key`); it may lack some of them. Raises
+    ``ValueError`` for a class the card does not name."""
+    if not card.labels:
+        return data
+    keys = [class_key(c) for c in card.labels]
+    unknown = [c for c in data.classes if class_key(c) not in keys]
+    if unknown:
+        raise ValueError(f"the image folder {folder} has the classes {unknown}, which the card of {card.name!r} does not "
+                         f"name (it names {list(card.labels)})")
+    order = torch.tensor([keys.index(class_key(c)) for c in data.classes])
+    return replace(data, labels=order[data.labels], classes=tuple(card.labels), _norm=None)
+
+
 class ClassificationAdapter(TaskAdapter):
     task = "classification"
 
@@ -91,12 +127,19 @@ class ClassificationAdapter(TaskAdapter):
 
     def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
                  device: str = "cpu") -> dict[str, Any]:
-        if os.path.isdir(card.dataset):  # an image folder of the user's: read as the model was trained
-            from .folders import load_image_folder
+        """Top-1 on the card's split, each image preprocessed as `predict` does it (the card's size and
+        normalisation). A named data set is read from ``data_root`` (default: its standard places); an
+        image folder from the path on the card, or from ``data_root`` when that folder has moved or the
+        card names data kdzoo cannot load by name (a run on Python datasets, ``data=(train, test)``).
 
+        Raises ``FileNotFoundError`` for an image folder that is not there, ``ValueError`` for one whose
+        classes are not the card's labels, or a named data set of other image sizes than the card's."""
+        folder = image_folder_of(card, data_root)
+        if folder is not None:  # an image folder of the user's: read as the model was trained
             p = card.preprocessing
-            data = load_image_folder(card.dataset, card.split, channels=p["input_size"][0], size=p["input_size"][-1],
+            data = load_image_folder(folder, card.split, channels=p["input_size"][0], size=p["input_size"][-1],
                                      mean=tuple(p["mean"]), std=tuple(p["std"]))
+            data = in_card_order(data, card, folder)
         else:  # normalised as the card says, as `predict` does (not by the data set's own statistics)
             pre = self.preprocessor(card)
             data = load_dataset(card.dataset, card.split, data_root)

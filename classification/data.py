@@ -209,13 +209,23 @@ def load_cifar(name: str = "cifar10", split: str = "train", root: str | os.PathL
     return ImageDataset(name, split, images, labels, tuple(ds.classes), mean, std, CROP_PADDING[name], str(root))
 
 
-def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
-                 download: bool = False) -> ImageDataset:
-    """Load a classification split by name: ``fashion-mnist``, ``cifar10`` or ``cifar100``."""
+def dataset_key(name: str) -> str | None:
+    """The `DATASETS` name that ``name`` spells (``fmnist``, ``CIFAR-10``, ...), or None for any other name."""
     key = name.lower().replace("_", "-")
     if key in ("fashion-mnist", "fmnist", "fashionmnist"):
-        return load_fashion_mnist(split, root)
+        return "fashion-mnist"
     if key in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
-        return load_cifar(key.replace("-", ""), split, root, download)
+        return key.replace("-", "")
+    return None
+
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
+                 download: bool = False) -> ImageDataset:
+    """Load a classification split by name: ``fashion-mnist``, ``cifar10`` or ``cifar100`` (`dataset_key`)."""
+    key = dataset_key(name)
+    if key == "fashion-mnist":
+        return load_fashion_mnist(split, root)
+    if key is not None:
+        return load_cifar(key, split, root, download)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or the path of an image folder "
                      "(ImageFolder layout, see zoo.classification.folders)")

@@ -21,12 +21,9 @@ from zoo.trainer import STATE_FILE, TrainConfig, check_one_batch, fit, resolve_a
 
 from .data import ImageDataset, load_dataset
 from .evaluate import evaluate
+from .folders import class_key
 from .models import build_model, describe_model
 from .multibranch import MultiBranchResNet
-
-
-def _class_key(name: str) -> str:
-    return "".join(c for c in name.lower() if c.isalnum())
 
 
 def _load_teachers(teachers: list[str | nn.Module], train: ImageDataset) -> tuple[list[nn.Module], list[Any]]:
@@ -44,10 +41,11 @@ def _load_teachers(teachers: list[str | nn.Module], train: ImageDataset) -> tupl
         if card is not None and card.task != "classification":  # a detector of the same classes, say
             raise ValueError(f"teacher {card.name!r} is a {card.task} model, not a classification one")
         if card is not None and card.dataset != train.name:
-            theirs, ours = [_class_key(c) for c in card.labels], [_class_key(c) for c in train.classes]
+            theirs, ours = [class_key(c) for c in card.labels], [class_key(c) for c in train.classes]
             if sorted(theirs) != sorted(ours) or len(set(ours)) != len(ours):
                 raise ValueError(f"teacher {card.name!r} was trained on {card.dataset!r} with classes {list(card.labels)}; "
-                                 f"the data {train.name!r} has {list(train.classes)}: distillation needs the same classes")
+                                 f"the data {train.name!r} has {list(train.classes)}: distillation needs the same classes "
+                                 "(names compared without case and punctuation: a folder T-shirt-top is T-shirt/top)")
             if theirs != ours:
                 order = torch.tensor([theirs.index(c) for c in ours])
                 hooks.append(model.register_forward_hook(lambda m, i, out, order=order: out[:, order.to(out.device)]))
@@ -310,10 +308,10 @@ def distill_classifier(
     train, test = resolve_data(dataset, data, data_root, download)
     if train_subset:
         train = train.subset(train_subset)
-    check_one_batch(len(train), cfg)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teachers, class_order_hooks = _load_teachers(teachers_in, train)
     try:
+        check_one_batch(len(train), cfg)  # before the run record is written
         teacher_refs = [_teacher_ref(t) for t in teachers]
         from zoo.distributed import is_main_process
 

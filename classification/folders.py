@@ -23,6 +23,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 TEST_EVERY = 5  # without train/ and test/ folders: images 0, 5, 10, ... of a class are test images
 
 
+
+def class_key(name: str) -> str:
+    """A class name compared without case and punctuation: the folder ``T-shirt-top`` (a folder name
+    cannot hold '/') is the class ``T-shirt/top``."""
+    return "".join(c for c in name.lower() if c.isalnum())
+
 def _class_folders(root: Path) -> list[Path]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:

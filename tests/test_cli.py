@@ -42,6 +42,27 @@ def test_list_filters(capsys):
     assert "the tasks are: classification, detection, face" in capsys.readouterr().err
 
 
+def test_list_and_compare_add_checkpoints_of_ones_own(capsys, tmp_path, tiny_model):
+    import zoo
+    from conftest import make_card
+
+    zoo.save(tiny_model, tmp_path / "mine" / "folder-a", make_card(tiny_model, name="resnet8.mine"))
+    zoo.save(tiny_model, tmp_path / "mine" / "folder-b", make_card(tiny_model, name="resnet8-kd.mine", method="kd"))
+    assert cli.main(["list", "--add", str(tmp_path / "mine"), "--dataset", "fashion-mnist"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet8.fmnist" in out  # beside the zoo's own entries, each named by its folder
+    assert any(line.startswith("resnet8-kd.mine") and line.endswith(str(tmp_path / "mine" / "folder-b"))
+               for line in out.splitlines())
+    code, data = run_json(capsys, "compare", "--add", str(tmp_path / "mine" / "folder-a"), "--json")
+    assert code == 0 and "resnet8.mine" in {r["name"] for r in data["rows"]}
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["compare", "--add", str(tmp_path / "empty")]) == 2
+    assert "no checkpoint folder (one with a README.md card) in it" in capsys.readouterr().err
+    zoo.save(tiny_model, tmp_path / "clash", make_card(tiny_model, name="resnet8.fmnist"))
+    assert cli.main(["list", "--add", str(tmp_path / "clash")]) == 2  # it would shadow the zoo's entry
+    assert "zoo entry name 'resnet8.fmnist' is already registered" in capsys.readouterr().err
+
+
 def test_card_json_and_text(capsys):
     code, data = run_json(capsys, "card", STUDENT, "--json")
     assert code == 0 and data["card"]["name"] == STUDENT

@@ -58,6 +58,20 @@ def test_a_torchvision_student_learns_from_a_zoo_teacher_on_an_image_folder(fold
     measured = zoo.evaluate(tmp_path / "zoo" / "mobilenet-kd.my-clothes")["measured"]["top1"]
     assert measured == pytest.approx(shipped.metrics["top1"], abs=1e-6)  # zoo eval reproduces the card
 
+    # the data moved: the card's folder is gone, data_root (--data-root) names where it is now
+    from dataclasses import replace
+
+    from zoo.classification.adapter import ADAPTER
+
+    moved = replace(model.card, dataset=str(tmp_path / "gone" / "my-clothes"))
+    with pytest.raises(FileNotFoundError, match=r"image folder .*gone/my-clothes, which is not there \(moved\?\): "
+                                                r"give it with --data-root FOLDER"):
+        ADAPTER.evaluate(model, moved)
+    assert ADAPTER.evaluate(model, moved, data_root=str(folder))["top1"] == pytest.approx(measured, abs=1e-6)
+    with pytest.raises(ValueError, match=r"has the classes \['cat', 'dog'\], which the card .* does not name"):
+        ADAPTER.evaluate(model, moved, data_root=str(_animals(tmp_path)))
+    assert "--dest " + str(tmp_path / "zoo") in shipped.training.command  # its reproduce line publishes there too
+
 
 def test_the_teacher_sees_its_own_inputs():
     from zoo.classification.distill import TeacherInput, teacher_input
@@ -88,9 +102,34 @@ def test_torch_datasets_are_data_too(tmp_path):
         def __getitem__(self, i):  # PIL images of any mode, int labels
             return Image.fromarray(self.data.images[self.start + i, 0].numpy()), int(self.data.labels[self.start + i])
 
-    run = zoo.distill("resnet56.fmnist", "resnet8", "kd", data=(Pairs(0), Pairs(24)), out=tmp_path,
+    run = zoo.distill("resnet56.fmnist", "resnet8", "kd", data=(Pairs(0), Pairs(24)), out=tmp_path / "run",
                       settings={**FAST, "batch_size": 8})
     assert run.finished and run.card.metrics["top1"] >= 0
+    # kdzoo cannot load Python datasets again by name: eval (and publish) read their test images from a folder
+    with pytest.raises(FileNotFoundError, match="names the data set 'Pairs', which kdzoo cannot load by name"):
+        zoo.evaluate(tmp_path / "run")
+    images = tmp_path / "pairs-images"
+    for i in range(24):  # the test pairs as class folders; sorted by name, so in another order than Pairs.classes
+        image, label = Pairs(24)[i]
+        cls = images / FASHION_MNIST_CLASSES[label].replace("/", "-")
+        cls.mkdir(parents=True, exist_ok=True)
+        image.save(cls / f"{i:02d}.png")
+    (images / "test").mkdir()
+    for cls in [d for d in images.iterdir() if d.name != "test"]:
+        cls.rename(images / "test" / cls.name)
+    (images / "train").symlink_to(images / "test")
+    report = zoo.evaluate(tmp_path / "run", data_root=str(images))
+    assert report["measured"]["top1"] == pytest.approx(run.card.metrics["top1"], abs=1e-6)
+
+
+def _animals(tmp_path):
+    """An image folder of two classes, cat and dog, three 8 px images each."""
+    other = tmp_path / "animals"
+    for cls in ("cat", "dog"):
+        (other / cls).mkdir(parents=True)
+        for k in range(3):
+            Image.new("RGB", (8, 8), (k * 40, 0, 0)).save(other / cls / f"{k}.png")
+    return other
 
 
 def test_bad_folders_and_mismatched_teachers_are_refused(folder, tmp_path):
@@ -105,11 +144,7 @@ def test_bad_folders_and_mismatched_teachers_are_refused(folder, tmp_path):
         load_image_folder(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no image folder"):
         load_image_folder(tmp_path / "missing")
-    other = tmp_path / "animals"
-    for cls in ("cat", "dog"):
-        (other / cls).mkdir(parents=True)
-        for k in range(3):
-            Image.new("RGB", (8, 8), (k * 40, 0, 0)).save(other / cls / f"{k}.png")
+    other = _animals(tmp_path)
     with pytest.raises(ValueError, match="distillation needs the same classes"):
         zoo.distill("resnet56.fmnist", "resnet8", "kd", data=str(other), out=tmp_path / "x", settings=FAST)
     with pytest.raises(ValueError, match="cannot describe a Sequential"):

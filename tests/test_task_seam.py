@@ -175,6 +175,12 @@ def test_the_same_task_through_the_command_line(toy_task, tmp_path, capsys):
     assert "'resnet8.fmnist' is already a name of the zoo entry 'resnet8.fmnist'" in capsys.readouterr().err
     assert cli.main(["publish", str(tmp_path / "nothing"), "--name", "x.toy", "--dest", str(tmp_path / "zoo")]) == 2
     assert f"run folder {tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
+    assert cli.main(["publish", str(tmp_path / "s"), "--name", "resnet8.fmnist", "--dest", str(tmp_path / "zoo")]) == 2
+    assert "'resnet8.fmnist' is already a name of the zoo entry" in capsys.readouterr().err  # in any folder
+    assert cli.main(["train", "toyreg", "--arch", "mlp-4", "--out", str(tmp_path / "cut"), *sets, "--set", "max_steps=1"]) == 0
+    capsys.readouterr()
+    assert cli.main(["publish", str(tmp_path / "cut"), "--name", "cut.toy", "--dest", str(tmp_path / "zoo")]) == 2
+    assert "is an unfinished run (a checkpoint, no card yet): finish it" in capsys.readouterr().err
     assert (tmp_path / "zoo" / "mlp4.toy" / "README.md").read_text() == card_before
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["mlp4.toy"]
     assert cli.main(["publish", str(tmp_path / "s"), "--name", "mlp4.toy", "--dest", str(tmp_path / "zoo"),

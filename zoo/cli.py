@@ -120,10 +120,36 @@ def _fmt_num(n: int | None) -> str:
     return str(n)
 
 
+ADD_HELP = ("checkpoints of your own (a checkpoint folder, or a folder of them such as a zoo publish --dest) listed "
+            "with the zoo's entries (repeatable)")
+
+
+_ADDED: dict[str, str] = {}  # entry name -> its folder, for the entries --add brought in
+
+
+def _add_folders(folders: list[str]) -> None:
+    """``--add FOLDER``: the checkpoints of one's own (a checkpoint folder, or a folder of them) join the
+    zoo for this command. Raises ``ValueError`` for a folder with no checkpoint or a name already taken."""
+    from .api import REGISTRY
+    from .hub import checkpoint_folders, read_card
+
+    for folder in folders:
+        found = checkpoint_folders(folder)
+        if not found:
+            raise ValueError(f"--add {folder}: no checkpoint folder (one with a README.md card) in it")
+        for path in found:
+            card = read_card(path)
+            if _ADDED.get(card.name) != str(path) or card.name not in REGISTRY:  # (added once per process)
+                REGISTRY.register(card)
+                _ADDED[card.name] = str(path)
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     import zoo
 
     from .tasks import known_tasks
+
+    _add_folders(args.add)
 
     if args.task is not None and args.task not in known_tasks():
         print(f"zoo list: unknown task {args.task!r}; the tasks are: {', '.join(sorted(known_tasks()))}", file=sys.stderr)
@@ -142,7 +168,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for c in cards:
         metrics = " ".join(f"{k}={v:.4f}" for k, v in c.metrics.items())
         rows.append((c.name, c.task, c.method, c.dataset, metrics, twin_gain(c), _fmt_num(c.params), _fmt_num(c.flops),
-                     source_label(c) if c.metrics_source == "reported" else c.source))  # reported: not kdzoo's numbers
+                     source_label(c) if c.metrics_source == "reported" else _ADDED.get(c.name, c.source)))  # reported: not kdzoo's numbers
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
@@ -152,6 +178,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .comparison import comparison_rows, format_rows, plot, select
 
+    _add_folders(args.add)
     cards = select(args.task, args.dataset, args.method)
     if args.html:  # first: a bad card or plot is named there, and the rest of the board is still written
         from .board import build_board
@@ -248,6 +275,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from .hub import CARD_FILE, read_card
     from .publish import check_destination
     from .tasks import get_adapter, known_tasks
+    from .trainer import STATE_FILE
 
     if not Path(args.run_dir).is_dir():
         raise ValueError(f"run folder {args.run_dir} does not exist" if not Path(args.run_dir).exists()
@@ -260,11 +288,14 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             if card is not None:
                 print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
                 return 0
+    if not (Path(args.run_dir) / CARD_FILE).exists() and (Path(args.run_dir) / STATE_FILE).exists():
+        raise ValueError(f"{args.run_dir} is an unfinished run (a checkpoint, no card yet): finish it with the "
+                         "command that started it and --resume, then publish it")
     read_card(args.run_dir)  # a clear error for a directory that is not a kdzoo run
     from .publish import publish
 
     card = publish(args.run_dir, args.name, dest_root=args.dest, aliases=args.alias, notes=args.notes or "",
-                   description=args.description or "")
+                   description=args.description or "", data_root=args.data_root)
     print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
     return 0
 
@@ -312,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--task", help="only entries of this task (the task column of zoo list)")
     ls.add_argument("--method", help="only this method (e.g. kd, plain)")
     ls.add_argument("--dataset", help="only this data set (e.g. fashion-mnist)")
+    ls.add_argument("--add", action="append", default=[], metavar="FOLDER", help=ADD_HELP)
     ls.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     ls.set_defaults(func=_cmd_list)
 
@@ -319,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--task", help="only this task")
     cp.add_argument("--dataset", help="only this data set")
     cp.add_argument("--method", help="only this method")
+    cp.add_argument("--add", action="append", default=[], metavar="FOLDER", help=ADD_HELP)
     cp.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     cp.add_argument("--plot", metavar="FILE", help="write the quality-vs-cost plot (one task; a panel per data set)")
     cp.add_argument("--x", default="params", choices=["params", "flops", "latency"], help="the plot's cost axis")
@@ -370,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--alias", action="append", default=[], help="another name for the entry (repeatable)")
     pb.add_argument("--dest", default=None, help="destination root (default: the bundled weights/ folder)")
     pb.add_argument("--overwrite", action="store_true", help="replace DEST/NAME if it exists (default: refuse)")
+    pb.add_argument("--data-root", default=None,
+                    help="where the run's evaluation data is (default: where the run read it; an image folder "
+                         "that has moved, or the test images of a run on Python datasets)")
     pb.add_argument("--notes", default=None, help="text for the card's training notes")
     pb.add_argument("--description", default=None, help="the card's one-paragraph description")
     pb.set_defaults(func=_cmd_publish)

@@ -458,7 +458,19 @@ def fetch_url(source: str, *, progress: bool = True) -> tuple[Path, ModelCard]:
     return _fetch_files(card, target, progress), card
 
 
+def checkpoint_folders(folder: str | os.PathLike) -> list[Path]:
+    """``folder`` if it is a checkpoint folder (it holds a card), else every checkpoint folder in it (a zoo
+    of one's own, like ``weights/`` or a ``zoo publish --dest`` folder), sorted by name; possibly none.
+
+    Raises ``FileNotFoundError`` for a folder that does not exist."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    if (root / CARD_FILE).exists():
+        return [root]
+    return [d for d in sorted(root.iterdir()) if (d / CARD_FILE).exists()]
+
+
 def discover_bundled() -> list[ModelCard]:
     """Cards of every checkpoint folder in ``weights/``."""
-    root = bundled_dir()
-    return [read_card(d) for d in sorted(root.iterdir()) if (d / CARD_FILE).exists()]
+    return [read_card(d) for d in checkpoint_folders(bundled_dir())]

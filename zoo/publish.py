@@ -21,8 +21,9 @@ def check_destination(name: str, aliases: list[str] | None = None, dest_root: st
     before any work is done.
 
     Raises ``ValueError`` when ``dest_root`` is not a folder, when ``dest_root/name`` exists already and
-    ``overwrite`` is false, when an alias repeats the name, or, for the bundled folder, when the name or
-    an alias is already a name of another zoo entry (an alias would shadow it)."""
+    ``overwrite`` is false, when an alias repeats the name, when the name or an alias is already a name
+    of another zoo entry (an alias would shadow it), or when the name is a zoo entry's and ``dest_root``
+    is not the bundled folder (two entries of one name)."""
     from .api import REGISTRY
 
     root = Path(dest_root) if dest_root is not None else hub.bundled_dir()
@@ -35,11 +36,11 @@ def check_destination(name: str, aliases: list[str] | None = None, dest_root: st
     aliases = aliases or []
     if name in aliases:
         raise ValueError(f"alias {name!r} repeats the entry's name")
-    if dest_root is None or target.parent.resolve() == hub.bundled_dir().resolve():
-        for n in [name, *aliases]:
-            if n in REGISTRY and REGISTRY.get(n).name != name:
-                raise ValueError(f"{n!r} is already a name of the zoo entry {REGISTRY.get(n).name!r}; nothing "
-                                 "was published. Choose another name")
+    bundled = root.resolve() == hub.bundled_dir().resolve()
+    for n in [name, *aliases]:
+        if n in REGISTRY and (REGISTRY.get(n).name != name or not bundled):
+            raise ValueError(f"{n!r} is already a name of the zoo entry {REGISTRY.get(n).name!r}; nothing "
+                             "was published. Choose another name")
     return target
 
 
@@ -77,7 +78,8 @@ def publish(run_dir: str | os.PathLike, name: str, *, dest_root: str | os.PathLi
     training = card.training
     if training is not None:
         training = replace(training, notes=notes or training.notes,
-                           command=command or training.command + f" && zoo publish {run_dir} --name {name}")
+                           command=command or training.command + f" && zoo publish {run_dir} --name {name}"
+                           + (f" --dest {dest_root}" if dest_root is not None else ""))
     new = replace(card, name=name, aliases=aliases or [], metrics={k: round(result[k], 6) for k in card.metrics},
                   description=description or card.description, training=training, extra=extra,
                   baseline=baseline if baseline is not None else card.baseline, **costs)

@@ -230,7 +230,8 @@ class Registry:
                                       f"{taken.name!r}; the alias is ignored")
 
     def register(self, card: ModelCard, replace: bool = False) -> ModelCard:
-        """Add ``card``; a name or alias already taken is an error unless ``replace``."""
+        """Add ``card``; a name or alias already taken (by a discovered entry too) is an error unless ``replace``."""
+        self._ensure()
         if not replace:
             for n in card.all_names:
                 if n in self._cards:
