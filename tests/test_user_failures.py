@@ -105,9 +105,10 @@ def test_transparency_exif_and_palettes_decode_as_a_viewer_shows_them():
     (torch.zeros(5, 4, 4), r"\(C, H, W\) with C in 1..4"),
     (np.zeros((4, 4), np.complex64), "dtype complex64"),
     ("no/such/file.png", "no image file"),
+    (".", r"\. is a folder: give its image files"),
 ])
 def test_inputs_that_are_not_images_are_refused_clearly(item, message):
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
+    with pytest.raises((ValueError, FileNotFoundError, IsADirectoryError), match=message):
         to_uint8_array(item)
 
 

@@ -45,6 +45,8 @@ def read_image_file(path: str | os.PathLike) -> Any:
     from PIL import Image
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give its image files (e.g. {path / '*.png'})")
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
     try:
