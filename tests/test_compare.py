@@ -44,6 +44,12 @@ def test_plot_and_cli(tmp_path, capsys):
         plot(comparison_rows(select()), tmp_path / "q.png")
     with pytest.raises(ValueError, match="x must be one of"):
         plot(rows, tmp_path / "r.png", "weight")
+    assert plot(rows, tmp_path / "noext").name == "noext.png"
+    assert (tmp_path / "p.svg").exists() is False and plot(rows, tmp_path / "p.svg").read_text().startswith("<?xml")
+    for bad, message in ((tmp_path, "is a folder: give a file name"), (tmp_path / "p.xyz", "cannot write a plot as .xyz"),
+                         (tmp_path / "p.png" / "q.png", "a part of its folder is a file")):
+        with pytest.raises(ValueError, match=message):
+            plot(rows, bad)
     assert main(["compare", "--task", "classification", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["schema_version"] == 1 and {r["name"] for r in out["rows"]} >= {"resnet8-kd.fmnist", "resnet56.fmnist"}

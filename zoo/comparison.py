@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from .io import atomic_write
 from .registry import ModelCard
 from .score import FLAG_TEXT, QUALITY_WEIGHT
 from .tasks import task_spec
@@ -214,9 +215,20 @@ def plot(rows: list[dict], path: str | Path, x: str = "params") -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
     if x not in COST_AXES:
         raise ValueError(f"x must be one of {', '.join(COST_AXES)}, got {x!r}")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"the plot file {path} is a folder: give a file name, e.g. {path / 'compare.png'}")
+    if not path.suffix:
+        path = path.with_suffix(".png")  # matplotlib would add it; report the file actually written
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise ValueError(f"cannot write a plot as {path.suffix}: matplotlib writes {', '.join(sorted(formats))}")
+    if any(p.exists() and not p.is_dir() for p in path.parents):
+        raise ValueError(f"cannot write the plot {path}: a part of its folder is a file")
     tasks = sorted({r["task"] for r in rows})
     if len(tasks) != 1:
         raise ValueError(f"a plot compares one task, data set and metric per panel; these rows have {len(tasks)} tasks: "
@@ -263,11 +275,8 @@ def plot(rows: list[dict], path: str | Path, x: str = "params") -> Path:
         ax.set_title(f"{tasks[0]}: {dataset}", fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    if not path.suffix:
-        path = path.with_suffix(".png")  # matplotlib would add it; report the file actually written
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=110, format=path.suffix[1:].lower()))
     plt.close(fig)
     return path
 
