@@ -124,24 +124,24 @@ ADD_HELP = ("checkpoints of your own (a checkpoint folder, or a folder of them s
             "with the zoo's entries (repeatable)")
 
 
-_ADDED: dict[str, str] = {}  # entry name -> its folder, for the entries --add brought in
-
-
-def _add_folders(folders: list[str]) -> None:
+def _add_folders(folders: list[str]) -> dict[str, str]:
     """``--add FOLDER``: the checkpoints of one's own (a checkpoint folder, or a folder of them) join the
-    zoo for this command. Raises ``ValueError`` for a folder with no checkpoint or a name already taken."""
+    zoo for this command; returns their folders by entry name. Raises ``ValueError`` for a folder with no
+    checkpoint or a name already taken by another entry."""
     from .api import REGISTRY
     from .hub import checkpoint_folders, read_card
 
+    added = {}
     for folder in folders:
         found = checkpoint_folders(folder)
         if not found:
             raise ValueError(f"--add {folder}: no checkpoint folder (one with a README.md card) in it")
         for path in found:
             card = read_card(path)
-            if _ADDED.get(card.name) != str(path) or card.name not in REGISTRY:  # (added once per process)
+            if not (card.name in REGISTRY and REGISTRY.get(card.name) == card):  # the same card again: in already
                 REGISTRY.register(card)
-                _ADDED[card.name] = str(path)
+            added[card.name] = str(path)
+    return added
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -149,7 +149,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     from .tasks import known_tasks
 
-    _add_folders(args.add)
+    added = _add_folders(args.add)
 
     if args.task is not None and args.task not in known_tasks():
         print(f"zoo list: unknown task {args.task!r}; the tasks are: {', '.join(sorted(known_tasks()))}", file=sys.stderr)
@@ -168,7 +168,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for c in cards:
         metrics = " ".join(f"{k}={v:.4f}" for k, v in c.metrics.items())
         rows.append((c.name, c.task, c.method, c.dataset, metrics, twin_gain(c), _fmt_num(c.params), _fmt_num(c.flops),
-                     source_label(c) if c.metrics_source == "reported" else _ADDED.get(c.name, c.source)))  # reported: not kdzoo's numbers
+                     source_label(c) if c.metrics_source == "reported" else added.get(c.name, c.source)))  # reported: not kdzoo's numbers
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
