@@ -55,8 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-subset", type=int, help="the first N training images (whole identities first)")
     add_time_budget(p)
     p.add_argument("--device")
-    p.add_argument("--publish", action="store_true", help="once finished: teacher, twin and winners into the zoo")
-    p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
+    protocol_bench.add_publish_flags(p, "teacher, twin and winners")
     args = p.parse_args(argv)
     if args.teacher and (args.teacher_set or args.teacher_arch):
         p.error("--teacher names an existing teacher: --teacher-arch and --teacher-set do not apply")
@@ -162,15 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     remaining = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 60)
     twin_args = protocol_bench.twin_args("face", teacher, args.student, args.recipes, args.seeds, DATA,
                                          Path(args.out), args.results, settings, train_subset=args.train_subset,
-                                         time_budget=remaining, device=args.device)
+                                         time_budget=remaining, device=args.device, publish=args.publish,
+                                         publish_dest=args.publish_dest, overwrite=args.overwrite)
     if args.publish and not args.teacher:
-        from zoo.publish import publish
-
-        card = publish(teacher, f"{args.teacher_arch}.{DATA}", dest_root=args.publish_dest, description=(
-            f"The face teacher: {args.teacher_arch} trained with ArcFace on the {DATA} training identities."))
-        print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
-    if args.publish:
-        twin_args += ["--publish"] + (["--publish-dest", args.publish_dest] if args.publish_dest else [])
+        protocol_bench.publish_teacher(Path(teacher), f"{args.teacher_arch}.{DATA}", args.publish_dest, args.overwrite,
+                                       f"The face teacher: {args.teacher_arch} trained with ArcFace on the {DATA} "
+                                       "training identities.")
     code = protocol_bench.load_script("twins").main(twin_args)
     if code:
         return code

@@ -53,8 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-subset", type=int, help="use the first N training crops (default: all 2,048)")
     add_time_budget(p)
     p.add_argument("--device")
-    p.add_argument("--publish", action="store_true", help="once finished: the twin and the winners into the zoo")
-    p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
+    protocol_bench.add_publish_flags(p, "the twin and the winners")
     return p.parse_args(argv)
 
 
@@ -178,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     twin_args = protocol_bench.twin_args("gan", TEACHER, args.student, args.recipes, args.seeds, "photos", Path(args.out),
                                          args.results, settings, train_subset=args.train_subset,
                                          time_budget=args.time_budget, device=args.device, publish=args.publish,
-                                         publish_dest=args.publish_dest)
+                                         publish_dest=args.publish_dest, overwrite=args.overwrite)
     code = protocol_bench.load_script("twins").main(twin_args)
     if code:
         return code

@@ -43,7 +43,7 @@ def train_teacher(task: str, arch: str, data: Any, out: Path, settings: dict[str
 def twin_args(task: str, teacher: str, student: str, recipes: list[str], seeds: list[int], dataset: str, out: Path,
               results: str, settings: dict[str, Any], *, train_subset: int | None = None,
               time_budget: float | None = None, device: str | None = None, publish: bool = False,
-              publish_dest: str | None = None) -> list[str]:
+              publish_dest: str | None = None, overwrite: bool = False) -> list[str]:
     """The `benchmarks/twins.py` command line of a task benchmark: the protocol in ``out/twins``, each setting
     as ``--set key=<JSON value>``, the optional flags only when given (``time_budget`` in minutes)."""
     import json
@@ -54,8 +54,27 @@ def twin_args(task: str, teacher: str, student: str, recipes: list[str], seeds: 
     args += ["--train-subset", str(train_subset)] if train_subset else []
     args += ["--time-budget", f"{time_budget:.3f}"] if time_budget is not None else []
     args += ["--device", device] if device else []
-    args += ["--publish", *(["--publish-dest", publish_dest] if publish_dest else [])] if publish else []
+    args += ["--publish", *(["--publish-dest", publish_dest] if publish_dest else []),
+             *(["--overwrite"] if overwrite else [])] if publish else []
     return args
+
+
+def publish_teacher(run_dir: Path, name: str, dest: str | None, overwrite: bool, description: str) -> None:
+    """Publish a benchmark's teacher run as the zoo entry ``name`` (into ``dest``, default the bundled
+    ``weights/``); an entry already there is refused unless ``overwrite`` (`zoo.publish.check_destination`)."""
+    from zoo.publish import check_destination, publish
+
+    check_destination(name, [], dest, overwrite=overwrite, zoo_names=False)
+    card = publish(run_dir, name, dest_root=dest, description=description)
+    print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
+
+
+def add_publish_flags(parser: Any, what: str) -> None:
+    """``--publish``, ``--publish-dest`` and ``--overwrite`` of a task benchmark (``what``: what it publishes)."""
+    parser.add_argument("--publish", action="store_true", help=f"once finished: {what} into the zoo")
+    parser.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --publish: replace entries of the same names (without it they are refused)")
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:

@@ -50,8 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-subset", type=int)
     add_time_budget(p)
     p.add_argument("--device")
-    p.add_argument("--publish", action="store_true", help="once finished: teacher, twin and winners into the zoo")
-    p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
+    protocol_bench.add_publish_flags(p, "teacher, twin and winners")
     return p.parse_args(argv)
 
 
@@ -111,16 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**RUN_SETTINGS, **parse_overrides(args.set)}
     twin_args = protocol_bench.twin_args("segmentation", str(teacher_dir), args.student, args.recipes, args.seeds,
                                          args.data, Path(args.out), args.results, settings,
-                                         train_subset=args.train_subset, time_budget=remaining, device=args.device)
+                                         train_subset=args.train_subset, time_budget=remaining, device=args.device,
+                                         publish=args.publish, publish_dest=args.publish_dest, overwrite=args.overwrite)
     if args.publish:
-        from zoo.hub import read_card
-        from zoo.publish import publish
-
-        name = f"{args.teacher_arch}.{args.data}"
-        card = publish(teacher_dir, name, dest_root=args.publish_dest, description=(
-            f"The segmentation teacher: {args.teacher_arch} (ImageNet MobileNetV2 backbone) fine-tuned on {args.data}."))
-        print(f"published {card.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items()))
-        twin_args += ["--publish"] + (["--publish-dest", args.publish_dest] if args.publish_dest else [])
+        protocol_bench.publish_teacher(teacher_dir, f"{args.teacher_arch}.{args.data}", args.publish_dest, args.overwrite,
+                                       f"The segmentation teacher: {args.teacher_arch} (ImageNet MobileNetV2 backbone) "
+                                       f"fine-tuned on {args.data}.")
     code = twins.main(twin_args)
     if code:
         return code

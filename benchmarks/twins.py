@@ -94,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--publish", action="store_true",
                    help="once every seed is done: publish the twin and each method that beats it (median seed)")
     p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --publish: replace entries of the same names in the destination (the zoo's own, re-made); "
+                        "without it an existing entry is refused before any training")
     p.add_argument("--keep-twin", action="store_true",
                    help="with --publish: the twin's zoo entry exists already (from another table of the same student "
                         "and budget) and is kept; the distilled cards' baseline records this table's twin")
@@ -114,7 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
-    except (ValueError, FileNotFoundError, KeyError) as e:  # a bad spec or folder: one line, nothing written
+    except (ValueError, OSError, KeyError) as e:  # a bad spec or folder: one line, nothing written
         print(f"twins.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: the checkpoints are written atomically, so nothing finished is lost
@@ -146,8 +149,9 @@ def _main(argv: list[str] | None = None) -> int:
     for flag, given in (("--keep-twin", args.keep_twin), ("--no-twin-entry", args.no_twin_entry)):
         if given and not args.publish:
             raise ValueError(f"{flag} only applies with --publish")
-    if args.entry_name and not args.publish:
-        raise ValueError("--entry-name only applies with --publish")
+    for flag, given in (("--entry-name", args.entry_name), ("--overwrite", args.overwrite)):
+        if given and not args.publish:
+            raise ValueError(f"{flag} only applies with --publish")
     if args.keep_twin and args.no_twin_entry:
         raise ValueError("--keep-twin and --no-twin-entry exclude each other (the twin is an entry already, or none)")
     short = SHORT_NAMES.get(spec.dataset) or re.sub(r"[^A-Za-z0-9.-]+", "-", Path(spec.dataset).name)  # a folder: its name
@@ -155,6 +159,22 @@ def _main(argv: list[str] | None = None) -> int:
     twin_name = f"{stem}.{short}"
     names = entry_names(args.entry_name, args.recipes, stem, short, None if args.no_twin_entry else twin_name)
     results_dir = Path(args.results or out)
+    for flag, folder in (("--out", out), ("--results", results_dir), ("--publish-dest", args.publish_dest)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"{flag} {folder} is a file, not a folder")
+    if args.publish:  # the entries' folders, checked before hours of training rather than after
+        from zoo.publish import check_destination
+
+        if args.keep_twin:
+            from zoo.api import REGISTRY
+
+            where = Path(args.publish_dest) / twin_name if args.publish_dest else None
+            if not (where.is_dir() if where is not None else twin_name in REGISTRY):
+                raise ValueError(f"--keep-twin: the twin's entry {twin_name} is not in "
+                                 f"{args.publish_dest if where is not None else 'the zoo'}; drop --keep-twin to "
+                                 "publish this table's twin")
+        for name in [*names.values(), *([twin_name] if not (args.keep_twin or args.no_twin_entry) else [])]:
+            check_destination(name, [], args.publish_dest, overwrite=args.overwrite, zoo_names=False)
     results = protocol.run(spec, task, out, deadline=deadline, device=args.device, only_seeds=args.only_seeds,
                            results_file=results_dir / f"{spec.slug()}.json", restore=args.restore)
     line = settings_line(spec, results, getattr(task, "arms_note", ""))
@@ -197,10 +217,7 @@ def _main(argv: list[str] | None = None) -> int:
     protocol.unrestored(out, [protocol.median_seed(summary[a]) for a in winners] + ([twin_seed] if twin_entry else []))
     if args.no_twin_entry:
         print("twin not published (--no-twin-entry): the distilled cards' baseline records its metrics")
-    elif args.keep_twin:
-        import zoo
-
-        zoo.card(str(dest / twin_name) if dest else twin_name)  # KeyError (one line, exit 2) when it is not there
+    elif args.keep_twin:  # (its entry was found before training)
         print(f"kept the zoo's twin {twin_name}; the distilled cards' baseline records this table's twin")
     else:
         card = task.publish(spec, twin_seed, protocol.TWIN, out / f"seed-{twin_seed}", twin_name, baseline=None,

@@ -135,6 +135,18 @@ def test_runs_resume_by_seed_and_refuse_other_settings(tmp_path):
         protocol.run(spec(settings={"epochs": 12}), task, tmp_path)
 
 
+def test_a_run_folder_where_nothing_trained_yet_takes_new_settings(tmp_path, capsys):
+    task = FakeTask()
+    protocol._claim_run_folder(spec(settings={"epochs": 10, "lr": -1}), tmp_path)  # then refused when an arm was built
+    (tmp_path / "seed-0" / "twin").mkdir(parents=True)
+    (tmp_path / "seed-0" / "twin" / "log.csv").write_text("step\n")  # a start, no checkpoint
+    done = protocol.run(spec(), task, tmp_path)  # the fixed command is not refused: nothing would be lost
+    assert [r.seed for r in done] == [0, 1, 2] and "no arm has trained yet" in capsys.readouterr().out
+    assert json.loads((tmp_path / "protocol.json").read_text())["settings"] == spec().settings
+    with pytest.raises(ValueError, match="other settings"):  # once something trained, the folder is that run's
+        protocol.run(spec(settings={"epochs": 12}), task, tmp_path)
+
+
 def test_only_seeds_trains_just_those_and_reads_the_rest(tmp_path):
     task, s = FakeTask(), spec()
     done = protocol.run(s, task, tmp_path, only_seeds=[1])  # another process may be training 0 and 2
@@ -285,6 +297,10 @@ def test_bad_specs_are_refused_before_anything_is_written(twins, tmp_path, capsy
         extra = ["--set", "zzz=1"] if message.startswith("unknown setting") else []
         assert twins.main(base + ["--recipes", *recipes, *extra]) == 2
         assert message in capsys.readouterr().err
+    for extra, message in ((["--seeds", "-1", "0"], "seeds are numbers >= 0, got [-1, 0]"),
+                           (["--set", "seed=5"], "each arm's seed is the protocol's (--seeds); drop the setting seed")):
+        assert twins.main(base + ["--recipes", "kd", *extra]) == 2
+        assert message in capsys.readouterr().err
     for subset, message in (("10000000", "a subset of fashion-mnist/train needs 1..60000 examples, got 10000000"),
                             ("0", "train_subset must be a number of examples >= 1")):
         assert twins.main(base + ["--recipes", "kd", "--train-subset", subset]) == 2
@@ -304,8 +320,20 @@ def test_twins_cli_restores_seeds_and_refuses_to_publish_what_it_has_no_checkpoi
     assert "restored seeds [0, 1]" in captured.out and "2/2 seeds done" in captured.out
     assert "have no checkpoints; train them again with --only-seeds 0" in captured.err
     assert not dest.exists()
-    assert twins.main(args + ["--publish", "--keep-twin", "--publish-dest", str(dest)]) == 2  # kd's seed is still missing
-    assert "no seed to restore" in capsys.readouterr().out and not dest.exists()
+    assert twins.main(args + ["--publish", "--keep-twin", "--publish-dest", str(dest)]) == 2  # checked before training
+    assert (f"--keep-twin: the twin's entry resnet8.fmnist is not in {dest}; drop --keep-twin"
+            in capsys.readouterr().err) and not dest.exists()
+    (dest / "resnet8-kd.fmnist").mkdir(parents=True)  # an entry of that name is there: refused before any training
+    assert twins.main(args + ["--publish", "--publish-dest", str(dest)]) == 2
+    assert "resnet8-kd.fmnist exists already; nothing was published. Pass --overwrite" in capsys.readouterr().err
+    (dest / "resnet8-kd.fmnist").rmdir()
+    dest.rmdir()
+    (tmp_path / "a-file").write_text("x")
+    for flag in ("--out", "--results", "--publish-dest"):  # a file where a folder goes: one line, not a traceback
+        bad = args + ["--publish", "--publish-dest", str(dest)]
+        bad[bad.index(flag) + 1] = str(tmp_path / "a-file")
+        assert twins.main(bad) == 2
+        assert f"{flag} {tmp_path / 'a-file'} is a file, not a folder" in capsys.readouterr().err
     assert twins.main(args + ["--keep-twin"]) == 2
     assert "--keep-twin only applies with --publish" in capsys.readouterr().err
     assert twins.main(args + ["--no-twin-entry"]) == 2
@@ -343,7 +371,9 @@ def test_a_results_file_is_never_overwritten_with_fewer_seeds(twins, tmp_path, c
     assert not (tmp_path / "bad").exists()  # the seeds are checked before anything is restored
     # a finished restore, then --publish before every seed is done is one line, exit 2
     short = base + ["--out", str(tmp_path / "part"), "--results", str(tmp_path / "other"), "--publish"]
-    assert twins.main(short) == 2
+    assert twins.main(short) == 2  # the zoo's own resnet8-kd.fmnist is there: refused before any training
+    assert "weights/resnet8-kd.fmnist exists already; nothing was published. Pass --overwrite" in capsys.readouterr().err
+    assert twins.main(short + ["--overwrite"]) == 2
     assert "twins.py: error: --publish needs every seed finished (0/2 are)" in capsys.readouterr().err
 
 

@@ -64,6 +64,10 @@ class ProtocolSpec:
             problems.append(f"the protocol needs at least 2 seeds (3 where a run costs under ~40 CPU minutes), got {self.seeds}")
         if len(set(self.seeds)) != len(self.seeds):
             problems.append(f"seeds repeat: {self.seeds}")
+        if any(s < 0 for s in self.seeds):
+            problems.append(f"seeds are numbers >= 0, got {self.seeds}")
+        if "seed" in self.settings:
+            problems.append("each arm's seed is the protocol's (--seeds); drop the setting seed")
         try:
             runs.check_train_subset(self.train_subset)
         except ValueError as e:
@@ -334,6 +338,14 @@ def check_term_settings(settings: dict[str, Any], recipes: dict[str, Any]) -> No
                          f"(their terms: {', '.join(terms) or 'none'})")
 
 
+def _has_training(out: Path) -> bool:
+    """Whether a protocol run folder holds anything trained: a checkpoint, a finished arm's card or a seed's
+    result (restored ones too). A folder without any may take other settings: nothing would be lost."""
+    from .trainer import STATE_FILE
+
+    return any(next(out.rglob(name), None) is not None for name in (STATE_FILE, "README.md", "result.json"))
+
+
 def _claim_run_folder(spec: ProtocolSpec, out: Path, grow: bool = False) -> None:
     """Record ``spec`` in ``out/protocol.json``, or check that the run already there has these settings
     (ValueError naming the settings that differ: a run folder holds one protocol run). Other seeds are
@@ -346,6 +358,11 @@ def _claim_run_folder(spec: ProtocolSpec, out: Path, grow: bool = False) -> None
     if spec_path.exists():
         saved = json.loads(spec_path.read_text())
         changed = _settings_differ(saved, spec, grow)
+        if changed and not _has_training(out):  # e.g. a setting refused when the first arm was built
+            print(f"{out}: no arm has trained yet, so this command's settings replace the recorded ones "
+                  f"({'; '.join(changed)})", flush=True)
+            atomic_write_text(spec_path, json.dumps(_spec_record(spec), indent=2) + "\n")
+            return
         if changed:
             dropped = [r for r in saved.get("recipes", []) if r not in spec.recipes]
             if grow and dropped and all(c.startswith("recipes ") for c in changed):

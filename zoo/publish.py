@@ -16,14 +16,15 @@ from .tasks import get_adapter
 
 
 def check_destination(name: str, aliases: list[str] | None = None, dest_root: str | os.PathLike | None = None,
-                      *, overwrite: bool = False) -> Path:
+                      *, overwrite: bool = False, zoo_names: bool = True) -> Path:
     """The folder ``dest_root/name`` a publish will write (default root: the bundled ``weights/``), checked
     before any work is done.
 
     Raises ``ValueError`` when ``dest_root`` is not a folder, when ``dest_root/name`` exists already and
     ``overwrite`` is false, when an alias repeats the name, when the name or an alias is already a name
     of another zoo entry (an alias would shadow it), or when the name is a zoo entry's and ``dest_root``
-    is not the bundled folder (two entries of one name)."""
+    is not the bundled folder (two entries of one name). ``zoo_names=False`` leaves the zoo's names out
+    (a protocol publishing the zoo's own entries, re-made, into a folder of its own)."""
     from .api import REGISTRY
 
     root = Path(dest_root) if dest_root is not None else hub.bundled_dir()
@@ -37,7 +38,7 @@ def check_destination(name: str, aliases: list[str] | None = None, dest_root: st
     if name in aliases:
         raise ValueError(f"alias {name!r} repeats the entry's name")
     bundled = root.resolve() == hub.bundled_dir().resolve()
-    for n in [name, *aliases]:
+    for n in [name, *aliases] if zoo_names else []:
         if n in REGISTRY and (REGISTRY.get(n).name != name or not bundled):
             raise ValueError(f"{n!r} is already a name of the zoo entry {REGISTRY.get(n).name!r}; nothing "
                              "was published. Choose another name")
