@@ -128,7 +128,12 @@ def test_recipe_overrides_and_errors():
             override(get_recipe("kd"), TrainConfig(), {"kd.weight": bad})
         with pytest.raises(ValueError, match="task_weight must be a finite number >= 0"):
             override(get_recipe("kd"), TrainConfig(), {"task_weight": bad})
-    assert override(get_recipe("kd"), TrainConfig(), {"kd.weight": 0, "task_weight": 0})[0].task_weight == 0
+    assert override(get_recipe("kd"), TrainConfig(), {"task_weight": 0})[0].task_weight == 0  # KD alone
+    assert override(get_recipe("kd"), TrainConfig(), {"kd.weight": 0})[0].terms[0].weight == 0  # the labels alone
+    with pytest.raises(ValueError, match="recipe 'kd' has no loss: task_weight is 0 and no term has a positive weight"):
+        override(get_recipe("kd"), TrainConfig(), {"kd.weight": 0, "task_weight": 0})  # (was a traceback at step 1)
+    with pytest.raises(ValueError, match="recipe 'plain' has no loss: task_weight is 0 and it has no terms"):
+        override(get_recipe("plain"), TrainConfig(), {"task_weight": 0})
 
 
 def test_wrong_number_of_teachers_is_a_clear_error(data, tmp_path):

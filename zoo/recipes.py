@@ -81,6 +81,9 @@ class Recipe:
 
     def __post_init__(self) -> None:
         _check_weight(self.task_weight, "task_weight")
+        if self.task_weight == 0 and not any(t.weight > 0 for t in self.terms):
+            raise ValueError(f"recipe {self.name!r} has no loss: task_weight is 0 and "
+                             + ("no term has a positive weight" if self.terms else "it has no terms"))
 
     def term(self, name: str) -> Term:
         for t in self.terms:
