@@ -17,7 +17,7 @@ import torch
 
 from zoo.metrics import hardware_description
 from zoo.protocol import TWIN, ProtocolSpec, SeedResult, check_term_settings, is_term_setting, settings_for
-from zoo.recipes import get_recipe, override, recipe_dict
+from zoo.recipes import RECIPE_SETTINGS, get_recipe, override, recipe_dict
 from zoo.registry import ModelCard, TeacherRef
 from zoo.trainer import STATE_FILE, TrainConfig
 
@@ -84,6 +84,11 @@ class ClassificationProtocol:
         card = zoo.card(spec.teacher)
         if card.task != "classification":
             raise ValueError(f"teacher {card.name!r} is a {card.task} model, not an image classifier")
+        recipe_fields = sorted(k for k in spec.settings if k in RECIPE_SETTINGS)
+        if recipe_fields:  # the pack trains each arm as its recipe defines it: they would be recorded, not used
+            raise ValueError(f"{', '.join(recipe_fields)}: a recipe's own fields, not a budget setting; the "
+                             "classification protocol trains each arm as its recipe defines it (register a recipe "
+                             "with other fields to compare it)")
         recipes = {name: get_recipe(name) for name in spec.recipes}
         for recipe in recipes.values():  # unknown keys and bad values
             override(recipe, TrainConfig(), settings_for(spec.settings, recipe))

@@ -298,7 +298,8 @@ def test_bad_specs_are_refused_before_anything_is_written(twins, tmp_path, capsy
         assert twins.main(base + ["--recipes", *recipes, *extra]) == 2
         assert message in capsys.readouterr().err
     for extra, message in ((["--seeds", "-1", "0"], "seeds are numbers >= 0, got [-1, 0]"),
-                           (["--set", "seed=5"], "each arm's seed is the protocol's (--seeds); drop the setting seed")):
+                           (["--set", "seed=5"], "each arm's seed is the protocol's (--seeds); drop the setting seed"),
+                           (["--set", "task_weight=0.5"], "task_weight: a recipe's own fields, not a budget setting")):
         assert twins.main(base + ["--recipes", "kd", *extra]) == 2
         assert message in capsys.readouterr().err
     for subset, message in (("10000000", "a subset of fashion-mnist/train needs 1..60000 examples, got 10000000"),

@@ -158,6 +158,9 @@ def test_a_runner_task_gets_the_twin_protocol(toy_task, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="not toyreg ones"):
         plug.validate(protocol.ProtocolSpec("toyreg", str(tmp_path / "teacher"), "mlp-4", ["kd"], [0, 1], "toy-lines"))
+    with pytest.raises(ValueError, match="does not distil one student from one teacher .or itself. with these settings"):
+        plug.validate(protocol.ProtocolSpec("toyreg", str(tmp_path / "teacher"), "mlp-4", ["toyreg-kd"], [0, 1],
+                                            "toy-lines", {"cohort": 2}))  # the recipe as the settings make it
 
 
 def test_the_same_task_through_the_command_line(toy_task, tmp_path, capsys):

@@ -617,11 +617,13 @@ class RunnerProtocol:
             recipe = self.recipe(name)
             if recipe.task != self.adapter.task:
                 raise ValueError(f"recipe {name!r} is for {recipe.task} models, not {self.adapter.task} ones")
+            # unknown keys and bad values; then the recipe as the settings make it (--set cohort=2, say)
+            recipe, _ = override(recipe, TrainConfig(), self.arm_settings(spec.settings, name))
             # one student, from the teacher or from itself (self-distillation: BYOT, DDL)
-            if recipe.teachers not in (0, 1) or recipe.cohort != 1:
-                raise ValueError(f"recipe {name!r} does not distil one student from one teacher (or itself); the "
-                                 "protocol compares such students with their twin")
-            override(recipe, TrainConfig(), self.arm_settings(spec.settings, name))  # unknown keys and bad values
+            if recipe.teachers not in (0, 1) or recipe.cohort != 1 or recipe.assistant or recipe.branches:
+                raise ValueError(f"recipe {name!r} does not distil one student from one teacher (or itself)"
+                                 + (" with these settings" if recipe != self.recipe(name) else "")
+                                 + "; the protocol compares such students with their twin")
         check_term_settings(spec.settings, {name: self.recipe(name) for name in spec.recipes})
         self.teacher_metric(spec)  # a teacher of this task, measured on the split the arms are measured on
         self.check_data_and_student(spec)

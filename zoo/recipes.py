@@ -252,19 +252,22 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
     return value
 
 
+# The recipe fields `override` takes as settings (`--set task_weight=0.5`), beside training and term settings.
+RECIPE_SETTINGS = frozenset({"task_weight", "cohort", "assistant", "branches", "gate", "init"})
+
+
 def override(recipe: Recipe, cfg: TrainConfig, settings: dict[str, Any]) -> tuple[Recipe, TrainConfig]:
     """Apply ``--set`` settings. Keys: a TrainConfig field (``lr``), a recipe field (``task_weight``),
     ``T`` (every term's temperature), or ``TERM.FIELD`` / ``TERM.PARAM`` (``kd.weight``, ``kd.T``).
     An unknown key or a value of the wrong type is an error that lists the valid keys."""
     recipe = copy.deepcopy(recipe)
     train_keys = {f.name for f in fields(TrainConfig)}
-    recipe_keys = {"task_weight", "cohort", "assistant", "branches", "gate", "init"}
     term_fields = {"weight", "start", "stop", "student", "teacher", "warmup"}
     train_updates: dict[str, Any] = {}
     for key, value in settings.items():
         if key in train_keys:
             train_updates[key] = _coerce(value, getattr(cfg, key), key)
-        elif key in recipe_keys:
+        elif key in RECIPE_SETTINGS:
             setattr(recipe, key, _coerce(value, getattr(recipe, key), key))
             Recipe.__post_init__(recipe)
         elif key == "T":
@@ -286,7 +289,7 @@ def override(recipe: Recipe, cfg: TrainConfig, settings: dict[str, Any]) -> tupl
                 raise ValueError(f"term {term_name!r} has no setting {attr!r}; valid: {', '.join(valid)}")
             Term.__post_init__(term)
         else:
-            valid = sorted(train_keys | recipe_keys | {"T"}) + [f"{t.name}.{{{','.join(sorted(term_fields | set(term_params(t))))}}}"
+            valid = sorted(train_keys | RECIPE_SETTINGS | {"T"}) + [f"{t.name}.{{{','.join(sorted(term_fields | set(term_params(t))))}}}"
                                                                for t in recipe.terms]
             raise ValueError(f"unknown setting {key!r}; valid: {', '.join(valid)}")
     merged = {**asdict(cfg), **recipe.train, **train_updates}
