@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from zoo import protocol
-from zoo.cli import add_time_budget, deadline_in, parse_overrides
+from zoo.cli import add_time_budget, deadline_in, parse_overrides, torch_device
 from zoo.tasks import get_adapter
 
 SHORT_NAMES = {"fashion-mnist": "fmnist"}
@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only-seeds", type=int, nargs="+",
                    help="train only these of --seeds in this process (seeds are independent: run several processes, "
                         "e.g. OMP_NUM_THREADS=1 each, on one --out; a last call without it writes the whole table)")
-    p.add_argument("--device")
+    p.add_argument("--device", type=torch_device, help="torch device (default: cuda when there is one, else cpu)")
     p.add_argument("--publish", action="store_true",
                    help="once every seed is done: publish the twin and each method that beats it (median seed)")
     p.add_argument("--publish-dest", help="folder to publish into (default: the bundled weights/)")

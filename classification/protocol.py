@@ -84,6 +84,10 @@ class ClassificationProtocol:
         card = zoo.card(spec.teacher)
         if card.task != "classification":
             raise ValueError(f"teacher {card.name!r} is a {card.task} model, not an image classifier")
+        if card.metrics_source == "reported":
+            raise ValueError(f"teacher {card.name!r} is another project's published student (its numbers reported, "
+                             "not measured here); the protocol distils from a teacher kdzoo loads and measured")
+        self.teacher_metric(spec)  # measured on the data set's test split the arms are evaluated on
         recipe_fields = sorted(k for k in spec.settings if k in RECIPE_SETTINGS)
         if recipe_fields:  # the pack trains each arm as its recipe defines it: they would be recorded, not used
             raise ValueError(f"{', '.join(recipe_fields)}: a recipe's own fields, not a budget setting; the "

@@ -41,14 +41,24 @@ DEFAULTS = TrainConfig(epochs=10, batch_size=32, lr=0.02, weight_decay=1e-4, nes
 
 
 def load_teacher(ref: str | nn.Module) -> nn.Module:
-    """A teacher from a run or checkpoint directory, or from the zoo by name."""
+    """A teacher from a run or checkpoint directory, or from the zoo by name. Raises ``ValueError`` for a
+    model of another task (a classifier has no RPN or RoI head to distil)."""
     if isinstance(ref, nn.Module):
-        return ref
-    if Path(ref).is_dir():
-        return hub.load_dir(ref)
-    import zoo
+        model = ref
+    elif Path(ref).is_dir():
+        model = hub.load_dir(ref)
+    else:
+        import zoo
 
-    return zoo.load(ref)
+        model = zoo.load(ref)
+    check_teacher_card(getattr(model, "card", None))
+    return model
+
+
+def check_teacher_card(card: Any) -> None:
+    """Raises ``ValueError`` for the card of a model of another task (None: a module without a card passes)."""
+    if card is not None and card.task != "detection":
+        raise ValueError(f"teacher {card.name!r} is a {card.task} model, not a detection one")
 
 
 def train_detector(arch: str, out_dir: str | Path, *, teacher: str | nn.Module | None = None,
@@ -168,6 +178,11 @@ def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = 
     if is_mm_architecture(identity["arch"]) and torch.device(device).type == "cpu" and dtype is not None:
         raise ValueError(f"amp={cfg.amp} would run the mmdet detector in {str(dtype).replace('torch.', '')} on the CPU, "
                          "where mmcv's NMS takes float32 only; use --set amp=off (the default)")
+    teacher_ref = teacher if teacher is not None else identity.get("teacher")
+    if isinstance(teacher_ref, str):  # its card, before the run folder is written
+        import zoo
+
+        check_teacher_card(zoo.card(teacher_ref))
     record = {"started_with": settings, "changes": []}
     if os.environ.get("RANK", "0") == "0":  # (before torchrun's process group exists: the environment says)
         record = runs.commit(out, identity, settings, {"chen2017": recipe_dict_of(recipe)} if distilling else {},

@@ -228,6 +228,9 @@ def test_training_resumes_exactly_and_the_run_loads_and_predicts_through_the_zoo
     with pytest.raises(ValueError, match="train_subset must be a number of examples >= 1"):  # 0 is not "all"
         run("frcnn-resnet20", tmp_path / "zero", train_count=0)
     assert not (tmp_path / "zero").exists()
+    with pytest.raises(ValueError, match="teacher 'resnet56.fmnist' is a classification model, not a detection one"):
+        run("frcnn-resnet20", tmp_path / "clf", teacher="resnet56.fmnist")  # (was an AttributeError on .rpn)
+    assert not (tmp_path / "clf").exists()
 
 
 def test_detection_predictions_carry_boxes_inside_the_image(tmp_path):

@@ -297,6 +297,12 @@ def test_bad_specs_are_refused_before_anything_is_written(twins, tmp_path, capsy
         extra = ["--set", "zzz=1"] if message.startswith("unknown setting") else []
         assert twins.main(base + ["--recipes", *recipes, *extra]) == 2
         assert message in capsys.readouterr().err
+    reported = ["--teacher", "resnet8x4-dkd.cifar100.mdistiller", "--recipes", "kd"]
+    assert twins.main(base + reported) == 2
+    assert "is another project's published student" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        twins.main(base + ["--recipes", "kd", "--device", "bogus"])
+    assert "'bogus' is not a torch device" in capsys.readouterr().err
     for extra, message in ((["--seeds", "-1", "0"], "seeds are numbers >= 0, got [-1, 0]"),
                            (["--set", "seed=5"], "each arm's seed is the protocol's (--seeds); drop the setting seed"),
                            (["--set", "task_weight=0.5"], "task_weight: a recipe's own fields, not a budget setting")):
