@@ -22,7 +22,7 @@ from zoo.trainer import STATE_FILE, TrainConfig, check_one_batch, fit, resolve_a
 from .data import ImageDataset, load_dataset
 from .evaluate import evaluate
 from .folders import class_key
-from .models import build_model, describe_model
+from .models import build_model, check_architecture, describe_model
 from .multibranch import MultiBranchResNet
 
 
@@ -312,6 +312,8 @@ def distill_classifier(
     teachers, class_order_hooks = _load_teachers(teachers_in, train)
     try:
         check_one_batch(len(train), cfg)  # before the run record is written
+        if isinstance(student, str):
+            check_architecture(student)
         teacher_refs = [_teacher_ref(t) for t in teachers]
         from zoo.distributed import is_main_process
 

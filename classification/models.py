@@ -146,15 +146,19 @@ def build_model(arch: str, **config) -> nn.Module:
         model = torchvision.models.get_model(name, weights=None, **config)
         model.architecture, model.config = arch, dict(config)
         return model
-    try:
-        builder = ARCHITECTURES[arch]
-    except KeyError:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}, "
-                         f"or torchvision's as {EXTERNAL}NAME") from None
+    check_architecture(arch)
+    builder = ARCHITECTURES[arch]
     config.pop("depth", None)
     model = builder(**config)
     model.architecture = arch
     return model
+
+
+def check_architecture(arch: str) -> None:
+    """Raises ``ValueError`` for a name `build_model` does not know (torchvision's are checked when built)."""
+    if not arch.startswith(EXTERNAL) and arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}, "
+                         f"or torchvision's as {EXTERNAL}NAME")
 
 
 def describe_model(model: nn.Module) -> tuple[str, dict]:

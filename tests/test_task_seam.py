@@ -125,6 +125,9 @@ def test_a_task_defined_outside_zoo_runs_through_the_api(toy_task, tmp_path):
     [first, second] = zoo.predict(model)
     assert isinstance(first["score"], float)
     assert zoo.evaluate(tmp_path / "zoo" / "mlp4-kd.toy")["measured"] == pytest.approx(card.metrics, abs=1e-3)
+    with pytest.raises(ValueError, match="fewer than one batch of 100000"):  # refused before the folder is written
+        zoo.train("toyreg", "mlp-4", out=tmp_path / "big", settings={**FAST, "batch_size": 100000})
+    assert not (tmp_path / "big").exists()
 
 
 def test_a_runner_task_gets_the_twin_protocol(toy_task, tmp_path, capsys):

@@ -406,6 +406,9 @@ def test_too_little_data_for_a_batch_says_what_to_change(data, tmp_path):
         distill_classifier("plain", None, "resnet8", out_dir=tmp_path / "run", settings={"epochs": 1, "progress": False},
                            data=data)
     assert not (tmp_path / "run").exists()  # refused before the run record is written
+    with pytest.raises(ValueError, match="unknown architecture 'resnet9'"):
+        distill_classifier("plain", None, "resnet9", out_dir=tmp_path / "arch", settings=SMALL, data=data)
+    assert not (tmp_path / "arch").exists()
 
 
 @pytest.mark.parametrize("subset, message", [(0, "train_subset must be a number of examples >= 1"),

@@ -170,7 +170,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     from .distiller import Distiller
     from .distributed import is_main_process
     from .recipes import Recipe, get_recipe, override, recipe_dict
-    from .trainer import STATE_FILE, TrainConfig, fit
+    from .trainer import STATE_FILE, TrainConfig, check_one_batch, fit
 
     task = adapter.task
     runs.check_train_subset(train_subset)
@@ -203,6 +203,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
         raise ValueError(f"recipe {recipe_obj.name!r} takes {recipe_obj.teachers} teacher(s), got {len(teachers_in)}")
     train, test = adapter.datasets(data if isinstance(data, str) or data is None else data,
                                    train_subset=identity.get("train_subset"))
+    check_one_batch(len(train), cfg)  # before the run folder is written
     teachers = [_load_teacher(t) for t in teachers_in]
     card_fields = adapter.card_fields(train)
     labels = list(card_fields.get("labels") or [])
