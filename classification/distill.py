@@ -292,8 +292,8 @@ def distill_classifier(
     train_subset = identity.get("train_subset")
     base = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if base.task != "classification":
-        raise ValueError(f"recipe {base.name!r} is for {base.task} models (see python -m zoo.nlp.pipeline), "
-                         "not for image classifiers")
+        raise ValueError(f"recipe {base.name!r} is for {base.task} models, not for image classifiers "
+                         f"(zoo distill {base.task} --help)")
     recipe_obj, cfg = override(base, TrainConfig(), settings)
     effective = {"recipe": recipe_dict(recipe_obj)}
     runs.check_effective(out_dir, effective, resume)
