@@ -40,6 +40,8 @@ def test_list_filters(capsys):
     assert STUDENT in capsys.readouterr().out
     assert cli.main(["list", "--task", "nosuch"]) == 2  # an unknown task, not an empty list
     assert "the tasks are: classification, detection, face" in capsys.readouterr().err
+    assert cli.main(["list", "--method", "nosuch"]) == 2  # as in zoo compare: a typo is not an empty list
+    assert "no entry has method 'nosuch'; the methods are:" in capsys.readouterr().err
 
 
 def test_list_and_compare_add_checkpoints_of_ones_own(capsys, tmp_path, tiny_model):

@@ -28,6 +28,8 @@ def test_filters_name_the_valid_values():
         select(task="classifcation")
     with pytest.raises(ValueError, match="no entry has method 'no-such-method'"):
         select(task="classification", method="no-such-method")
+    # each value is checked against every entry: a data set of another task's entries is no typo
+    assert select(task="detection", dataset="fashion-mnist") == []
 
 
 def test_pareto_front_in_both_directions():

@@ -154,6 +154,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.task is not None and args.task not in known_tasks():
         print(f"zoo list: unknown task {args.task!r}; the tasks are: {', '.join(sorted(known_tasks()))}", file=sys.stderr)
         return 2
+    from .comparison import select
+
+    select(dataset=args.dataset, method=args.method)  # a method or data set that no entry has: an error, as in compare
     cards = zoo.list_models(task=args.task, method=args.method, dataset=args.dataset)
     if args.json:
         _print_json({"schema_version": JSON_SCHEMA_VERSION,

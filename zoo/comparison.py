@@ -88,13 +88,13 @@ def select(task: str | None = None, dataset: str | None = None, method: str | No
 
         cards = list_models()
     cards = list(cards)
-    for key, value in (("task", task), ("dataset", dataset), ("method", method)):
-        if value is not None:
+    wanted = {"task": task, "dataset": dataset, "method": method}
+    for key, value in wanted.items():  # each value against every entry: a typo is an error, a combination
+        if value is not None:          # that no entry has is an empty selection
             valid = sorted({getattr(c, key) for c in cards})
             if value not in valid:
                 raise ValueError(f"no entry has {key} {value!r}; the {key}s are: {', '.join(valid)}")
-            cards = [c for c in cards if getattr(c, key) == value]
-    return cards
+    return [c for c in cards if all(v is None or getattr(c, k) == v for k, v in wanted.items())]
 
 
 def comparison_rows(cards: Iterable[ModelCard]) -> list[dict]:
