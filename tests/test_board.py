@@ -221,6 +221,7 @@ def test_the_board_in_a_headless_browser(browser, tmp_path):
 
         # a click on an entry's name opens its card
         section.locator("a.entry", has_text=target).click()
+        page.wait_for_selector("details.card[open]", timeout=10_000)  # opened on the hashchange event, after the click
         card = page.locator("details.card[open]")
         assert card.count() == 1 and target in card.locator("> summary").inner_text()
         assert "command that reproduces it" in card.inner_text() and "sha256" in card.inner_text()
