@@ -40,14 +40,16 @@ class TextPreprocessor:
         return f"TextPreprocessor({type(self.tokenizer).__name__}, max_length={self.max_length})"
 
     def __call__(self, texts: str | list[str]) -> dict[str, torch.Tensor]:
+        if not isinstance(texts, (str, list, tuple)):
+            raise TypeError(f"texts are a string or a list of strings, got {type(texts).__name__} {texts!r}")
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items:
             raise ValueError("no texts given")
         for i, t in enumerate(items):
             if not isinstance(t, str):
-                raise TypeError(f"text {i} is a {type(t).__name__}, not a string")
-            if not t.strip():
-                raise ValueError(f"text {i} is empty")
+                raise TypeError(f"text {i} is not a string but {type(t).__name__} {t!r}")
+            if not any(c.isprintable() and not c.isspace() for c in t):  # zero-width or control characters only
+                raise ValueError(f"text {i} is empty (no visible character); give the text to classify")
         full = self.tokenizer(items, truncation=False)["input_ids"]
         long = [i for i, ids in enumerate(full) if len(ids) > self.max_length]
         if long:

@@ -102,7 +102,7 @@ def test_predict_text_output_lists_the_top_k(capsys):
     assert len(lines) == 10 and all(line.count("(") == 3 for line in lines)
 
 
-def test_predict_bad_input_is_a_clear_error(capsys, tmp_path):
+def test_predict_bad_input_is_a_clear_error(capsys, tmp_path, monkeypatch):
     assert cli.main(["predict", STUDENT, str(tmp_path / "nope.png")]) == 2
     assert "no image file" in capsys.readouterr().err
     for bad in ("0", "-2", "x"):  # the option is named, not the Python parameter behind it
@@ -112,6 +112,22 @@ def test_predict_bad_input_is_a_clear_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:  # an empty folder name saved nothing, silently
         cli.main(["predict", STUDENT, "--save", ""])
     assert exit_.value.code == 2 and "argument --save: must name a folder" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("x")
+    import zoo
+
+    calls = []
+
+    def load(*args, **kwargs):
+        calls.append(args)
+        raise ValueError("(the model would load here)")
+
+    monkeypatch.setattr(zoo, "load", load)
+    # refused before the model is loaded and run
+    assert cli.main(["predict", "lraspp-resnet8.fmnist-scenes", "--save", str(tmp_path / "a-file")]) == 2
+    assert f"--save {tmp_path / 'a-file'} is a file, not a folder" in capsys.readouterr().err and calls == []
+    assert cli.main(["predict", "lraspp-resnet8.fmnist-scenes", "--save", str(tmp_path / "new")]) == 2
+    assert "(the model would load here)" in capsys.readouterr().err  # a folder to be made passes the check
+    assert calls and not (tmp_path / "new").exists()  # and the check creates nothing
 
 
 def test_eval_reproduces_the_card(capsys):

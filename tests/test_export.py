@@ -34,6 +34,12 @@ def test_other_tasks_and_what_cannot_be_exported(tmp_path, capsys):
     gan = export_onnx("cyclegan-vintagify", tmp_path / "g.onnx",
                       inputs=[np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)])
     assert gan["inputs"] == {"images": [1, 3, 40, 40]} and gan["max_abs_diff"] <= gan["tolerance"]
+    assert gan["dynamic"] == {"images": ["batch"]}  # one sample input, and still any batch
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"images": np.random.default_rng(2).random((2, 3, 40, 40), dtype=np.float32) * 2 - 1})[0].shape \
+        == (2, 3, 40, 40)
     seg = export_onnx("lraspp-resnet8-cwd+pixel.fmnist-scenes", tmp_path / "s.onnx")
     assert seg["inputs"]["images"][1:] == [3, 96, 96] and seg["dynamic"] == {"images": ["batch"]}
     assert seg["max_abs_diff"] <= seg["tolerance"]

@@ -302,8 +302,11 @@ def test_published_text_model_loads_and_predicts_with_clear_input_errors(tokeniz
     out = zoo.predict(model, ["a small dog", "run fast"], top_k=2)
     assert [o["label"] in ("x", "y", "z") for o in out] == [True, True] and len(out[0]["top_k"]) == 2
     assert abs(sum(t["score"] for t in zoo.predict(model, ["a dog"], top_k=3)[0]["top_k"]) - 1.0) < 1e-4
-    with pytest.raises(ValueError, match="empty"):
-        zoo.predict(model, ["a dog", "  "])
+    for blank in ("  ", "\u200b", "\x01 \ufeff"):  # spaces, or characters the tokenizer drops: nothing to classify
+        with pytest.raises(ValueError, match="text 1 is empty .no visible character."):
+            zoo.predict(model, ["a dog", blank])
+    with pytest.raises(TypeError, match="texts are a string or a list of strings, got int 5"):
+        zoo.predict(model, 5)
     with pytest.raises(TypeError, match="not a string"):
         zoo.predict(model, ["a dog", 3])
     with pytest.warns(UserWarning, match="truncated"):

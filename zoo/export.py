@@ -212,11 +212,13 @@ def _exporter_failed(name: str, task: str, exporter: str, error: Exception) -> N
 def _export_tensors(model: nn.Module, feeds: dict[str, torch.Tensor]) -> bytes:
     """The dynamo exporter on a model of tensor inputs (batch dynamic; token sequence length dynamic)."""
     names = list(feeds)
+    if len(feeds[names[0]]) == 1:  # torch.export fixes a dimension of size 1: one sample is traced as two copies
+        feeds = {n: torch.cat([t, t]) for n, t in feeds.items()}
     batch = torch.export.Dim("batch", min=1)
     # the batch is dynamic; so is the length of token sequences (2-D integer inputs such as input_ids)
     length = torch.export.Dim("length", min=2)
     dynamic = {n: ({0: batch, 1: length} if t.dim() == 2 and not t.is_floating_point() else {0: batch})
-               for n, t in feeds.items()} if len(feeds[names[0]]) > 1 else None
+               for n, t in feeds.items()}
     buf = io.BytesIO()
     with _quiet_exporter():
         if len(names) > 1:
@@ -288,8 +290,7 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
         if bound is not None and diff > bound:
             raise ValueError(f"{name}: onnxruntime differs from PyTorch by {diff:.3g} (> {bound:.3g}) on the sample "
                              "inputs; the ONNX file was not written")
-        batched = len(feeds[names[0]]) > 1
-        dynamic = {n: (["batch", "length"] if t.dim() == 2 and not t.is_floating_point() else ["batch"]) if batched else []
+        dynamic = {n: ["batch", "length"] if t.dim() == 2 and not t.is_floating_point() else ["batch"]
                    for n, t in feeds.items()}
         result.update(max_abs_diff=diff, tolerance=bound, inputs={n: list(t.shape) for n, t in feeds.items()},
                       dynamic=dynamic, exporter="dynamo (torch.export)")
