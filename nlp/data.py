@@ -146,7 +146,9 @@ def wordnet_synsets(root: str | os.PathLike | None = None) -> list[tuple[str, in
     for pos, short in (("noun", "n"), ("verb", "v"), ("adj", "a"), ("adv", "r")):
         path = base / f"data.{pos}"
         if not path.exists():
-            raise TextDataNotFoundError(f"{path} is missing: not a WordNet database folder")
+            raise TextDataNotFoundError(f"{path} is missing: {base} is not a WordNet database folder (for a text "
+                                        f"entry, --data-root / data_root is that folder, the one holding data.noun, "
+                                        f"e.g. {WORDNET_DIRS[0]})")
         out += parse_wordnet_data(path.read_text(encoding="latin-1").splitlines(), short)
     return out
 
