@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -236,8 +237,6 @@ def _cmd_card(args: argparse.Namespace) -> int:
 def _check_writable_folder(flag: str, path: str) -> None:
     """Raises ``ValueError`` unless ``path`` is a folder that exists or can be made and written (checked
     before any work, so that nothing runs for output that could not be kept)."""
-    import os
-
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise ValueError(f"{flag} {target} is a file, not a folder")
