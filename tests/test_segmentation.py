@@ -490,7 +490,7 @@ def test_runs_refuse_what_would_be_silently_wrong(tmp_path, capsys):
                         settings=fast, resume=True)
     (tmp_path / "afile").write_text("x")
     assert main(["predict", str(tmp_path / "t"), "--save", str(tmp_path / "afile")]) == 2
-    assert "a file is there, not a folder" in capsys.readouterr().err
+    assert "afile is a file, not a folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("recipe, term", [("pearson-kd", "pearson"), ("mgd", "mgd")])
