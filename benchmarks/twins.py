@@ -18,6 +18,7 @@ from pathlib import Path
 
 from zoo import protocol
 from zoo.cli import add_time_budget, deadline_in, parse_overrides, torch_device
+from zoo.io import check_output_folder
 from zoo.tasks import get_adapter
 
 SHORT_NAMES = {"fashion-mnist": "fmnist"}
@@ -160,8 +161,8 @@ def _main(argv: list[str] | None = None) -> int:
     names = entry_names(args.entry_name, args.recipes, stem, short, None if args.no_twin_entry else twin_name)
     results_dir = Path(args.results or out)
     for flag, folder in (("--out", out), ("--results", results_dir), ("--publish-dest", args.publish_dest)):
-        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
-            raise ValueError(f"{flag} {folder} is a file, not a folder")
+        if folder is not None:
+            check_output_folder(flag, folder)
     if args.publish:  # the entries' folders, checked before hours of training rather than after
         from zoo.publish import check_destination
 

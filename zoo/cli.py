@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -234,22 +233,13 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_writable_folder(flag: str, path: str) -> None:
-    """Raises ``ValueError`` unless ``path`` is a folder that exists or can be made and written (checked
-    before any work, so that nothing runs for output that could not be kept)."""
-    target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise ValueError(f"{flag} {target} is a file, not a folder")
-    existing = next(p for p in (target, *target.resolve().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {target}: {existing} cannot be written; choose another folder")
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
     import zoo
 
     if args.save:
-        _check_writable_folder("--save", args.save)
+        from .io import check_output_folder
+
+        check_output_folder("--save", args.save)
     model = zoo.load(args.name)
     from .tasks import get_adapter
 

@@ -40,6 +40,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def check_output_folder(flag: str, path: str | os.PathLike) -> None:
+    """Raises ``ValueError`` unless ``path`` (given as ``flag``, named in the error) is a folder that exists or
+    can be made, and can be written: checked before any work, so that nothing runs for output that could not
+    be kept. Creates nothing."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{flag} {target} is a file, not a folder")
+    existing = next(p for p in (target, *target.resolve().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {target}: {existing} cannot be written; choose another folder")
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

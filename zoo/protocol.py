@@ -343,7 +343,8 @@ def _has_training(out: Path) -> bool:
     result (restored ones too). A folder without any may take other settings: nothing would be lost."""
     from .trainer import STATE_FILE
 
-    return any(next(out.rglob(name), None) is not None for name in (STATE_FILE, "README.md", "result.json"))
+    trained = {STATE_FILE, "README.md", "result.json"}
+    return any(path.name in trained for path in out.rglob("*"))  # one walk of the folder
 
 
 def _claim_run_folder(spec: ProtocolSpec, out: Path, grow: bool = False) -> None:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from . import hub
+from .io import check_output_folder
 from .metrics import count_flops, count_params, cpu_description, measure_latency
 from .registry import ModelCard
 from .tasks import get_adapter
@@ -28,8 +29,7 @@ def check_destination(name: str, aliases: list[str] | None = None, dest_root: st
     from .api import REGISTRY
 
     root = Path(dest_root) if dest_root is not None else hub.bundled_dir()
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"--dest {root} is a file, not a folder")
+    check_output_folder("--dest", root)
     target = root / name
     if target.exists() and not overwrite:
         raise ValueError(f"{target} exists already; nothing was published. Pass --overwrite to replace it, "
