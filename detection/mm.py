@@ -203,6 +203,10 @@ class MMDetector(nn.Module):
         if self.training:
             raise RuntimeError("an MMDetector trains through zoo.detection.mm.MMDetectionDistiller (its losses need "
                                "the ground truth); call .eval() to detect")
+        dtype = next(self.parameters()).dtype
+        if dtype != torch.float32:
+            raise TypeError(f"this mmdet detector's weights are {str(dtype).replace('torch.', '')}: mmcv's NMS runs in "
+                            f"float32 only, so an mmdet model detects in float32 (call .float() on it)")
         batch, samples = self.prepare(images)
         results = self.mm.predict(batch, samples, rescale=False)
         out = []

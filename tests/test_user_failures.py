@@ -139,6 +139,20 @@ def test_predict_on_a_detector_in_train_mode():
     assert zoo.predict(det) == expected and det.training
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_predict_on_a_model_cast_to_half_precision(dtype):
+    """``model.to(torch.bfloat16)`` used to fail in the first convolution (float32 input, bf16 weights):
+    prediction now autocasts to the model's dtype and gives the float32 model's labels on the samples."""
+    expected = zoo.predict("resnet20.fmnist")
+    model = zoo.load("resnet20.fmnist").to(dtype)
+    got = zoo.predict(model)
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    assert all(isinstance(r["score"], float) for r in got)
+    assert next(model.parameters()).dtype == dtype  # the model is left as it was
+    det = zoo.load("frcnn-resnet20.fmnist-scenes").to(dtype)
+    assert zoo.predict(det)[0]["detections"] is not None
+
+
 def test_predict_needs_a_zoo_model():
     with pytest.raises(ValueError, match="kdzoo model"):
         zoo.predict(torch.nn.Linear(2, 2), [np.zeros((2, 2), np.uint8)])

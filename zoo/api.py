@@ -120,12 +120,29 @@ def inference(model: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
 
 
+@contextlib.contextmanager
+def _reduced_precision(model: nn.Module) -> Iterator[None]:
+    """Autocast to the model's dtype when its floating parameters are float16 or bfloat16 (say after
+    ``model.to(torch.bfloat16)``), so that the adapters' float32 inputs meet weights of the same dtype;
+    a float32 model runs unchanged."""
+    import torch
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if dtype not in (torch.float16, torch.bfloat16):
+        yield
+        return
+    device = next(p.device for p in model.parameters() if p.is_floating_point())
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
+
+
 def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 1) -> list[dict[str, Any]]:
     """Predictions for ``inputs`` (default: the entry's bundled sample inputs), one dict per input.
 
     ``name_or_model`` is a zoo name (loaded once per process) or a model from `load` (also wrapped in
     DataParallel/DDP or ``torch.compile``). The prediction does not depend on the model's train/eval
-    mode and leaves its mode and state (BatchNorm statistics included) as they were.
+    mode and leaves its mode and state (BatchNorm statistics included) as they were. A model cast to float16 or
+    bfloat16 runs under autocast to its dtype; its outputs (scores, boxes, images) come back as float32 values.
     Raises ValueError for a module that carries no ``.card`` (not a kdzoo model)."""
     from torch import nn
 
@@ -148,7 +165,7 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
     samples = inputs is None
     if samples:
         inputs = adapter.sample_inputs(model.card)
-    with inference(model):
+    with inference(model), _reduced_precision(model):
         results = adapter.predict(model, inputs, top_k=top_k)
     if samples:  # say which sample each prediction is for
         results = [{"input": str(x), **r} for x, r in zip(inputs, results)]
