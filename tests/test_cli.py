@@ -29,6 +29,19 @@ def test_list_json_schema(capsys):
     assert 0.5 < m["metrics"]["top1"] <= 1 and m["params"] == 269434
 
 
+def test_json_errors_are_json_on_stdout(capsys):
+    """Under --json a failed command still writes one JSON object to stdout (the error), with the exit status
+    and the stderr message of the plain command."""
+    code, data = run_json(capsys, "card", "no-such-entry", "--json")
+    assert code == 2 and data["schema_version"] == 1
+    assert data["error"]["command"] == "card" and "no zoo entry named 'no-such-entry'" in data["error"]["message"]
+    code, data = run_json(capsys, "list", "--method", "bogus", "--json")
+    assert code == 2 and data["error"]["type"] == "ValueError" and "no entry has method 'bogus'" in data["error"]["message"]
+    assert cli.main(["card", "no-such-entry"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "zoo card: error: no zoo entry named" in captured.err  # plain: stderr only
+
+
 def test_list_filters(capsys):
     code, data = run_json(capsys, "list", "--task", "face", "--method", "kd", "--json")
     assert code == 0 and data["models"] == []  # a known task with no match: an empty list, not an error

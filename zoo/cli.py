@@ -445,16 +445,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except (ValueError, OSError, KeyError, TypeError, ImportError, NotImplementedError) as e:  # OSError: files, folders, network
-        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, e, 2)
     except RuntimeError as e:
         # a diverged run (the message says how to resume it); zoo.trainer is loaded only by commands that train,
         # so that reading cards never pays torch's import
         trainer = sys.modules.get(f"{__package__}.trainer")
         if trainer is None or not isinstance(e, trainer.NonFiniteLossError):
             raise
-        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(args, e, 1)
+
+
+def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
+    """Report a failed command and return its exit status: the message on stderr and, under ``--json``, also
+    ``{"schema_version", "error": {"command", "type", "message"}}`` on stdout, so that a script reading stdout
+    gets JSON whatever happened."""
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    print(f"zoo {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        _print_json({"schema_version": JSON_SCHEMA_VERSION,
+                     "error": {"command": args.command, "type": type(error).__name__, "message": message}})
+    return code
 
 
 if __name__ == "__main__":
