@@ -284,6 +284,15 @@ for _recipe in [
            description="10 x L1 to the teacher's image + 0.01 x feature MSE through 1x1 convs at model.9/12/15/18 "
                        "(Li et al. 2020 eqs. 3-4 without the LSGAN term and without the weight transfer; random init "
                        "as the twin's)"),
+    # GAN Compression's full objective less only its adversarial term: the weight transfer (the teacher's
+    # strongest channels) stays. With `gan-compression-distill` (no transfer) it separates what the teacher's
+    # weights add from what its discriminator costs.
+    Recipe("gan-compression-no-adversary",
+           [Term("feature_distill", student=GAN_COMPRESSION_LAYERS, teacher=None, weight=0.01)],
+           task_weight=10.0, paper=GAN_COMPRESSION, init=INHERIT_CHANNELS,
+           description="student initialised from the teacher's largest-L1 channels; 10 x L1 to the teacher's image "
+                       "+ 0.01 x feature MSE through 1x1 convs at model.9/12/15/18 (Li et al. 2020 eqs. 3-4 and their "
+                       "weight transfer, without the LSGAN term)"),
     # bytedance/OMGD, scripts/cycle_gan/horse2zebra/distill.sh: AGD_weights 1e1,1e4,1e1,1e-5 (SSIM, style,
     # feature, TV) and lambda_CD 5e2; no adversarial and no L1 term for the student. The teacher here is the
     # frozen pretrained generator (OMGD trains its teacher online beside the student; we have no real

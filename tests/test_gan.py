@@ -608,6 +608,10 @@ def test_gan_compression_distill_is_gan_compression_without_its_adversary_and_we
 
     full, ablated = get_recipe("gan-compression"), get_recipe("gan-compression-distill")
     assert ablated.task == "gan" and ablated.init is None and full.init is not None
+    no_adversary = get_recipe("gan-compression-no-adversary")  # the same terms, with the weight transfer
+    assert no_adversary.init == full.init and no_adversary.task_weight == 10.0
+    assert [(t.loss, t.student, t.weight) for t in no_adversary.terms] == [
+        (t.loss, t.student, t.weight) for t in ablated.terms]
     assert ablated.task_weight == full.task_weight == 10.0
     assert [(t.loss, t.student, t.weight) for t in ablated.terms] == [
         (t.loss, t.student, t.weight) for t in full.terms if t.loss != "patch_adversarial"]
@@ -623,3 +627,8 @@ def test_gan_compression_distill_is_gan_compression_without_its_adversary_and_we
     header = (tmp_path / "gcd" / "log.csv").read_text().splitlines()[0].split(",")
     assert {"task", "feature_distill"} <= set(header)  # one stage: no stage prefix
     assert not any("/" in h or "adversarial" in h for h in header)
+    run = zoo.distill(teacher, "cyclegan-resnet9-ngf16", "gan-compression-no-adversary", data=(stored, test),
+                      out=tmp_path / "gcn", settings={"epochs": 1, "batch_size": 4, "progress": False})
+    assert run.finished and run.card.extra["recipe"]["init"] == "teacher-channels"
+    header = (tmp_path / "gcn" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"task", "feature_distill"} <= set(header) and not any("/" in h or "adversarial" in h for h in header)
