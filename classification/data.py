@@ -156,30 +156,43 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _find_fashion_mnist(root: str | os.PathLike | None) -> Path:
+    """The folder holding Fashion-MNIST's IDX files: under ``root`` only when it is given (a data root that
+    lacks them is an error, not a silent fall back to another copy), else ``$KDZOO_DATA``, then Debian's."""
     candidates: list[Path] = []
     if root is not None:
         root = Path(root)
         candidates += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
-    if os.environ.get("KDZOO_DATA"):
-        data = Path(os.environ["KDZOO_DATA"])
-        candidates += [data / "fashion-mnist", data / "FashionMNIST" / "raw"]
-    candidates += [Path(d) for d in FASHION_MNIST_DIRS]
+    else:
+        if os.environ.get("KDZOO_DATA"):
+            data = Path(os.environ["KDZOO_DATA"])
+            candidates += [data / "fashion-mnist", data / "FashionMNIST" / "raw"]
+        candidates += [Path(d) for d in FASHION_MNIST_DIRS]
     for c in candidates:
         if all((c / f).exists() or (c / f[:-3]).exists() for f in _FMNIST_FILES["test"]):
             return c
     raise DataNotFoundError(
         "Fashion-MNIST not found (looked in: " + ", ".join(map(str, candidates)) + "). "
+        + ("The data root given is the only place looked in; leave it unset for $KDZOO_DATA or Debian's copy. "
+           if root is not None else "") +
         "On Debian/Ubuntu: `apt-get install dataset-fashion-mnist`; or pass root= (or set KDZOO_DATA) to a "
         "directory holding train-images-idx3-ubyte.gz etc., e.g. a torchvision FashionMNIST root."
     )
 
 
-def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None) -> ImageDataset:
-    """Fashion-MNIST (Xiao et al. 2017): 60k train / 10k test 28x28 grey images, 10 classes."""
+def fashion_mnist_files(split: str = "train", root: str | os.PathLike | None = None) -> list[Path]:
+    """The (images, labels) IDX files of Fashion-MNIST's ``split`` that `load_fashion_mnist` reads, gzipped or not.
+
+    Raises ValueError for an unknown split, DataNotFoundError when they are not found (see `_find_fashion_mnist`)."""
     if split not in _FMNIST_FILES:
         raise ValueError(f"split must be one of {tuple(_FMNIST_FILES)}, got {split!r}")
     d = _find_fashion_mnist(root)
-    paths = [d / f if (d / f).exists() else d / f[:-3] for f in _FMNIST_FILES[split]]
+    return [d / f if (d / f).exists() else d / f[:-3] for f in _FMNIST_FILES[split]]
+
+
+def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None) -> ImageDataset:
+    """Fashion-MNIST (Xiao et al. 2017): 60k train / 10k test 28x28 grey images, 10 classes."""
+    paths = fashion_mnist_files(split, root)
+    d = paths[0].parent
     images = torch.from_numpy(_read_idx(paths[0]).copy()).unsqueeze(1)
     labels = torch.from_numpy(_read_idx(paths[1]).astype(np.int64))
     mean, std = STATS["fashion-mnist"]

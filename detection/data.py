@@ -185,10 +185,19 @@ def _scene_meta(split: str, count: int, seed: int, size: int) -> dict:
             "backgrounds": "scikit-learn china.jpg, flower.jpg"}
 
 
-def scenes_cache_path(split: str, count: int, seed: int, size: int) -> Path:
+def scenes_cache_path(split: str, count: int, seed: int, size: int, root: str | os.PathLike | None = None) -> Path:
+    """Where `load_scenes` caches the scenes: under ``$KDZOO_HOME/data``, named by the generator's arguments and
+    by the Fashion-MNIST files they are made from (their resolved paths, sizes and modification times), so that
+    scenes made from another copy (``root``, ``$KDZOO_DATA``) never stand in for these."""
+    import hashlib
+
+    from zoo.classification.data import fashion_mnist_files
     from zoo.hub import cache_dir
 
-    return cache_dir() / "data" / SCENES / f"{split}-n{count}-s{seed}-{size}px.safetensors"
+    source = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                      for p in fashion_mnist_files(split, root))
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return cache_dir() / "data" / SCENES / f"{split}-n{count}-s{seed}-{size}px-fm{digest}.safetensors"
 
 
 def load_scenes(split: str = "train", count: int | None = None, seed: int = 0, size: int = SCENE_SIZE,
@@ -199,8 +208,10 @@ def load_scenes(split: str = "train", count: int | None = None, seed: int = 0, s
 
     from zoo.io import atomic_write_bytes
 
-    count = SCENE_COUNTS.get(split, 0) if count is None else count
-    path = scenes_cache_path(split, count, seed, size)
+    if split not in SCENE_COUNTS:
+        raise ValueError(f"split must be one of {tuple(SCENE_COUNTS)}, got {split!r}")
+    count = SCENE_COUNTS[split] if count is None else count
+    path = scenes_cache_path(split, count, seed, size, root)
     if cache and path.exists():
         t = load_file(str(path))
         if "masks" in t:

@@ -30,6 +30,34 @@ def test_scenes_are_deterministic_with_exact_boxes_inside_the_image(scenes):
     assert (scenes.boxes[~real] == 0).all()
 
 
+def test_the_scenes_cache_is_keyed_by_the_fashion_mnist_it_was_made_from(tmp_path, monkeypatch):
+    """Scenes made from another copy of Fashion-MNIST (``--data-root``) are cached under their own name: they
+    never stand in for the real scenes afterwards (a fake root used to poison every later eval), and a data root
+    lacking Fashion-MNIST is an error, not a silent fall back to the system copy."""
+    import gzip
+
+    import numpy as np
+
+    from zoo.classification.data import DataNotFoundError
+    from zoo.detection.data import load_scenes, scenes_cache_path
+
+    monkeypatch.setenv("KDZOO_HOME", str(tmp_path / "home"))
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for name, arr in (("t10k-images-idx3-ubyte.gz", np.zeros((20, 28, 28), np.uint8)),
+                      ("t10k-labels-idx1-ubyte.gz", np.arange(20, dtype=np.uint8) % 10)):
+        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+        (fake / name).write_bytes(gzip.compress(header + arr.tobytes()))
+    assert scenes_cache_path("test", 4, 0, 96, fake) != scenes_cache_path("test", 4, 0, 96)
+    black = load_scenes("test", 4, root=fake)  # all-black items: nothing but the photographs
+    real = load_scenes("test", 4)
+    assert not torch.equal(black.images, real.images)
+    assert torch.equal(real.images, make_scenes("test", 4, progress=False).images)
+    assert torch.equal(load_scenes("test", 4, root=fake).images, black.images)  # each from its own cache
+    with pytest.raises(DataNotFoundError, match="only place looked in"):
+        load_scenes("test", 4, root=tmp_path / "home")  # exists, holds no Fashion-MNIST
+
+
 def test_flip_moves_boxes_with_the_image(scenes):
     g = torch.Generator().manual_seed(0)
     idx = torch.arange(len(scenes))
