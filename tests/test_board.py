@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,25 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(target, "new")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["index.html"]  # no temporary file left
+
+
+def test_atomic_writes_follow_links_and_refuse_special_files(tmp_path):
+    """The rename that makes a write atomic would replace what is at the path: a symbolic link is followed
+    (its target gets the new content, the link stays), and a FIFO or a folder is refused before anything is
+    written (``zoo export --onnx some-fifo`` used to leave a regular file in its place)."""
+    target = tmp_path / "target.onnx"
+    target.write_text("old")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        atomic_write_text(fifo, "x")
+    with pytest.raises(ValueError, match="is a folder"):
+        atomic_write_text(tmp_path, "x")
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and sorted(os.listdir(tmp_path)) == ["fifo", "link.onnx", "target.onnx"]
 
 
 def test_a_file_is_refused(tmp_path, kd_card, capsys):

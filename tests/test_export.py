@@ -1,6 +1,7 @@
 """`zoo export --onnx`: every task exports and matches onnxruntime on its sample inputs (detectors one image at a
 time, their detections matched); fp16 and int8 variants; what cannot be exported says why and writes nothing."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -101,6 +102,17 @@ def test_bad_export_requests_name_the_entry_and_the_reason(tmp_path, capsys, mon
         export_onnx(name, tmp_path)
     assert main(["export", name, "--onnx", str(blocker / "m.onnx")]) == 2
     assert "resnet8-kd.fmnist: cannot write the ONNX file" in capsys.readouterr().err
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match=rf"{name}: cannot write the ONNX file .*not a regular file"):
+        export_onnx(name, fifo)  # the atomic rename used to put a regular file in the FIFO's place
+    fifo.unlink()
+    with pytest.raises(TypeError, match="int8 must be True or False, got str 'no'"):
+        export_onnx(name, tmp_path / "x.onnx", int8="no")  # was: quantised anyway
+    with pytest.raises(TypeError, match="tolerance must be a number, got str"):
+        export_onnx(name, tmp_path / "x.onnx", tolerance="1e-3")
+    with pytest.raises(ValueError, match="tolerance must be a positive finite number, got inf"):
+        export_onnx(name, tmp_path / "x.onnx", tolerance=float("inf"))
 
     def refuse(*args, **kwargs):
         raise RuntimeError("Unsupported: ONNX export of operator foo\nmore detail")
@@ -110,6 +122,17 @@ def test_bad_export_requests_name_the_entry_and_the_reason(tmp_path, capsys, mon
                                                   "RuntimeError: Unsupported: ONNX export of operator foo$"):
         export_onnx(name, tmp_path / "y.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+def test_export_leaves_the_callers_model_as_it_was(tmp_path):
+    """export_onnx works on a copy: a model in half precision and train mode keeps both (it used to come back
+    float32 and in eval mode)."""
+    import zoo
+
+    model = zoo.load("resnet8-kd.fmnist").half().train()
+    export_onnx(model, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+    assert model.training and next(model.parameters()).dtype == torch.float16
+
 
 def test_a_face_recogniser_exports_its_embedding_and_verifies_the_same_pairs(tmp_path):
     """The published ProxylessKD student: onnxruntime's embeddings (another batch size than the export's)

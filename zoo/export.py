@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import io
 import logging
+import math
+import numbers
 import os
 import sys
 import tempfile
@@ -121,10 +124,13 @@ def _check_destination(path: Path, name: str) -> None:
     """Raise before any work when ``path`` cannot be written; the message names the entry and the reason.
 
     Raises:
-        OSError: ``path`` is a folder, sits below a file, or its nearest existing folder is not writable.
+        OSError: ``path`` is a folder or another non-regular file, sits below a file, or its nearest existing
+            folder is not writable.
     """
     if path.is_dir():
         raise IsADirectoryError(f"{name}: cannot write the ONNX file {path}: it is a folder")
+    if path.exists() and not path.is_file():  # a FIFO or a device: the atomic rename would replace it
+        raise OSError(f"{name}: cannot write the ONNX file {path}: it is not a regular file (a FIFO, socket or device)")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -237,8 +243,11 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
     Returns ``{"path", "dtype", "int8", "max_abs_diff", "tolerance", "inputs": {name: shape}, "dynamic":
     {name: [axis names]}, "exporter", "bytes"}``, and what a task's own ``onnx_export`` adds.
 
+    A model passed in is copied: it keeps its dtype and train/eval mode.
+
     Raises:
-        ValueError: an unknown dtype, int8 with fp16, or onnxruntime's outputs further from PyTorch's than
+        TypeError: ``int8`` not a bool, ``tolerance`` not a number.
+        ValueError: an unknown dtype, int8 with fp16, a tolerance that is not positive and finite, or onnxruntime's outputs further from PyTorch's than
             the tolerance (nothing is written then).
         NotImplementedError: the task's inputs cannot be exported (see `example_inputs`), or torch's exporter
             fails on the model (the exception names the entry, the exporter and the error).
@@ -253,12 +262,18 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
     if int8 and dtype != "fp32":
         raise ValueError(f"{name}: int8 quantises an fp32 model's weights; --int8 and --dtype fp16 do not combine: "
                          "choose one")
-    if tolerance is not None and not tolerance > 0:
-        raise ValueError(f"{name}: tolerance must be a positive number, got {tolerance!r}")
+    if not isinstance(int8, bool):
+        raise TypeError(f"{name}: int8 must be True or False, got {type(int8).__name__} {int8!r}")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real)):
+        raise TypeError(f"{name}: tolerance must be a number, got {type(tolerance).__name__} {tolerance!r}")
+    if tolerance is not None and not 0 < tolerance < math.inf:
+        raise ValueError(f"{name}: tolerance must be a positive finite number, got {tolerance!r}")
     path = Path(path)
     _check_destination(path, name)
     if not isinstance(model, nn.Module):
         model = zoo.load(model)
+    else:  # the caller's model keeps its dtype and train/eval mode: export a copy
+        model = copy.deepcopy(model)
     name = _label(model)
     task = getattr(getattr(model, "card", None), "task", "?")
     model = model.float().eval()

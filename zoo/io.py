@@ -9,8 +9,17 @@ from typing import BinaryIO, Callable
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    A symbolic link is followed: the file it points to is replaced and the link stays. Raises ValueError,
+    before anything is written, when ``path`` exists and is not a regular file (a folder, a FIFO, a device such as
+    /dev/null), which a rename would replace."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a FIFO, socket or device)"
+        raise ValueError(f"{path} is {kind}; files are written only to regular files or new paths")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
