@@ -438,12 +438,27 @@ def test_a_training_subset_of_none_or_more_than_the_data_is_refused_before_anyth
 
 @pytest.mark.parametrize("settings, message", [({"log_every": 0}, "log_every, checkpoint_every and eval_every must be >= 1"),
                                                ({"epochs": 1.5}, "epochs must be a whole number"),
-                                               ({"warmup_epochs": -1}, "warmup_epochs must be >= 0")])
+                                               ({"warmup_epochs": -1}, "warmup_epochs must be >= 0"),
+                                               # wrong types were bare TypeErrors from a comparison, or (NaN/inf lr)
+                                               # passed and failed at the first step; a fractional max_steps never
+                                               # stopped the run at a checkpoint although it said so
+                                               ({"lr": None}, "lr must be a finite number .got NoneType None"),
+                                               ({"lr": float("nan")}, "lr must be a finite number .got float nan"),
+                                               ({"lr": float("inf")}, "lr must be a finite number"),
+                                               ({"max_steps": "1"}, "max_steps must be a whole number .got str '1'"),
+                                               ({"max_steps": 1.5}, "max_steps must be a whole number .got float 1.5"),
+                                               ({"seed": None}, "seed must be a whole number"),
+                                               ({"progress": "no"}, "progress must be true or false")])
 def test_impossible_training_settings_are_refused(settings, message):
     from zoo.trainer import TrainConfig
 
     with pytest.raises(ValueError, match=message):
         TrainConfig(**settings)
+
+
+def test_a_recipe_that_is_not_a_name_is_a_type_error():
+    with pytest.raises(TypeError, match="a recipe is named by a string .* got NoneType None"):
+        zoo.distill("resnet56.fmnist", "resnet8", None, out="unused")
 
 
 def test_saving_is_deterministic_and_refuses_integer_casts(tiny_model, tmp_path):

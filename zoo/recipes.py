@@ -224,7 +224,10 @@ def list_recipes(task: str | None = None) -> list[str]:
 
 
 def get_recipe(name: str) -> Recipe:
-    """A fresh copy of recipe ``name`` (of any task); ValueError with close matches otherwise."""
+    """A fresh copy of recipe ``name`` (of any task); ValueError with close matches otherwise, TypeError for a
+    name that is not a string (a Recipe object is passed as itself by the callers that take one)."""
+    if not isinstance(name, str):
+        raise TypeError(f"a recipe is named by a string (`zoo recipes` lists them), got {type(name).__name__} {name!r}")
     if name not in RECIPES:
         import difflib
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -84,8 +85,34 @@ class TrainConfig:
     finite_check_every: int = 0  # optimizer steps between NaN/inf checks; 0: every step, but on a GPU every log_every (see fit)
     divergence_ratio: float = 1000.0  # stop as diverged when the loss exceeds this multiple of its start (see fit); 0: off
 
-    def __post_init__(self) -> None:
+    _WHOLE = ("batch_size", "grad_accum", "seed", "max_steps", "checkpoint_every", "log_every", "eval_every",
+              "snapshot_every", "finite_check_every")
+    _REAL = ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "divergence_ratio")
+    _FLAGS = ("nesterov", "channels_last", "progress", "tensorboard", "teacher_cache")
+
+    def _type_problems(self) -> list[str]:
+        """Settings of the wrong type (a string from a config file, None, NaN), named before any comparison
+        could fail on them with a bare TypeError."""
         problems = []
+        for name in self._WHOLE:
+            value = getattr(self, name)
+            if name == "max_steps" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                problems.append(f"{name} must be a whole number (got {type(value).__name__} {value!r})")
+        for name in self._REAL:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                problems.append(f"{name} must be a finite number (got {type(value).__name__} {value!r})")
+        for name in self._FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false (got {getattr(self, name)!r})")
+        return problems
+
+    def __post_init__(self) -> None:
+        problems = self._type_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             problems.append(f"epochs must be a whole number >= 1 (got {self.epochs!r})")
         if self.warmup_epochs < 0:
