@@ -232,6 +232,9 @@ def test_eval_refuses_a_data_root_that_is_not_a_folder(capsys, tmp_path):
     code = cli.main(["eval", "resnet8.fmnist", "--data-root", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert code == 2 and "nope: no such folder" in err
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert cli.main(["eval", "resnet8.fmnist", "--data-root", str(tmp_path / "a.png")]) == 2
+    assert "a.png: a file, not a folder" in capsys.readouterr().err
 
 
 def test_an_unknown_option_is_reported_with_the_subcommands_usage(capsys):

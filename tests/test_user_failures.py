@@ -456,6 +456,17 @@ def test_impossible_training_settings_are_refused(settings, message):
         TrainConfig(**settings)
 
 
+def test_a_run_folder_that_is_a_file_is_named_as_such(tmp_path):
+    """It was ``[Errno 17] File exists`` / ``[Errno 20] Not a directory`` from deep in the run."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match=r"the run folder \(out\) .*afile is a file, not a folder"):
+        zoo.distill("resnet56.fmnist", "resnet8", "kd", out=blocker, max_steps=1)
+    with pytest.raises(ValueError, match=r"the run folder \(out\) .*sub: .*afile is a file, not a folder"):
+        zoo.distill("resnet56.fmnist", "resnet8", "kd", out=blocker / "sub", max_steps=1)
+    assert blocker.read_text() == "x"
+
+
 def test_a_recipe_that_is_not_a_name_is_a_type_error():
     with pytest.raises(TypeError, match="a recipe is named by a string .* got NoneType None"):
         zoo.distill("resnet56.fmnist", "resnet8", None, out="unused")

@@ -185,7 +185,8 @@ def evaluate(name_or_dir: str | os.PathLike, *, data_root: str | None = None, de
         KeyError / FileNotFoundError: no zoo entry or checkpoint folder ``name_or_dir`` (see `load`).
     """
     if data_root is not None and not Path(data_root).expanduser().is_dir():
-        raise NotADirectoryError(f"data root {data_root}: no such folder (the data sets are read from there; leave it "
+        what = "a file, not a folder" if Path(data_root).expanduser().exists() else "no such folder"
+        raise NotADirectoryError(f"data root {data_root}: {what} (the data sets are read from there; leave it "
                                  f"unset for $KDZOO_DATA or ~/.cache/kdzoo/data)")
     model = load(name_or_dir)
     measured = get_adapter(model.card.task).evaluate(model, model.card, data_root=data_root, device=device)

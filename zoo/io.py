@@ -57,7 +57,9 @@ def check_output_folder(flag: str, path: str | os.PathLike) -> None:
     if target.exists() and not target.is_dir():
         raise ValueError(f"{flag} {target} is a file, not a folder")
     existing = next(p for p in (target, *target.resolve().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {target}: {existing} cannot be written; choose another folder")
 
 

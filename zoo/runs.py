@@ -89,11 +89,15 @@ def resolve(out_dir: str | os.PathLike, identity: dict[str, Any], settings: dict
     settings given on this call. A resume merges them with the record: the stored settings apply
     unless given again; a given one that differs from the stored value is allowed only for
     `RESUME_MUTABLE` settings (the trainer reports it), and any other difference, in a setting or in
-    the identity, raises `ResumeMismatchError` naming each and both values. A new run in a folder that
+    the identity, raises `ResumeMismatchError` naming each and both values. ValueError when ``out_dir`` is a
+    file, lies below one, or cannot be written. A new run in a folder that
     holds one raises `RunExistsError` (nothing is overwritten). A run folder from before
     run records existed resumes with the settings given (the trainer still refuses a checkpoint whose
     training settings differ).
     """
+    from .io import check_output_folder
+
+    check_output_folder("the run folder (out)", out_dir)  # a file there, or below it: said before anything runs
     identity, settings = _plain(identity), _plain(settings)
     if not resume:
         refuse_existing(out_dir)
