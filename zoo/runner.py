@@ -262,9 +262,27 @@ def parser(task: str, command: str) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out as it was started")
     p.add_argument("--device", default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (= --set epochs=N)")
+    p.add_argument("--seed", type=int, default=None, help="seed (= --set seed=S)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after N optimizer steps, resumably (= --set max_steps=N; the schedule is still the one "
+                        "the epochs define)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a training setting, recipe field, T or TERM.FIELD")
     return p
+
+
+def _flag_settings(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with ``--epochs/--seed/--max-steps``; ValueError when a flag and ``--set`` give the same
+    setting two values."""
+    for key in ("epochs", "seed", "max_steps"):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key in settings and settings[key] != value:
+            raise ValueError(f"--{key.replace('_', '-')} {value} and --set {key}={settings[key]} disagree; give one")
+        settings[key] = value
+    return settings
 
 
 def cli(adapter: Any, command: str, argv: Sequence[str]) -> int:
@@ -275,7 +293,8 @@ def cli(adapter: Any, command: str, argv: Sequence[str]) -> int:
     recipe = None if command == "train" else args.recipe
     student = args.arch if command == "train" else args.student
     run = distill(adapter, args.teacher if command == "distill" and args.teacher else None, student, recipe,
-                  data=args.data, out=args.out, settings=parse_overrides(args.set), train_subset=args.train_subset,
+                  data=args.data, out=args.out, settings=_flag_settings(args, parse_overrides(args.set)),
+                  train_subset=args.train_subset,
                   resume=args.resume, device=args.device)
     if run.finished and run.card is not None:  # (a run that stopped early said so, with how to go on)
         print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()))
