@@ -246,3 +246,12 @@ def test_an_unknown_option_is_reported_with_the_subcommands_usage(capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2
     assert "usage: zoo eval" in err and "unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.parametrize("item", ["lr", "=0.1", " =1"])
+def test_a_malformed_set_is_a_usage_error(item, capsys):
+    """`--set lr` (no '=') or an empty key: exit status 2 with the message, as argparse's usage errors (it was 1)."""
+    with pytest.raises(SystemExit) as stop:
+        cli.parse_overrides([item])
+    assert stop.value.code == 2 and "--set expects key=value" in capsys.readouterr().err
+    assert cli.parse_overrides(["lr=0.1", "nesterov=false", "name=x=y"]) == {"lr": 0.1, "nesterov": False, "name": "x=y"}

@@ -74,11 +74,15 @@ def deadline_in(minutes_: float | None) -> float | None:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["lr=0.05", "nesterov=false"]`` -> ``{"lr": 0.05, "nesterov": False}`` (values parsed as JSON when they can be)."""
+    """``["lr=0.05", "nesterov=false"]`` -> ``{"lr": 0.05, "nesterov": False}`` (values parsed as JSON when they can be).
+
+    An item without ``=`` or with an empty key is a usage error: the message on stderr and exit status 2, as
+    argparse gives for other malformed options."""
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            print(f"--set expects key=value, got {item!r}", file=sys.stderr)
+            raise SystemExit(2)
         key, value = item.split("=", 1)
         try:
             out[key.strip()] = json.loads(value)
