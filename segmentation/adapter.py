@@ -79,6 +79,31 @@ def _folder_data(root: Path, train_subset: int | None) -> tuple[SegmentationData
     return (train.subset(train_subset) if train_subset else train), test
 
 
+def upsampled_argmax(logits: torch.Tensor, height: int, width: int, rows: int = 256
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class mask of ``logits`` (C, h, w) bilinearly resized to (``height``, ``width``) (align_corners=False,
+    as ``F.interpolate``), made ``rows`` output rows at a time so that memory grows with the image's pixels
+    (one byte each) and not with pixels x classes x 4 bytes: a 12-megapixel photo needed 2.2 GB for its
+    full-size logits. Returns the mask, uint8 (height, width) (int64 beyond 256 classes), and per class the sum
+    of its pixels' softmax probability (float64 (C,)), from which the mean confidence of a class follows."""
+    classes, h, _ = logits.shape
+    across = F.interpolate(logits[None], size=(h, width), mode="bilinear", align_corners=False)[0]  # (C, h, W)
+    mask = torch.empty(height, width, dtype=torch.uint8 if classes <= 256 else torch.long)
+    sums = torch.zeros(classes, dtype=torch.float64)
+    scale = h / height
+    for top in range(0, height, rows):
+        r = torch.arange(top, min(top + rows, height), dtype=torch.float64)
+        y = ((r + 0.5) * scale - 0.5).clamp(min=0)  # PyTorch's source coordinate for align_corners=False
+        y0 = y.floor().long().clamp(max=h - 1)
+        y1 = (y0 + 1).clamp(max=h - 1)
+        weight = (y - y0).float()[None, :, None]
+        strip = across[:, y0] * (1 - weight) + across[:, y1] * weight  # (C, rows, W)
+        confidence, found = strip.softmax(0).max(0)
+        mask[top:top + len(r)] = found.to(mask.dtype)
+        sums += torch.bincount(found.flatten(), weights=confidence.flatten().double(), minlength=classes)
+    return mask, sums
+
+
 class SegmentationAdapter(TaskAdapter):
     task = "segmentation"
 
@@ -109,19 +134,17 @@ class SegmentationAdapter(TaskAdapter):
             h, w = image.shape[-2:]
             x = F.interpolate(image[None].float() / 255.0, size=(pre.height, pre.width), mode="bilinear",
                               align_corners=False, antialias=True)
-            logits = F.interpolate(model(x.to(next(model.parameters()).device)).float().cpu(), size=(h, w),
-                                   mode="bilinear", align_corners=False)
-            probs = logits.softmax(1)[0]
-            confidence, mask = probs.max(0)
-            counts = torch.bincount(mask.flatten(), minlength=probs.shape[0]).double() / mask.numel()
+            logits = model(x.to(next(model.parameters()).device)).float().cpu()[0]
+            mask, confidence_sum = upsampled_argmax(logits, h, w)
+            counts = torch.bincount(mask.flatten().long(), minlength=logits.shape[0]).double() / mask.numel()
             order = [int(c) for c in counts.argsort(descending=True) if counts[c] > 0]
             background = labels[0].lower() in ("background", "bg", "_background_")
             found = [c for c in order if c != 0 or not background] or [0]
             best = found[0]
             classes = {labels[c]: round(float(counts[c]), 6) for c in order}
             result = {"label": labels[best], "index": best,
-                      "score": round(float(confidence[mask == best].mean()), 6), "classes": classes,
-                      "mask": mask.to(torch.uint8)}
+                      "score": round(float(confidence_sum[best] / (counts[best] * mask.numel())), 6),
+                      "classes": classes, "mask": mask}
             if top_k > 1:
                 result["top_k"] = [{"label": labels[c], "index": c, "fraction": round(float(counts[c]), 6)}
                                    for c in order[:top_k]]

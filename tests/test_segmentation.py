@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.segmentation import losses
@@ -527,3 +528,20 @@ def test_a_run_stopped_by_max_steps_says_so_and_how_to_go_on(tmp_path, capsys):
     assert not run.finished and run.card is None
     out = capsys.readouterr().out
     assert "stopped at step 1 of 2" in out and "resume=True" in out
+
+
+@pytest.mark.parametrize("size", [(96, 96), (301, 45), (20, 700), (7, 5)])
+def test_the_mask_made_in_strips_equals_full_size_bilinear_logits(size):
+    """`upsampled_argmax` resizes the logits a few rows at a time (a 12-megapixel photo needed 2.2 GB at once):
+    the mask and each class's confidence equal those of F.interpolate on the whole image, up to float rounding."""
+    from zoo.segmentation.adapter import upsampled_argmax
+
+    torch.manual_seed(0)
+    logits = torch.randn(11, 24, 24) * 3
+    full = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False).softmax(1)[0]
+    confidence, expected = full.max(0)
+    mask, sums = upsampled_argmax(logits, *size, rows=7)
+    assert mask.shape == size and mask.dtype == torch.uint8
+    assert (mask.long() == expected).float().mean() > 0.999
+    want = torch.bincount(expected.flatten(), weights=confidence.flatten().double(), minlength=11)
+    assert torch.allclose(sums, want, rtol=1e-3, atol=1e-2)
