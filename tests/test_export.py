@@ -29,6 +29,10 @@ def test_a_classifier_exports_in_fp32_fp16_and_int8_with_a_dynamic_batch(tmp_pat
     assert half["bytes"] < 0.7 * r["bytes"] and half["max_abs_diff"] <= half["tolerance"]
     q = export_onnx("resnet8-kd.fmnist", tmp_path / "q.onnx", int8=True)
     assert q["bytes"] < 0.5 * r["bytes"] and q["tolerance"] is None
+    for name in ("m", "h", "q"):  # a stable output name to fetch by (it was the exporter's 'linear_...')
+        assert [o.name for o in ort.InferenceSession(str(tmp_path / f"{name}.onnx"),
+                                                     providers=["CPUExecutionProvider"]).get_outputs()] == ["output"]
+    assert r["outputs"] == ["output"]
 
 
 def test_other_tasks_and_what_cannot_be_exported(tmp_path, capsys):
@@ -122,6 +126,7 @@ def test_bad_export_requests_name_the_entry_and_the_reason(tmp_path, capsys, mon
                                                   "RuntimeError: Unsupported: ONNX export of operator foo$"):
         export_onnx(name, tmp_path / "y.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
 
 def test_export_leaves_the_callers_model_as_it_was(tmp_path):
     """export_onnx works on a copy: a model in half precision and train mode keeps both (it used to come back

@@ -215,8 +215,16 @@ def _exporter_failed(name: str, task: str, exporter: str, error: Exception) -> N
                                f"{type(error).__name__}: {first[:300]}")
 
 
-def _export_tensors(model: nn.Module, feeds: dict[str, torch.Tensor]) -> bytes:
-    """The dynamo exporter on a model of tensor inputs (batch dynamic; token sequence length dynamic)."""
+def output_names(count: int) -> list[str]:
+    """The ONNX graph's output names for a model of ``count`` outputs: ``output``, or ``output_0`` ...
+    ``output_{count-1}`` in the order the PyTorch model returns them (stable names to feed from, in place of the
+    exporter's operator-derived ones such as ``linear_24``)."""
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+def _export_tensors(model: nn.Module, feeds: dict[str, torch.Tensor], outputs: int = 1) -> bytes:
+    """The dynamo exporter on a model of tensor inputs (batch dynamic; token sequence length dynamic); its
+    ``outputs`` outputs named by `output_names`."""
     names = list(feeds)
     if len(feeds[names[0]]) == 1:  # torch.export fixes a dimension of size 1: one sample is traced as two copies
         feeds = {n: torch.cat([t, t]) for n, t in feeds.items()}
@@ -228,10 +236,10 @@ def _export_tensors(model: nn.Module, feeds: dict[str, torch.Tensor]) -> bytes:
     buf = io.BytesIO()
     with _quiet_exporter():
         if len(names) > 1:
-            torch.onnx.export(model, (), buf, kwargs=feeds, input_names=names, dynamic_shapes=dynamic, dynamo=True,
-                              verbose=False)
+            torch.onnx.export(model, (), buf, kwargs=feeds, input_names=names, output_names=output_names(outputs),
+                              dynamic_shapes=dynamic, dynamo=True, verbose=False)
         else:
-            torch.onnx.export(model, (feeds[names[0]],), buf, input_names=names,
+            torch.onnx.export(model, (feeds[names[0]],), buf, input_names=names, output_names=output_names(outputs),
                               dynamic_shapes=(dynamic[names[0]],) if dynamic else None, dynamo=True, verbose=False)
     return buf.getvalue()
 
@@ -240,8 +248,9 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
                 inputs: Any = None, tolerance: float | None = None) -> dict[str, Any]:
     """Write ``model`` (a zoo name, folder or loaded model) to ``path`` as ONNX and check it with onnxruntime.
 
-    Returns ``{"path", "dtype", "int8", "max_abs_diff", "tolerance", "inputs": {name: shape}, "dynamic":
-    {name: [axis names]}, "exporter", "bytes"}``, and what a task's own ``onnx_export`` adds.
+    Returns ``{"path", "dtype", "int8", "max_abs_diff", "tolerance", "inputs": {name: shape}, "outputs": [names]
+    (`output_names`), "dynamic": {name: [axis names]}, "exporter", "bytes"}``, and what a task's own
+    ``onnx_export`` adds.
 
     A model passed in is copied: it keeps its dtype and train/eval mode.
 
@@ -293,7 +302,7 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
             reference = model(**feeds) if len(names) > 1 else model(feeds[names[0]])
         reference = [reference] if isinstance(reference, torch.Tensor) else list(reference)
         try:
-            blob = _export_tensors(model, feeds)
+            blob = _export_tensors(model, feeds, len(reference))
         except Exception as e:
             raise _exporter_failed(name, task, "dynamo (torch.export)", e) from e
         blob = to_fp16(blob) if dtype == "fp16" else blob
@@ -308,7 +317,7 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
         dynamic = {n: ["batch", "length"] if t.dim() == 2 and not t.is_floating_point() else ["batch"]
                    for n, t in feeds.items()}
         result.update(max_abs_diff=diff, tolerance=bound, inputs={n: list(t.shape) for n, t in feeds.items()},
-                      dynamic=dynamic, exporter="dynamo (torch.export)")
+                      outputs=output_names(len(reference)), dynamic=dynamic, exporter="dynamo (torch.export)")
     try:
         atomic_write_bytes(path, blob)
     except OSError as e:
