@@ -125,15 +125,14 @@ class SegmentationAdapter(TaskAdapter):
         ``score``: the largest class (other than class 0 when it is named background) and its pixels'
         mean softmax probability. ``top_k`` > 1 lists that many classes.
 
-        Each image is resized to the card's input size (bilinear, antialiased) without keeping its aspect
-        ratio, and the logits are resized back to (H, W); crop or pad a very non-square image first."""
+        Each image is resized to the card's input size by ``model.preprocess`` (PIL bilinear) without keeping
+        its aspect ratio, and the logits are resized back to (H, W); crop or pad a very non-square image first."""
         pre = model.preprocess
         labels = list(model.card.labels) or [str(i) for i in range(model.card.config.get("num_classes", 0))]
         results = []
         for image in pre.images(inputs):
             h, w = image.shape[-2:]
-            x = F.interpolate(image[None].float() / 255.0, size=(pre.height, pre.width), mode="bilinear",
-                              align_corners=False, antialias=True)
+            x = pre([image])  # the documented preprocessing (PIL bilinear), so an ONNX graph fed by it agrees
             logits = model(x.to(next(model.parameters()).device)).float().cpu()[0]
             mask, confidence_sum = upsampled_argmax(logits, h, w)
             counts = torch.bincount(mask.flatten().long(), minlength=logits.shape[0]).double() / mask.numel()

@@ -545,3 +545,20 @@ def test_the_mask_made_in_strips_equals_full_size_bilinear_logits(size):
     assert (mask.long() == expected).float().mean() > 0.999
     want = torch.bincount(expected.flatten(), weights=confidence.flatten().double(), minlength=11)
     assert torch.allclose(sums, want, rtol=1e-3, atol=1e-2)
+
+
+def test_predict_reads_images_as_model_preprocess_does():
+    """The mask `zoo.predict` gives for an image of another size is the model's output on `model.preprocess`
+    (the input an exported ONNX graph is documented to take), resized back; predict resized with torch's
+    antialiased bilinear and disagreed on a few pixels."""
+    import zoo
+    from PIL import Image
+
+    from zoo.segmentation.adapter import SAMPLES_DIR
+
+    model = zoo.load("lraspp-resnet8-cwd.fmnist-scenes")
+    sample = sorted((SAMPLES_DIR / "fmnist-scenes").glob("*.png"))[0]
+    image = np.asarray(Image.open(sample).convert("RGB").resize((233, 150)))
+    with torch.no_grad():
+        logits = F.interpolate(model(model.preprocess([image])), size=(150, 233), mode="bilinear", align_corners=False)
+    assert torch.equal(zoo.predict(model, [image])[0]["mask"], logits.argmax(1)[0].to(torch.uint8))
