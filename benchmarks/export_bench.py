@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/export_bench.py [--include-text] [--rounds 10] [--per-round 3]
         [--budget 40] [--entry TASK=NAME_OR_DIR ...] [--tasks classification detection ...] [--out benchmarks/results]
 
-For one zoo entry per task (`DEFAULT_ENTRIES`; the face task has no zoo entry, so it is benchmarked only when
-``--entry face=RUN_DIR`` names one; text is slow and runs only with ``--include-text``), each variant goes
+For one zoo entry per task (`DEFAULT_ENTRIES`, ``--entry TASK=NAME_OR_DIR`` for another; text is slow and runs
+only with ``--include-text``), each variant goes
 through `zoo.export.export_onnx` itself (so its onnxruntime parity check on the sample inputs runs too):
 ``fp32``, ``fp16`` (onnxruntime's float16 converter) and ``int8`` (onnxruntime's ``quantize_dynamic``). Then,
 all in this one run:
@@ -55,6 +55,7 @@ DEFAULT_ENTRIES = {
     "segmentation": "lraspp-resnet8-cwd+pixel.fmnist-scenes",
     "detection": "frcnn-resnet20.fmnist-scenes",
     "gan": "cyclegan-vintagify",
+    "face": "face-resnet8-proxyless-kd.cjk-fonts",
     "nlp": "tinybert-kd",
 }
 TASKS = ("classification", "segmentation", "detection", "gan", "face", "nlp")
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                 skipped[task] = "skipped by default (slow); --include-text measures it"
                 continue
             if task not in entries:
-                skipped[task] = "no zoo entry of this task; --entry face=RUN_DIR measures one"
+                skipped[task] = f"no default entry; --entry {task}=NAME_OR_DIR measures one"
                 continue
             t = time.perf_counter()
             print(f"{task}: {entries[task]} ...", file=sys.stderr, flush=True)

@@ -12,5 +12,5 @@ SPEC = TaskSpec(
     pipeline_tag="image-feature-extraction",
     adapter="zoo.face.adapter:ADAPTER",
     recipes="zoo.face.recipes",
-    description="face recognition stand-in (CJK-font identities; ArcFace; ProxylessKD, DDL, weight exclusivity)",
+    description="face recognition stand-in (CJK-font identities; ArcFace; ProxylessKD, embedding RKD, DDL)",
 )

@@ -17,7 +17,8 @@ and how to get and convert the checkpoint:
 ``zoo.load(name)`` on such an entry (see `load`): kdzoo builds the architecture when it can (e.g. a
 torchvision ResNet-18), fetches the file once into ``$KDZOO_HOME/reported/NAME/`` (or reads ``file=``),
 checks its hash, converts it and returns the model with its card. When kdzoo cannot build the
-architecture (an mmdet detector, mdistiller's CIFAR nets, a transformers model), ``zoo.load`` refuses
+architecture (an mmdet single-stage detector, an mmdet or mmseg model without the OpenMMLab bridge,
+mdistiller's CIFAR nets, a transformers model), ``zoo.load`` refuses
 before downloading anything, with `ArchitectureNotBuildable`, and `state_dict` returns the converted
 weights instead: a model of the wrong class is worse than a clear refusal, and the weights still reach
 the publisher's own code. Offline, the error names the URL, the hash and the path to put the file at.
