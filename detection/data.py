@@ -194,8 +194,8 @@ def scenes_cache_path(split: str, count: int, seed: int, size: int, root: str | 
     from zoo.classification.data import fashion_mnist_files
     from zoo.hub import cache_dir
 
-    source = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-                      for p in fashion_mnist_files(split, root))
+    stats = [(p.resolve(), p.stat()) for p in fashion_mnist_files(split, root)]
+    source = "|".join(f"{path}:{st.st_size}:{st.st_mtime_ns}" for path, st in stats)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     return cache_dir() / "data" / SCENES / f"{split}-n{count}-s{seed}-{size}px-fm{digest}.safetensors"
 

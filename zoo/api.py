@@ -127,12 +127,11 @@ def _reduced_precision(model: nn.Module) -> Iterator[None]:
     a float32 model runs unchanged."""
     import torch
 
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    if dtype not in (torch.float16, torch.bfloat16):
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if first is None or first.dtype not in (torch.float16, torch.bfloat16):
         yield
         return
-    device = next(p.device for p in model.parameters() if p.is_floating_point())
-    with torch.autocast(device_type=device.type, dtype=dtype):
+    with torch.autocast(device_type=first.device.type, dtype=first.dtype):
         yield
 
 
