@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zoo.io import data_dir  # $KDZOO_DATA, else ~/.cache/kdzoo/data
+
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -160,12 +162,12 @@ def _find_fashion_mnist(root: str | os.PathLike | None) -> Path:
     lacks them is an error, not a silent fall back to another copy), else ``$KDZOO_DATA``, then Debian's."""
     candidates: list[Path] = []
     if root is not None:
-        root = Path(root)
+        root = Path(root).expanduser()
         candidates += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
     else:
         if os.environ.get("KDZOO_DATA"):
-            data = Path(os.environ["KDZOO_DATA"])
-            candidates += [data / "fashion-mnist", data / "FashionMNIST" / "raw"]
+            data = data_dir()
+            candidates += [data, data / "fashion-mnist", data / "FashionMNIST" / "raw"]
         candidates += [Path(d) for d in FASHION_MNIST_DIRS]
     for c in candidates:
         if all((c / f).exists() or (c / f[:-3]).exists() for f in _FMNIST_FILES["test"]):
@@ -186,7 +188,12 @@ def fashion_mnist_files(split: str = "train", root: str | os.PathLike | None = N
     if split not in _FMNIST_FILES:
         raise ValueError(f"split must be one of {tuple(_FMNIST_FILES)}, got {split!r}")
     d = _find_fashion_mnist(root)
-    return [d / f if (d / f).exists() else d / f[:-3] for f in _FMNIST_FILES[split]]
+    files = [d / f if (d / f).exists() else d / f[:-3] for f in _FMNIST_FILES[split]]
+    missing = [f for f, path in zip(_FMNIST_FILES[split], files) if not path.exists()]
+    if missing:
+        raise DataNotFoundError(f"Fashion-MNIST in {d} lacks its {split} split: no {' or '.join(missing)} "
+                                "(nor the file without .gz)")
+    return files
 
 
 def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None) -> ImageDataset:
@@ -208,7 +215,7 @@ def load_cifar(name: str = "cifar10", split: str = "train", root: str | os.PathL
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
-    root = Path(root or os.environ.get("KDZOO_DATA", Path.home() / ".cache" / "kdzoo" / "data"))
+    root = data_dir(root)
     try:
         ds = cls(str(root), train=split == "train", download=download)
     except RuntimeError as e:

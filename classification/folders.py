@@ -53,7 +53,7 @@ def folder_split_files(root: str | os.PathLike, split: str) -> tuple[list[str], 
     """(classes, [(file, class index), ...]) of ``split`` (``train`` or ``test``) of an image folder.
     Raises FileNotFoundError / ValueError naming the folder for a missing folder, no classes, a class
     without images, or a split that leaves a class out."""
-    root = Path(root)
+    root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"no image folder at {root}")
     if split not in ("train", "test"):
@@ -98,7 +98,7 @@ def load_image_folder(root: str | os.PathLike, split: str = "train", *, channels
     ``mean``/``std``: normalisation (default: the training images' per-channel statistics)."""
     from zoo.tasks import read_image
 
-    root = Path(root)
+    root = Path(root).expanduser()
     classes, files = folder_split_files(root, split)
     if size is None:
         _, train_files = folder_split_files(root, "train")

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.io import data_dir  # $KDZOO_DATA, else ~/.cache/kdzoo/data
+
 CJK = "cjk-fonts"
 SIZE = 32
 GLYPH = 26
@@ -100,7 +102,7 @@ def find_faces(root: str | os.PathLike | None = None) -> list[Face]:
     """
     from fontTools.ttLib import TTCollection, TTFont
 
-    base = Path(root or os.environ.get("KDZOO_FONTS") or FONT_DIRS[0])
+    base = Path(root or os.environ.get("KDZOO_FONTS") or FONT_DIRS[0]).expanduser()
     faces = []
     for rel, name, package in FACES:
         path = base / rel
@@ -165,11 +167,6 @@ def augment(images: Tensor, generator: torch.Generator) -> Tensor:
     sigma = 8 / 255 * torch.rand(n, 1, 1, 1, generator=generator)
     x = x * contrast + bright + sigma * torch.randn(x.shape, generator=generator)
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def data_dir() -> Path:
-    """``$KDZOO_DATA``, else ``~/.cache/kdzoo/data`` (where the rendered set is cached)."""
-    return Path(os.environ.get("KDZOO_DATA") or Path.home() / ".cache" / "kdzoo" / "data")
 
 
 @dataclass
@@ -316,7 +313,7 @@ def load_cjk(split: str = "train", *, train_identities: int = TRAIN_IDENTITIES, 
     per_face = per_face or (2 if split == "train" else 1)
     faces = find_faces(root)
     key = f"{CJK}-v1-{split}-n{train_identities if split == 'train' else TEST_IDENTITIES}-k{per_face}-s{seed}"
-    path = (Path(cache) if cache is not None else data_dir()) / f"{key}.safetensors"
+    path = (Path(cache).expanduser() if cache is not None else data_dir()) / f"{key}.safetensors"
     cov = coverage(faces, gb2312_level1())
     usable = [c for c, f in cov.items() if len(f) >= MIN_FACES]
     train_ids, test_ids = identity_split(usable, TEST_IDENTITIES, train_identities)
@@ -412,7 +409,7 @@ def load_identity_folder(root: str | os.PathLike, *, split: str = "test", channe
             identity folder without images, or (``size=None``) images of different sizes; each names what is
             wrong.
     """
-    base = Path(root)
+    base = Path(root).expanduser()
     if not base.is_dir():
         raise FileNotFoundError(f"{base} is not a folder of identity folders")
     folders = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))

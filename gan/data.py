@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.io import data_dir  # $KDZOO_DATA, else ~/.cache/kdzoo/data
+
 PHOTOS = "photos"
 DARKNET_DIRS = ("/usr/share/darknet/data",)
 OPENCV_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
@@ -54,11 +56,6 @@ HOW = {"skimage": "pip install scikit-image", "sklearn": "pip install scikit-lea
 
 class PhotoDataNotFoundError(FileNotFoundError):
     """A photo source is not installed; the message says how to install it."""
-
-
-def data_dir() -> Path:
-    """``$KDZOO_DATA``, else ``~/.cache/kdzoo/data``: where ``scripts/get_photos.sh`` puts the photos."""
-    return Path(os.environ.get("KDZOO_DATA") or Path.home() / ".cache" / "kdzoo" / "data")
 
 
 def _source_dir(source: str) -> Path:
@@ -346,7 +343,7 @@ def make_pairs(teacher: torch.nn.Module, teacher_name: str, split: str = "train"
         raise ValueError("maps=True records a 9-block ResnetGenerator teacher's maps of the training crops, got "
                          f"split {split!r} and a {type(teacher).__name__}")
     fingerprint = weights_fingerprint(teacher)[:16]
-    folder = Path(cache) if cache is not None else data_dir() / "gan-pairs"
+    folder = Path(cache).expanduser() if cache is not None else data_dir() / "gan-pairs"
     key = (f"{fingerprint}-train-crop{crop}-seed{seed}" if split == "train" else f"{fingerprint}-test-side{eval_side}")
     key += "-v2"  # v2: with the pooled teacher maps
     path = folder / f"{key}.safetensors"

@@ -101,8 +101,8 @@ class TextTask:
 
 def _find(env: str, candidates: Sequence[str], what: str, how: str) -> Path:
     for d in ([os.environ[env]] if os.environ.get(env) else []) + list(candidates):
-        if Path(d).exists():
-            return Path(d)
+        if Path(d).expanduser().exists():
+            return Path(d).expanduser()
     raise TextDataNotFoundError(f"{what} not found (looked in ${env} and {', '.join(candidates)}). {how}")
 
 
@@ -140,7 +140,7 @@ def parse_wordnet_data(lines: Sequence[str], pos: str) -> list[tuple[str, int, s
 
 def wordnet_synsets(root: str | os.PathLike | None = None) -> list[tuple[str, int, str, list[str]]]:
     """Every synset of the WordNet database in ``root`` (default: Debian's /usr/share/wordnet)."""
-    base = Path(root) if root else _find("KDZOO_WORDNET", WORDNET_DIRS, "WordNet",
+    base = Path(root).expanduser() if root else _find("KDZOO_WORDNET", WORDNET_DIRS, "WordNet",
                                         "Install it: apt-get install wordnet-base (or set KDZOO_WORDNET to a WordNet dict/ folder).")
     out = []
     for pos, short in (("noun", "n"), ("verb", "v"), ("adj", "a"), ("adv", "r")):
@@ -166,7 +166,7 @@ def parse_fortunes(text: str) -> list[str]:
 
 
 def fortunes(split: str, root: str | os.PathLike | None = None) -> TextTask:
-    base = Path(root) if root else _find("KDZOO_FORTUNES", FORTUNES_DIRS, "fortunes",
+    base = Path(root).expanduser() if root else _find("KDZOO_FORTUNES", FORTUNES_DIRS, "fortunes",
                                         "Install them: apt-get install fortunes fortunes-min (or set KDZOO_FORTUNES).")
     files = sorted(p for p in base.iterdir() if p.is_file() and not p.suffix and not p.is_symlink())
     if not files:

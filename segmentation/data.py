@@ -262,7 +262,7 @@ CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "
 def load_voc(root: str | os.PathLike, split: str = "val", *, size: int | None = 256) -> SegmentationDataset:
     """Pascal VOC 2012 segmentation: ``root/ImageSets/Segmentation/{split}.txt`` lists the ids,
     ``JPEGImages/{id}.jpg`` the images, ``SegmentationClass/{id}.png`` the palette masks (255 = border)."""
-    root = Path(root)
+    root = Path(root).expanduser()
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():
         raise DataNotFoundError(f"no VOC split list {listing} (root must be VOCdevkit/VOC2012)")
@@ -277,7 +277,7 @@ def load_voc(root: str | os.PathLike, split: str = "val", *, size: int | None = 
 def load_cityscapes(root: str | os.PathLike, split: str = "val", *, size: int | None = 256) -> SegmentationDataset:
     """Cityscapes fine annotations with train ids (``gtFine/{split}/*/*_gtFine_labelTrainIds.png``, made by
     cityscapesscripts' createTrainIdLabelImgs; 255 = void) beside ``leftImg8bit/{split}/*/*_leftImg8bit.png``."""
-    root = Path(root)
+    root = Path(root).expanduser()
     masks = sorted((root / "gtFine" / split).glob("*/*_gtFine_labelTrainIds.png"))
     if not masks:
         raise DataNotFoundError(f"no {root}/gtFine/{split}/*/*_gtFine_labelTrainIds.png (run cityscapesscripts' "

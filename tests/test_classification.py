@@ -71,6 +71,27 @@ def test_truncated_idx_file_is_reported(fake_fmnist):
         load_dataset("fashion-mnist", "test", root=fake_fmnist)
 
 
+def test_kdzoo_data_holding_the_idx_files_is_read_and_tilde_is_expanded(fake_fmnist, monkeypatch):
+    import zoo.classification.data as data
+
+    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", ())  # no Debian copy to fall back to
+    monkeypatch.setenv("KDZOO_DATA", str(fake_fmnist))  # the IDX files directly in $KDZOO_DATA
+    assert len(load_dataset("fashion-mnist", "test")) == 20
+    monkeypatch.setenv("HOME", str(fake_fmnist.parent))
+    assert len(load_dataset("fashion-mnist", "train", root=f"~/{fake_fmnist.name}")) == 64
+    from zoo.io import data_dir
+
+    monkeypatch.setenv("KDZOO_DATA", "~/elsewhere")
+    assert data_dir() == fake_fmnist.parent / "elsewhere" and data_dir("~/x") == fake_fmnist.parent / "x"
+
+
+def test_a_root_with_only_the_test_split_names_the_missing_train_files(fake_fmnist):
+    (fake_fmnist / "train-images-idx3-ubyte.gz").unlink()
+    assert len(load_dataset("fashion-mnist", "test", root=fake_fmnist)) == 20
+    with pytest.raises(DataNotFoundError, match="lacks its train split: no train-images-idx3-ubyte.gz"):
+        load_dataset("fashion-mnist", "train", root=fake_fmnist)
+
+
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     import zoo.classification.data as data
 

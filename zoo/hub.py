@@ -45,7 +45,7 @@ class StateDictMismatchError(ValueError):
 
 def cache_dir() -> Path:
     """Where remote checkpoints are cached: ``$KDZOO_HOME`` or ``~/.cache/kdzoo``."""
-    return Path(os.environ.get("KDZOO_HOME") or Path.home() / ".cache" / "kdzoo")
+    return Path(os.environ.get("KDZOO_HOME") or Path.home() / ".cache" / "kdzoo").expanduser()
 
 
 def bundled_dir() -> Path:

@@ -63,6 +63,13 @@ def check_output_folder(flag: str, path: str | os.PathLike) -> None:
         raise ValueError(f"{flag} {target}: {existing} cannot be written; choose another folder")
 
 
+def data_dir(root: str | os.PathLike | None = None) -> Path:
+    """The folder data sets are read from and derived data cached in: ``root`` when given, else ``$KDZOO_DATA``,
+    else ``~/.cache/kdzoo/data``; a leading ``~`` is expanded in each. Creates nothing."""
+    chosen = root if root not in (None, "") else (os.environ.get("KDZOO_DATA") or Path.home() / ".cache" / "kdzoo" / "data")
+    return Path(chosen).expanduser()
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
