@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from zoo.cli import parse_overrides
+from zoo.cli import parse_overrides, run_folder, torch_device
+from zoo.runner import flag_settings
 from zoo.runs import read_record
 
 
@@ -20,8 +21,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (resumable)")
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", required=True, help="output directory (checkpoint, card, logs)")
+    p.add_argument("--device", default=None, type=torch_device, help="torch device (default: cuda when there is one, else cpu)")
+    p.add_argument("--out", required=True, type=run_folder, help="output directory (checkpoint, card, logs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting, a recipe field, T, or TERM.FIELD (e.g. kd.weight=0.9)")
@@ -43,12 +44,9 @@ def parser(command: str) -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """--set pairs plus the dedicated flags (--epochs, --seed, ...), the flags winning."""
-    settings = parse_overrides(args.set)
-    for key in ("epochs", "seed", "max_steps", "batch_size", "lr"):
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
-    return settings
+    """--set pairs plus the dedicated flags (--epochs, --seed, ...); a flag and a --set that disagree are a
+    ValueError (`zoo.runner.flag_settings`)."""
+    return flag_settings(args, parse_overrides(args.set), ("epochs", "seed", "max_steps", "batch_size", "lr"))
 
 
 def _device(args: argparse.Namespace) -> str | None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from zoo import hub
-from zoo.cli import add_time_budget, deadline_in, parse_overrides
+from zoo.cli import add_time_budget, deadline_in, parse_overrides, run_folder, torch_device
 from zoo.distributed import init_from_env, is_main_process
 from zoo.metrics import hardware_description
 from zoo.registry import ModelCard, TeacherRef
@@ -202,13 +202,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo.detection.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help=f"{', '.join(sorted(ARCHITECTURES))}, or mmdet:<config> (an mmdet "
                         "two-stage detector through the OpenMMLab bridge, e.g. mmdet:kdzoo::frcnn_r18_c16_fpn.py)")
-    parser.add_argument("--out", required=True, help="run directory (checkpoints, log.csv, the exported model)")
+    parser.add_argument("--out", required=True, type=run_folder, help="run directory (checkpoints, log.csv, the exported model)")
     parser.add_argument("--teacher", help="distil from this run directory or zoo name (Chen et al. 2017)")
     parser.add_argument("--train-count", type=int, help=f"training scenes (default {SCENE_COUNTS['train']})")
     parser.add_argument("--test-count", type=int, help=f"test scenes (default {SCENE_COUNTS['test']})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     add_time_budget(parser)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=torch_device)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting (--set epochs=12, see zoo.trainer.TrainConfig) or a part of the "
                              "chen2017 recipe (--set rcn_soft.weight=0.8, see zoo.detection.recipes)")

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-from zoo.cli import add_time_budget, deadline_in
+from zoo.cli import add_time_budget, deadline_in, run_folder
 from zoo.io import atomic_write_text
 from zoo.metrics import hardware_description
 from zoo.recipes import get_recipe
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m zoo.nlp.pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stages", nargs="+", choices=STAGES + ("all",), help="the stages to run, in this order (all: every one)")
-    p.add_argument("--out", required=True, help="the run folder: each stage writes OUT/<stage>/ and OUT/<stage>.json")
+    p.add_argument("--out", required=True, type=run_folder, help="the run folder: each stage writes OUT/<stage>/ and OUT/<stage>.json")
     p.add_argument("--task", default="wordnet-topic",
                    help="wordnet-topic, fortunes, glue/<name>, or a folder saved by datasets' save_to_disk")
     p.add_argument("--teacher", default="all-mpnet-base-v2", help="pretrained encoder name or folder")

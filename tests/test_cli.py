@@ -37,6 +37,8 @@ def test_json_errors_are_json_on_stdout(capsys):
     assert data["error"]["command"] == "card" and "no zoo entry named 'no-such-entry'" in data["error"]["message"]
     code, data = run_json(capsys, "list", "--method", "bogus", "--json")
     assert code == 2 and data["error"]["type"] == "ValueError" and "no entry has method 'bogus'" in data["error"]["message"]
+    code, data = run_json(capsys, "list", "--task", "bogus", "--json")  # (it printed nothing on stdout)
+    assert code == 2 and "unknown task 'bogus'; the tasks are: classification" in data["error"]["message"]
     assert cli.main(["card", "no-such-entry"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "zoo card: error: no zoo entry named" in captured.err  # plain: stderr only
@@ -255,3 +257,27 @@ def test_a_malformed_set_is_a_usage_error(item, capsys):
         cli.parse_overrides([item])
     assert stop.value.code == 2 and "--set expects key=value" in capsys.readouterr().err
     assert cli.parse_overrides(["lr=0.1", "nesterov=false", "name=x=y"]) == {"lr": 0.1, "nesterov": False, "name": "x=y"}
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_train_refuses_a_bad_device_an_empty_out_and_a_resume_of_nothing(task, capsys, tmp_path):
+    """Found by a breaker pass: `--device banana` was a torch traceback, `--out ''` trained into the working
+    directory, and `--resume` of a missing folder made it and started a new run there."""
+    arch = "resnet8" if task == "classification" else "lraspp-resnet8"
+    for args in (["--out", str(tmp_path / "a"), "--device", "banana"], ["--out", ""], ["--out", " "]):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["train", task, "--arch", arch, *args])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "Traceback" not in err
+        assert ("'banana' is not a torch device" in err) or ("the run folder is empty" in err)
+    assert cli.main(["train", task, "--arch", arch, "--out", str(tmp_path / "gone"), "--resume", "--max-steps", "1"]) == 2
+    assert "--resume: there is no run in" in capsys.readouterr().err and not (tmp_path / "gone").exists()
+    assert not (tmp_path / "a").exists()
+
+
+def test_classification_flags_and_set_that_disagree_are_refused(capsys, tmp_path):
+    """`--batch-size 8 --set batch_size=16` silently trained with 8, unlike the generic runner's flags."""
+    out = tmp_path / "run"
+    assert cli.main(["train", "classification", "--arch", "resnet8", "--out", str(out), "--batch-size", "8",
+                     "--set", "batch_size=16"]) == 2
+    assert "--batch-size 8 and --set batch_size=16 disagree" in capsys.readouterr().err and not out.exists()

@@ -258,14 +258,14 @@ def test_the_generic_train_and_distill_commands_take_epochs_seed_and_max_steps()
     """`zoo train|distill TASK` of every runner task takes --epochs/--seed/--max-steps as classification's does
     (they were 'unrecognized arguments'), each the same as its --set; a flag and a --set that disagree are refused."""
     from zoo.cli import parse_overrides
-    from zoo.runner import _flag_settings, parser
+    from zoo.runner import flag_settings, parser
 
     args = parser("toy", "train").parse_args(["--arch", "a", "--out", "o", "--max-steps", "3", "--epochs", "2",
                                               "--set", "lr=0.1"])
-    assert _flag_settings(args, parse_overrides(args.set)) == {"lr": 0.1, "max_steps": 3, "epochs": 2}
+    assert flag_settings(args, parse_overrides(args.set)) == {"lr": 0.1, "max_steps": 3, "epochs": 2}
     args = parser("toy", "distill").parse_args(["--recipe", "r", "--student", "s", "--out", "o", "--seed", "4",
                                                 "--set", "seed=4"])
-    assert _flag_settings(args, parse_overrides(args.set)) == {"seed": 4}  # the same value twice is fine
+    assert flag_settings(args, parse_overrides(args.set)) == {"seed": 4}  # the same value twice is fine
     args = parser("toy", "train").parse_args(["--arch", "a", "--out", "o", "--max-steps", "1", "--set", "max_steps=2"])
     with pytest.raises(ValueError, match="--max-steps 1 and --set max_steps=2 disagree"):
-        _flag_settings(args, parse_overrides(args.set))
+        flag_settings(args, parse_overrides(args.set))

@@ -448,12 +448,39 @@ def test_a_training_subset_of_none_or_more_than_the_data_is_refused_before_anyth
                                                ({"max_steps": "1"}, "max_steps must be a whole number .got str '1'"),
                                                ({"max_steps": 1.5}, "max_steps must be a whole number .got float 1.5"),
                                                ({"seed": None}, "seed must be a whole number"),
-                                               ({"progress": "no"}, "progress must be true or false")])
+                                               ({"progress": "no"}, "progress must be true or false"),
+                                               # these passed and misbehaved later (a negative gamma flips the
+                                               # step schedule's sign) or failed late as bare TypeErrors
+                                               ({"gamma": -0.1}, r"gamma \(the step schedule's decay factor\) must be > 0"),
+                                               ({"milestones": ("half",)}, "milestones must be a list of finite numbers"),
+                                               ({"milestones": (float("nan"),)}, "milestones must be a list of finite"),
+                                               ({"milestones": (-0.5,)}, r"milestones must be fractions of training in \[0, 1\]"),
+                                               ({"betas": None}, "betas must be two finite numbers .got None"),
+                                               ({"betas": 0.5}, "betas must be two finite numbers .got 0.5"),
+                                               ({"betas": "ab"}, "betas must be two finite numbers"),
+                                               ({"compile_backend": 3}, "compile_backend must be a string .got int 3"),
+                                               ({"momentum": -0.9}, "momentum and weight_decay must be >= 0")])
 def test_impossible_training_settings_are_refused(settings, message):
     from zoo.trainer import TrainConfig
 
     with pytest.raises(ValueError, match=message):
         TrainConfig(**settings)
+
+
+def test_numpy_numbers_are_settings_and_become_plain_python_numbers():
+    """numpy ints were refused for epochs only (and passed elsewhere, then broke the JSON of run.json)."""
+    import json
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from zoo.trainer import TrainConfig, check_resume_config
+
+    cfg = TrainConfig(epochs=np.int64(3), batch_size=np.int32(16), lr=np.float32(0.5), milestones=[np.float64(0.5)])
+    assert (type(cfg.epochs), type(cfg.batch_size), type(cfg.lr), cfg.milestones) == (int, int, float, (0.5,))
+    json.dumps(asdict(cfg))
+    saved = {**asdict(cfg), "weight_decay": 0, "milestones": [0.5]}  # an int and a list as an older run saved them
+    check_resume_config(saved, TrainConfig(**{**asdict(cfg), "weight_decay": 0.0}), "x")  # the same settings
 
 
 def test_a_run_folder_that_is_a_file_is_named_as_such(tmp_path):

@@ -62,6 +62,14 @@ def torch_device(text: str) -> str:
     return text
 
 
+def run_folder(text: str) -> str:
+    """The argparse type of ``--out``: a folder path; an empty one (which trained into the working directory) is
+    an argparse error."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the run folder is empty; name a folder, e.g. --out runs/mine")
+    return text
+
+
 def add_time_budget(parser: argparse.ArgumentParser) -> None:
     """The ``--time-budget MINUTES`` option every long command shares (read it with `deadline_in`)."""
     parser.add_argument("--time-budget", type=minutes, metavar="MINUTES",
@@ -156,8 +164,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     added = _add_folders(args.add)
 
     if args.task is not None and args.task not in known_tasks():
-        print(f"zoo list: unknown task {args.task!r}; the tasks are: {', '.join(sorted(known_tasks()))}", file=sys.stderr)
-        return 2
+        return _fail(args, ValueError(f"unknown task {args.task!r}; the tasks are: {', '.join(sorted(known_tasks()))}"), 2)
     from .comparison import select
 
     select(dataset=args.dataset, method=args.method)  # a method or data set that no entry has: an error, as in compare

@@ -250,6 +250,8 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
 
 def parser(task: str, command: str) -> argparse.ArgumentParser:
     """The generic ``zoo train|distill TASK`` options."""
+    from .cli import run_folder, torch_device
+
     p = argparse.ArgumentParser(prog=f"zoo {command} {task}")
     if command == "train":
         p.add_argument("--arch", required=True, help="the architecture to train")
@@ -259,9 +261,9 @@ def parser(task: str, command: str) -> argparse.ArgumentParser:
         p.add_argument("--teacher", action="append", default=[], help="teacher: zoo name or folder (repeat for several)")
     p.add_argument("--data", default=None, help="the task's data set (default: its own)")
     p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--out", required=True, type=run_folder, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out as it was started")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, type=torch_device, help="torch device (default: cuda when there is one, else cpu)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (= --set epochs=N)")
     p.add_argument("--seed", type=int, default=None, help="seed (= --set seed=S)")
     p.add_argument("--max-steps", type=int, default=None,
@@ -272,15 +274,16 @@ def parser(task: str, command: str) -> argparse.ArgumentParser:
     return p
 
 
-def _flag_settings(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` with ``--epochs/--seed/--max-steps``; ValueError when a flag and ``--set`` give the same
-    setting two values."""
-    for key in ("epochs", "seed", "max_steps"):
+def flag_settings(args: argparse.Namespace, settings: dict[str, Any],
+                  keys: Sequence[str] = ("epochs", "seed", "max_steps")) -> dict[str, Any]:
+    """``settings`` (the ``--set`` pairs) with the dedicated flags ``keys`` (``--epochs``, ``--seed``, ...) that
+    were given. Raises ValueError when a flag and ``--set`` give the same setting two values."""
+    for key in keys:
         value = getattr(args, key)
         if value is None:
             continue
         if key in settings and settings[key] != value:
-            raise ValueError(f"--{key.replace('_', '-')} {value} and --set {key}={settings[key]} disagree; give one")
+            raise ValueError(f"--{key.replace('_', '-')} {value!r} and --set {key}={settings[key]!r} disagree; give one")
         settings[key] = value
     return settings
 
@@ -293,7 +296,7 @@ def cli(adapter: Any, command: str, argv: Sequence[str]) -> int:
     recipe = None if command == "train" else args.recipe
     student = args.arch if command == "train" else args.student
     run = distill(adapter, args.teacher if command == "distill" and args.teacher else None, student, recipe,
-                  data=args.data, out=args.out, settings=_flag_settings(args, parse_overrides(args.set)),
+                  data=args.data, out=args.out, settings=flag_settings(args, parse_overrides(args.set)),
                   train_subset=args.train_subset,
                   resume=args.resume, device=args.device)
     if run.finished and run.card is not None:  # (a run that stopped early said so, with how to go on)

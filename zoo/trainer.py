@@ -85,14 +85,26 @@ class TrainConfig:
     finite_check_every: int = 0  # optimizer steps between NaN/inf checks; 0: every step, but on a GPU every log_every (see fit)
     divergence_ratio: float = 1000.0  # stop as diverged when the loss exceeds this multiple of its start (see fit); 0: off
 
-    _WHOLE = ("batch_size", "grad_accum", "seed", "max_steps", "checkpoint_every", "log_every", "eval_every",
-              "snapshot_every", "finite_check_every")
+    _WHOLE = ("epochs", "batch_size", "grad_accum", "seed", "max_steps", "checkpoint_every", "log_every",
+              "eval_every", "snapshot_every", "finite_check_every")
     _REAL = ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "divergence_ratio")
     _FLAGS = ("nesterov", "channels_last", "progress", "tensorboard", "teacher_cache")
+    _TEXT = ("optimizer", "schedule", "amp", "compile", "compile_backend")
+
+    @staticmethod
+    def _finite_numbers(value: Any) -> tuple[float, ...] | None:
+        """``value`` as a tuple of finite floats, or None when it is not a sequence of finite real numbers."""
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            return None
+        items = tuple(value)
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in items):
+            return None
+        return tuple(float(v) for v in items)
 
     def _type_problems(self) -> list[str]:
         """Settings of the wrong type (a string from a config file, None, NaN), named before any comparison
-        could fail on them with a bare TypeError."""
+        could fail on them with a bare TypeError. Whole numbers of any integral type (numpy's too) become
+        ``int``, real numbers ``float``, so that the settings serialise as JSON."""
         problems = []
         for name in self._WHOLE:
             value = getattr(self, name)
@@ -100,21 +112,36 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 problems.append(f"{name} must be a whole number (got {type(value).__name__} {value!r})")
+            else:
+                setattr(self, name, int(value))
         for name in self._REAL:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 problems.append(f"{name} must be a finite number (got {type(value).__name__} {value!r})")
+            else:
+                setattr(self, name, float(value))
         for name in self._FLAGS:
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false (got {getattr(self, name)!r})")
+        for name in self._TEXT:
+            if not isinstance(getattr(self, name), str):
+                problems.append(f"{name} must be a string (got {type(getattr(self, name)).__name__} "
+                                f"{getattr(self, name)!r})")
+        for name, count in (("milestones", None), ("betas", 2)):
+            values = self._finite_numbers(getattr(self, name))
+            if values is None or (count is not None and len(values) != count):
+                what = "two finite numbers" if count else "a list of finite numbers"
+                problems.append(f"{name} must be {what} (got {getattr(self, name)!r})")
+            else:
+                setattr(self, name, values)
         return problems
 
     def __post_init__(self) -> None:
         problems = self._type_problems()
         if problems:
             raise ValueError("; ".join(problems))
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            problems.append(f"epochs must be a whole number >= 1 (got {self.epochs!r})")
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1 (got {self.epochs})")
         if self.warmup_epochs < 0:
             problems.append(f"warmup_epochs must be >= 0 (got {self.warmup_epochs})")
         if self.log_every < 1 or self.checkpoint_every < 1 or self.eval_every < 1:
@@ -128,8 +155,16 @@ class TrainConfig:
             problems.append(f"schedule must be cosine, step or constant (got {self.schedule!r})")
         if self.optimizer not in ("sgd", "adamw"):
             problems.append(f"optimizer must be sgd or adamw (got {self.optimizer!r})")
-        if len(tuple(self.betas)) != 2 or not all(0.0 <= float(b) < 1.0 for b in self.betas):
+        if not all(0.0 <= b < 1.0 for b in self.betas):
             problems.append(f"betas must be two numbers in [0, 1) (got {self.betas!r})")
+        if self.gamma <= 0:
+            problems.append(f"gamma (the step schedule's decay factor) must be > 0 (got {self.gamma})")
+        if not all(0.0 <= m <= 1.0 for m in self.milestones):
+            problems.append(f"milestones must be fractions of training in [0, 1] (got {self.milestones!r})")
+        if self.momentum < 0 or self.weight_decay < 0:
+            problems.append(f"momentum and weight_decay must be >= 0 (got {self.momentum}, {self.weight_decay})")
+        if not self.compile_backend:
+            problems.append("compile_backend must name a torch.compile backend (got '')")
         if self.amp not in AMP_MODES:
             problems.append(f"amp must be one of {', '.join(AMP_MODES)} (got {self.amp!r})")
         if self.compile not in COMPILE_MODES:
@@ -142,7 +177,6 @@ class TrainConfig:
             problems.append(f"max_steps must be >= 1 (got {self.max_steps})")
         if problems:
             raise ValueError("; ".join(problems))
-        self.milestones = tuple(self.milestones)
 
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -785,15 +819,20 @@ def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, where: str | os
     now = asdict(cfg)
     if report:
         for k in sorted(RESUME_MUTABLE - PER_CALL):
-            if k in saved and json.dumps(saved[k]) != json.dumps(now[k]):
+            if k in saved and not _same_setting(saved[k], now[k]):
                 print(f"resume: {k} changed from {saved[k]!r} to {now[k]!r} (applied)", file=sys.stderr)
-    differ = [k for k in now if k in saved and json.dumps(saved[k]) != json.dumps(now[k]) and k not in RESUME_MUTABLE]
+    differ = [k for k in now if k in saved and not _same_setting(saved[k], now[k]) and k not in RESUME_MUTABLE]
     if differ:
         raise ValueError(f"--resume: the checkpoint {where} was trained with "
                          + "; ".join(f"{k}={saved[k]!r}" for k in differ) + ", this run asks for "
                          + "; ".join(f"{k}={now[k]!r}" for k in differ)
                          + f". Resume with the same settings (only {', '.join(sorted(RESUME_MUTABLE))} may change), "
                          "or start a new run.")
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """Whether two values of a setting agree as JSON values: a tuple equals the list, 0 equals 0.0."""
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
 
 def _shard(batch: Any, rank: int, world: int) -> Any:
