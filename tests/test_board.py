@@ -262,3 +262,21 @@ def test_card_markup_does_not_run_in_the_browser(browser, tmp_path, kd_card):
         assert seen["errors"] == [] and seen["dialogs"] == []
     finally:
         page.close()
+
+
+def test_an_atomic_write_keeps_the_file_mode_and_refuses_a_loop_of_links(tmp_path):
+    """A breaker pass found a private 0600 file made 0644 by a rewrite, and a loop of links replaced by a file."""
+    private = tmp_path / "secret.json"
+    private.write_text("old")
+    private.chmod(0o600)
+    atomic_write_text(private, "new")
+    assert private.read_text() == "new" and stat.S_IMODE(private.stat().st_mode) == 0o600
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(ValueError, match="is a loop of symbolic links"):
+        atomic_write_text(tmp_path / "a", "x")
+    assert (tmp_path / "a").is_symlink() and (tmp_path / "b").is_symlink()
+    dangling = tmp_path / "out.txt"
+    dangling.symlink_to(tmp_path / "made.txt")  # a link to a file not yet made: the file is made, the link stays
+    atomic_write_text(dangling, "x")
+    assert dangling.is_symlink() and (tmp_path / "made.txt").read_text() == "x"

@@ -494,6 +494,21 @@ def test_a_run_folder_that_is_a_file_is_named_as_such(tmp_path):
     assert blocker.read_text() == "x"
 
 
+def test_a_run_folder_behind_a_dangling_or_looping_link_is_named_before_anything_runs(tmp_path):
+    """They crashed late (FileExistsError from mkdir, RuntimeError from resolve) after the set-up work."""
+    from zoo.io import check_output_folder
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    (tmp_path / "loop-a").symlink_to("loop-b")
+    (tmp_path / "loop-b").symlink_to("loop-a")
+    for out in ("dangling", "dangling/sub", "loop-a", "loop-b/sub"):
+        with pytest.raises(ValueError, match=r"is a symbolic link to .*which does not resolve to a folder"):
+            check_output_folder("--out", tmp_path / out)
+    (tmp_path / "missing").mkdir()
+    check_output_folder("--out", tmp_path / "dangling" / "sub")  # a link to a folder is fine
+    assert not (tmp_path / "dangling" / "sub").exists()
+
+
 def test_a_recipe_that_is_not_a_name_is_a_type_error():
     with pytest.raises(TypeError, match="a recipe is named by a string .* got NoneType None"):
         zoo.distill("resnet56.fmnist", "resnet8", None, out="unused")

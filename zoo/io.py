@@ -1,8 +1,10 @@
 """Atomic file writes and sha256: a write killed midway never leaves a half-written file in place."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -11,19 +13,27 @@ from typing import BinaryIO, Callable
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
-    A symbolic link is followed: the file it points to is replaced and the link stays. Raises ValueError,
-    before anything is written, when ``path`` exists and is not a regular file (a folder, a FIFO, a device such as
-    /dev/null), which a rename would replace."""
+    A symbolic link is followed: the file it points to is replaced and the link stays. A replaced file keeps its
+    permission bits; being a new file, it is no longer a hard link of the file it replaces (the other names keep
+    the old content). Raises ValueError, before anything is written, when ``path`` exists and is not a regular
+    file (a folder, a FIFO, a device such as /dev/null), which a rename would replace, or is a loop of links."""
     path = Path(path)
     if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ValueError(f"{path} is a loop of symbolic links; nothing was written") from None
         path = Path(os.path.realpath(path))
     if path.exists() and not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file (a FIFO, socket or device)"
         raise ValueError(f"{path} is {kind}; files are written only to regular files or new paths")
+    # an existing file keeps its permissions; a new one gets the usual ones (mkstemp makes 0600 files)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -52,8 +62,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def check_output_folder(flag: str, path: str | os.PathLike) -> None:
     """Raises ``ValueError`` unless ``path`` (given as ``flag``, named in the error) is a folder that exists or
     can be made, and can be written: checked before any work, so that nothing runs for output that could not
-    be kept. Creates nothing."""
+    be kept; a symbolic link on the way that is dangling or a loop is named. Creates nothing."""
     target = Path(path)
+    for link in (target, *target.parents):
+        if link.is_symlink() and not link.exists():  # dangling, or a loop: a mkdir would fail late
+            raise ValueError(f"{flag} {target}: {link} is a symbolic link to {os.readlink(link)}, which does not "
+                             "resolve to a folder (missing, or a loop of links)")
     if target.exists() and not target.is_dir():
         raise ValueError(f"{flag} {target} is a file, not a folder")
     existing = next(p for p in (target, *target.resolve().parents) if p.exists())
