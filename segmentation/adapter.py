@@ -79,28 +79,40 @@ def _folder_data(root: Path, train_subset: int | None) -> tuple[SegmentationData
     return (train.subset(train_subset) if train_subset else train), test
 
 
-def upsampled_argmax(logits: torch.Tensor, height: int, width: int, rows: int = 256
+def _source_coordinates(size_out: int, size_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each of ``size_out`` output positions: the two input positions bilinear interpolation reads and the
+    second one's weight, as PyTorch computes them with align_corners=False."""
+    at = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5).clamp(min=0)
+    first = at.floor().long().clamp(max=size_in - 1)
+    return first, (first + 1).clamp(max=size_in - 1), (at - first).float()
+
+
+def upsampled_argmax(logits: torch.Tensor, height: int, width: int, rows: int = 256, budget: int = 1 << 21
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The class mask of ``logits`` (C, h, w) bilinearly resized to (``height``, ``width``) (align_corners=False,
-    as ``F.interpolate``), made ``rows`` output rows at a time so that memory grows with the image's pixels
-    (one byte each) and not with pixels x classes x 4 bytes: a 12-megapixel photo needed 2.2 GB for its
-    full-size logits. Returns the mask, uint8 (height, width) (int64 beyond 256 classes), and per class the sum
-    of its pixels' softmax probability (float64 (C,)), from which the mean confidence of a class follows."""
-    classes, h, _ = logits.shape
-    across = F.interpolate(logits[None], size=(h, width), mode="bilinear", align_corners=False)[0]  # (C, h, W)
+    as ``F.interpolate``), made a tile at a time (at most ``rows`` output rows, and at most ``budget`` values
+    of classes x pixels) so that memory grows with the image's pixels (one byte each) and not with pixels x
+    classes x 4 bytes: a 12-megapixel photo needed 2.2 GB for its full-size logits, and a very wide one as much
+    for a strip of rows. Returns the mask, uint8 (height, width) (int64 beyond 256 classes), and per class the
+    sum of its pixels' softmax probability (float64 (C,)), from which the mean confidence of a class follows."""
+    classes, h, w = logits.shape
     mask = torch.empty(height, width, dtype=torch.uint8 if classes <= 256 else torch.long)
     sums = torch.zeros(classes, dtype=torch.float64)
-    scale = h / height
-    for top in range(0, height, rows):
-        r = torch.arange(top, min(top + rows, height), dtype=torch.float64)
-        y = ((r + 0.5) * scale - 0.5).clamp(min=0)  # PyTorch's source coordinate for align_corners=False
-        y0 = y.floor().long().clamp(max=h - 1)
-        y1 = (y0 + 1).clamp(max=h - 1)
-        weight = (y - y0).float()[None, :, None]
-        strip = across[:, y0] * (1 - weight) + across[:, y1] * weight  # (C, rows, W)
-        confidence, found = strip.softmax(0).max(0)
-        mask[top:top + len(r)] = found.to(mask.dtype)
-        sums += torch.bincount(found.flatten(), weights=confidence.flatten().double(), minlength=classes)
+    y0, y1, wy = _source_coordinates(height, h)
+    x0, x1, wx = _source_coordinates(width, w)
+    cols = max(1, min(width, budget // (classes * h)))  # the tile of logits resized across: (C, h, cols)
+    rows = max(1, min(rows, budget // (classes * cols)))
+    for left in range(0, width, cols):
+        c = slice(left, min(left + cols, width))
+        weight_x = wx[c][None, None, :]
+        across = logits[:, :, x0[c]] * (1 - weight_x) + logits[:, :, x1[c]] * weight_x  # (C, h, cols)
+        for top in range(0, height, rows):
+            r = slice(top, min(top + rows, height))
+            weight_y = wy[r][None, :, None]
+            tile = across[:, y0[r]] * (1 - weight_y) + across[:, y1[r]] * weight_y  # (C, rows, cols)
+            confidence, found = tile.softmax(0).max(0)
+            mask[r, c] = found.to(mask.dtype)
+            sums += torch.bincount(found.flatten(), weights=confidence.flatten().double(), minlength=classes)
     return mask, sums
 
 
@@ -152,7 +164,7 @@ class SegmentationAdapter(TaskAdapter):
 
     def save_prediction(self, prediction: dict[str, Any], source: Any, directory: Path) -> list[Path]:
         """``<name>.mask.png`` (the class indices as a palette PNG: an index mask that also shows in
-        colour, VOC's palette) and ``<name>.overlay.png`` (the image with the classes' colours at 50%
+        colour, VOC's palette; with more than 256 classes a 16-bit grey PNG of the indices) and ``<name>.overlay.png`` (the image with the classes' colours at 50%
         over every pixel not of class 0), ``<name>`` being the input file's stem (``input`` otherwise)."""
         import io
 
@@ -161,7 +173,10 @@ class SegmentationAdapter(TaskAdapter):
         from zoo.io import atomic_write_bytes
 
         mask = prediction["mask"].numpy()
-        palette = voc_palette()
+        classes = int(mask.max()) + 1 if mask.size else 1
+        if classes > 65536:
+            raise ValueError(f"a mask of {classes} classes cannot be saved as a PNG (at most 65536)")
+        palette = voc_palette(max(256, classes))
         stem = Path(source).stem if isinstance(source, (str, os.PathLike)) else "input"
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
@@ -175,10 +190,12 @@ class SegmentationAdapter(TaskAdapter):
         colours = palette.reshape(-1, 3)[mask].astype(np.float32)
         blend = np.where((mask > 0)[..., None], 0.5 * image + 0.5 * colours, image)
         written = []
-        for suffix, picture in (("mask", Image.fromarray(mask, mode="P")),
-                                ("overlay", Image.fromarray(blend.round().astype(np.uint8)))):
-            if suffix == "mask":
-                picture.putpalette(palette.flatten().tolist())
+        if classes <= 256:  # a palette PNG: indices that also show in colour
+            index_png = Image.fromarray(mask.astype(np.uint8), mode="P")
+            index_png.putpalette(palette[:256].flatten().tolist())
+        else:  # more classes than a palette holds: the indices as a 16-bit grey PNG
+            index_png = Image.fromarray(mask.astype(np.uint16))
+        for suffix, picture in (("mask", index_png), ("overlay", Image.fromarray(blend.round().astype(np.uint8)))):
             buffer = io.BytesIO()
             picture.save(buffer, format="PNG")
             path = Path(directory) / f"{stem}.{suffix}.png"

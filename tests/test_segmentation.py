@@ -297,6 +297,21 @@ def test_load_predict_and_save_a_trained_run(tmp_path, capsys):
     assert shown["saved"] == [str(tmp_path / "out" / "odd.mask.png"), str(tmp_path / "out" / "odd.overlay.png")]
 
 
+def test_a_mask_of_more_than_256_classes_is_saved_as_16_bit_indices(tmp_path):
+    """300 classes failed in the palette PNG (an IndexError); the indices now go in a 16-bit grey PNG."""
+    from PIL import Image
+
+    from zoo.segmentation.adapter import ADAPTER
+
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((6, 50, 3), np.uint8)).save(path)
+    mask = torch.arange(300).reshape(6, 50) % 300
+    mask_png, overlay = ADAPTER.save_prediction({"mask": mask}, str(path), tmp_path / "out")
+    assert np.array_equal(np.array(Image.open(mask_png)), mask.numpy()) and Image.open(overlay).size == (50, 6)
+    small, _ = ADAPTER.save_prediction({"mask": (mask % 21).to(torch.uint8)}, str(path), tmp_path / "out")
+    assert Image.open(small).mode == "P"  # up to 256 classes: the palette PNG, as before
+
+
 def test_predict_save_is_refused_where_a_task_renders_nothing(tmp_path, capsys):
     from zoo.cli import main
 
@@ -532,19 +547,20 @@ def test_a_run_stopped_by_max_steps_says_so_and_how_to_go_on(tmp_path, capsys):
 
 @pytest.mark.parametrize("size", [(96, 96), (301, 45), (20, 700), (7, 5)])
 def test_the_mask_made_in_strips_equals_full_size_bilinear_logits(size):
-    """`upsampled_argmax` resizes the logits a few rows at a time (a 12-megapixel photo needed 2.2 GB at once):
-    the mask and each class's confidence equal those of F.interpolate on the whole image, up to float rounding."""
+    """`upsampled_argmax` resizes the logits a tile at a time (a 12-megapixel photo needed 2.2 GB at once, a
+    very wide one as much for a strip of rows): the mask and each class's confidence equal those of F.interpolate on the whole image, up to float rounding."""
     from zoo.segmentation.adapter import upsampled_argmax
 
     torch.manual_seed(0)
     logits = torch.randn(11, 24, 24) * 3
     full = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False).softmax(1)[0]
     confidence, expected = full.max(0)
-    mask, sums = upsampled_argmax(logits, *size, rows=7)
-    assert mask.shape == size and mask.dtype == torch.uint8
-    assert (mask.long() == expected).float().mean() > 0.999
     want = torch.bincount(expected.flatten(), weights=confidence.flatten().double(), minlength=11)
-    assert torch.allclose(sums, want, rtol=1e-3, atol=1e-2)
+    for budget in (1 << 21, 11 * 13):  # strips of 7 rows; tiles of 13 columns too (a very wide image's)
+        mask, sums = upsampled_argmax(logits, *size, rows=7, budget=budget)
+        assert mask.shape == size and mask.dtype == torch.uint8
+        assert (mask.long() == expected).float().mean() > 0.999
+        assert torch.allclose(sums, want, rtol=1e-3, atol=1e-2)
 
 
 def test_predict_reads_images_as_model_preprocess_does():
