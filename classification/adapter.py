@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import TaskAdapter, bundled_samples, label_predictions, read_image
+from zoo.tasks import TaskAdapter, bundled_samples, label_predictions, model_device, read_image
 
 from .data import ImageDataset, dataset_key, load_dataset
 from .folders import class_key, load_image_folder
@@ -123,7 +123,7 @@ class ClassificationAdapter(TaskAdapter):
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
         """One dict per input: ``label``, ``index``, ``score`` (softmax probability) and the ``top_k`` list."""
         batch = model.preprocess(inputs)
-        return label_predictions(model(batch), model.card.labels, top_k)
+        return label_predictions(model(batch.to(model_device(model))), model.card.labels, top_k)
 
     def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,
                  device: str = "cpu") -> dict[str, Any]:

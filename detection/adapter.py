@@ -10,7 +10,7 @@ from torch import nn
 
 from zoo import hub
 from zoo.registry import ModelCard
-from zoo.tasks import TaskAdapter, bundled_samples, read_image
+from zoo.tasks import TaskAdapter, bundled_samples, model_device, move_to, read_image
 
 from .data import SCENE_COUNTS, SCENE_SIZE, SCENES, load_scenes
 from .evaluate import evaluate
@@ -63,7 +63,7 @@ class DetectionAdapter(TaskAdapter):
         ``label``, ``index`` and ``score`` repeat the best detection (None, None, 0.0 when nothing was found)."""
         labels = ["background", *model.card.labels]
         results = []
-        for found in model(model.preprocess(inputs)):
+        for found in model(move_to(model.preprocess(inputs), model_device(model))):
             keep = found["scores"] >= SCORE_THRESHOLD
             boxes, scores, classes = found["boxes"][keep], found["scores"][keep], found["labels"][keep]
             if top_k > 1:

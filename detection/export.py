@@ -163,6 +163,6 @@ def onnx_export(model: nn.Module, inputs: Any, *, dtype: str, int8: bool, rate: 
             raise ValueError(f"{label}: onnxruntime differs from PyTorch on the sample inputs: {'; '.join(problems)}; "
                              "the ONNX file was not written")
     result.update(max_abs_diff=diff, tolerance=box_bound, inputs={"image": list(images[0].shape)},
-                  dynamic={"image": ["height", "width"], **{o: ["detections"] for o in DETECTOR_OUTPUTS}},
+                  outputs=list(DETECTOR_OUTPUTS), dynamic={"image": ["height", "width"], **{o: ["detections"] for o in DETECTOR_OUTPUTS}},
                   exporter=f"torchscript (dynamo=False, opset {DETECTOR_OPSET})", detections=stats)
     return blob, result

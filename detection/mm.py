@@ -203,9 +203,9 @@ class MMDetector(nn.Module):
         if self.training:
             raise RuntimeError("an MMDetector trains through zoo.detection.mm.MMDetectionDistiller (its losses need "
                                "the ground truth); call .eval() to detect")
-        dtype = next(self.parameters()).dtype
-        if dtype != torch.float32:
-            raise TypeError(f"this mmdet detector's weights are {str(dtype).replace('torch.', '')}: mmcv's NMS runs in "
+        dtypes = sorted({str(p.dtype).replace("torch.", "") for p in self.parameters() if p.is_floating_point()})
+        if dtypes not in ([], ["float32"]):
+            raise TypeError(f"this mmdet detector's weights are {' and '.join(dtypes)}: mmcv's NMS runs in "
                             f"float32 only, so an mmdet model detects in float32 (call .float() on it)")
         batch, samples = self.prepare(images)
         results = self.mm.predict(batch, samples, rescale=False)

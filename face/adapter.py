@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import TaskAdapter, read_image
+from zoo.tasks import TaskAdapter, model_device, read_image
 
 from .data import CJK, SIZE
 from .models import build_recognizer
@@ -55,7 +55,7 @@ class FaceAdapter(TaskAdapter):
             raise ValueError(f"top_k={top_k}: a face recogniser gives embeddings (and a pair's similarity), not "
                              "classes to rank; leave --top-k out")
         x = model.preprocess(inputs)
-        e = model(x.to(next(model.parameters()).device)).float().cpu()
+        e = model(x.to(model_device(model))).float().cpu()
         out = [{"label": None, "index": None, "score": 0.0, "embedding": [round(v, 6) for v in row.tolist()]} for row in e]
         if len(out) == 2:
             sim = float(F.cosine_similarity(e[0:1], e[1:2]))

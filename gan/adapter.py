@@ -15,7 +15,7 @@ from torch import nn
 
 from zoo.protocol import TWIN, RunnerProtocol
 from zoo.registry import ModelCard
-from zoo.tasks import TaskAdapter, read_image
+from zoo.tasks import TaskAdapter, model_device, read_image
 
 from .data import PHOTOS
 from .models import MIN_SIDE, build_generator, to_pixels
@@ -102,7 +102,7 @@ class GanAdapter(TaskAdapter):
         does not classify). Raises ValueError for ``top_k`` other than 1: a generator has no classes to rank."""
         if top_k != 1:
             raise ValueError(f"top_k={top_k}: a generator translates images, it has no classes to rank")
-        device = next(model.parameters()).device
+        device = model_device(model)
         results = []
         for x in model.preprocess(inputs):
             y = model(x.to(device)).float().cpu()[0]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import TaskAdapter, label_predictions
+from zoo.tasks import TaskAdapter, label_predictions, model_device, move_to
 
 from .data import TextBatches, encode, load_task
 from .models import TextClassifier, encoder_from_config
@@ -79,7 +79,7 @@ class NlpAdapter(TaskAdapter):
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: Any, top_k: int = 1) -> list[dict[str, Any]]:
         """One dict per text: ``label``, ``index``, ``score`` (softmax probability) and the ``top_k`` list."""
-        batch = model.preprocess(inputs)
+        batch = move_to(model.preprocess(inputs), model_device(model))
         return label_predictions(model(**batch), model.card.labels, top_k)
 
     def evaluate(self, model: nn.Module, card: ModelCard, *, data_root: str | None = None,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.registry import ModelCard
-from zoo.tasks import TaskAdapter, bundled_samples, read_image
+from zoo.tasks import TaskAdapter, bundled_samples, model_device, read_image
 
 from .data import (IGNORE_INDEX, NUCLEI, SCENES, SegmentationDataset, load_cityscapes, load_mask_folder, load_nuclei,
                    load_scenes, load_voc, read_classes)
@@ -145,7 +145,7 @@ class SegmentationAdapter(TaskAdapter):
         for image in pre.images(inputs):
             h, w = image.shape[-2:]
             x = pre([image])  # the documented preprocessing (PIL bilinear), so an ONNX graph fed by it agrees
-            logits = model(x.to(next(model.parameters()).device)).float().cpu()[0]
+            logits = model(x.to(model_device(model))).float().cpu()[0]
             mask, confidence_sum = upsampled_argmax(logits, h, w)
             counts = torch.bincount(mask.flatten().long(), minlength=logits.shape[0]).double() / mask.numel()
             order = [int(c) for c in counts.argsort(descending=True) if counts[c] > 0]

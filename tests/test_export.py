@@ -73,6 +73,7 @@ def test_a_detector_exports_one_image_at_a_time_and_its_detections_match(tmp_pat
     r = export_onnx(name, tmp_path / "d.onnx")
     d = r["detections"]
     assert r["inputs"] == {"image": [3, 96, 96]} and r["dynamic"]["image"] == ["height", "width"]
+    assert r["outputs"] == ["boxes", "scores", "labels"]  # (the detection export did not report them)
     assert r["exporter"].startswith("torchscript") and d["images"] == 4
     assert d["pytorch"] == d["onnx"] == d["matched"] > 0 and d["images_differing"] == 0
     assert d["max_box_diff"] <= d["box_tolerance"] and d["max_score_diff"] <= d["score_tolerance"] == 1e-4
@@ -137,6 +138,26 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path):
     export_onnx(model, tmp_path / "m.onnx")
     assert (tmp_path / "m.onnx").stat().st_size > 0
     assert model.training and next(model.parameters()).dtype == torch.float16
+
+
+def test_export_takes_a_wrapped_model_refuses_a_card_less_one_and_exports_one_that_cannot_be_copied(tmp_path):
+    """Found by a breaker pass: DataParallel and card-less modules were AttributeErrors, and a model with
+    torch.nn.utils.weight_norm failed in deepcopy."""
+    import zoo
+
+    wrapped = torch.nn.DataParallel(zoo.load("resnet8-kd.fmnist"))
+    assert export_onnx(wrapped, tmp_path / "w.onnx")["outputs"] == ["output"]
+    with pytest.raises(ValueError, match="needs a kdzoo model .* got a Linear without a card"):
+        export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
+    model = zoo.load("resnet8-kd.fmnist").train()
+    with pytest.warns(FutureWarning):
+        torch.nn.utils.weight_norm(model.fc)
+    r = export_onnx(model, tmp_path / "n.onnx")
+    assert r["max_abs_diff"] <= r["tolerance"] and model.training and model.fc.training
+    model.to(torch.bfloat16)(torch.zeros(1, 1, 28, 28, dtype=torch.bfloat16))  # a forward with autograd: not copyable
+    with pytest.raises(ValueError, match="cannot be copied .* and is not float32"):
+        export_onnx(model, tmp_path / "h.onnx")
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "h.onnx").exists()
 
 
 def test_a_face_recogniser_exports_its_embedding_and_verifies_the_same_pairs(tmp_path):

@@ -153,6 +153,34 @@ def test_predict_on_a_model_cast_to_half_precision(dtype):
     assert zoo.predict(det)[0]["detections"] is not None
 
 
+def test_predict_refuses_a_model_of_mixed_dtypes_in_one_line():
+    """Half a model cast to bfloat16 was a bare dtype mismatch from deep in the first layer that met the other
+    half (the mmdet guard read the first parameter only)."""
+    model = zoo.load("resnet20.fmnist")
+    model.fc.to(torch.bfloat16)
+    with pytest.raises(ValueError, match="the model's parameters mix bfloat16 and float32; cast the whole model"):
+        zoo.predict(model)
+
+
+@pytest.mark.parametrize("name, output", [("lraspp-resnet8-cwd.fmnist-scenes", (1, 11, 12, 12)),
+                                          ("face-resnet8.cjk-fonts", (2, 8))])
+def test_predict_runs_a_model_without_parameters(name, output):
+    """The segmentation and face adapters found the device from the first parameter: StopIteration for a
+    parameter-free model (a fixed-function baseline wrapped with a card)."""
+    loaded = zoo.load(name)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.ones(x.shape[0], *output[1:])
+
+    fixed = Fixed()
+    fixed.card, fixed.preprocess = loaded.card, loaded.preprocess
+    from zoo.tasks import get_adapter
+
+    inputs = get_adapter(loaded.card.task).sample_inputs(loaded.card)[:2]
+    assert len(zoo.predict(fixed, inputs)) == 2
+
+
 def test_predict_needs_a_zoo_model():
     with pytest.raises(ValueError, match="kdzoo model"):
         zoo.predict(torch.nn.Linear(2, 2), [np.zeros((2, 2), np.uint8)])

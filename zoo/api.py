@@ -124,14 +124,20 @@ def inference(model: nn.Module) -> Iterator[nn.Module]:
 def _reduced_precision(model: nn.Module) -> Iterator[None]:
     """Autocast to the model's dtype when its floating parameters are float16 or bfloat16 (say after
     ``model.to(torch.bfloat16)``), so that the adapters' float32 inputs meet weights of the same dtype;
-    a float32 model runs unchanged."""
+    a float32 model runs unchanged. Raises ValueError for a model whose floating parameters mix dtypes (a
+    bare dtype mismatch from the first layer that meets another otherwise)."""
     import torch
 
-    first = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if first is None or first.dtype not in (torch.float16, torch.bfloat16):
+    floating = [p for p in model.parameters() if p.is_floating_point()]
+    dtypes = {p.dtype for p in floating}
+    if len(dtypes) > 1:
+        names = " and ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+        raise ValueError(f"the model's parameters mix {names}; cast the whole model to one dtype (model.float(), "
+                         "or model.to(torch.bfloat16)) before predicting")
+    if not floating or floating[0].dtype not in (torch.float16, torch.bfloat16):
         yield
         return
-    with torch.autocast(device_type=first.device.type, dtype=first.dtype):
+    with torch.autocast(device_type=floating[0].device.type, dtype=floating[0].dtype):
         yield
 
 

@@ -252,18 +252,20 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
     (`output_names`), "dynamic": {name: [axis names]}, "exporter", "bytes"}``, and what a task's own
     ``onnx_export`` adds.
 
-    A model passed in is copied: it keeps its dtype and train/eval mode.
+    A model passed in (also wrapped in DataParallel/DDP or ``torch.compile``) is copied: it keeps its dtype and
+    train/eval mode. A float32 model that cannot be copied (``torch.nn.utils.weight_norm``) is exported in place
+    and its train/eval modes restored.
 
     Raises:
         TypeError: ``int8`` not a bool, ``tolerance`` not a number.
-        ValueError: an unknown dtype, int8 with fp16, a tolerance that is not positive and finite, or onnxruntime's outputs further from PyTorch's than
+        ValueError: a module without a card (not a kdzoo model), one that cannot be copied and is not float32,
+            an unknown dtype, int8 with fp16, a tolerance that is not positive and finite, or onnxruntime's outputs further from PyTorch's than
             the tolerance (nothing is written then).
         NotImplementedError: the task's inputs cannot be exported (see `example_inputs`), or torch's exporter
             fails on the model (the exception names the entry, the exporter and the error).
         OSError: ``path`` cannot be written (checked before the export; the entry and the reason named).
     """
     import zoo
-    from .io import atomic_write_bytes
 
     name = _label(model)
     if dtype not in TOLERANCE:
@@ -279,17 +281,40 @@ def export_onnx(model: nn.Module | str, path: str | os.PathLike, *, dtype: str =
         raise ValueError(f"{name}: tolerance must be a positive finite number, got {tolerance!r}")
     path = Path(path)
     _check_destination(path, name)
+    restore: list[tuple[nn.Module, bool]] = []
     if not isinstance(model, nn.Module):
         model = zoo.load(model)
     else:  # the caller's model keeps its dtype and train/eval mode: export a copy
-        model = copy.deepcopy(model)
+        from .hub import unwrap
+
+        model = unwrap(model)  # DataParallel, DDP, torch.compile: the model inside
+        if getattr(model, "card", None) is None:
+            raise ValueError(f"{name}: zoo export needs a kdzoo model (from zoo.load, with .card and .preprocess); "
+                             f"got a {type(model).__name__} without a card")
+        try:
+            model = copy.deepcopy(model)
+        except Exception as e:  # e.g. torch.nn.utils.weight_norm's derived weights refuse deepcopy
+            if any(t.is_floating_point() and t.dtype != torch.float32 for t in (*model.parameters(), *model.buffers())):
+                raise ValueError(f"{name}: the model cannot be copied ({type(e).__name__}: {e}) and is not float32; "
+                                 "pass a float32 model (model.float()) to export it") from None
+            restore = [(m, m.training) for m in model.modules()]  # exported in place; its modes come back after
     name = _label(model)
-    task = getattr(getattr(model, "card", None), "task", "?")
-    model = model.float().eval()
-    bound_rate = TOLERANCE[dtype] if tolerance is None else tolerance
-    result: dict[str, Any] = {"path": str(path), "dtype": dtype, "int8": int8}
+    task = model.card.task
+    try:
+        return _export(model.float().eval(), path, name, task, dtype, int8, inputs, tolerance)
+    finally:
+        for m, mode in restore:
+            m.training = mode
+
+
+def _export(model: nn.Module, path: Path, name: str, task: str, dtype: str, int8: bool, inputs: Any,
+            tolerance: float | None) -> dict[str, Any]:
+    """`export_onnx` once the model is a float32 copy in eval mode and ``path`` was checked."""
+    from .io import atomic_write_bytes
     from .tasks import get_adapter, known_tasks
 
+    bound_rate = TOLERANCE[dtype] if tolerance is None else tolerance
+    result: dict[str, Any] = {"path": str(path), "dtype": dtype, "int8": int8}
     custom = get_adapter(task).onnx_export(model, inputs, dtype=dtype, int8=int8, rate=bound_rate, label=name) \
         if task in known_tasks() else None
     if custom is not None:  # a task that exports its own way (one image at a time for a torchvision detector)

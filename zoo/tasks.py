@@ -251,6 +251,30 @@ def load_all_recipes() -> None:
         _SPECS[name].load_recipes()
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter, else of its first buffer, else the CPU (a model without
+    tensors): where a prediction's inputs go."""
+    import torch
+
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor in it (in dicts, such as a tokenizer's output, lists and tuples) on ``device``."""
+    import torch
+    from collections.abc import Mapping
+
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
 def label_predictions(logits: torch.Tensor, labels: list[str], top_k: int = 1) -> list[dict[str, Any]]:
     """One dict per row of ``logits``: ``label``, ``index``, ``score`` (softmax probability), and with
     ``top_k`` > 1 the ``top_k`` list of such dicts. Shared by the classifying adapters."""
