@@ -115,7 +115,7 @@ def test_hf_source_goes_through_huggingface_hub(tmp_path, tiny_model, monkeypatc
     card = zoo.save(tiny_model, src, make_card(tiny_model, name="hf.unit"))
     calls = []
 
-    def fake_hf_hub_download(repo_id, filename, revision=None, local_dir=None):
+    def fake_hf_hub_download(repo_id, filename, revision=None, local_dir=None, local_files_only=False):
         calls.append((repo_id, filename, revision))
         Path(local_dir).mkdir(parents=True, exist_ok=True)
         (Path(local_dir) / filename).write_bytes((src / filename).read_bytes())
@@ -124,10 +124,35 @@ def test_hf_source_goes_through_huggingface_hub(tmp_path, tiny_model, monkeypatc
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
+    monkeypatch.setattr(dl, "_resolves", lambda host: True)  # as if online
     zoo.register(replace(card, source="hf://kdzoo/hf.unit@v1"), replace=True)
     model = zoo.load("hf.unit")
     assert calls == [("kdzoo/hf.unit", "model.safetensors", "v1")]
     assert model.card.name == "hf.unit"
+
+
+def test_an_unresolvable_hub_uses_the_local_copy_without_retrying(tmp_path, monkeypatch):
+    """Offline, huggingface_hub retried a failed name lookup for ~25 s before failing; now a host that does not
+    resolve sends the request to the local copy only (found there, or a clear OfflineError at once)."""
+    import huggingface_hub
+
+    seen = []
+
+    def fake_hf_hub_download(repo_id, filename, revision=None, local_dir=None, local_files_only=False):
+        seen.append(local_files_only)
+        if not (Path(local_dir) / filename).exists():
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not in the disk cache")
+        return str(Path(local_dir) / filename)
+
+    resolves = dl._resolves
+    assert resolves("localhost") and not resolves("no-such-host.invalid")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
+    monkeypatch.setattr(dl, "_resolves", lambda host: False)
+    with pytest.raises(OfflineError, match=r"huggingface.co cannot be resolved: offline, and no copy in"):
+        dl.hf_download("kdzoo/x", "config.json", tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert dl.hf_download("kdzoo/x", "config.json", tmp_path) == tmp_path / "config.json"
+    assert seen == [True, True]
 
 
 def test_hf_source_offline_gives_a_clear_error(tiny_model, monkeypatch):

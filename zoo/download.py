@@ -67,13 +67,39 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
 
 
 def hf_download(repo: str, filename: str, dest_dir: str | os.PathLike, revision: str | None = None) -> Path:
-    """Fetch ``filename`` of Hugging Face Hub repo ``repo`` through huggingface_hub into ``dest_dir``."""
+    """Fetch ``filename`` of Hugging Face Hub repo ``repo`` through huggingface_hub into ``dest_dir``; when the
+    Hub's host name does not resolve (offline), the copy already in ``dest_dir`` is used without a request.
+
+    Raises OfflineError naming the file and the cause when it can be neither fetched nor found locally."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover - huggingface_hub is a core dependency
         raise OfflineError("hf:// sources need `pip install huggingface_hub`") from e
+    offline = not _resolves(_hub_host())  # huggingface_hub retries a failed lookup for ~25 s: only the local copy
     try:
-        path = hf_hub_download(repo_id=repo, filename=filename, revision=revision, local_dir=str(dest_dir))
+        path = hf_hub_download(repo_id=repo, filename=filename, revision=revision, local_dir=str(dest_dir),
+                               local_files_only=offline)
     except Exception as e:  # huggingface_hub raises many connection/lookup error types
-        raise OfflineError(f"could not fetch {filename} from hf://{repo}: {type(e).__name__}: {e}") from None
+        where = f" ({_hub_host()} cannot be resolved: offline, and no copy in {dest_dir})" if offline else ""
+        raise OfflineError(f"could not fetch {filename} from hf://{repo}{where}: {type(e).__name__}: {e}") from None
     return Path(path)
+
+
+def _hub_host() -> str:
+    """The host name of the Hugging Face Hub endpoint in use (``$HF_ENDPOINT``, else huggingface.co)."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+
+def _resolves(host: str) -> bool:
+    """Whether ``host``'s name resolves (one DNS lookup; no connection is made)."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return True
