@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from zoo.cli import parse_overrides, run_folder, torch_device
+from zoo.cli import parse_overrides, require_run_identity, run_folder, torch_device
 from zoo.runner import flag_settings
-from zoo.runs import read_record
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -68,19 +67,7 @@ def main(command: str, argv: Sequence[str]) -> int:
 
     p = parser(command)
     args = p.parse_args(list(argv))
-    if args.resume:  # what the run was started with fills in what is not given (zoo.runs)
-        record = read_record(args.out) or {}
-        started = record.get("identity", {})
-        if command == "train":
-            args.arch = args.arch or started.get("student")
-        else:
-            args.recipe = args.recipe or started.get("recipe")
-            args.student = args.student or started.get("student")
-    needed = ["arch"] if command == "train" else ["recipe", "student"]
-    missing = [f"--{k}" for k in needed if not getattr(args, k)]
-    if missing:
-        p.error(f"the following arguments are required: {', '.join(missing)}"
-                + (f" (no run record in {args.out} to take them from)" if args.resume else ""))
+    require_run_identity(p, args, {"arch": "student"} if command == "train" else {"recipe": "recipe", "student": "student"})
     if command == "train":
         recipe, teachers, student = "plain", None, args.arch
     else:

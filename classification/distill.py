@@ -290,7 +290,7 @@ def distill_classifier(
         teachers_in = list(identity["teachers"])
     dataset = identity.get("dataset") or dataset or "fashion-mnist"
     train_subset = identity.get("train_subset")
-    base = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    base = get_recipe(recipe, "classification") if isinstance(recipe, str) else recipe
     if base.task != "classification":
         raise ValueError(f"recipe {base.name!r} is for {base.task} models, not for image classifiers "
                          f"(zoo distill {base.task} --help)")

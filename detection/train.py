@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from zoo import hub
-from zoo.cli import add_time_budget, deadline_in, parse_overrides, run_folder, torch_device
+from zoo.cli import add_time_budget, deadline_in, parse_overrides, require_run_identity, run_folder, torch_device
 from zoo.distributed import init_from_env, is_main_process
 from zoo.metrics import hardware_description
 from zoo.registry import ModelCard, TeacherRef
@@ -200,8 +200,9 @@ def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo.detection.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", required=True, help=f"{', '.join(sorted(ARCHITECTURES))}, or mmdet:<config> (an mmdet "
-                        "two-stage detector through the OpenMMLab bridge, e.g. mmdet:kdzoo::frcnn_r18_c16_fpn.py)")
+    parser.add_argument("--arch", help=f"{', '.join(sorted(ARCHITECTURES))}, or mmdet:<config> (an mmdet two-stage "
+                        "detector through the OpenMMLab bridge, e.g. mmdet:kdzoo::frcnn_r18_c16_fpn.py; with --resume: "
+                        "the run's)")
     parser.add_argument("--out", required=True, type=run_folder, help="run directory (checkpoints, log.csv, the exported model)")
     parser.add_argument("--teacher", help="distil from this run directory or zoo name (Chen et al. 2017)")
     parser.add_argument("--train-count", type=int, help=f"training scenes (default {SCENE_COUNTS['train']})")
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chen", action="append", default=[], metavar="KEY=VALUE",
                         help=f"a Chen et al. 2017 symbol, e.g. --chen gamma=1 (defaults: {CHEN_2017})")
     args = parser.parse_args(argv)
+    require_run_identity(parser, args, {"arch": "arch"})
 
     deadline = deadline_in(args.time_budget)
     try:

@@ -75,9 +75,15 @@ def test_list_and_compare_add_checkpoints_of_ones_own(capsys, tmp_path, tiny_mod
     (tmp_path / "empty").mkdir()
     assert cli.main(["compare", "--add", str(tmp_path / "empty")]) == 2
     assert "no checkpoint folder (one with a README.md card) in it" in capsys.readouterr().err
+    # a run of one's own named as the shipped entry it reproduces joins beside it, named by its folder (it was
+    # refused: every segmentation and detection run of a shipped recipe takes the shipped name)
     zoo.save(tiny_model, tmp_path / "clash", make_card(tiny_model, name="resnet8.fmnist"))
-    assert cli.main(["list", "--add", str(tmp_path / "clash")]) == 2  # it would shadow the zoo's entry
-    assert "zoo entry name 'resnet8.fmnist' is already registered" in capsys.readouterr().err
+    zoo.save(tiny_model, tmp_path / "other" / "clash", make_card(tiny_model, name="resnet8.fmnist", method="kd"))
+    code, data = run_json(capsys, "list", "--add", str(tmp_path / "clash"), "--add", str(tmp_path / "other" / "clash"),
+                          "--json")
+    names = {m["name"] for m in data["models"]}
+    assert code == 0 and {"resnet8.fmnist", "resnet8.fmnist+clash", "resnet8.fmnist+other-clash"} <= names
+    assert zoo.card("resnet8.fmnist").extra and not zoo.card("resnet8.fmnist+clash").extra  # the shipped one kept
 
 
 def test_card_json_and_text(capsys):

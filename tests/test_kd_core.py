@@ -114,6 +114,15 @@ def test_recipe_overrides_and_errors():
     assert r.terms[0].params["T"] == 2.0 and r.terms[0].weight == 0.7 and r.task_weight == 0.3 and cfg.lr == 0.01
     with pytest.raises(ValueError, match="unknown recipe 'kdd'. Did you mean kd"):
         get_recipe("kdd")
+    with pytest.raises(ValueError, match="unknown recipe 'nosuch'. Recipes of segmentation: cwd") as e:
+        get_recipe("nosuch", "segmentation")  # (a task's command listed every task's recipes)
+    assert "dkd" not in str(e.value)
+    with pytest.raises(ValueError, match="recipe 'kd' is for task 'classification', not 'segmentation'; recipes of"):
+        get_recipe("kd", "segmentation")
+    # CRD's temperature is its own parameter, not T: the error names it (the README's example used T=3)
+    with pytest.raises(ValueError, match=r"'crd' has no term with a temperature T; its terms name theirs: --set crd.temperature"):
+        override(get_recipe("crd"), TrainConfig(), {"T": 3})
+    assert override(get_recipe("crd"), TrainConfig(), {"crd.temperature": 0.1})[0].terms[0].params["temperature"] == 0.1
     with pytest.raises(ValueError, match="term 'kd' has no setting 'temp'; valid: T, start"):
         override(get_recipe("kd"), TrainConfig(), {"kd.temp": 1})
     with pytest.raises(ValueError, match="must be a number"):

@@ -578,3 +578,19 @@ def test_predict_reads_images_as_model_preprocess_does():
     with torch.no_grad():
         logits = F.interpolate(model(model.preprocess([image])), size=(150, 233), mode="bilinear", align_corners=False)
     assert torch.equal(zoo.predict(model, [image])[0]["mask"], logits.argmax(1)[0].to(torch.uint8))
+
+
+def test_resume_alone_continues_a_command_line_run(tmp_path, capsys):
+    """`zoo train segmentation --out R --resume` asked again for --arch (found by a fresh-user pass); the run
+    record in R says what the run is, as classification's command reads it."""
+    from zoo.cli import main
+
+    out = tmp_path / "r"
+    assert main(["train", "segmentation", "--arch", "lraspp-resnet8", "--out", str(out), "--train-subset", "16",
+                 "--epochs", "1", "--max-steps", "1", "--set", "batch_size=8", "--set", "progress=false"]) == 0
+    assert "--out " + str(out) + " --resume alone" in capsys.readouterr().out
+    assert main(["train", "segmentation", "--out", str(out), "--resume"]) == 0
+    assert "saved " + str(out) + ": mIoU=" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["distill", "segmentation", "--out", str(tmp_path / "none"), "--resume"])
+    assert "--resume: there is no run in" in capsys.readouterr().err

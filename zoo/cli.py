@@ -70,6 +70,27 @@ def run_folder(text: str) -> str:
     return text
 
 
+def require_run_identity(parser: argparse.ArgumentParser, args: argparse.Namespace, flags: dict[str, str]) -> None:
+    """The options that say what a run is (``flags``: argparse attribute -> the run record's identity key, e.g.
+    ``{"arch": "student"}``). With ``--resume`` each one not given is read from the record in ``args.out``
+    (`zoo.runs`), so that ``--resume`` alone continues a run; one still missing is an argparse error."""
+    from .runs import read_record
+
+    started = (read_record(args.out) or {}).get("identity") or {} if args.resume else {}
+    missing = []
+    for attr, key in flags.items():
+        if not getattr(args, attr, None):
+            setattr(args, attr, started.get(key))
+        if not getattr(args, attr):
+            missing.append("--" + attr.replace("_", "-"))
+    if missing:
+        why = ""
+        if args.resume:
+            why = (f" (--resume: there is no run in {args.out}, no such folder)" if not Path(args.out).exists()
+                   else f" (no run record in {args.out} to take them from)")
+        parser.error(f"the following arguments are required: {', '.join(missing)}{why}")
+
+
 def add_time_budget(parser: argparse.ArgumentParser) -> None:
     """The ``--time-budget MINUTES`` option every long command shares (read it with `deadline_in`)."""
     parser.add_argument("--time-budget", type=minutes, metavar="MINUTES",
@@ -138,8 +159,13 @@ ADD_HELP = ("checkpoints of your own (a checkpoint folder, or a folder of them s
 
 def _add_folders(folders: list[str]) -> dict[str, str]:
     """``--add FOLDER``: the checkpoints of one's own (a checkpoint folder, or a folder of them) join the
-    zoo for this command; returns their folders by entry name. Raises ``ValueError`` for a folder with no
-    checkpoint or a name already taken by another entry."""
+    zoo for this command; returns their folders by entry name. A checkpoint whose card name is taken by another
+    entry (a run of one's own is named as the shipped entry it reproduces) joins as ``NAME+FOLDER``, its folder's
+    name (then ``NAME+PARENT-FOLDER``, ... until the name is free). Raises ``ValueError`` for a folder with no
+    checkpoint."""
+    import re
+    from dataclasses import replace
+
     from .api import REGISTRY
     from .hub import checkpoint_folders, read_card
 
@@ -150,9 +176,15 @@ def _add_folders(folders: list[str]) -> dict[str, str]:
             raise ValueError(f"--add {folder}: no checkpoint folder (one with a README.md card) in it")
         for path in found:
             card = read_card(path)
-            if not (card.name in REGISTRY and REGISTRY.get(card.name) == card):  # the same card again: in already
+            name, parts = card.name, Path(path).resolve().parts
+            for depth in range(1, len(parts) + 1):  # NAME, NAME+run, NAME+runs-run, ... until one is free
+                if name not in REGISTRY or REGISTRY.get(name) == replace(card, name=name):
+                    break
+                name = f"{card.name}+" + re.sub(r"[^A-Za-z0-9_+-]+", "-", "-".join(parts[-depth:])).strip("-")
+            card = replace(card, name=name)
+            if name not in REGISTRY:  # (the same card again: in already)
                 REGISTRY.register(card)
-            added[card.name] = str(path)
+            added[name] = str(path)
     return added
 
 

@@ -223,17 +223,23 @@ def list_recipes(task: str | None = None) -> list[str]:
     return sorted(n for n, r in RECIPES.items() if task is None or r.task == task)
 
 
-def get_recipe(name: str) -> Recipe:
-    """A fresh copy of recipe ``name`` (of any task); ValueError with close matches otherwise, TypeError for a
+def get_recipe(name: str, task: str | None = None) -> Recipe:
+    """A fresh copy of recipe ``name`` (of any task, or of ``task`` when given); ValueError with close matches
+    among the recipes of ``task`` (or of every task) otherwise, and for a recipe of another task; TypeError for a
     name that is not a string (a Recipe object is passed as itself by the callers that take one)."""
     if not isinstance(name, str):
         raise TypeError(f"a recipe is named by a string (`zoo recipes` lists them), got {type(name).__name__} {name!r}")
     if name not in RECIPES:
         import difflib
 
-        close = difflib.get_close_matches(name, RECIPES, n=3)
+        known = list_recipes(task)
+        close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown recipe {name!r}.{hint} Recipes: {', '.join(list_recipes())}")
+        raise ValueError(f"unknown recipe {name!r}.{hint} " + (f"Recipes of {task}: " if task else "Recipes: ")
+                         + ", ".join(known))
+    if task is not None and RECIPES[name].task != task:
+        raise ValueError(f"recipe {name!r} is for task {RECIPES[name].task!r}, not {task!r}; recipes of {task}: "
+                         + ", ".join(list_recipes(task)))
     return copy.deepcopy(RECIPES[name])
 
 
@@ -276,7 +282,11 @@ def override(recipe: Recipe, cfg: TrainConfig, settings: dict[str, Any]) -> tupl
         elif key == "T":
             hits = [t for t in recipe.terms if "T" in term_params(t)]
             if not hits:
-                raise ValueError(f"recipe {recipe.name!r} has no term with a temperature T")
+                named = [f"{t.name}.{p}" for t in recipe.terms for p in term_params(t) if "temperature" in p.lower()]
+                raise ValueError(f"recipe {recipe.name!r} has no term with a temperature T"
+                                 + (f"; its terms name theirs: --set {named[0]}=..." + (f" ({', '.join(named)})"
+                                    if len(named) > 1 else "") if named else "")
+                                 + " (`zoo recipes --json` lists every term's parameters)")
             for t in hits:
                 t.params["T"] = _coerce(value, term_params(t)["T"], key)
         elif "." in key:

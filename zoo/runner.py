@@ -179,7 +179,7 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
         print(f"{out}: this run has finished (its card is unchanged); start a new run in another folder to train again")
         return DistillRun(hub.load_dir(out, card), Path(out), True, card.extra.get("history", []), card)
     base = Recipe("plain", [], task_weight=1.0, teachers=0, task=task,
-                  description="the task loss only") if recipe in (None, "plain") else get_recipe(recipe)
+                  description="the task loss only") if recipe in (None, "plain") else get_recipe(recipe, task)
     if base.task != task:
         raise ValueError(f"recipe {base.name!r} is for task {base.task!r}, not {task!r}")
     teachers_in = [] if teacher is None else list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
@@ -232,7 +232,8 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     run = DistillRun(model, Path(out), result.finished, result.history)
     if not result.finished and is_main_process():  # max_steps or the deadline: a Python caller is told too
         print(f"{out}: stopped at step {result.step} of {result.total_steps} (max_steps or the time budget); no model "
-              f"is exported yet: the same call with resume=True (CLI: --resume) continues from the checkpoint", flush=True)
+              f"is exported yet: it continues from the checkpoint with resume=True (the command line: the same command "
+              f"with --resume, or --out {out} --resume alone)", flush=True)
     if result.finished and is_main_process():
         record = RunRecord(
             task=task, model=model, architecture=student, config=adapter.model_config(model),
@@ -250,15 +251,16 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
 
 def parser(task: str, command: str) -> argparse.ArgumentParser:
     """The generic ``zoo train|distill TASK`` options."""
-    from .cli import run_folder, torch_device
+    from .cli import add_time_budget, run_folder, torch_device
 
     p = argparse.ArgumentParser(prog=f"zoo {command} {task}")
     if command == "train":
-        p.add_argument("--arch", required=True, help="the architecture to train")
+        p.add_argument("--arch", help="the architecture to train (with --resume: the run's)")
     else:
-        p.add_argument("--recipe", required=True, help="recipe name (`zoo recipes`)")
-        p.add_argument("--student", required=True, help="the student architecture")
-        p.add_argument("--teacher", action="append", default=[], help="teacher: zoo name or folder (repeat for several)")
+        p.add_argument("--recipe", help="recipe name (`zoo recipes`; with --resume: the run's)")
+        p.add_argument("--student", help="the student architecture (with --resume: the run's)")
+        p.add_argument("--teacher", action="append", default=[],
+                       help="teacher: zoo name or folder (repeat for several; with --resume: the run's)")
     p.add_argument("--data", default=None, help="the task's data set (default: its own)")
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--out", required=True, type=run_folder, help="run folder")
@@ -271,6 +273,7 @@ def parser(task: str, command: str) -> argparse.ArgumentParser:
                         "the epochs define)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a training setting, recipe field, T or TERM.FIELD")
+    add_time_budget(p)
     return p
 
 
@@ -290,15 +293,17 @@ def flag_settings(args: argparse.Namespace, settings: dict[str, Any],
 
 def cli(adapter: Any, command: str, argv: Sequence[str]) -> int:
     """``zoo train|distill TASK ARGV`` for a task that uses the generic runner; the exit code."""
-    from .cli import parse_overrides
+    from .cli import deadline_in, parse_overrides, require_run_identity
 
-    args = parser(adapter.task, command).parse_args(list(argv))
+    p = parser(adapter.task, command)
+    args = p.parse_args(list(argv))
+    require_run_identity(p, args, {"arch": "student"} if command == "train" else {"recipe": "recipe", "student": "student"})
     recipe = None if command == "train" else args.recipe
     student = args.arch if command == "train" else args.student
     run = distill(adapter, args.teacher if command == "distill" and args.teacher else None, student, recipe,
                   data=args.data, out=args.out, settings=flag_settings(args, parse_overrides(args.set)),
-                  train_subset=args.train_subset,
-                  resume=args.resume, device=args.device)
+                  train_subset=args.train_subset, resume=args.resume, device=args.device,
+                  deadline=deadline_in(args.time_budget))
     if run.finished and run.card is not None:  # (a run that stopped early said so, with how to go on)
         print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()))
     return 0
