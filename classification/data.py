@@ -157,20 +157,28 @@ def _read_idx(path: Path) -> np.ndarray:
     return arr.reshape(dims)
 
 
+def _holds_fashion_mnist(folder: Path) -> bool:
+    """Whether ``folder`` holds any of Fashion-MNIST's IDX files (gzipped or not)."""
+    return any((folder / f).exists() or (folder / f[:-3]).exists() for pair in _FMNIST_FILES.values() for f in pair)
+
+
 def _find_fashion_mnist(root: str | os.PathLike | None) -> Path:
-    """The folder holding Fashion-MNIST's IDX files: under ``root`` only when it is given (a data root that
-    lacks them is an error, not a silent fall back to another copy), else ``$KDZOO_DATA``, then Debian's."""
+    """The folder holding Fashion-MNIST's IDX files: the first candidate that holds any of them (so that the two
+    splits never come from two copies): under ``root`` only when it is given (a data root that lacks them is an
+    error, not a silent fall back to another copy), else ``$KDZOO_DATA``, then Debian's. An empty or blank
+    ``root`` is not given."""
     candidates: list[Path] = []
-    if root is not None:
+    if root is not None and str(root).strip():
         root = Path(root).expanduser()
         candidates += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
     else:
-        if os.environ.get("KDZOO_DATA"):
+        root = None
+        if os.environ.get("KDZOO_DATA", "").strip():
             data = data_dir()
             candidates += [data, data / "fashion-mnist", data / "FashionMNIST" / "raw"]
         candidates += [Path(d) for d in FASHION_MNIST_DIRS]
     for c in candidates:
-        if all((c / f).exists() or (c / f[:-3]).exists() for f in _FMNIST_FILES["test"]):
+        if _holds_fashion_mnist(c):
             return c
     raise DataNotFoundError(
         "Fashion-MNIST not found (looked in: " + ", ".join(map(str, candidates)) + "). "
@@ -184,7 +192,8 @@ def _find_fashion_mnist(root: str | os.PathLike | None) -> Path:
 def fashion_mnist_files(split: str = "train", root: str | os.PathLike | None = None) -> list[Path]:
     """The (images, labels) IDX files of Fashion-MNIST's ``split`` that `load_fashion_mnist` reads, gzipped or not.
 
-    Raises ValueError for an unknown split, DataNotFoundError when they are not found (see `_find_fashion_mnist`)."""
+    Raises ValueError for an unknown split, DataNotFoundError when they are not found (see `_find_fashion_mnist`),
+    or when the folder found lacks the split's files (they are not looked for in another copy)."""
     if split not in _FMNIST_FILES:
         raise ValueError(f"split must be one of {tuple(_FMNIST_FILES)}, got {split!r}")
     d = _find_fashion_mnist(root)

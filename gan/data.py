@@ -72,11 +72,12 @@ def _source_dir(source: str) -> Path:
             raise PhotoDataNotFoundError(f"scikit-learn's sample images are missing: {HOW[source]}") from None
         return Path(sklearn.datasets.__file__).parent / "images"
     env, dirs = {"darknet": ("KDZOO_DARKNET", DARKNET_DIRS), "opencv-doc": ("KDZOO_OPENCV_DATA", OPENCV_DIRS)}[source]
-    if os.environ.get(env):  # set: it is the folder, and a mistyped one is an error, not a silent fallback
-        if not Path(os.environ[env]).is_dir():
+    if os.environ.get(env, "").strip():  # set: it is the folder, and a mistyped one is an error, not a silent fallback
+        folder = Path(os.environ[env]).expanduser()
+        if not folder.is_dir():
             raise PhotoDataNotFoundError(f"${env} is {os.environ[env]!r}, which is not a folder; unset it or point it at "
                                          f"the {source} photos")
-        return Path(os.environ[env])
+        return folder
     dirs = (str(data_dir() / "photos" / source), *dirs)
     for d in dirs:
         if Path(d).is_dir():

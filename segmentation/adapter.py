@@ -82,7 +82,7 @@ def _folder_data(root: Path, train_subset: int | None) -> tuple[SegmentationData
 def _source_coordinates(size_out: int, size_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For each of ``size_out`` output positions: the two input positions bilinear interpolation reads and the
     second one's weight, as PyTorch computes them with align_corners=False."""
-    at = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5).clamp(min=0)
+    at = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * (size_in / max(size_out, 1)) - 0.5).clamp(min=0)
     first = at.floor().long().clamp(max=size_in - 1)
     return first, (first + 1).clamp(max=size_in - 1), (at - first).float()
 
@@ -164,14 +164,16 @@ class SegmentationAdapter(TaskAdapter):
 
     def save_prediction(self, prediction: dict[str, Any], source: Any, directory: Path) -> list[Path]:
         """``<name>.mask.png`` (the class indices as a palette PNG: an index mask that also shows in
-        colour, VOC's palette; with more than 256 classes a 16-bit grey PNG of the indices) and ``<name>.overlay.png`` (the image with the classes' colours at 50%
-        over every pixel not of class 0), ``<name>`` being the input file's stem (``input`` otherwise)."""
+        colour, VOC's palette; for a model of more than 256 classes, whose masks are int64, a 16-bit grey PNG of the
+        indices) and ``<name>.overlay.png`` (the image with the classes' colours at 50% over every pixel not of
+        class 0), ``<name>`` being the input file's stem (``input`` otherwise)."""
         import io
 
         from PIL import Image
 
         from zoo.io import atomic_write_bytes
 
+        paletted = prediction["mask"].dtype == torch.uint8  # a model of up to 256 classes (`upsampled_argmax`)
         mask = prediction["mask"].numpy()
         classes = int(mask.max()) + 1 if mask.size else 1
         if classes > 65536:
@@ -190,7 +192,7 @@ class SegmentationAdapter(TaskAdapter):
         colours = palette.reshape(-1, 3)[mask].astype(np.float32)
         blend = np.where((mask > 0)[..., None], 0.5 * image + 0.5 * colours, image)
         written = []
-        if classes <= 256:  # a palette PNG: indices that also show in colour
+        if paletted:  # a palette PNG: indices that also show in colour (the format follows the model, not the image)
             index_png = Image.fromarray(mask.astype(np.uint8), mode="P")
             index_png.putpalette(palette[:256].flatten().tolist())
         else:  # more classes than a palette holds: the indices as a 16-bit grey PNG
@@ -249,8 +251,8 @@ class SegmentationAdapter(TaskAdapter):
         if data == NUCLEI:
             train = load_nuclei("train")
             return (train.subset(train_subset) if train_subset else train), load_nuclei("test")
-        if isinstance(data, (str, os.PathLike)) and Path(data).is_dir():
-            return _folder_data(Path(data), train_subset)
+        if isinstance(data, (str, os.PathLike)) and Path(data).expanduser().is_dir():
+            return _folder_data(Path(data).expanduser(), train_subset)
         raise ValueError(f"unknown segmentation data {data!r}: use {SCENES!r}, {NUCLEI!r}, a folder (VOC, Cityscapes, or "
                          f"train/ and test/ with images/ and masks/ and classes.txt), or a (train, test) pair "
                          f"of SegmentationDataset")

@@ -276,6 +276,14 @@ def test_an_atomic_write_keeps_the_file_mode_and_refuses_a_loop_of_links(tmp_pat
     with pytest.raises(ValueError, match="is a loop of symbolic links"):
         atomic_write_text(tmp_path / "a", "x")
     assert (tmp_path / "a").is_symlink() and (tmp_path / "b").is_symlink()
+    (tmp_path / "gone").symlink_to(tmp_path / "missing-folder")
+    with pytest.raises(ValueError, match="gone is a symbolic link to .*which does not resolve to a folder"):
+        atomic_write_text(tmp_path / "gone" / "f.txt", "x")  # (a bare FileExistsError from mkdir)
+    setuid = tmp_path / "tool"
+    setuid.write_text("old")
+    setuid.chmod(0o4755)
+    atomic_write_text(setuid, "new")
+    assert stat.S_IMODE(setuid.stat().st_mode) == 0o755  # the rewrite is the writer's file: no setuid bit
     dangling = tmp_path / "out.txt"
     dangling.symlink_to(tmp_path / "made.txt")  # a link to a file not yet made: the file is made, the link stays
     atomic_write_text(dangling, "x")

@@ -92,6 +92,22 @@ def test_a_root_with_only_the_test_split_names_the_missing_train_files(fake_fmni
         load_dataset("fashion-mnist", "train", root=fake_fmnist)
 
 
+def test_a_copy_with_only_the_train_split_is_used_and_never_mixed_with_another(fake_fmnist, monkeypatch):
+    """A train-only root was 'not found', and a train-only $KDZOO_DATA silently gave both splits from Debian's
+    copy (the folder was chosen by its test files)."""
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (fake_fmnist / name).unlink()
+    assert len(load_dataset("fashion-mnist", "train", root=fake_fmnist)) == 64
+    monkeypatch.setenv("KDZOO_DATA", str(fake_fmnist))
+    assert len(load_dataset("fashion-mnist", "train")) == 64  # not Debian's 60,000
+    with pytest.raises(DataNotFoundError, match="lacks its test split"):
+        load_dataset("fashion-mnist", "test")
+    monkeypatch.setenv("KDZOO_DATA", "   ")  # blank: unset, not a folder named by spaces
+    from zoo.io import data_dir
+
+    assert data_dir() == data_dir(None) and data_dir("") == data_dir() and str(data_dir()).strip() == str(data_dir())
+
+
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     import zoo.classification.data as data
 

@@ -278,6 +278,9 @@ def test_train_refuses_a_bad_device_an_empty_out_and_a_resume_of_nothing(task, c
         assert ("'banana' is not a torch device" in err) or ("the run folder is empty" in err)
     assert cli.main(["train", task, "--arch", arch, "--out", str(tmp_path / "gone"), "--resume", "--max-steps", "1"]) == 2
     assert "--resume: there is no run in" in capsys.readouterr().err and not (tmp_path / "gone").exists()
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["train", task, "--arch", arch, "--out", str(tmp_path / "empty"), "--resume", "--max-steps", "1"]) == 2
+    assert "(an empty folder)" in capsys.readouterr().err and not any((tmp_path / "empty").iterdir())  # no run.json
     assert not (tmp_path / "a").exists()
 
 

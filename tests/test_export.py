@@ -112,6 +112,10 @@ def test_bad_export_requests_name_the_entry_and_the_reason(tmp_path, capsys, mon
     with pytest.raises(OSError, match=rf"{name}: cannot write the ONNX file .*not a regular file"):
         export_onnx(name, fifo)  # the atomic rename used to put a regular file in the FIFO's place
     fifo.unlink()
+    (tmp_path / "gone").symlink_to(tmp_path / "missing")  # found only after the whole export and check
+    with pytest.raises(NotADirectoryError, match=rf"{name}: cannot write the ONNX file .*gone is a symbolic link"):
+        export_onnx(name, tmp_path / "gone" / "m.onnx")
+    (tmp_path / "gone").unlink()
     with pytest.raises(TypeError, match="int8 must be True or False, got str 'no'"):
         export_onnx(name, tmp_path / "x.onnx", int8="no")  # was: quantised anyway
     with pytest.raises(TypeError, match="tolerance must be a number, got str"):

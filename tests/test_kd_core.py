@@ -127,6 +127,8 @@ def test_recipe_overrides_and_errors():
         override(get_recipe("kd"), TrainConfig(), {"kd.temp": 1})
     with pytest.raises(ValueError, match="must be a number"):
         override(get_recipe("kd"), TrainConfig(), {"kd.weight": "heavy"})
+    with pytest.raises(ValueError, match="lr must be a finite number, got 1000"):  # (a bare OverflowError)
+        override(get_recipe("kd"), TrainConfig(), {"lr": 10 ** 400})
     with pytest.raises(ValueError, match="unknown setting 'colour'; valid: .*task_weight"):
         override(get_recipe("kd"), TrainConfig(), {"colour": 1})
     with pytest.raises(ValueError, match="need 0 <= start < stop <= 1"):

@@ -124,16 +124,19 @@ def test_hf_source_goes_through_huggingface_hub(tmp_path, tiny_model, monkeypatc
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
-    monkeypatch.setattr(dl, "_resolves", lambda host: True)  # as if online
+    monkeypatch.setattr(dl, "_reachable", lambda endpoint: True)  # as if online
     zoo.register(replace(card, source="hf://kdzoo/hf.unit@v1"), replace=True)
     model = zoo.load("hf.unit")
     assert calls == [("kdzoo/hf.unit", "model.safetensors", "v1")]
     assert model.card.name == "hf.unit"
 
 
-def test_an_unresolvable_hub_uses_the_local_copy_without_retrying(tmp_path, monkeypatch):
-    """Offline, huggingface_hub retried a failed name lookup for ~25 s before failing; now a host that does not
-    resolve sends the request to the local copy only (found there, or a clear OfflineError at once)."""
+def test_an_unreachable_hub_uses_the_local_copy_without_retrying(tmp_path, monkeypatch):
+    """Offline, huggingface_hub retried for ~25 s before failing (a failed name lookup, or a host that refuses the
+    connection); now a Hub that cannot be reached sends the request to the local copy only (found there, or a
+    clear OfflineError at once that names the endpoint)."""
+    import socket
+
     import huggingface_hub
 
     seen = []
@@ -141,15 +144,22 @@ def test_an_unresolvable_hub_uses_the_local_copy_without_retrying(tmp_path, monk
     def fake_hf_hub_download(repo_id, filename, revision=None, local_dir=None, local_files_only=False):
         seen.append(local_files_only)
         if not (Path(local_dir) / filename).exists():
-            raise huggingface_hub.errors.LocalEntryNotFoundError("not in the disk cache")
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not in the disk cache; set 'local_files_only'..")
         return str(Path(local_dir) / filename)
 
-    resolves = dl._resolves
-    assert resolves("localhost") and not resolves("no-such-host.invalid")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    reachable, port = dl._reachable, server.getsockname()[1]
+    assert reachable(f"http://127.0.0.1:{port}")
+    server.close()
+    closed = f"http://127.0.0.1:{port}"  # nothing listens there now: the connection is refused
+    assert not reachable(closed) and not reachable("https://no-such-host.invalid") and not reachable("not a url")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
-    monkeypatch.setattr(dl, "_resolves", lambda host: False)
-    with pytest.raises(OfflineError, match=r"huggingface.co cannot be resolved: offline, and no copy in"):
+    monkeypatch.setattr(dl, "_hub_endpoint", lambda: closed)
+    with pytest.raises(OfflineError, match=rf"the Hub \({closed}\) cannot be reached from here, and no copy is in") as e:
         dl.hf_download("kdzoo/x", "config.json", tmp_path)
+    assert "local_files_only" not in str(e.value)  # huggingface_hub's advice is not the zoo user's to follow
     (tmp_path / "config.json").write_text("{}")
     assert dl.hf_download("kdzoo/x", "config.json", tmp_path) == tmp_path / "config.json"
     assert seen == [True, True]

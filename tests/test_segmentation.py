@@ -310,6 +310,8 @@ def test_a_mask_of_more_than_256_classes_is_saved_as_16_bit_indices(tmp_path):
     assert np.array_equal(np.array(Image.open(mask_png)), mask.numpy()) and Image.open(overlay).size == (50, 6)
     small, _ = ADAPTER.save_prediction({"mask": (mask % 21).to(torch.uint8)}, str(path), tmp_path / "out")
     assert Image.open(small).mode == "P"  # up to 256 classes: the palette PNG, as before
+    few, _ = ADAPTER.save_prediction({"mask": mask % 21}, str(path), tmp_path / "out")  # a 300-class model's image
+    assert Image.open(few).mode != "P"  # of few classes: the same format as its other masks (it was chosen per image)
 
 
 def test_predict_save_is_refused_where_a_task_renders_nothing(tmp_path, capsys):

@@ -158,8 +158,14 @@ def test_predict_refuses_a_model_of_mixed_dtypes_in_one_line():
     half (the mmdet guard read the first parameter only)."""
     model = zoo.load("resnet20.fmnist")
     model.fc.to(torch.bfloat16)
-    with pytest.raises(ValueError, match="the model's parameters mix bfloat16 and float32; cast the whole model"):
+    with pytest.raises(ValueError, match="the model's parameters and buffers mix bfloat16 and float32; cast the whole"):
         zoo.predict(model)
+    model = zoo.load("resnet20.fmnist")
+    model.bn1.running_mean = model.bn1.running_mean.half()  # float32 weights, a float16 BatchNorm buffer
+    with pytest.raises(ValueError, match="mix float16 and float32"):
+        zoo.predict(model)
+    with pytest.raises(ValueError, match="the model is float64: .*cast it with model.float"):
+        zoo.predict(zoo.load("resnet20.fmnist").double())
 
 
 @pytest.mark.parametrize("name, output", [("lraspp-resnet8-cwd.fmnist-scenes", (1, 11, 12, 12)),
@@ -487,7 +493,18 @@ def test_a_training_subset_of_none_or_more_than_the_data_is_refused_before_anyth
                                                ({"betas": 0.5}, "betas must be two finite numbers .got 0.5"),
                                                ({"betas": "ab"}, "betas must be two finite numbers"),
                                                ({"compile_backend": 3}, "compile_backend must be a string .got int 3"),
-                                               ({"momentum": -0.9}, "momentum and weight_decay must be >= 0")])
+                                               ({"momentum": -0.9}, r"momentum must be in \[0, 1\) and weight_decay >= 0"),
+                                               ({"momentum": 7}, r"momentum must be in \[0, 1\)"),
+                                               # a second breaker pass: bare OverflowErrors and late failures
+                                               ({"lr": 10 ** 400}, "lr must be a finite number .got int 1000"),
+                                               ({"milestones": [10 ** 400]}, "milestones must be a list of finite"),
+                                               ({"milestones": {0.5: "a"}}, "milestones must be a list of finite"),
+                                               ({"milestones": {0.9, 0.1}}, "milestones must be a list of finite"),
+                                               ({"betas": bytearray(2)}, "betas must be two finite numbers"),
+                                               ({"seed": 2 ** 64}, r"seed must be below 2\*\*63 in size"),
+                                               ({"compile": "default", "compile_backend": "bogus"},
+                                                "compile_backend must name a torch.compile backend .got 'bogus'; "
+                                                "this torch has: .*inductor")])
 def test_impossible_training_settings_are_refused(settings, message):
     from zoo.trainer import TrainConfig
 

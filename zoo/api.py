@@ -124,16 +124,19 @@ def inference(model: nn.Module) -> Iterator[nn.Module]:
 def _reduced_precision(model: nn.Module) -> Iterator[None]:
     """Autocast to the model's dtype when its floating parameters are float16 or bfloat16 (say after
     ``model.to(torch.bfloat16)``), so that the adapters' float32 inputs meet weights of the same dtype;
-    a float32 model runs unchanged. Raises ValueError for a model whose floating parameters mix dtypes (a
-    bare dtype mismatch from the first layer that meets another otherwise)."""
+    a float32 model runs unchanged. Raises ValueError for a model whose floating parameters and buffers mix
+    dtypes (a bare dtype mismatch from the first layer that meets another otherwise), or are float64."""
     import torch
 
-    floating = [p for p in model.parameters() if p.is_floating_point()]
-    dtypes = {p.dtype for p in floating}
+    floating = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    dtypes = {t.dtype for t in floating}
     if len(dtypes) > 1:
         names = " and ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
-        raise ValueError(f"the model's parameters mix {names}; cast the whole model to one dtype (model.float(), "
-                         "or model.to(torch.bfloat16)) before predicting")
+        raise ValueError(f"the model's parameters and buffers mix {names}; cast the whole model to one dtype "
+                         "(model.float(), or model.to(torch.bfloat16)) before predicting")
+    if dtypes == {torch.float64}:
+        raise ValueError("the model is float64: zoo.predict runs float32 models (and float16/bfloat16 ones under "
+                         "autocast); cast it with model.float()")
     if not floating or floating[0].dtype not in (torch.float16, torch.bfloat16):
         yield
         return

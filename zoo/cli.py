@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,15 +60,20 @@ def torch_device(text: str) -> str:
                                          "False); use --device cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise argparse.ArgumentTypeError(f"{text!r}: no MPS device on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):  # meta holds no data; xpu, hpu, ...: where this torch has them
+        backend = getattr(torch, device.type, None)
+        if device.type == "meta" or not getattr(backend, "is_available", lambda: False)():
+            raise argparse.ArgumentTypeError(f"{text!r}: no {device.type} device this torch can run a model on; use "
+                                             "--device cpu (or cuda, mps where there is one)")
     return text
 
 
 def run_folder(text: str) -> str:
-    """The argparse type of ``--out``: a folder path; an empty one (which trained into the working directory) is
-    an argparse error."""
+    """The argparse type of ``--out``: a folder path, a leading ``~`` expanded; an empty one (which trained into the
+    working directory) is an argparse error."""
     if not text.strip():
         raise argparse.ArgumentTypeError("the run folder is empty; name a folder, e.g. --out runs/mine")
-    return text
+    return os.path.expanduser(text)  # (--out=~/run is not expanded by the shell)
 
 
 def require_run_identity(parser: argparse.ArgumentParser, args: argparse.Namespace, flags: dict[str, str]) -> None:

@@ -68,38 +68,50 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
 
 def hf_download(repo: str, filename: str, dest_dir: str | os.PathLike, revision: str | None = None) -> Path:
     """Fetch ``filename`` of Hugging Face Hub repo ``repo`` through huggingface_hub into ``dest_dir``; when the
-    Hub's host name does not resolve (offline), the copy already in ``dest_dir`` is used without a request.
+    Hub cannot be reached (offline: no connection opens in 3 s), the copy already in ``dest_dir`` is used without a
+    request.
 
     Raises OfflineError naming the file and the cause when it can be neither fetched nor found locally."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover - huggingface_hub is a core dependency
         raise OfflineError("hf:// sources need `pip install huggingface_hub`") from e
-    offline = not _resolves(_hub_host())  # huggingface_hub retries a failed lookup for ~25 s: only the local copy
+    endpoint = _hub_endpoint()
+    offline = not _reachable(endpoint)  # huggingface_hub retries an unreachable Hub for ~25 s: the local copy only
     try:
         path = hf_hub_download(repo_id=repo, filename=filename, revision=revision, local_dir=str(dest_dir),
                                local_files_only=offline)
     except Exception as e:  # huggingface_hub raises many connection/lookup error types
-        where = f" ({_hub_host()} cannot be resolved: offline, and no copy in {dest_dir})" if offline else ""
-        raise OfflineError(f"could not fetch {filename} from hf://{repo}{where}: {type(e).__name__}: {e}") from None
+        if offline and type(e).__name__ == "LocalEntryNotFoundError":
+            raise OfflineError(f"could not fetch {filename} from hf://{repo}: the Hub ({endpoint}) cannot be reached "
+                               f"from here, and no copy is in {dest_dir}") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise OfflineError(f"could not fetch {filename} from hf://{repo}: {type(e).__name__}: {first}") from None
     return Path(path)
 
 
-def _hub_host() -> str:
-    """The host name of the Hugging Face Hub endpoint in use (``$HF_ENDPOINT``, else huggingface.co)."""
-    from urllib.parse import urlparse
-
+def _hub_endpoint() -> str:
+    """The Hugging Face Hub endpoint in use (``$HF_ENDPOINT``, else https://huggingface.co)."""
     from huggingface_hub import constants
 
-    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    return constants.ENDPOINT
 
 
-def _resolves(host: str) -> bool:
-    """Whether ``host``'s name resolves (one DNS lookup; no connection is made)."""
+def _reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``endpoint``'s host and port opens within ``timeout`` seconds (nothing is
+    sent); False for an endpoint that is not a URL with a host."""
     import socket
+    from urllib.parse import urlparse
 
     try:
-        socket.getaddrinfo(host, 443)
-    except (socket.gaierror, UnicodeError):
+        url = urlparse(endpoint)
+        host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
+    except ValueError:  # e.g. an invalid IPv6 literal or port
+        return False
+    if not host:
+        return False
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except (OSError, UnicodeError):
         return False
     return True

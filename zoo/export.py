@@ -124,9 +124,15 @@ def _check_destination(path: Path, name: str) -> None:
     """Raise before any work when ``path`` cannot be written; the message names the entry and the reason.
 
     Raises:
-        OSError: ``path`` is a folder or another non-regular file, sits below a file, or its nearest existing
-            folder is not writable.
+        OSError: ``path`` is a folder or another non-regular file, a loop of links, sits below a file or a dangling
+            link, or its nearest existing folder is not writable.
     """
+    from .io import check_link_path
+
+    try:
+        check_link_path(path)
+    except ValueError as e:
+        raise NotADirectoryError(f"{name}: cannot write the ONNX file {path}: {e}") from None
     if path.is_dir():
         raise IsADirectoryError(f"{name}: cannot write the ONNX file {path}: it is a folder")
     if path.exists() and not path.is_file():  # a FIFO or a device: the atomic rename would replace it

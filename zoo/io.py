@@ -14,22 +14,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
     A symbolic link is followed: the file it points to is replaced and the link stays. A replaced file keeps its
-    permission bits; being a new file, it is no longer a hard link of the file it replaces (the other names keep
+    permission bits (not setuid/setgid/sticky); being a new file owned by the writer, it is no longer a hard link of the file it replaces (the other names keep
     the old content). Raises ValueError, before anything is written, when ``path`` exists and is not a regular
-    file (a folder, a FIFO, a device such as /dev/null), which a rename would replace, or is a loop of links."""
+    file (a folder, a FIFO, a device such as /dev/null), which a rename would replace, or a link on the way is
+    dangling or a loop (`check_link_path`)."""
     path = Path(path)
+    check_link_path(path)
     if path.is_symlink():
-        try:
-            os.stat(path)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise ValueError(f"{path} is a loop of symbolic links; nothing was written") from None
         path = Path(os.path.realpath(path))
     if path.exists() and not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file (a FIFO, socket or device)"
         raise ValueError(f"{path} is {kind}; files are written only to regular files or new paths")
     # an existing file keeps its permissions; a new one gets the usual ones (mkstemp makes 0600 files)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()  # (not setuid/setgid bits)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -43,6 +40,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_link_path(path: str | os.PathLike) -> None:
+    """Raises ValueError when ``path`` is a loop of symbolic links, or a folder above it is a link that is
+    dangling or a loop (a write there would fail late with a bare FileExistsError). ``path`` itself may be a
+    dangling link: a write makes the file it points to."""
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ValueError(f"{path} is a loop of symbolic links; nothing was written") from None
+    for folder in path.parents:
+        if folder.is_symlink() and not folder.exists():
+            raise ValueError(f"{path}: {folder} is a symbolic link to {os.readlink(folder)}, which does not resolve "
+                             "to a folder (missing, or a loop of links); nothing was written")
 
 
 def _umask() -> int:
@@ -79,9 +93,12 @@ def check_output_folder(flag: str, path: str | os.PathLike) -> None:
 
 def data_dir(root: str | os.PathLike | None = None) -> Path:
     """The folder data sets are read from and derived data cached in: ``root`` when given, else ``$KDZOO_DATA``,
-    else ``~/.cache/kdzoo/data``; a leading ``~`` is expanded in each. Creates nothing."""
-    chosen = root if root not in (None, "") else (os.environ.get("KDZOO_DATA") or Path.home() / ".cache" / "kdzoo" / "data")
-    return Path(chosen).expanduser()
+    else ``~/.cache/kdzoo/data``; a leading ``~`` is expanded in each, and an empty or blank value counts as not
+    given. Creates nothing."""
+    if root is not None and str(root).strip():
+        return Path(root).expanduser()
+    env = os.environ.get("KDZOO_DATA", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "kdzoo" / "data"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

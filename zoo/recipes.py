@@ -252,7 +252,10 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
         raise ValueError(f"{key} must be true or false, got {value!r}")
     if isinstance(current, (int, float)) and not isinstance(current, bool):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return type(current)(value) if isinstance(current, float) or float(value).is_integer() else value
+            try:
+                return type(current)(value) if isinstance(current, float) or float(value).is_integer() else value
+            except OverflowError:  # an int beyond float's range, or an infinite float as a whole number
+                raise ValueError(f"{key} must be a finite number, got {str(value)[:40]}") from None
         raise ValueError(f"{key} must be a number, got {value!r}")
     if isinstance(current, (list, tuple)):
         if isinstance(value, (list, tuple)):

@@ -285,7 +285,7 @@ def flag_settings(args: argparse.Namespace, settings: dict[str, Any],
         value = getattr(args, key)
         if value is None:
             continue
-        if key in settings and settings[key] != value:
+        if key in settings and (settings[key] != value or isinstance(settings[key], bool)):  # (True == 1 in Python)
             raise ValueError(f"--{key.replace('_', '-')} {value!r} and --set {key}={settings[key]!r} disagree; give one")
         settings[key] = value
     return settings

@@ -91,8 +91,8 @@ def resolve(out_dir: str | os.PathLike, identity: dict[str, Any], settings: dict
     `RESUME_MUTABLE` settings (the trainer reports it), and any other difference, in a setting or in
     the identity, raises `ResumeMismatchError` naming each and both values. ValueError when ``out_dir`` is a
     file, lies below one, or cannot be written. A new run in a folder that
-    holds one raises `RunExistsError` (nothing is overwritten); a resume of a folder that does not exist raises
-    FileNotFoundError (it made the folder and started a new run). A run folder from before
+    holds one raises `RunExistsError` (nothing is overwritten); a resume of a folder that does not exist or is empty
+    raises FileNotFoundError (it made the folder and started a new run, or left a run record in the empty one). A run folder from before
     run records existed resumes with the settings given (the trainer still refuses a checkpoint whose
     training settings differ).
     """
@@ -100,8 +100,9 @@ def resolve(out_dir: str | os.PathLike, identity: dict[str, Any], settings: dict
 
     check_output_folder("the run folder (out)", out_dir)  # a file there, or below it: said before anything runs
     identity, settings = _plain(identity), _plain(settings)
-    if resume and not Path(out_dir).exists():
-        raise FileNotFoundError(f"--resume: there is no run in {out_dir} (no such folder) to continue; drop --resume "
+    if resume and (not Path(out_dir).exists() or not any(Path(out_dir).iterdir())):
+        what = "no such folder" if not Path(out_dir).exists() else "an empty folder"
+        raise FileNotFoundError(f"--resume: there is no run in {out_dir} ({what}) to continue; drop --resume "
                                 "to start one there")
     if not resume:
         refuse_existing(out_dir)

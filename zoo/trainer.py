@@ -94,12 +94,15 @@ class TrainConfig:
     @staticmethod
     def _finite_numbers(value: Any) -> tuple[float, ...] | None:
         """``value`` as a tuple of finite floats, or None when it is not a sequence of finite real numbers."""
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        if not isinstance(value, (list, tuple)):  # (a string, a dict's keys, a set's order: not a list of numbers)
             return None
-        items = tuple(value)
-        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in items):
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
             return None
-        return tuple(float(v) for v in items)
+        try:
+            items = tuple(float(v) for v in value)
+        except OverflowError:
+            return None
+        return items if all(math.isfinite(v) for v in items) else None
 
     def _type_problems(self) -> list[str]:
         """Settings of the wrong type (a string from a config file, None, NaN), named before any comparison
@@ -116,8 +119,12 @@ class TrainConfig:
                 setattr(self, name, int(value))
         for name in self._REAL:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                problems.append(f"{name} must be a finite number (got {type(value).__name__} {value!r})")
+            try:
+                finite = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
+            except OverflowError:  # an int beyond float's range
+                finite = False
+            if not finite:
+                problems.append(f"{name} must be a finite number (got {type(value).__name__} {str(value)[:40]})")
             else:
                 setattr(self, name, float(value))
         for name in self._FLAGS:
@@ -161,10 +168,13 @@ class TrainConfig:
             problems.append(f"gamma (the step schedule's decay factor) must be > 0 (got {self.gamma})")
         if not all(0.0 <= m <= 1.0 for m in self.milestones):
             problems.append(f"milestones must be fractions of training in [0, 1] (got {self.milestones!r})")
-        if self.momentum < 0 or self.weight_decay < 0:
-            problems.append(f"momentum and weight_decay must be >= 0 (got {self.momentum}, {self.weight_decay})")
-        if not self.compile_backend:
-            problems.append("compile_backend must name a torch.compile backend (got '')")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            problems.append(f"momentum must be in [0, 1) and weight_decay >= 0 (got {self.momentum}, {self.weight_decay})")
+        if abs(self.seed) >= 2 ** 63:
+            problems.append(f"seed must be below 2**63 in size, as torch's generators take (got {self.seed})")
+        if self.compile != "off" and self.compile_backend not in _compile_backends():
+            problems.append(f"compile_backend must name a torch.compile backend (got {self.compile_backend!r}; "
+                            f"this torch has: {', '.join(_compile_backends())})")
         if self.amp not in AMP_MODES:
             problems.append(f"amp must be one of {', '.join(AMP_MODES)} (got {self.amp!r})")
         if self.compile not in COMPILE_MODES:
@@ -177,6 +187,13 @@ class TrainConfig:
             problems.append(f"max_steps must be >= 1 (got {self.max_steps})")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+def _compile_backends() -> list[str]:
+    """The torch.compile backends this torch has (`torch._dynamo.list_backends`, experimental ones too)."""
+    import torch._dynamo
+
+    return sorted(torch._dynamo.list_backends(exclude_tags=()))
 
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
