@@ -187,6 +187,16 @@ def test_predict_runs_a_model_without_parameters(name, output):
     assert len(zoo.predict(fixed, inputs)) == 2
 
 
+def test_predictions_for_files_say_which_file_they_are_for():
+    """Only the bundled samples' predictions had ``input``; one's own files' did not (a fresh-user pass)."""
+    from zoo.tasks import get_adapter
+
+    model = zoo.load("resnet8.fmnist")
+    paths = [str(p) for p in get_adapter("classification").sample_inputs(model.card)[:2]]
+    assert [r["input"] for r in zoo.predict(model, paths)] == paths
+    assert "input" not in zoo.predict(model, [np.zeros((28, 28), np.uint8)])[0]  # an array has no name
+
+
 def test_predict_needs_a_zoo_model():
     with pytest.raises(ValueError, match="kdzoo model"):
         zoo.predict(torch.nn.Linear(2, 2), [np.zeros((2, 2), np.uint8)])

@@ -151,7 +151,8 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
     DataParallel/DDP or ``torch.compile``). The prediction does not depend on the model's train/eval
     mode and leaves its mode and state (BatchNorm statistics included) as they were. A model cast to float16 or
     bfloat16 runs under autocast to its dtype; its outputs (scores, boxes, images) come back as float32 values.
-    Raises ValueError for a module that carries no ``.card`` (not a kdzoo model)."""
+    A prediction for an input given as a path (or a text) starts with ``input``, that path or text, as one for a
+    bundled sample does. Raises ValueError for a module that carries no ``.card`` (not a kdzoo model)."""
     from torch import nn
 
     if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool):  # numpy ints are fine
@@ -175,8 +176,9 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
         inputs = adapter.sample_inputs(model.card)
     with inference(model), _reduced_precision(model):
         results = adapter.predict(model, inputs, top_k=top_k)
-    if samples:  # say which sample each prediction is for
-        results = [{"input": str(x), **r} for x, r in zip(inputs, results)]
+    listed = isinstance(inputs, (list, tuple)) and len(inputs) == len(results)
+    if samples or listed:  # say which input each prediction is for: a sample's or a file's path (or a text)
+        results = [{"input": str(x), **r} if isinstance(x, (str, os.PathLike)) else r for x, r in zip(inputs, results)]
     return results
 
 
