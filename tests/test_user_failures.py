@@ -456,7 +456,7 @@ def test_resume_on_the_command_line_needs_only_the_folder(tmp_path, capsys):
     assert zoo.card(str(tmp_path)).training.epochs == 1
     with pytest.raises(SystemExit, match="2"):  # nothing to resume: argparse's usage error
         cli.main(["distill", "classification", "--out", str(tmp_path / "none"), "--resume"])
-    assert "no run record in" in capsys.readouterr().err
+    assert "--resume: there is no run in" in capsys.readouterr().err  # (no such folder)
 
 
 def test_too_little_data_for_a_batch_says_what_to_change(data, tmp_path):
