@@ -168,7 +168,7 @@ class ClassificationAdapter(TaskAdapter):
 
     def distill(self, teacher: Any, student: str | nn.Module, recipe: str, *, data: Any = None, out: str | os.PathLike,
                 settings: dict[str, Any], train_subset: int | None = None, resume: bool = False,
-                device: str | None = None) -> Any:
+                device: str | None = None, deadline: float | None = None) -> Any:
         """`zoo.distill` for classification: distil (or, with the ``plain`` recipe, train) and export the
         finished run with its measured card."""
         from zoo import hub
@@ -180,7 +180,7 @@ class ClassificationAdapter(TaskAdapter):
         named = data is None or isinstance(data, (str, os.PathLike))
         model, info = distill_classifier(recipe, teacher, student, str(data) if named and data is not None else None,
                                          out, settings, train_subset=train_subset, resume=resume, device=device,
-                                         data=None if named else data)
+                                         data=None if named else data, deadline=deadline)
         run = DistillRun(model, Path(out), info["finished"], info.get("history", []))
         if run.finished:
             export_run(model, info, out, command=info["command"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from zoo.cli import parse_overrides, require_run_identity, run_folder, torch_device
+from zoo.cli import add_time_budget, deadline_in, parse_overrides, require_run_identity, run_folder, torch_device
 from zoo.runner import flag_settings
 
 
@@ -23,6 +23,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, type=torch_device, help="torch device (default: cuda when there is one, else cpu)")
     p.add_argument("--out", required=True, type=run_folder, help="output directory (checkpoint, card, logs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    add_time_budget(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting, a recipe field, T, or TERM.FIELD (e.g. kd.weight=0.9)")
 
@@ -74,12 +75,13 @@ def main(command: str, argv: Sequence[str]) -> int:
         recipe, teachers, student = args.recipe, args.teacher or None, args.student
     model, info = distill_classifier(recipe, teachers, student, args.dataset, args.out, _settings(args),
                                      data_root=args.data_root, download=args.download,
-                                     train_subset=args.train_subset, resume=args.resume, device=_device(args))
+                                     train_subset=args.train_subset, resume=args.resume, device=_device(args),
+                                     deadline=deadline_in(args.time_budget))
     if not is_main_process():
         return 0
     if not info["finished"]:
-        print(f"stopped at step {info['step']}/{info['total_steps']}; continue with --resume (and a larger --max-steps, "
-              "or none to run to the end)")
+        print(f"stopped at step {info['step']}/{info['total_steps']} (max_steps or the time budget); continue with "
+              "--resume (and a larger --max-steps, or none to run to the end, when max_steps stopped it)")
         return 0
     print(f"saved {export_run(model, info, args.out, command=info['command'])}")
     return 0

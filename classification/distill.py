@@ -159,7 +159,7 @@ def resolve_data(dataset: str | None, data: Any, data_root: str | None, download
 
 def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str | nn.Module, train: ImageDataset, test: ImageDataset,
                cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device,
-               eval_batch_size: int) -> tuple[list[nn.Module], Any]:
+               eval_batch_size: int, deadline: float | None = None) -> tuple[list[nn.Module], Any]:
     """Build the students and the Distiller, and train through `zoo.trainer.fit`."""
     students = build_students(recipe, arch, train, cfg.seed)
     example = train.batch(torch.arange(min(8, len(train))))
@@ -188,7 +188,7 @@ def _run_stage(recipe: Recipe, teachers: list[nn.Module], arch: str | nn.Module,
                        command=f"(snapshot at epoch {epoch} of a {cfg.epochs}-epoch run in {out_dir})")
 
     result = fit(distiller, train, cfg, out_dir, evaluate=epoch_eval, on_epoch_end=snapshot, resume=resume,
-                 device=device)
+                 device=device, deadline=deadline)
     distiller.close()
     return [s.to("cpu", memory_format=torch.contiguous_format).eval() for s in deployable(students)], result
 
@@ -256,6 +256,7 @@ def distill_classifier(
     device: str | None = None,
     eval_batch_size: int = 1000,
     data: tuple[ImageDataset, ImageDataset] | None = None,
+    deadline: float | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Distil ``student`` (an architecture name) from ``teacher`` (zoo names, folders or models) with ``recipe``.
 
@@ -267,6 +268,7 @@ def distill_classifier(
     trained on other inputs (grey, another size) gets the batches converted to its own (`TeacherInput`). With ``resume`` the run in ``out_dir`` continues with the settings it was started
     with; ``dataset``, ``train_subset`` and the teachers default to the run's, and a setting or identity
     that differs from the run's is refused unless it may change on resume (`zoo.runs`).
+    ``deadline`` (``time.monotonic()``) stops the run resumably, as ``max_steps`` does.
     Returns the (first) student in eval mode on the CPU and an ``info`` dict for its card. With a
     teacher-assistant recipe (TAKD) the assistant is distilled first into ``out_dir/assistant``.
     """
@@ -329,7 +331,7 @@ def distill_classifier(
             if resume and not resume_assistant and not (out / STATE_FILE).exists():
                 raise FileNotFoundError(f"--resume: no checkpoint under {out}")
             assistants, stage_result = _run_stage(stage, teachers, recipe_obj.assistant, train, test, cfg,
-                                                  out / "assistant", resume_assistant, dev, eval_batch_size)
+                                                  out / "assistant", resume_assistant, dev, eval_batch_size, deadline)
             if not stage_result.finished:
                 return assistants[0], {"finished": False, "step": stage_result.step, "total_steps": stage_result.total_steps * 2,
                                        "stage": "assistant"}
@@ -339,7 +341,8 @@ def distill_classifier(
             assistant.requires_grad_(False)
             teachers = [assistant.to(dev)]
             resume = resume and (out / STATE_FILE).exists()
-        students, result = _run_stage(recipe_obj, teachers, student, train, test, cfg, out, resume, dev, eval_batch_size)
+        students, result = _run_stage(recipe_obj, teachers, student, train, test, cfg, out, resume, dev, eval_batch_size,
+                                      deadline)
         info = {
             "finished": result.finished, "step": result.step, "total_steps": result.total_steps,
             "history": result.history, "train_config": asdict(cfg), "dataset": train, "test": test, "device": str(dev),

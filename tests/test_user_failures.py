@@ -459,6 +459,18 @@ def test_resume_on_the_command_line_needs_only_the_folder(tmp_path, capsys):
     assert "--resume: there is no run in" in capsys.readouterr().err  # (no such folder)
 
 
+def test_a_classification_time_budget_stops_resumably(tmp_path, capsys):
+    """`zoo train classification` had no --time-budget (the other tasks' commands have one)."""
+    from zoo import cli
+
+    out = str(tmp_path / "r")
+    assert cli.main(["train", "classification", "--arch", "resnet8", "--train-subset", "64", "--set", "batch_size=32",
+                     "--set", "progress=false", "--epochs", "2", "--out", out, "--time-budget", "0.00001"]) == 0
+    assert "stopped at step 1/4 (max_steps or the time budget); continue with --resume" in capsys.readouterr().out
+    assert cli.main(["train", "classification", "--out", out, "--resume"]) == 0
+    assert zoo.card(out).training.epochs == 2
+
+
 def test_too_little_data_for_a_batch_says_what_to_change(data, tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch of 128: lower batch_size"):
         distill_classifier("plain", None, "resnet8", out_dir=tmp_path / "run", settings={"epochs": 1, "progress": False},
