@@ -144,11 +144,8 @@ class DetectionAdapter(TaskAdapter):
         """``zoo train detection ...`` / ``zoo distill detection --teacher T ...``: `zoo.detection.train`."""
         from .train import main
 
-        if command == "distill" and not any(a.startswith("--teacher") for a in argv) \
-                and not {"-h", "--help", "--resume"} & set(argv):  # (a resume distils from the run's teacher)
-            raise ValueError("zoo distill detection needs --teacher (a zoo name or a run folder)")
         try:
-            main(argv)
+            main(argv, distil=command == "distill")
         except SystemExit as e:  # argparse errors and "stopped at step ...; continue with --resume"
             if isinstance(e.code, str):
                 print(e.code)

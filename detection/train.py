@@ -198,8 +198,11 @@ def run(arch: str, out: str | os.PathLike, *, teacher: str | nn.Module | None = 
                           command=shlex.join(command), deadline=deadline, raise_on_stop=raise_on_stop)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m zoo.detection.train", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, distil: bool = False) -> None:
+    """``python -m zoo.detection.train ARGV``; ``distil``: as ``zoo distill detection``, which needs a teacher
+    (given, or with ``--resume`` the run's)."""
+    parser = argparse.ArgumentParser(prog="zoo distill detection" if distil else "python -m zoo.detection.train",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", help=f"{', '.join(sorted(ARCHITECTURES))}, or mmdet:<config> (an mmdet two-stage "
                         "detector through the OpenMMLab bridge, e.g. mmdet:kdzoo::frcnn_r18_c16_fpn.py; with --resume: "
                         "the run's)")
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chen", action="append", default=[], metavar="KEY=VALUE",
                         help=f"a Chen et al. 2017 symbol, e.g. --chen gamma=1 (defaults: {CHEN_2017})")
     args = parser.parse_args(argv)
-    require_run_identity(parser, args, {"arch": "arch"})
+    require_run_identity(parser, args, {"arch": "arch", **({"teacher": "teacher"} if distil else {})})
 
     deadline = deadline_in(args.time_budget)
     try:

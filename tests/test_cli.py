@@ -84,6 +84,12 @@ def test_list_and_compare_add_checkpoints_of_ones_own(capsys, tmp_path, tiny_mod
     names = {m["name"] for m in data["models"]}
     assert code == 0 and {"resnet8.fmnist", "resnet8.fmnist+clash", "resnet8.fmnist+other-clash"} <= names
     assert zoo.card("resnet8.fmnist").extra and not zoo.card("resnet8.fmnist+clash").extra  # the shipped one kept
+    # folders whose names differ only in punctuation were merged or dropped silently (a breaker pass)
+    for i, folder in enumerate(["x y", "x.y", "x-y", "日本"]):
+        zoo.save(tiny_model, tmp_path / "p" / folder, make_card(tiny_model, name="resnet8.fmnist", method=f"m{i}"))
+    code, data = run_json(capsys, "list", "--add", str(tmp_path / "p"), "--json")
+    added = {m["name"]: m["method"] for m in data["models"] if m["method"] in ("m0", "m1", "m2", "m3")}
+    assert code == 0 and sorted(added.values()) == ["m0", "m1", "m2", "m3"] and not any(n.endswith("+") for n in added)
 
 
 def test_card_json_and_text(capsys):

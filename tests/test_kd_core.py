@@ -119,6 +119,8 @@ def test_recipe_overrides_and_errors():
     assert "dkd" not in str(e.value)
     with pytest.raises(ValueError, match="recipe 'kd' is for task 'classification', not 'segmentation'; recipes of"):
         get_recipe("kd", "segmentation")
+    with pytest.raises(ValueError, match="no recipes for task 'nosuch'; the tasks with recipes: classification"):
+        get_recipe("kd", "nosuch")
     # CRD's temperature is its own parameter, not T: the error names it (the README's example used T=3)
     with pytest.raises(ValueError, match=r"'crd' has no term with a temperature T; its terms name theirs: --set crd.temperature"):
         override(get_recipe("crd"), TrainConfig(), {"T": 3})

@@ -165,6 +165,18 @@ def test_an_unreachable_hub_uses_the_local_copy_without_retrying(tmp_path, monke
     assert seen == [True, True]
 
 
+def test_an_hf_endpoint_that_is_not_a_url_is_named(tmp_path):
+    """huggingface_hub parses $HF_ENDPOINT when imported: a bad one was a bare ValueError from its import."""
+    import subprocess
+    import sys
+
+    code = ("import zoo.download as dl\ntry:\n    dl.hf_download('a/b', 'c.json', '.')\n"
+            "except dl.OfflineError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**__import__("os").environ, "HF_ENDPOINT": "http://[::1"}).stdout
+    assert "huggingface_hub cannot start: Invalid IPv6 URL (is $HF_ENDPOINT='http://[::1' a URL?)" in out
+
+
 def test_hf_source_offline_gives_a_clear_error(tiny_model, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     card = replace(make_card(tiny_model, name="hf.offline", source="hf://kdzoo/none"),

@@ -596,3 +596,17 @@ def test_resume_alone_continues_a_command_line_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["distill", "segmentation", "--out", str(tmp_path / "none"), "--resume"])
     assert "--resume: there is no run in" in capsys.readouterr().err
+    # a finished run resumed as another run is refused (it said "saved" and kept the old card)
+    assert main(["train", "segmentation", "--out", str(out), "--resume", "--arch", "lraspp-resnet14"]) == 2
+    assert "student was 'lraspp-resnet8', now 'lraspp-resnet14'" in capsys.readouterr().err
+    assert main(["train", "segmentation", "--out", str(out), "--resume"]) == 0
+    assert "this run has finished" in capsys.readouterr().out
+    import json
+
+    record = json.loads((out / "run.json").read_text())
+    for identity in (["a"], {**record["identity"], "student": None}, {**record["identity"], "student": 5}):
+        (out / "run.json").write_text(json.dumps({**record, "identity": identity}))
+        with pytest.raises(SystemExit):  # a run record edited by hand: one line, not an AttributeError
+            main(["train", "segmentation", "--out", str(out), "--resume"])
+        err = capsys.readouterr().err
+        assert "is not a run record" in err or "the run record in" in err and "does not name them" in err

@@ -194,6 +194,7 @@ def test_predictions_for_files_say_which_file_they_are_for():
     model = zoo.load("resnet8.fmnist")
     paths = [str(p) for p in get_adapter("classification").sample_inputs(model.card)[:2]]
     assert [r["input"] for r in zoo.predict(model, paths)] == paths
+    assert zoo.predict(model, paths[0])[0]["input"] == paths[0]  # one path, not in a list
     assert "input" not in zoo.predict(model, [np.zeros((28, 28), np.uint8)])[0]  # an array has no name
 
 

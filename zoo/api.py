@@ -176,9 +176,9 @@ def predict(name_or_model: str | nn.Module, inputs: Any = None, *, top_k: int = 
         inputs = adapter.sample_inputs(model.card)
     with inference(model), _reduced_precision(model):
         results = adapter.predict(model, inputs, top_k=top_k)
-    listed = isinstance(inputs, (list, tuple)) and len(inputs) == len(results)
-    if samples or listed:  # say which input each prediction is for: a sample's or a file's path (or a text)
-        results = [{"input": str(x), **r} if isinstance(x, (str, os.PathLike)) else r for x, r in zip(inputs, results)]
+    named = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs  # one path or text, or several
+    if isinstance(named, (list, tuple)) and len(named) == len(results):  # which input each prediction is for
+        results = [{"input": str(x), **r} if isinstance(x, (str, os.PathLike)) else r for x, r in zip(named, results)]
     return results
 
 

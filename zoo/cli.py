@@ -82,18 +82,24 @@ def require_run_identity(parser: argparse.ArgumentParser, args: argparse.Namespa
     (`zoo.runs`), so that ``--resume`` alone continues a run; one still missing is an argparse error."""
     from .runs import read_record
 
-    started = (read_record(args.out) or {}).get("identity") or {} if args.resume else {}
+    try:
+        record = read_record(args.out) if args.resume else None
+    except ValueError as e:  # not a run record
+        parser.error(str(e))
+    started = record["identity"] if record is not None else {}
     missing = []
     for attr, key in flags.items():
         if not getattr(args, attr, None):
-            setattr(args, attr, started.get(key))
+            value = started.get(key)
+            setattr(args, attr, value if isinstance(value, str) and value else None)  # (a run record edited by hand)
         if not getattr(args, attr):
             missing.append("--" + attr.replace("_", "-"))
     if missing:
         why = ""
         if args.resume:
             why = (f" (--resume: there is no run in {args.out}, no such folder)" if not Path(args.out).exists()
-                   else f" (no run record in {args.out} to take them from)")
+                   else f" (no run record in {args.out} to take them from)" if record is None
+                   else f" (the run record in {args.out} does not name them)")
         parser.error(f"the following arguments are required: {', '.join(missing)}{why}")
 
 
@@ -169,7 +175,6 @@ def _add_folders(folders: list[str]) -> dict[str, str]:
     entry (a run of one's own is named as the shipped entry it reproduces) joins as ``NAME+FOLDER``, its folder's
     name (then ``NAME+PARENT-FOLDER``, ... until the name is free). Raises ``ValueError`` for a folder with no
     checkpoint."""
-    import re
     from dataclasses import replace
 
     from .api import REGISTRY
@@ -182,16 +187,35 @@ def _add_folders(folders: list[str]) -> dict[str, str]:
             raise ValueError(f"--add {folder}: no checkpoint folder (one with a README.md card) in it")
         for path in found:
             card = read_card(path)
-            name, parts = card.name, Path(path).resolve().parts
-            for depth in range(1, len(parts) + 1):  # NAME, NAME+run, NAME+runs-run, ... until one is free
-                if name not in REGISTRY or REGISTRY.get(name) == replace(card, name=name):
-                    break
-                name = f"{card.name}+" + re.sub(r"[^A-Za-z0-9_+-]+", "-", "-".join(parts[-depth:])).strip("-")
+            name = _free_name(card, Path(path).resolve().parts, REGISTRY)
             card = replace(card, name=name)
             if name not in REGISTRY:  # (the same card again: in already)
                 REGISTRY.register(card)
             added[name] = str(path)
     return added
+
+
+def _free_name(card: Any, parts: tuple[str, ...], registry: Any) -> str:
+    """``card``'s name if it is free (or names this very card), else ``NAME+FOLDER``, ``NAME+PARENT-FOLDER``, ...
+    (a folder's characters other than letters, digits, ``_`` and ``-`` become ``-``), else ``NAME+FOLDER-2``, ..."""
+    import re
+    from dataclasses import replace
+
+    def free(name: str) -> bool:
+        return name not in registry or registry.get(name) == replace(card, name=name)
+
+    if free(card.name):
+        return card.name
+    tried = []
+    for depth in range(1, len(parts) + 1):
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(parts[-depth:])).strip("-") or "run"
+        tried.append(f"{card.name}+{slug}")
+        if free(tried[-1]):
+            return tried[-1]
+    k = 2
+    while not free(f"{tried[0]}-{k}"):
+        k += 1
+    return f"{tried[0]}-{k}"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

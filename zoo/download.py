@@ -76,6 +76,9 @@ def hf_download(repo: str, filename: str, dest_dir: str | os.PathLike, revision:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover - huggingface_hub is a core dependency
         raise OfflineError("hf:// sources need `pip install huggingface_hub`") from e
+    except ValueError as e:  # huggingface_hub parses $HF_ENDPOINT when it is imported
+        raise OfflineError(f"huggingface_hub cannot start: {e} (is $HF_ENDPOINT={os.environ.get('HF_ENDPOINT')!r} "
+                           "a URL?)") from None
     endpoint = _hub_endpoint()
     offline = not _reachable(endpoint)  # huggingface_hub retries an unreachable Hub for ~25 s: the local copy only
     try:

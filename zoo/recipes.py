@@ -229,6 +229,9 @@ def get_recipe(name: str, task: str | None = None) -> Recipe:
     name that is not a string (a Recipe object is passed as itself by the callers that take one)."""
     if not isinstance(name, str):
         raise TypeError(f"a recipe is named by a string (`zoo recipes` lists them), got {type(name).__name__} {name!r}")
+    if task is not None and task not in {r.task for r in RECIPES.values()}:
+        raise ValueError(f"no recipes for task {task!r}; the tasks with recipes: "
+                         + ", ".join(sorted({r.task for r in RECIPES.values()})))
     if name not in RECIPES:
         import difflib
 

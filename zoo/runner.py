@@ -174,10 +174,6 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
 
     task = adapter.task
     runs.check_train_subset(train_subset)
-    if resume and (Path(out) / hub.CARD_FILE).exists():  # finished: nothing to resume, and its card stays as it is
-        card = hub.read_card(out)
-        print(f"{out}: this run has finished (its card is unchanged); start a new run in another folder to train again")
-        return DistillRun(hub.load_dir(out, card), Path(out), True, card.extra.get("history", []), card)
     base = Recipe("plain", [], task_weight=1.0, teachers=0, task=task,
                   description="the task loss only") if recipe in (None, "plain") else get_recipe(recipe, task)
     if base.task != task:
@@ -186,7 +182,11 @@ def distill(adapter: Any, teacher: Any, student: str, recipe: str | None, *, dat
     identity = {"task": task, "recipe": base.name, "student": student, "data": data if data is None or isinstance(data, str)
                 else f"{type(data).__name__} (given)", "train_subset": train_subset,
                 "teachers": [_teacher_id(t) for t in teachers_in] or None}
-    identity, settings = runs.resolve(out, identity, dict(settings or {}), resume)
+    identity, settings = runs.resolve(out, identity, dict(settings or {}), resume)  # (a changed identity: refused)
+    if resume and (Path(out) / hub.CARD_FILE).exists():  # finished: nothing to resume, and its card stays as it is
+        card = hub.read_card(out)
+        print(f"{out}: this run has finished (its card is unchanged); start a new run in another folder to train again")
+        return DistillRun(hub.load_dir(out, card), Path(out), True, card.extra.get("history", []), card)
     if not teachers_in and identity.get("teachers"):
         teachers_in = list(identity["teachers"])
     # the teachers' weights, not only their names or folders: a resume from changed weights is refused
@@ -300,10 +300,11 @@ def cli(adapter: Any, command: str, argv: Sequence[str]) -> int:
     require_run_identity(p, args, {"arch": "student"} if command == "train" else {"recipe": "recipe", "student": "student"})
     recipe = None if command == "train" else args.recipe
     student = args.arch if command == "train" else args.student
+    finished_before = args.resume and (Path(args.out) / hub.CARD_FILE).exists()  # (then nothing is saved)
     run = distill(adapter, args.teacher if command == "distill" and args.teacher else None, student, recipe,
                   data=args.data, out=args.out, settings=flag_settings(args, parse_overrides(args.set)),
                   train_subset=args.train_subset, resume=args.resume, device=args.device,
                   deadline=deadline_in(args.time_budget))
-    if run.finished and run.card is not None:  # (a run that stopped early said so, with how to go on)
+    if run.finished and run.card is not None and not finished_before:  # (a run that stopped early said so)
         print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in run.card.metrics.items()))
     return 0

@@ -76,8 +76,10 @@ def read_record(out_dir: str | os.PathLike) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable run record ({e}); restore it or start a new run") from None
-    if not isinstance(record, dict) or not {"identity", "settings"} <= set(record):
-        raise ValueError(f"{path} is not a run record (it needs 'identity' and 'settings'); restore it or start a new run")
+    if not isinstance(record, dict) or not {"identity", "settings"} <= set(record) \
+            or not all(isinstance(record[k], dict) for k in ("identity", "settings")):
+        raise ValueError(f"{path} is not a run record (it needs 'identity' and 'settings', each an object); restore "
+                         "it or start a new run")
     return record
 
 
