@@ -270,6 +270,9 @@ def plot(rows: list[dict], path: str | Path, x: str = "params") -> Path:
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=7)
         ax.set_xscale("log")
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(lo, hi * 2.5)  # room on the right for the labels of the costliest points
+        ax.tick_params(axis="x", which="both", labelsize=7, labelrotation=30)  # minor labels of a narrow range overlap
         ax.set_xlabel(COST_AXES[x])
         ax.set_ylabel(f"{metric} ({usable[0]['unit'] or 'value'})" + ("" if usable[0]["higher_is_better"] else ", lower is better"))
         ax.set_title(f"{tasks[0]}: {dataset}", fontsize=9)
