@@ -149,8 +149,8 @@ def resolve_data(dataset: str | None, data: Any, data_root: str | None, download
             raise ValueError(f"the test data has label {int(test.labels.max())}, outside the {len(train.classes)} "
                              "training classes")
         return train, test
-    if dataset is not None and os.path.isdir(os.path.expanduser(dataset)):  # (--dataset=~/imgs: no shell expansion)
-        dataset = os.path.expanduser(dataset)
+    dataset = os.path.expanduser(dataset) if dataset is not None else None  # (--dataset=~/imgs: no shell expansion)
+    if dataset is not None and os.path.isdir(dataset):
         train = load_image_folder(dataset, "train")
         return train, load_image_folder(dataset, "test", channels=train.in_channels, size=train.image_size,
                                         mean=train.mean, std=train.std)

@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterable
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
@@ -53,10 +53,15 @@ def check_link_path(path: str | os.PathLike) -> None:
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise ValueError(f"{path} is a loop of symbolic links; nothing was written") from None
-    for folder in path.parents:
-        if folder.is_symlink() and not folder.exists():
-            raise ValueError(f"{path}: {folder} is a symbolic link to {os.readlink(folder)}, which does not resolve "
-                             "to a folder (missing, or a loop of links); nothing was written")
+    folder = broken_link(path.parents)
+    if folder is not None:
+        raise ValueError(f"{path}: {folder} is a symbolic link to {os.readlink(folder)}, which does not resolve "
+                         "to a folder (missing, or a loop of links); nothing was written")
+
+
+def broken_link(paths: Iterable[Path]) -> Path | None:
+    """The first of ``paths`` that is a symbolic link resolving to nothing (dangling, or a loop), else None."""
+    return next((p for p in paths if p.is_symlink() and not p.exists()), None)
 
 
 def _umask() -> int:
@@ -78,10 +83,10 @@ def check_output_folder(flag: str, path: str | os.PathLike) -> None:
     can be made, and can be written: checked before any work, so that nothing runs for output that could not
     be kept; a symbolic link on the way that is dangling or a loop is named. Creates nothing."""
     target = Path(path)
-    for link in (target, *target.parents):
-        if link.is_symlink() and not link.exists():  # dangling, or a loop: a mkdir would fail late
-            raise ValueError(f"{flag} {target}: {link} is a symbolic link to {os.readlink(link)}, which does not "
-                             "resolve to a folder (missing, or a loop of links)")
+    link = broken_link((target, *target.parents))  # dangling, or a loop: a mkdir would fail late
+    if link is not None:
+        raise ValueError(f"{flag} {target}: {link} is a symbolic link to {os.readlink(link)}, which does not "
+                         "resolve to a folder (missing, or a loop of links)")
     if target.exists() and not target.is_dir():
         raise ValueError(f"{flag} {target} is a file, not a folder")
     existing = next(p for p in (target, *target.resolve().parents) if p.exists())

@@ -261,18 +261,24 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def move_to(batch: Any, device: torch.device) -> Any:
-    """``batch`` with every tensor in it (in dicts, such as a tokenizer's output, lists and tuples) on ``device``."""
+def map_tensors(batch: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """``batch`` with ``fn`` applied to every tensor in it (in mappings, such as a tokenizer's output, which come
+    back as dicts, and in lists and tuples); anything else is kept as it is."""
     import torch
     from collections.abc import Mapping
 
     if isinstance(batch, torch.Tensor):
-        return batch.to(device)
+        return fn(batch)
     if isinstance(batch, Mapping):
-        return {k: move_to(v, device) for k, v in batch.items()}
+        return {k: map_tensors(v, fn) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(v, device) for v in batch)
+        return type(batch)(map_tensors(v, fn) for v in batch)
     return batch
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor in it on ``device`` (`map_tensors`)."""
+    return map_tensors(batch, lambda t: t.to(device))
 
 
 def label_predictions(logits: torch.Tensor, labels: list[str], top_k: int = 1) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .io import atomic_write, atomic_write_text
+from .tasks import map_tensors
 
 STATE_FILE = "train_state.pt"
 
@@ -853,25 +854,11 @@ def _same_setting(a: Any, b: Any) -> bool:
 
 
 def _shard(batch: Any, rank: int, world: int) -> Any:
-    if world == 1:
-        return batch
-    if isinstance(batch, torch.Tensor):
-        return batch.chunk(world)[rank]
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_shard(b, rank, world) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _shard(v, rank, world) for k, v in batch.items()}
-    return batch
+    return batch if world == 1 else map_tensors(batch, lambda t: t.chunk(world)[rank])
 
 
 def _channels_last(batch: Any) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_channels_last(b) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _channels_last(v) for k, v in batch.items()}
-    return batch
+    return map_tensors(batch, lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
 
 
 def config_from_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
